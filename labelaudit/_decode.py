@@ -1,0 +1,135 @@
+"""Per-file work of the image cache: read headers and decode pixels.
+
+Kept free of torch and pandas so worker processes start fast. Functions here trust their input;
+:mod:`labelaudit.images` validates and orchestrates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Modes whose pixels carry one channel; a dataset made only of these is cached as grayscale.
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def read_header(path: str, max_pixels: int) -> dict:
+    """Hash a file and read its image header without decoding pixels.
+
+    Returns a dict with ``width, height, mode, format, sha1`` and ``reason``/``detail`` (empty
+    when the file looks usable; otherwise a code from :data:`labelaudit.sources.SKIP_REASONS`).
+    """
+    info = {"width": 0, "height": 0, "mode": "", "format": "", "sha1": "", "reason": "", "detail": ""}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return {**info, "reason": "missing", "detail": "no such file"}
+    except OSError as exc:
+        return {**info, "reason": "unreadable", "detail": str(exc)}
+    if not data:
+        return {**info, "reason": "empty", "detail": "zero bytes"}
+    info["sha1"] = hashlib.sha1(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                info.update(width=img.width, height=img.height, mode=img.mode, format=img.format or "")
+    except Image.DecompressionBombError as exc:
+        return {**info, "reason": "too_large", "detail": str(exc).split(".")[0]}
+    except UnidentifiedImageError:
+        return {**info, "reason": "not_an_image", "detail": "Pillow cannot identify the format"}
+    except Exception as exc:  # a damaged header raises anything from SyntaxError to struct.error
+        return {**info, "reason": "corrupt", "detail": _one_line(exc)}
+    if info["width"] * info["height"] > max_pixels:
+        info.update(reason="too_large", detail=f"{info['width']}x{info['height']} exceeds {max_pixels} pixels")
+    elif info["width"] == 0 or info["height"] == 0:
+        info.update(reason="corrupt", detail="zero width or height")
+    return info
+
+
+def decode_image(path: str, size: int, channels: int) -> np.ndarray:
+    """Decode one image to a ``(size, size, channels)`` uint8 array.
+
+    EXIF orientation is applied; transparency is composited over white; 16-bit and float images
+    are scaled to 8 bits; the shorter side is resized to ``size`` and the centre cropped square.
+    Raises ``OSError``/``ValueError`` (and others) on damaged data; see :func:`classify_error`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            # JPEG only: decode at a reduced scale that is still >= size (big speed-up on photos).
+            img.draft("L" if channels == 1 else "RGB", (size, size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_channels(img, channels)
+            img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in _WIDE_MODES:
+        values = np.asarray(img)
+        if img.mode == "F":
+            scaled = np.clip(values * 255.0 if values.max(initial=0) <= 1.0 else values, 0, 255)
+        else:  # 16-bit data (Pillow opens some 16-bit PNGs as 32-bit "I"); 65535 -> 255
+            scaled = np.clip(values, 0, 65535) / 257.0
+        img = Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "La", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def classify_error(exc: BaseException) -> tuple[str, str]:
+    """Map a decoding exception to a ``(reason, detail)`` pair for ``skipped.csv``."""
+    text = _one_line(exc)
+    if isinstance(exc, Image.DecompressionBombError):
+        return "too_large", text
+    if isinstance(exc, UnidentifiedImageError):
+        return "not_an_image", text
+    if isinstance(exc, FileNotFoundError):
+        return "missing", text
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return "truncated", text
+    return "corrupt", text
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def header_chunk(paths: list[str], max_pixels: int) -> list[dict]:
+    """Worker task: :func:`read_header` over a chunk of paths."""
+    return [read_header(p, max_pixels) for p in paths]
+
+
+def decode_chunk(
+    pixels_file: str, positions: list[int], paths: list[str], size: int, channels: int
+) -> list[tuple[int, str, str]]:
+    """Worker task: decode ``paths`` into rows ``positions`` of the ``.npy`` file ``pixels_file``.
+
+    Returns ``(position, reason, detail)`` for each image that failed; its row stays zero.
+    """
+    pixels = np.load(pixels_file, mmap_mode="r+")
+    failures = []
+    for position, path in zip(positions, paths):
+        try:
+            pixels[position] = decode_image(path, size, channels)
+        except Exception as exc:  # any decoder failure is a per-file skip, never fatal
+            failures.append((position, *classify_error(exc)))
+    pixels.flush()
+    del pixels
+    return failures

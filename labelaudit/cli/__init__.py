@@ -1,0 +1,48 @@
+"""The ``labelaudit`` command line: a thin layer over the library.
+
+The root only registers commands; each command lives in its own module. Library errors
+(:class:`labelaudit.errors.LabelAuditError`) become one line on stderr and exit status 2; set
+``LABELAUDIT_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import LabelAuditError
+from . import inspect_cmd
+
+app = typer.Typer(
+    name="labelaudit",
+    help="Audit image classification datasets for wrong labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("inspect")(inspect_cmd.inspect)
+
+
+@app.callback()
+def _root() -> None:
+    """Audit image classification datasets for wrong labels.
+
+    Point a command at an image folder (one subfolder per class) or a parquet/CSV manifest.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and ``python -m labelaudit``."""
+    try:
+        app(args=argv, prog_name="labelaudit")
+    except LabelAuditError as exc:
+        if os.environ.get("LABELAUDIT_DEBUG"):
+            raise
+        print(f"labelaudit: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("labelaudit: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,124 @@
+"""``labelaudit inspect``: classes, sizes, skipped files and duplicates of a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..dataset_report import DatasetReport, inspect_store
+from ..images import load_images
+from ..reports import write_json, write_skipped_csv
+from ..sources import SKIP_REASONS, load_source
+from ._common import (
+    CacheDirOpt,
+    IdColumnOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    PathColumnOpt,
+    QuietOpt,
+    SourceArg,
+    WorkersOpt,
+    progress_bars,
+    stdout,
+)
+
+_LIST_LIMIT = 10
+
+
+def inspect(
+    source: SourceArg,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    image_size: ImageSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Also write inspect.json and skipped.csv into this folder.")
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Describe a dataset: classes and counts, image sizes and modes, skipped files, duplicates.
+
+    Decodes every image once into the cache, so a later scan starts at once.
+
+    Example: labelaudit inspect ./images --out ./inspect-run
+    """
+    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    with progress_bars(not (quiet or json_output)) as progress:
+        store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
+    report = inspect_store(store)
+    if out is not None:
+        write_json(out / "inspect.json", report.to_dict())
+        write_skipped_csv(out / "skipped.csv", store.table.skipped)
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _render(report, out)
+
+
+def _render(report: DatasetReport, out: Optional[Path]) -> None:
+    cache = "reused" if report.cache_reused else "built"
+    shape = f"{report.cache_image_size}x{report.cache_image_size}x{report.cache_channels}"
+    stdout.print(
+        f"[bold]{report.source}[/] ({report.kind}): {report.num_samples} images, "
+        f"{len(report.class_counts)} classes, {len(report.skipped)} skipped; cache {shape} {cache}"
+    )
+
+    classes = Table(title="Classes", title_justify="left")
+    classes.add_column("class")
+    classes.add_column("images", justify="right")
+    classes.add_column("share", justify="right")
+    classes.add_column("note")
+    for name, count in report.class_counts.items():
+        note = "few samples" if name in report.few_sample_classes else ""
+        classes.add_row(name, str(count), f"{count / max(report.num_samples, 1):.1%}", note)
+    stdout.print(classes)
+
+    sizes = Table(title="Image sizes (most common)", title_justify="left")
+    sizes.add_column("width x height")
+    sizes.add_column("images", justify="right")
+    for width, height, count in report.image_sizes:
+        sizes.add_row(f"{width} x {height}", str(count))
+    stdout.print(sizes)
+    stdout.print("Modes: " + ", ".join(f"{m} {n}" for m, n in report.modes.items())
+                 + "; formats: " + ", ".join(f"{f} {n}" for f, n in report.formats.items()))
+
+    if report.skipped:
+        skipped = Table(title=f"Skipped files ({len(report.skipped)})", title_justify="left")
+        skipped.add_column("reason")
+        skipped.add_column("files", justify="right")
+        skipped.add_column("meaning")
+        for reason, count in report.skipped_by_reason.items():
+            skipped.add_row(reason, str(count), SKIP_REASONS.get(reason, ""))
+        stdout.print(skipped)
+        for row in report.skipped[:_LIST_LIMIT]:
+            stdout.print(f"  {row['reason']:<22} {row['path']}", markup=False)
+        if len(report.skipped) > _LIST_LIMIT:
+            where = f"see {out / 'skipped.csv'}" if out else "pass --out DIR for the full list"
+            stdout.print(f"  ... and {len(report.skipped) - _LIST_LIMIT} more ({where})")
+
+    groups = report.duplicate_groups
+    conflicting = report.conflicting_duplicate_groups
+    stdout.print(
+        f"Exact duplicate files: {len(groups)} groups ({sum(len(g['sample_ids']) for g in groups)} files); "
+        f"[bold]{len(conflicting)} with conflicting labels[/]"
+    )
+    if conflicting:
+        dup = Table(title="Identical files with different labels (at most one label is right)", title_justify="left")
+        dup.add_column("labels")
+        dup.add_column("files")
+        for group in conflicting[:_LIST_LIMIT]:
+            dup.add_row(", ".join(group["labels"]), "\n".join(group["sample_ids"]))
+        stdout.print(dup)
+    if report.duplicate_manifest_rows:
+        stdout.print(
+            f"Manifest rows repeating an earlier path: {report.duplicate_manifest_rows} "
+            f"({report.conflicting_manifest_rows} with a different label); the first row of each path is used"
+        )

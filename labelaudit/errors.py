@@ -1,0 +1,28 @@
+"""Typed exceptions raised by the library.
+
+Every error a user can cause (a wrong path, a misnamed column, a dataset with one class) is a
+:class:`LabelAuditError` whose message is one line saying what is wrong and how to fix it. The
+CLI prints that line and exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LabelAuditError(Exception):
+    """Base class for user-facing errors: the message names the problem and the fix."""
+
+
+class SourceNotFoundError(LabelAuditError):
+    """The image folder or manifest given as the source does not exist."""
+
+
+class ManifestError(LabelAuditError):
+    """A parquet/CSV manifest cannot be read or lacks the columns it needs."""
+
+
+class DatasetError(LabelAuditError):
+    """The dataset as a whole cannot be audited (no images, one class, empty class...)."""
+
+
+class ConfigError(LabelAuditError):
+    """A setting has a value outside its allowed range."""

@@ -1,0 +1,324 @@
+"""Decode a dataset's images once into a memory-mapped uint8 array on disk.
+
+Training epochs read :attr:`ImageStore.pixels` and never touch PIL. The cache lives under
+:func:`default_cache_dir` (never inside the user's input), keyed by every file's path, size and
+modification time: a second run on unchanged files reuses it, a changed file builds a new one.
+
+Layout of one cache entry ``<cache_dir>/<key>/``:
+
+- ``files-maxpx{P}.parquet``: the header pass: per sample ``width, height, mode, format, sha1, reason``.
+- ``pixels-s{S}-c{C}.npy``: ``(M, S, S, C)`` uint8, one row per sample whose header was readable.
+- ``decode-s{S}-c{C}.parquet``: rows of that array that failed to decode, with reasons; written
+  after the pixels, so its presence marks a complete array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import _decode
+from ._atomic import atomic_path
+from .errors import ConfigError
+from .sources import SKIPPED_COLUMNS, SampleTable, check_trainable
+
+CACHE_FORMAT_VERSION = 1
+#: Pillow's own decompression-bomb error threshold (2 x its warning limit).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+AUTO_SIZE_RANGE = (16, 64)
+#: Below this many files the work runs in-process: a worker pool costs more than it saves.
+_POOL_MIN_FILES = 512
+_CHUNK = 128
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: called as work advances; the CLI draws bars from it."""
+
+
+def default_cache_dir() -> Path:
+    """``$LABELAUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/labelaudit``, else ``~/.cache/labelaudit``."""
+    if os.environ.get("LABELAUDIT_CACHE_DIR"):
+        return Path(os.environ["LABELAUDIT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "labelaudit"
+
+
+@dataclass(frozen=True)
+class ImageStore:
+    """Decoded images of a sample table, ready for training.
+
+    Attributes
+    ----------
+    table : SampleTable
+        The usable samples; row ``i`` of ``table.samples`` is image ``positions[i]`` of ``pixels``.
+        Files that failed to read or decode are in ``table.skipped``.
+    pixels : numpy.ndarray
+        ``(M, S, S, C)`` uint8 array, memory-mapped read-only; ``M >= N``.
+    positions : numpy.ndarray
+        ``(N,)`` int64 row of ``pixels`` for each usable sample.
+    files : pandas.DataFrame
+        Per usable sample (aligned with ``table.samples``): ``width, height, mode, format, sha1``
+        of the original file.
+    image_size : int
+        ``S``, the side of the square cached images.
+    channels : int
+        ``C``: 1 when every image is grayscale, else 3.
+    cache_dir : pathlib.Path
+        The cache entry holding the arrays.
+    reused : bool
+        True when the pixels came from an existing cache entry without decoding.
+    """
+
+    table: SampleTable
+    pixels: np.ndarray
+    positions: np.ndarray
+    files: pd.DataFrame
+    image_size: int
+    channels: int
+    cache_dir: Path
+    reused: bool
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def images(self, index: Iterable[int] | slice | None = None) -> np.ndarray:
+        """Return ``(n, S, S, C)`` uint8 images of the usable samples at ``index`` (all if None)."""
+        rows = self.positions if index is None else self.positions[index]
+        return np.asarray(self.pixels[rows])
+
+
+def load_images(
+    table: SampleTable,
+    *,
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: ProgressCallback | None = None,
+) -> ImageStore:
+    """Decode (or reuse the cached decode of) every image in ``table``.
+
+    Parameters
+    ----------
+    table : SampleTable
+        From :func:`labelaudit.sources.load_source`.
+    image_size : int, optional
+        Side of the square cached images. Default: the median shorter side of the images,
+        clamped to ``[16, 64]`` (the network sizes a CPU trains in minutes).
+    cache_dir : path-like, optional
+        Cache root; default :func:`default_cache_dir`. Must not be inside the source folder.
+    workers : int, optional
+        Decoding processes; default all available cores.
+    max_pixels : int, default=178956970
+        Images with more pixels are skipped as ``too_large`` without being decoded.
+    progress : callable, optional
+        ``progress(phase, done, total)`` with phases ``"read headers"`` and ``"decode"``.
+
+    Returns
+    -------
+    ImageStore
+        Files that failed are moved from ``table.samples`` to ``table.skipped``.
+
+    Raises
+    ------
+    ConfigError
+        Bad ``image_size``/``workers`` or a cache directory inside the source.
+    DatasetError
+        Fewer than two classes have a decodable image.
+    """
+    if image_size is not None and not (isinstance(image_size, int) and 4 <= image_size <= 1024):
+        raise ConfigError(f"image_size must be an integer in [4, 1024]; got {image_size!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 1):
+        raise ConfigError(f"workers must be a positive integer; got {workers!r}")
+    workers = workers or available_cores()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = root.resolve()
+    if _is_within(root, table.root):
+        raise ConfigError(
+            f"cache directory {str(root)!r} is inside the input {str(table.root)!r}; labelaudit "
+            "never writes into the input: pass --cache-dir elsewhere or set LABELAUDIT_CACHE_DIR"
+        )
+    entry = root / _cache_key(table)
+    entry.mkdir(parents=True, exist_ok=True)
+
+    headers = _headers(table, entry, workers, max_pixels, progress)
+    readable = headers["reason"] == ""
+    if not readable.any():
+        header_skips = _skips(table, headers, ~readable)
+        check_trainable(table.without(header_skips))  # raises: nothing readable
+    size = image_size or _auto_size(headers[readable])
+    channels = 1 if headers.loc[readable, "mode"].isin(_decode.GRAY_MODES).all() else 3
+
+    decodable = np.flatnonzero(readable.to_numpy())
+    pixels_file = entry / f"pixels-s{size}-c{channels}.npy"
+    status_file = entry / f"decode-s{size}-c{channels}.parquet"
+    reused = status_file.exists() and pixels_file.exists()
+    if reused:
+        failures = pd.read_parquet(status_file)
+    else:
+        failures = _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
+    pixels = np.load(pixels_file, mmap_mode="r")
+
+    # Map failures back: decode positions are rows of `pixels`, i.e. indexes into `decodable`.
+    decode_reason = pd.Series("", index=headers.index, dtype=object)
+    decode_detail = pd.Series("", index=headers.index, dtype=object)
+    failed_rows = decodable[failures["position"].to_numpy(dtype=np.int64)]
+    decode_reason.iloc[failed_rows] = failures["reason"].to_numpy()
+    decode_detail.iloc[failed_rows] = failures["detail"].to_numpy()
+    headers = headers.assign(
+        reason=headers["reason"].where(headers["reason"] != "", decode_reason),
+        detail=headers["detail"].where(headers["reason"] != "", decode_detail),
+    )
+    usable = (headers["reason"] == "").to_numpy()
+    position_of_row = np.full(len(headers), -1, dtype=np.int64)
+    position_of_row[decodable] = np.arange(len(decodable))
+
+    kept = table.without(_skips(table, headers, ~usable))
+    check_trainable(kept)
+    files = headers.loc[usable, ["width", "height", "mode", "format", "sha1"]].reset_index(drop=True)
+    return ImageStore(
+        table=kept,
+        pixels=pixels,
+        positions=position_of_row[usable],
+        files=files,
+        image_size=size,
+        channels=channels,
+        cache_dir=entry,
+        reused=reused,
+    )
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity masks and container limits)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _cache_key(table: SampleTable) -> str:
+    digest = hashlib.sha256(f"labelaudit-cache-v{CACHE_FORMAT_VERSION}\n".encode())
+    cols = table.samples[["path", "file_size", "mtime_ns"]]
+    for path, size, mtime in cols.itertuples(index=False):
+        digest.update(f"{path}\t{size}\t{mtime}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _skips(table: SampleTable, headers: pd.DataFrame, mask) -> pd.DataFrame:
+    mask = np.asarray(mask, dtype=bool)
+    frame = table.samples.loc[mask, ["sample_id", "path"]].copy()
+    frame["reason"] = headers.loc[mask, "reason"].to_numpy()
+    frame["detail"] = headers.loc[mask, "detail"].to_numpy()
+    return frame[SKIPPED_COLUMNS].astype(object)
+
+
+def _auto_size(readable_headers: pd.DataFrame) -> int:
+    shorter = np.minimum(readable_headers["width"], readable_headers["height"])
+    low, high = AUTO_SIZE_RANGE
+    return int(np.clip(int(np.median(shorter)), low, high))
+
+
+def _run_chunks(
+    task, chunks: list[tuple], total: int, workers: int, phase: str, progress: ProgressCallback | None
+) -> list:
+    """Run ``task(*chunk)`` over chunks (in a process pool when worth it), in chunk order."""
+    results: list = [None] * len(chunks)
+    done = 0
+    if progress:
+        progress(phase, 0, total)
+    if workers > 1 and total >= _POOL_MIN_FILES:
+        # spawn, not fork: the parent may hold torch threads that a forked child would inherit.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(task, *chunk): i for i, chunk in enumerate(chunks)}
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                done += _chunk_len(chunks[i])
+                if progress:
+                    progress(phase, done, total)
+    else:
+        for i, chunk in enumerate(chunks):
+            results[i] = task(*chunk)
+            done += _chunk_len(chunk)
+            if progress:
+                progress(phase, done, total)
+    return results
+
+
+def _chunk_len(chunk: tuple) -> int:
+    return len(next(part for part in chunk if isinstance(part, list)))
+
+
+def _headers(
+    table: SampleTable, entry: Path, workers: int, max_pixels: int, progress: ProgressCallback | None
+) -> pd.DataFrame:
+    headers_file = entry / f"files-maxpx{max_pixels}.parquet"
+    if headers_file.exists():
+        return pd.read_parquet(headers_file)
+    paths = table.samples["path"].tolist()
+    chunks = [(paths[i : i + _CHUNK], max_pixels) for i in range(0, len(paths), _CHUNK)]
+    results = _run_chunks(_decode.header_chunk, chunks, len(paths), workers, "read headers", progress)
+    headers = pd.DataFrame([row for chunk in results for row in chunk])
+    headers = headers.astype({"width": "int64", "height": "int64"})
+    with atomic_path(headers_file) as tmp:
+        headers.to_parquet(tmp, index=False)
+    return headers
+
+
+def _decode_all(
+    table: SampleTable,
+    decodable: np.ndarray,
+    pixels_file: Path,
+    status_file: Path,
+    size: int,
+    channels: int,
+    workers: int,
+    progress: ProgressCallback | None,
+) -> pd.DataFrame:
+    tmp_pixels = pixels_file.with_name(f".{pixels_file.name}.{uuid.uuid4().hex}.tmp.npy")
+    array = np.lib.format.open_memmap(tmp_pixels, mode="w+", dtype=np.uint8, shape=(len(decodable), size, size, channels))
+    del array  # workers reopen the file; the header is already written
+    paths = table.samples["path"].to_numpy()[decodable].tolist()
+    positions = list(range(len(decodable)))
+    chunks = [
+        (str(tmp_pixels), positions[i : i + _CHUNK], paths[i : i + _CHUNK], size, channels)
+        for i in range(0, len(paths), _CHUNK)
+    ]
+    try:
+        results = _run_chunks(_decode.decode_chunk, chunks, len(paths), workers, "decode", progress)
+        os.replace(tmp_pixels, pixels_file)
+    finally:
+        if tmp_pixels.exists():
+            tmp_pixels.unlink()
+    failures = pd.DataFrame(
+        [row for chunk in results for row in chunk], columns=["position", "reason", "detail"]
+    ).astype({"position": "int64", "reason": object, "detail": object})
+    with atomic_path(status_file) as tmp:
+        failures.to_parquet(tmp, index=False)
+    return failures
+
+
+def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
+    """Delete every cache entry under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if not root.exists():
+        return 0
+    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    shutil.rmtree(root)
+    return freed

@@ -1,0 +1,418 @@
+"""Turn an image folder or a parquet/CSV manifest into one :class:`SampleTable`.
+
+Every later stage (image cache, training, reports) reads the sample table and never the source
+itself. Glossary used throughout the package:
+
+- ``N``: number of samples, ``K``: number of classes.
+- ``class_names``: the ``K`` class names in a stable order (numeric order when every label is an
+  integer, otherwise sorted as text); ``given_label`` is an index into it.
+- ``sample_id``: a string unique per sample: the path relative to the image folder, the manifest's
+  id column, or the path as written in the manifest.
+
+Files that cannot be used are never fatal on their own: they are set aside in ``skipped`` with a
+reason code (see :data:`SKIP_REASONS`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DatasetError, ManifestError, SourceNotFoundError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+#: Reason codes written to ``skipped.csv``, with what each means.
+SKIP_REASONS = {
+    "missing": "the file does not exist",
+    "empty": "the file has zero bytes",
+    "unsupported_extension": "not one of the image extensions labelaudit reads",
+    "outside_class_folder": "an image directly in the source folder, not in a class subfolder",
+    "not_an_image": "the file is not an image format Pillow can identify",
+    "truncated": "the image data ends early",
+    "corrupt": "the image data cannot be decoded",
+    "too_large": "the image has more pixels than the decompression-bomb limit",
+    "unreadable": "the file cannot be read (permissions or I/O error)",
+}
+
+PATH_COLUMN_CANDIDATES = ("path", "image", "image_path", "filepath", "file_path", "file_name", "filename", "file")
+LABEL_COLUMN_CANDIDATES = ("label", "given_label", "class", "class_name", "target")
+ID_COLUMN_CANDIDATES = ("sample_id", "id")
+
+#: Classes with fewer samples than this are reported as too small to audit reliably.
+FEW_SAMPLES_THRESHOLD = 10
+
+SAMPLE_COLUMNS = ["sample_id", "path", "label", "given_label", "file_size", "mtime_ns"]
+SKIPPED_COLUMNS = ["sample_id", "path", "reason", "detail"]
+
+
+def empty_skipped() -> pd.DataFrame:
+    """Return an empty skipped-files frame with the standard columns."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in SKIPPED_COLUMNS})
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """The samples of a dataset and their given labels.
+
+    Attributes
+    ----------
+    samples : pandas.DataFrame
+        One row per usable sample, columns ``sample_id`` (str), ``path`` (str, absolute),
+        ``label`` (str, the class name), ``given_label`` (int64 index into ``class_names``),
+        ``file_size`` (bytes) and ``mtime_ns`` (used to detect changed files).
+    class_names : tuple of str
+        The ``K`` classes in a stable order.
+    source : pathlib.Path
+        The image folder or manifest file, resolved.
+    kind : {"folder", "parquet", "csv"}
+        What the source is.
+    skipped : pandas.DataFrame
+        Files set aside, columns ``sample_id, path, reason, detail``.
+    duplicate_rows : pandas.DataFrame
+        Manifest rows whose path already appeared (``path, first_label, label, conflicting``);
+        only the first row of each path is kept as a sample.
+    """
+
+    samples: pd.DataFrame
+    class_names: tuple[str, ...]
+    source: Path
+    kind: str
+    skipped: pd.DataFrame = field(default_factory=empty_skipped)
+    duplicate_rows: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["path", "first_label", "label", "conflicting"])
+    )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def root(self) -> Path:
+        """The folder that relative paths refer to: the image folder or the manifest's folder."""
+        return self.source if self.kind == "folder" else self.source.parent
+
+    def class_counts(self) -> pd.Series:
+        """Samples per class, indexed by class name in ``class_names`` order (zeros included)."""
+        counts = np.bincount(self.samples["given_label"].to_numpy(), minlength=self.num_classes)
+        return pd.Series(counts, index=list(self.class_names), name="count")
+
+    def without(self, drop: pd.DataFrame) -> "SampleTable":
+        """Return a copy with the samples whose ``sample_id`` is in ``drop`` moved to ``skipped``."""
+        if drop.empty:
+            return self
+        keep = ~self.samples["sample_id"].isin(drop["sample_id"])
+        skipped = pd.concat([self.skipped, drop[SKIPPED_COLUMNS]], ignore_index=True)
+        return SampleTable(
+            samples=self.samples[keep].reset_index(drop=True),
+            class_names=self.class_names,
+            source=self.source,
+            kind=self.kind,
+            skipped=skipped,
+            duplicate_rows=self.duplicate_rows,
+        )
+
+
+def load_source(
+    source: str | os.PathLike,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> SampleTable:
+    """Read an image folder or a parquet/CSV manifest into a :class:`SampleTable`.
+
+    Parameters
+    ----------
+    source : path-like
+        A folder with one subfolder per class (nested folders inside a class are allowed), or a
+        ``.parquet`` / ``.csv`` manifest with one row per image.
+    path_column, label_column, id_column : str, optional
+        Manifest column names. By default the first present of
+        :data:`PATH_COLUMN_CANDIDATES`, :data:`LABEL_COLUMN_CANDIDATES` and
+        :data:`ID_COLUMN_CANDIDATES` (the id column is optional). Ignored for folders.
+    classes : sequence of str, optional
+        The allowed class names, in the order to use. A label outside this list is an error.
+
+    Returns
+    -------
+    SampleTable
+
+    Raises
+    ------
+    SourceNotFoundError
+        The source does not exist.
+    ManifestError
+        The manifest is unreadable or lacks a needed column.
+    DatasetError
+        No images, a single class, an empty class folder or an unknown label.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SourceNotFoundError(
+            f"source {str(source)!r} does not exist; pass an image folder (one subfolder per class) "
+            "or a .parquet/.csv manifest"
+        )
+    path = path.resolve()
+    if path.is_dir():
+        table = _load_folder(path, classes)
+    elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
+        table = _load_manifest(path, path_column, label_column, id_column, classes)
+    else:
+        raise SourceNotFoundError(
+            f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; "
+            "pass an image folder or a manifest file"
+        )
+    check_trainable(table)
+    return table
+
+
+def check_trainable(table: SampleTable) -> None:
+    """Raise :class:`DatasetError` unless ``table`` has images in at least two classes."""
+    if len(table) == 0:
+        reasons = table.skipped["reason"].value_counts().to_dict() if len(table.skipped) else {}
+        detail = f" ({len(table.skipped)} files skipped: {_format_counts(reasons)})" if reasons else ""
+        raise DatasetError(
+            f"no usable images found in {str(table.source)!r}{detail}; check the path and that "
+            f"images have one of the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    counts = table.class_counts()
+    present = counts[counts > 0]
+    if len(present) < 2:
+        only = present.index[0] if len(present) else "none"
+        raise DatasetError(
+            f"only one class ({only!r}) has usable images in {str(table.source)!r}; an audit needs "
+            "at least two classes: add the other classes' images"
+        )
+    empty = counts[counts == 0]
+    if len(empty):
+        raise DatasetError(
+            f"class {empty.index[0]!r} has no usable images; add images to it or remove it "
+            f"(empty classes: {', '.join(map(repr, empty.index))})"
+        )
+
+
+def _format_counts(counts: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.startswith("__MACOSX")
+
+
+def _stat_rows(rows: list[tuple[str, str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stat ``(sample_id, abs_path, label)`` rows; return (present rows, skipped rows)."""
+    good, skipped = [], []
+    for sample_id, file_path, label in rows:
+        try:
+            st = os.stat(file_path)
+        except FileNotFoundError:
+            skipped.append((sample_id, file_path, "missing", "no such file"))
+            continue
+        except OSError as exc:
+            skipped.append((sample_id, file_path, "unreadable", str(exc)))
+            continue
+        if not os.path.isfile(file_path):
+            skipped.append((sample_id, file_path, "not_an_image", "is a directory"))
+        elif st.st_size == 0:
+            skipped.append((sample_id, file_path, "empty", "zero bytes"))
+        else:
+            good.append((sample_id, file_path, label, st.st_size, st.st_mtime_ns))
+    good_df = pd.DataFrame(good, columns=["sample_id", "path", "label", "file_size", "mtime_ns"])
+    good_df = good_df.astype({"sample_id": object, "path": object, "label": object, "file_size": "int64", "mtime_ns": "int64"})
+    skipped_df = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object)
+    return good_df, skipped_df
+
+
+def _order_classes(labels: Sequence[str]) -> tuple[str, ...]:
+    unique = sorted(set(labels))
+    if all(_is_int_text(x) for x in unique):
+        return tuple(sorted(unique, key=int))
+    return tuple(unique)
+
+
+def _is_int_text(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _finish(
+    samples: pd.DataFrame,
+    skipped: pd.DataFrame,
+    source: Path,
+    kind: str,
+    classes: Sequence[str] | None,
+    all_labels: Sequence[str],
+    duplicate_rows: pd.DataFrame | None = None,
+) -> SampleTable:
+    if classes is not None:
+        class_names = tuple(str(c) for c in classes)
+        unknown = sorted(set(all_labels) - set(class_names))
+        if unknown:
+            raise DatasetError(
+                f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
+                f"({len(unknown)} unknown labels); fix the labels or add the class"
+            )
+    else:
+        class_names = _order_classes(all_labels)
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = samples.copy()
+    samples["given_label"] = samples["label"].map(index).astype("int64")
+    samples = samples[SAMPLE_COLUMNS].reset_index(drop=True)
+    kwargs = {}
+    if duplicate_rows is not None:
+        kwargs["duplicate_rows"] = duplicate_rows
+    return SampleTable(samples, class_names, source, kind, skipped.reset_index(drop=True), **kwargs)
+
+
+def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
+    class_dirs = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name)
+    )
+    rows: list[tuple[str, str, str]] = []
+    skipped: list[tuple[str, str, str, str]] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_file() and not _is_hidden(entry.name) and _has_image_ext(entry.name):
+            skipped.append((entry.name, entry.path, "outside_class_folder", "move it into a class subfolder"))
+    if not class_dirs:
+        raise DatasetError(
+            f"folder {str(root)!r} has no class subfolders; put each class's images in a "
+            "subfolder named after the class, or pass a .parquet/.csv manifest"
+        )
+    for class_name in class_dirs:
+        class_root = root / class_name
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(class_root):
+            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+            for name in sorted(filenames):
+                if _is_hidden(name):
+                    continue
+                file_path = os.path.join(dirpath, name)
+                sample_id = Path(os.path.relpath(file_path, root)).as_posix()
+                if _has_image_ext(name):
+                    rows.append((sample_id, file_path, class_name))
+                    found += 1
+                else:
+                    skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
+        if found == 0:
+            raise DatasetError(
+                f"class folder {str(class_root)!r} contains no images; add images to it or remove it"
+            )
+    samples, missing = _stat_rows(rows)
+    skipped_df = pd.concat(
+        [pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True
+    )
+    return _finish(samples, skipped_df, root, "folder", classes, class_dirs)
+
+
+def _has_image_ext(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _read_manifest(path: Path) -> pd.DataFrame:
+    kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow/pandas raise many types for a bad file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(
+            f"cannot read manifest {str(path)!r} as {kind}: {first_line}; check that it is a valid "
+            f"{kind} file"
+        ) from exc
+    if frame.empty:
+        raise ManifestError(f"manifest {str(path)!r} has no rows; add one row per image")
+    return frame
+
+
+def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates: Sequence[str], role: str, option: str, path: Path, required: bool = True) -> str | None:
+    columns = [str(c) for c in frame.columns]
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        raise ManifestError(
+            f"manifest {path.name!r} has no {role} column {wanted!r} (columns: {columns}); "
+            f"pass the right name with {option}"
+        )
+    lowered = {c.lower(): c for c in columns}
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered[candidate]
+    if not required:
+        return None
+    raise ManifestError(
+        f"manifest {path.name!r} has no {role} column (looked for {list(candidates)}, found "
+        f"{columns}); name it with {option}"
+    )
+
+
+def _labels_as_text(values: pd.Series) -> pd.Series:
+    """Labels as strings; integral floats (``3.0``, from a column with gaps) become ``"3"``."""
+    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
+        values = values.astype("int64")
+    return values.map(lambda v: str(v).strip()).astype(object)
+
+
+def _load_manifest(
+    path: Path,
+    path_column: str | None,
+    label_column: str | None,
+    id_column: str | None,
+    classes: Sequence[str] | None,
+) -> SampleTable:
+    frame = _read_manifest(path)
+    path_col = _pick_column(frame, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
+    label_col = _pick_column(frame, label_column, LABEL_COLUMN_CANDIDATES, "label", "--label-column", path)
+    id_col = _pick_column(frame, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
+
+    for col, role in ((path_col, "path"), (label_col, "label")):
+        blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+        if blank.any():
+            first = int(np.flatnonzero(blank.to_numpy())[0])
+            raise ManifestError(
+                f"manifest {path.name!r} has {int(blank.sum())} rows with no {role} in column "
+                f"{col!r} (first at row {first}); fill them in or drop those rows"
+            )
+    labels = _labels_as_text(frame[label_col])
+    written = frame[path_col].map(lambda p: str(p).strip())
+    root = path.parent
+    absolute = written.map(lambda p: os.path.normpath(os.path.join(root, os.path.expanduser(p))))
+    if id_col is not None:
+        ids = frame[id_col].map(str)
+        dup_ids = ids[ids.duplicated()]
+        if len(dup_ids):
+            raise ManifestError(
+                f"manifest {path.name!r} column {id_col!r} repeats the id {dup_ids.iloc[0]!r} "
+                f"({len(dup_ids)} repeats); ids must be unique"
+            )
+    else:
+        ids = written.map(lambda p: Path(p).as_posix())
+
+    dup = absolute.duplicated(keep="first")
+    first_label = labels.groupby(absolute).transform("first")
+    duplicate_rows = pd.DataFrame(
+        {
+            "path": absolute[dup].to_numpy(),
+            "first_label": first_label[dup].to_numpy(),
+            "label": labels[dup].to_numpy(),
+        }
+    )
+    duplicate_rows["conflicting"] = duplicate_rows["first_label"] != duplicate_rows["label"]
+
+    keep = ~dup
+    rows = list(zip(ids[keep], absolute[keep], labels[keep]))
+    samples, skipped = _stat_rows(rows)
+    kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    return _finish(samples, skipped, path, kind, classes, list(labels[keep]), duplicate_rows)
