@@ -20,7 +20,7 @@ import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -243,8 +243,7 @@ def _run_chunks(
     if progress:
         progress(phase, 0, total)
     if workers > 1 and total >= _POOL_MIN_FILES:
-        # spawn, not fork: the parent may hold torch threads that a forked child would inherit.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             futures = {pool.submit(task, *chunk): i for i, chunk in enumerate(chunks)}
             for future in as_completed(futures):
                 i = futures[future]
@@ -259,6 +258,14 @@ def _run_chunks(
             if progress:
                 progress(phase, done, total)
     return results
+
+
+def _pool_context():
+    """fork where available: workers start at once and need no ``if __name__ == "__main__"`` guard
+    in the user's script. Safe although the parent may hold torch threads: workers only run
+    Pillow and numpy code from :mod:`labelaudit._decode`, never torch."""
+    methods = get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
 
 
 def _chunk_len(chunk: tuple) -> int:

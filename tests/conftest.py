@@ -37,3 +37,52 @@ def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class: int = 3, 
             seed += 1
             save_image(root / name / f"{name}_{i}.png", mode=mode, seed=seed)
     return root
+
+
+PATTERN_CLASSES = ("horizontal", "vertical", "checker", "blob")
+
+
+def pattern_image(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """A grayscale ``size x size`` image of a simple pattern with random phase, period and noise.
+
+    The four kinds stay distinct under horizontal flips, so flip augmentation is fair.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    period = rng.uniform(3.5, 5.5)
+    phase = rng.uniform(0, 2 * np.pi)
+    if kind == "horizontal":
+        img = np.sin(2 * np.pi * yy / period + phase)
+    elif kind == "vertical":
+        img = np.sin(2 * np.pi * xx / period + phase)
+    elif kind == "checker":
+        img = np.sin(2 * np.pi * xx / period + phase) * np.sin(2 * np.pi * yy / period + phase)
+    else:
+        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+        img = 1.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 5) ** 2)) - 0.5
+    img = img + rng.normal(0, 0.35, img.shape)
+    return np.clip(127.5 + 100 * img, 0, 255).astype(np.uint8)
+
+
+def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: float = 0.2, seed: int = 0):
+    """Write a folder dataset of pattern images with a known share filed under a wrong class.
+
+    Returns the truth as a DataFrame (``sample_id, path, given_label, true_label, is_noisy``),
+    also written to ``root.parent / (root.name + "_truth.csv")``.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    k = len(PATTERN_CLASSES)
+    true = np.repeat(np.arange(k), per_class)
+    noisy = np.zeros(len(true), dtype=bool)
+    noisy[rng.choice(len(true), size=int(round(noise_rate * len(true))), replace=False)] = True
+    given = np.where(noisy, (true + rng.integers(1, k, len(true))) % k, true)
+    rows = []
+    for i, (t, g) in enumerate(zip(true, given)):
+        sample_id = f"{PATTERN_CLASSES[g]}/img_{i:04d}.png"
+        save_image(root / sample_id, pattern_image(PATTERN_CLASSES[t], rng))
+        rows.append({"sample_id": sample_id, "path": str(root / sample_id), "given_label": PATTERN_CLASSES[g],
+                     "true_label": PATTERN_CLASSES[t], "is_noisy": bool(noisy[i])})
+    truth = pd.DataFrame(rows)
+    truth.to_csv(root.parent / f"{root.name}_truth.csv", index=False)
+    return truth

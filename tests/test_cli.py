@@ -93,3 +93,25 @@ def test_every_command_help_has_an_example(capsys):
     for command in app.registered_commands:
         code, out, _ = run([command.name, "--help"], capsys)
         assert code == 0 and "Example:" in out, command.name
+
+
+def test_scan_command_writes_run_and_prints_truth_figures(tmp_path, capsys):
+    from conftest import make_noisy_pattern_dataset
+
+    root = tmp_path / "data"
+    make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.2, seed=1)
+    args = ["scan", str(root), "--truth", str(tmp_path / "data_truth.csv"), "--epochs", "0.15", "--width", "8",
+            "--out", str(tmp_path / "run"), "--quiet"]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    assert "Flagged" in out and "estimated noise rate" in out and "precision" in out and "F1" in out
+    assert (tmp_path / "run" / "flagged.csv").exists()
+    code, out, _ = run([*args[:-3], "--out", str(tmp_path / "run2"), "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["run_dir"] == str(tmp_path / "run2") and "f1" in summary["truth"]
+
+
+def test_scan_bad_truth_file_is_a_clean_error(tmp_path, capsys):
+    root = make_folder_dataset(tmp_path / "data")
+    code, _, err = run(["scan", str(root), "--truth", str(tmp_path / "none.csv"), "--quiet"], capsys)
+    assert code == 2 and "truth file" in err and "Traceback" not in err

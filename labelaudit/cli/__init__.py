@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import LabelAuditError
-from . import inspect_cmd
+from . import inspect_cmd, scan_cmd
 
 app = typer.Typer(
     name="labelaudit",
@@ -24,6 +24,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("inspect")(inspect_cmd.inspect)
+app.command("scan")(scan_cmd.scan_command)
 
 
 @app.callback()

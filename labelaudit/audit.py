@@ -1,0 +1,169 @@
+"""Turn per-sample soft labels into the audit: flags, confidences, suggestions, estimates.
+
+Every method ends in an ``(N, K)`` array of soft labels (averaged softmax); this module is the
+one place that decides what is flagged and what is estimated from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .estimators import per_class_noise_rates, transition_matrix
+from .sources import SampleTable
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Per-sample audit and dataset-level estimates.
+
+    Attributes
+    ----------
+    report : pandas.DataFrame
+        One row per sample, in sample-table order: ``sample_id, path, given_label,
+        suspected_noisy, confidence, suggested_label, suggested_confidence, label_quality, rank``
+        (labels as class names; ``rank`` 1 = least likely correct).
+    soft_labels : numpy.ndarray
+        ``(N, K)`` averaged soft labels, rows sum to 1.
+    cleaned_labels : numpy.ndarray
+        ``(N,)`` the suggested label where flagged, else the given label (indexes).
+    noise_rate : float
+        Estimated share of wrong labels (share flagged).
+    per_class_noise_rates : numpy.ndarray
+        ``(K,)`` share flagged among the samples given each label.
+    transition_matrix : numpy.ndarray
+        ``(K, K)`` ``T[i, j] = P(given = j | true = i)`` with the cleaned label standing in for the true one.
+    flag_rule : dict
+        How ``suspected_noisy`` was decided (rule name and its fitted or given threshold).
+    """
+
+    report: pd.DataFrame
+    soft_labels: np.ndarray
+    cleaned_labels: np.ndarray
+    noise_rate: float
+    per_class_noise_rates: np.ndarray
+    transition_matrix: np.ndarray
+    flag_rule: dict
+
+
+@dataclass(frozen=True)
+class MixtureFit:
+    """Two-component 1-D Gaussian mixture: component 0 = wrong labels, 1 = right labels."""
+
+    means: tuple[float, float]
+    stds: tuple[float, float]
+    weights: tuple[float, float]
+    boundary: float  # score where both components are equally likely, between the means
+
+
+def fit_two_gaussians(scores: np.ndarray, *, min_std: float = 1.0, iterations: int = 300) -> MixtureFit:
+    """Fit a two-component Gaussian mixture to 1-D ``scores`` by expectation-maximisation.
+
+    Deterministic: starts from the 10th and 90th percentiles. ``min_std`` keeps a component from
+    collapsing onto a pile of identical scores (e.g. probabilities saturated at 1).
+    """
+    z = np.asarray(scores, dtype=np.float64)
+    means = np.quantile(z, [0.1, 0.9])
+    stds = np.full(2, max(z.std(), min_std))
+    weights = np.array([0.5, 0.5])
+    for _ in range(iterations):
+        log_p = -0.5 * ((z[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
+        resp = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        resp /= resp.sum(axis=1, keepdims=True)
+        mass = resp.sum(axis=0) + 1e-12
+        weights = mass / len(z)
+        means = (resp * z[:, None]).sum(axis=0) / mass
+        stds = np.maximum(np.sqrt((resp * (z[:, None] - means) ** 2).sum(axis=0) / mass), min_std)
+    low, high = sorted(range(2), key=lambda i: means[i])
+    means, stds, weights = means[[low, high]], stds[[low, high]], weights[[low, high]]
+    grid = np.linspace(means[0], means[1], 4001)
+    log_p = -0.5 * ((grid[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
+    right_wins = log_p[:, 1] >= log_p[:, 0]
+    boundary = grid[np.argmax(right_wins)] if right_wins.any() else means[1]
+    return MixtureFit(tuple(means), tuple(stds), tuple(weights), float(boundary))
+
+
+def label_margin(soft_labels: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """``(N,)`` ``log p_given - log max_{k != given} p_k``: < 0 when another class is preferred."""
+    n = np.arange(len(given))
+    p_given = np.clip(soft_labels[n, given], 1e-6, 1.0)
+    others = soft_labels.copy()
+    others[n, given] = -np.inf
+    return np.log(p_given) - np.log(np.clip(others.max(axis=1), 1e-6, 1.0))
+
+
+def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, threshold: float | None = None) -> Audit:
+    """Flag suspect labels from soft labels.
+
+    ``label_quality = p_given / (p_given + p_best_other)``: 0.5 when the given label ties with the
+    strongest other class. By default (``threshold=None``) the flag threshold is learned from the
+    data: a two-component Gaussian mixture on the log-ratio ``log(p_given / p_best_other)``
+    separates wrong labels (given class far below another) from right but hard ones; samples on
+    the wrong-label side of the boundary where both components are equally likely are flagged,
+    and never one whose given label is the most likely class. A fixed ``threshold`` flags
+    ``confidence < threshold`` instead (the NLNL paper's rule with 0.5).
+
+    Parameters
+    ----------
+    table : SampleTable
+        The ``N`` audited samples.
+    soft_labels : array of shape ``(N, K)``
+        Per-sample class probabilities (rows are renormalised to sum to 1).
+    threshold : float, optional
+        Fixed threshold on the confidence in the given label; None = learned boundary.
+
+    Returns
+    -------
+    Audit
+    """
+    soft = np.asarray(soft_labels, dtype=np.float64)
+    n, k = len(table), table.num_classes
+    if soft.shape != (n, k):
+        raise ValueError(f"soft_labels must have shape (N, K) = ({n}, {k}); got {soft.shape}")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1); got {threshold!r}")
+    soft = soft / soft.sum(axis=1, keepdims=True)
+    given = table.samples["given_label"].to_numpy()
+    confidence = soft[np.arange(n), given]
+    suggested = soft.argmax(axis=1)
+    margin = label_margin(soft, given)
+    label_quality = 1.0 / (1.0 + np.exp(-margin))
+    if threshold is None:
+        fit = fit_two_gaussians(margin)
+        boundary = min(fit.boundary, 0.0)
+        flags = margin < boundary
+        rule = {"rule": "mixture", "margin_boundary": boundary, "label_quality_threshold": float(1 / (1 + np.exp(-boundary))),
+                "mixture": {"means": fit.means, "stds": fit.stds, "weights": fit.weights}}
+    else:
+        flags = confidence < threshold
+        rule = {"rule": "fixed", "confidence_threshold": threshold}
+    cleaned = np.where(flags, suggested, given)
+    # Rank worst first: lowest label quality; ties broken by sample order.
+    order = np.lexsort((np.arange(n), label_quality))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    names = np.array(table.class_names, dtype=object)
+    report = pd.DataFrame(
+        {
+            "sample_id": table.samples["sample_id"].to_numpy(),
+            "path": table.samples["path"].to_numpy(),
+            "given_label": names[given],
+            "suspected_noisy": flags,
+            "confidence": confidence,
+            "suggested_label": names[suggested],
+            "suggested_confidence": soft.max(axis=1),
+            "label_quality": label_quality,
+            "rank": rank,
+        }
+    )
+    return Audit(
+        report=report,
+        soft_labels=soft,
+        cleaned_labels=cleaned,
+        noise_rate=float(flags.mean()),
+        per_class_noise_rates=per_class_noise_rates(flags, given, k),
+        transition_matrix=transition_matrix(cleaned, given, k),
+        flag_rule=rule,
+    )

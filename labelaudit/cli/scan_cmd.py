@@ -1,0 +1,125 @@
+"""``labelaudit scan``: train a noise-robust network and write the per-sample audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..methods.nlnl import NLNLConfig
+from ..scan import ScanConfig, ScanResult, default_run_dir, scan, summary, write_run
+from ..training import TrainConfig
+from ._common import (
+    CacheDirOpt,
+    IdColumnOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    PathColumnOpt,
+    QuietOpt,
+    SourceArg,
+    WorkersOpt,
+    progress_bars,
+    stdout,
+)
+
+_SHOW_FLAGGED = 10
+
+
+def scan_command(
+    source: SourceArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.")] = None,
+    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl.")] = "nlnl",
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale the whole schedule (1 = NL/SelNL/SelPL 20/20/20 epochs).")] = 1.0,
+    complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Flag samples whose confidence in their label is below this fixed value (the NLNL paper uses 0.5) [default: a boundary learned from the data, see docs/methods.md].")] = None,
+    backbone: Annotated[str, typer.Option("--backbone", help="auto, cifar-resnet, resnet18, resnet34 or resnet50.")] = "auto",
+    depth: Annotated[int, typer.Option("--depth", help="cifar-resnet depth (6n+2).")] = 8,
+    width: Annotated[int, typer.Option("--width", help="cifar-resnet base width.")] = 16,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="torchvision weight name (e.g. IMAGENET1K_V1) or a local .pt state_dict, for resnet backbones.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="No horizontal-flip augmentation (e.g. digits, text).")] = False,
+    crop_padding: Annotated[int, typer.Option("--crop-padding", min=0, help="Random-crop padding in pixels (0 = off).")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    image_size: ImageSizeOpt = None,
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Audit the labels of a dataset: flag suspect labels, suggest fixes, estimate the noise.
+
+    Writes report.parquet/.csv, flagged.csv (worst first), summary.json, transition_matrix.csv,
+    skipped.csv, config.json and model.pt into the run directory.
+
+    Example: labelaudit scan ./images --out runs/audit1
+    """
+    config = ScanConfig(
+        method=method,
+        image_size=image_size,
+        epochs_scale=epochs,
+        threshold=threshold,
+        train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
+                          flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed),
+        nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
+    )
+    with progress_bars(not (quiet or json_output)) as progress:
+        result = scan(source, config, path_column=path_column, label_column=label_column, id_column=id_column,
+                      cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
+    run_dir = write_run(result, out or default_run_dir(source))
+    if json_output:
+        typer.echo(json.dumps({"run_dir": str(run_dir), **summary(result)}, indent=2))
+    else:
+        _render(result, run_dir)
+
+
+def _positive_int(text: str) -> int:
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise typer.BadParameter(f"must be 'all' or a positive integer; got {text!r}", param_hint="--complementary")
+
+
+def _render(result: ScanResult, run_dir: Path) -> None:
+    audit, table = result.audit, result.store.table
+    report = audit.report
+    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    stdout.print(
+        f"Scanned {len(table)} images in {len(table.class_names)} classes with {result.config.method} "
+        f"in {result.seconds['total']:.0f} s ({len(table.skipped)} files skipped)."
+    )
+    stdout.print(f"Flagged [bold]{len(flagged)}[/] labels as suspect: estimated noise rate [bold]{audit.noise_rate:.1%}[/].")
+    if len(flagged):
+        top = Table(title=f"Most suspect labels (of {len(flagged)}; all in flagged.csv)", title_justify="left")
+        for col in ("rank", "sample_id", "given", "confidence", "suggested", "suggested conf."):
+            top.add_column(col, justify="right" if col in ("rank", "confidence", "suggested conf.") else "left")
+        for row in flagged.head(_SHOW_FLAGGED).itertuples():
+            top.add_row(str(row.rank), row.sample_id, row.given_label, f"{row.confidence:.2f}", row.suggested_label, f"{row.suggested_confidence:.2f}")
+        stdout.print(top)
+    rates = Table(title="Per-class estimates", title_justify="left")
+    rates.add_column("class")
+    rates.add_column("images", justify="right")
+    rates.add_column("flagged share", justify="right")
+    rates.add_column("T\\[i,i] (kept as itself)", justify="right")
+    for i, name in enumerate(table.class_names):
+        rates.add_row(name, str(int((report["given_label"] == name).sum())), f"{audit.per_class_noise_rates[i]:.1%}", f"{audit.transition_matrix[i, i]:.2f}")
+    stdout.print(rates)
+    if result.truth:
+        t = result.truth
+        stdout.print(
+            f"Against the truth: precision [bold]{t['precision']:.3f}[/], recall [bold]{t['recall']:.3f}[/], "
+            f"F1 [bold]{t['f1']:.3f}[/]; noise rate true {t['true_noise_rate']:.1%} vs estimated "
+            f"{t['estimated_noise_rate']:.1%} (error {t['noise_rate_error'] * 100:.1f} points); "
+            f"T mean absolute error {t['transition_matrix_mae']:.4f}"
+            + (f"; suggested label right on {t['relabel_accuracy_on_noisy_flagged']:.1%} of truly wrong flagged labels"
+               if t["relabel_accuracy_on_noisy_flagged"] is not None else "")
+            + "."
+        )
+    stdout.print(f"Run directory: {run_dir}")

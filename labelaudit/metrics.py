@@ -1,0 +1,101 @@
+"""Truth-aware metrics: how well an audit's flags and estimates match known true labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ManifestError
+from .estimators import transition_matrix
+from .sources import SampleTable
+
+TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
+
+
+def detection_metrics(flags: np.ndarray, is_noisy: np.ndarray) -> dict:
+    """Precision, recall and F1 of ``flags`` against the truth ``is_noisy`` (both ``(N,)`` bool).
+
+    Precision is 0 when nothing is flagged; recall is 0 when nothing is noisy.
+    """
+    flags = np.asarray(flags, dtype=bool)
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    tp = int((flags & is_noisy).sum())
+    precision = tp / flags.sum() if flags.any() else 0.0
+    recall = tp / is_noisy.sum() if is_noisy.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "true_positives": tp}
+
+
+def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
+    """Read a truth file and return the true label index of every sample in ``table``, ``(N,)``.
+
+    The file (CSV or parquet) has a ``sample_id`` or ``path`` column and a true-label column
+    (``true_label``, ``clean_label``, ``true`` or ``label``). Paths are matched after resolving
+    them relative to the truth file's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"truth file {str(path)!r} does not exist; pass a CSV/parquet with sample_id and true_label columns")
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
+    except Exception as exc:
+        raise ManifestError(f"cannot read truth file {str(path)!r}: {exc}; pass a valid CSV or parquet file") from exc
+    label_col = next((c for c in TRUE_LABEL_CANDIDATES if c in frame.columns), None)
+    if label_col is None:
+        raise ManifestError(
+            f"truth file {path.name!r} has no true-label column (looked for {list(TRUE_LABEL_CANDIDATES)}, "
+            f"found {list(frame.columns)}); add a true_label column"
+        )
+    true_text = frame[label_col].map(lambda v: str(v).strip())
+    if "sample_id" in frame.columns and frame["sample_id"].astype(str).isin(table.samples["sample_id"]).any():
+        lookup = dict(zip(frame["sample_id"].astype(str), true_text))
+        keys = table.samples["sample_id"]
+    elif "path" in frame.columns:
+        resolved = frame["path"].map(lambda p: os.path.normpath(os.path.join(path.parent, str(p))))
+        lookup = dict(zip(resolved, true_text))
+        keys = table.samples["path"]
+    else:
+        raise ManifestError(f"truth file {path.name!r} matches no sample by sample_id or path; check it belongs to this dataset")
+    missing = [k for k in keys if k not in lookup]
+    if missing:
+        raise ManifestError(
+            f"truth file {path.name!r} has no row for {len(missing)} samples (first: {missing[0]!r}); it must cover every sample"
+        )
+    index = {name: i for i, name in enumerate(table.class_names)}
+    unknown = sorted({lookup[k] for k in keys} - set(index))
+    if unknown:
+        raise ManifestError(f"truth file {path.name!r} uses label {unknown[0]!r} that is not a class of the dataset {list(table.class_names)}")
+    return np.array([index[lookup[k]] for k in keys], dtype=np.int64)
+
+
+def truth_metrics(
+    flags: np.ndarray,
+    given: np.ndarray,
+    true: np.ndarray,
+    suggested: np.ndarray,
+    estimated_noise_rate: float,
+    estimated_t: np.ndarray,
+) -> dict:
+    """Compare an audit with the truth: detection P/R/F1, noise rate, T error, relabel accuracy."""
+    num_classes = estimated_t.shape[0]
+    is_noisy = np.asarray(true) != np.asarray(given)
+    true_t = transition_matrix(true, given, num_classes)
+    noisy_flagged = flags & is_noisy
+    metrics = detection_metrics(flags, is_noisy)
+    metrics.update(
+        {
+            "true_noise_rate": float(is_noisy.mean()),
+            "estimated_noise_rate": float(estimated_noise_rate),
+            "noise_rate_error": float(abs(estimated_noise_rate - is_noisy.mean())),
+            "transition_matrix_mae": float(np.abs(estimated_t - true_t).mean()),
+            "true_transition_matrix": true_t.tolist(),
+            "relabel_accuracy_on_noisy_flagged": (
+                float((suggested[noisy_flagged] == true[noisy_flagged]).mean()) if noisy_flagged.any() else None
+            ),
+            "num_truly_noisy": int(is_noisy.sum()),
+        }
+    )
+    return metrics

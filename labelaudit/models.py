@@ -1,0 +1,134 @@
+"""Backbones: a small CIFAR-style ResNet for small images, torchvision ResNets for larger ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("cifar-resnet",) + TORCHVISION_BACKBONES
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al. 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet with a 3x3 stem and three stages of widths ``w, 2w, 4w`` (depth = 6n + 2).
+
+    ``depth=8`` gives one block per stage (ResNet-8), ``depth=20`` three (ResNet-20).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int = 8, width: int = 16) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ConfigError(f"cifar-resnet depth must be 6n+2 (8, 14, 20, 32...); got {depth!r}")
+        blocks = (depth - 2) // 6
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        layers, channels = [], width
+        for stage, stage_width in enumerate((width, 2 * width, 4 * width)):
+            for block in range(blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(channels, stage_width, stride))
+                channels = stage_width
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))  # (B, 4w, H/4, W/4)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # (B, K)
+
+
+class _GrayToRGB(nn.Module):
+    """Repeat a single channel three times so ImageNet backbones accept grayscale input."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+
+def build_model(
+    backbone: str,
+    in_channels: int,
+    num_classes: int,
+    *,
+    depth: int = 8,
+    width: int = 16,
+    weights: str | None = None,
+) -> nn.Module:
+    """Create a classifier for ``(B, in_channels, S, S)`` inputs returning ``(B, num_classes)`` logits.
+
+    Parameters
+    ----------
+    backbone : {"cifar-resnet", "resnet18", "resnet34", "resnet50"}
+    in_channels : int
+        1 (grayscale) or 3 (RGB).
+    num_classes : int
+    depth, width : int
+        Depth (6n+2) and base width of ``cifar-resnet``; ignored for torchvision backbones.
+    weights : str, optional
+        Torchvision backbones only: a torchvision weight name (``"IMAGENET1K_V1"``, ``"DEFAULT"``;
+        downloaded on a connected machine) or a local ``.pt``/``.pth`` state_dict file. The
+        classification layer is always replaced by a fresh one with ``num_classes`` outputs.
+    """
+    if backbone == "cifar-resnet":
+        if weights:
+            raise ConfigError("--weights applies to torchvision backbones (resnet18/34/50), not cifar-resnet")
+        return CifarResNet(in_channels, num_classes, depth=depth, width=width)
+    if backbone not in TORCHVISION_BACKBONES:
+        raise ConfigError(f"backbone must be one of {list(BACKBONES)}; got {backbone!r}")
+    import torchvision
+
+    builder = getattr(torchvision.models, backbone)
+    local = weights is not None and (os.sep in weights or Path(weights).suffix in (".pt", ".pth"))
+    if weights and not local:
+        try:
+            enum = torchvision.models.get_model_weights(backbone)
+            resolved = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+        except KeyError:
+            raise ConfigError(f"unknown torchvision weights {weights!r} for {backbone}; use e.g. IMAGENET1K_V1 or a local .pt file") from None
+        model = builder(weights=resolved)
+    else:
+        model = builder(weights=None)
+        if local:
+            if not Path(weights).is_file():
+                raise ConfigError(f"weights file {weights!r} does not exist; pass a torchvision weight name or a .pt state_dict")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing, _ = model.load_state_dict(state, strict=False)
+            if [k for k in missing if not k.startswith("fc.")]:
+                raise ConfigError(f"weights file {weights!r} does not match {backbone} (missing {missing[:3]})")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return _GrayToRGB(model)
+
+
+def default_backbone(image_size: int) -> str:
+    """cifar-resnet up to 64x64 inputs (trainable on a CPU), resnet18 above."""
+    return "cifar-resnet" if image_size <= 64 else "resnet18"

@@ -1,0 +1,286 @@
+"""The one training loop every audit method reuses.
+
+A method supplies, per phase, a loss over a batch (``loss_fn``) and optionally a per-epoch
+selection computed from the per-sample history (``select_fn``); the loop does the rest: shuffling,
+augmentation on whole batches of cached uint8 tensors, the optimiser step, the training-time
+softmax history and progress reporting.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .images import ImageStore, ProgressCallback
+from .models import build_model, default_backbone
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the network and the optimiser, shared by every method."""
+
+    backbone: str = "auto"  # "auto": cifar-resnet up to 64 px, resnet18 above
+    depth: int = 8  # cifar-resnet depth (6n+2)
+    width: int = 16  # cifar-resnet base width
+    weights: Optional[str] = None  # torchvision weight name or local state_dict (torchvision backbones)
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crop_padding: int = 2  # random-crop padding in pixels; 0 disables
+    flip: bool = True  # random horizontal flips
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    history_window: int = 10  # epochs of training-time softmax kept per sample
+
+    def validate(self) -> "TrainConfig":
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1; got {self.batch_size!r}")
+        if self.crop_padding < 0:
+            raise ConfigError(f"crop_padding must be >= 0; got {self.crop_padding!r}")
+        if self.history_window < 1:
+            raise ConfigError(f"history_window must be >= 1; got {self.history_window!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu or cuda; got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class TensorData:
+    """A dataset as tensors: ``images`` ``(N, C, S, S)`` uint8 (channels_last), ``labels`` ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor  # (C,) per-channel mean of the images in [0, 1]
+    std: torch.Tensor  # (C,)
+
+    @classmethod
+    def from_store(cls, store: ImageStore) -> "TensorData":
+        pixels = torch.from_numpy(store.images())  # (N, S, S, C) uint8, read once from the cache
+        images = pixels.permute(0, 3, 1, 2)  # (N, C, S, S) view with channels_last strides
+        as_float = pixels.float().div_(255)
+        mean = as_float.mean(dim=(0, 1, 2))
+        std = as_float.std(dim=(0, 1, 2)).clamp_min(1e-3)
+        labels = torch.from_numpy(store.table.samples["given_label"].to_numpy().astype(np.int64))
+        return cls(images, labels, store.table.num_classes, mean, std)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+
+class History:
+    """Ring buffer of the last ``window`` epochs of training-time softmax, ``(N, window, K)``."""
+
+    def __init__(self, num_samples: int, num_classes: int, window: int) -> None:
+        self.buffer = torch.zeros(num_samples, window, num_classes)
+        self.filled = 0
+        self.window = window
+
+    def push(self, probs: torch.Tensor) -> None:
+        """Store one epoch's ``(N, K)`` softmax."""
+        self.buffer[:, self.filled % self.window] = probs
+        self.filled += 1
+
+    def mean(self) -> torch.Tensor:
+        """``(N, K)`` mean over the stored epochs (uniform ``1/K`` before the first epoch)."""
+        n = min(self.filled, self.window)
+        if n == 0:
+            return torch.full(self.buffer.shape[::2], 1.0 / self.buffer.shape[2])
+        return self.buffer[:, :n].mean(dim=1)
+
+    def mean_given(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` mean probability of each sample's given label."""
+        return self.mean().gather(1, labels[:, None]).squeeze(1)
+
+
+class Trainer:
+    """Holds the model, data and per-sample history; :meth:`run_phase` trains one phase.
+
+    The device, augmentation and mixed-precision settings are fixed at construction, so a
+    method reads as a list of phases.
+    """
+
+    def __init__(self, data: TensorData, config: TrainConfig, progress: ProgressCallback | None = None) -> None:
+        self.config = config.validate()
+        self.data = data
+        self.device = resolve_device(config.device)
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        backbone = config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
+        self.backbone = backbone
+        self.model = build_model(
+            backbone, data.channels, data.num_classes, depth=config.depth, width=config.width, weights=config.weights
+        ).to(self.device, memory_format=torch.channels_last)
+        self.history = History(len(data), data.num_classes, config.history_window)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.mean = data.mean.to(self.device).view(1, -1, 1, 1)
+        self.std = data.std.to(self.device).view(1, -1, 1, 1)
+        cuda = self.device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else nullcontext
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+        self.epochs_done = 0
+        self.phase_seconds: dict[str, float] = {}
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, S, S)`` -> normalised float, channels_last."""
+        x = batch.float().div_(255).sub_(self.mean).div_(self.std)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def augment(self, batch: torch.Tensor) -> torch.Tensor:
+        """Random crop with zero padding and random horizontal flip, on the whole batch at once."""
+        pad = self.config.crop_padding
+        b, _, h, w = batch.shape
+        if pad:
+            padded = nn.functional.pad(batch, (pad, pad, pad, pad))
+            dy = torch.randint(0, 2 * pad + 1, (b,), generator=self.generator).to(batch.device)
+            dx = torch.randint(0, 2 * pad + 1, (b,), generator=self.generator).to(batch.device)
+            rows = (dy[:, None] + torch.arange(h, device=batch.device))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(w, device=batch.device))[:, None, None, :]  # (B, 1, 1, W)
+            batch = padded[torch.arange(b, device=batch.device)[:, None, None, None],
+                           torch.arange(batch.shape[1], device=batch.device)[None, :, None, None], rows, cols]
+        if self.config.flip:
+            flip = (torch.rand(b, generator=self.generator) < 0.5).to(batch.device)
+            batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+        return batch
+
+    def run_phase(
+        self,
+        name: str,
+        epochs: int,
+        lr: float,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]],
+        select_fn: Callable[[History], object] | None = None,
+        describe: Callable[[object], str] | None = None,
+        schedule: str = "constant",
+    ) -> None:
+        """Train ``epochs`` epochs starting at ``lr`` (``schedule``: see :func:`learning_rate`).
+
+        ``select_fn(history)`` runs at the start of each epoch and returns a per-sample context
+        (masks, weights) that ``loss_fn(logits, labels, index, context)`` reads for the batch at
+        positions ``index``; ``loss_fn`` returns ``(loss, n_used)`` and a batch with
+        ``n_used == 0`` takes no step. ``describe(context)`` labels the progress bar.
+        """
+        if epochs <= 0:
+            return
+        start = time.perf_counter()
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
+        )
+        n, k = len(self.data), self.data.num_classes
+        for epoch in range(epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(lr, epoch, epochs, schedule)
+            context = select_fn(self.history) if select_fn else None
+            context = _to_device(context, self.device)
+            extra = describe(context) if describe else ""
+            if self.progress:
+                self.progress(name, epoch, epochs, extra)
+            self.model.train()
+            epoch_probs = torch.zeros(n, k, device=self.device)
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+            for index in order.split(self.config.batch_size):
+                x = self.normalize(self.augment(self.images[index]))
+                with self.autocast():
+                    logits = self.model(x)
+                loss, used = loss_fn(logits.float(), self.labels[index], index, context)
+                epoch_probs[index] = torch.softmax(logits.detach().float(), dim=1)
+                if used.item() == 0:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            self.history.push(epoch_probs.cpu())
+            self.epochs_done += 1
+        if self.progress:
+            self.progress(name, epochs, epochs, describe(context) if describe else "")
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    @torch.no_grad()
+    def predict(self, flip_average: bool | None = None) -> torch.Tensor:
+        """``(N, K)`` softmax of the current model without augmentation (averaged with the
+        horizontally flipped view when flips are part of training)."""
+        flip_average = self.config.flip if flip_average is None else flip_average
+        self.model.eval()
+        out = []
+        for index in torch.arange(len(self.data), device=self.device).split(512):
+            x = self.normalize(self.images[index])
+            with self.autocast():
+                p = torch.softmax(self.model(x).float(), dim=1)
+                if flip_average:
+                    p = (p + torch.softmax(self.model(x.flip(3)).float(), dim=1)) / 2
+            out.append(p.cpu())
+        return torch.cat(out)
+
+    def preprocessing(self) -> dict:
+        """What a loaded model needs to prepare new images the same way."""
+        return {
+            "image_size": int(self.data.images.shape[-1]),
+            "channels": int(self.data.channels),
+            "mean": [float(v) for v in self.data.mean],
+            "std": [float(v) for v in self.data.std],
+            "resize": "shorter side to image_size, centre crop",
+        }
+
+
+def learning_rate(base: float, epoch: int, epochs: int, schedule: str) -> float:
+    """Learning rate of ``epoch`` (0-based) in a phase of ``epochs``.
+
+    ``constant``: ``base`` throughout. ``cosine``: half a cosine from ``base`` down to ``base / 20``
+    at the last epoch.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        progress = epoch / max(epochs - 1, 1)
+        floor = base / 20
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ConfigError(f"schedule must be 'constant' or 'cosine'; got {schedule!r}")
+
+
+def _to_device(context, device):
+    if isinstance(context, torch.Tensor):
+        return context.to(device)
+    if isinstance(context, tuple):
+        return tuple(_to_device(c, device) for c in context)
+    return context
+
+
+def masked_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum(w * loss) / max(sum(w), eps)`` and the number of samples with ``w > 0``.
+
+    Never NaN, also when every sample of the batch is masked out (``ignore_index`` would be).
+    """
+    total = weights.sum()
+    return (per_sample * weights).sum() / total.clamp_min(1e-12), (weights > 0).sum()
+
+
+def scaled_epochs(epochs: tuple[int, ...], scale: float) -> tuple[int, ...]:
+    """Multiply a phase schedule by ``scale``, keeping at least one epoch in each non-empty phase."""
+    return tuple(max(1, math.ceil(e * scale - 1e-9)) if e > 0 else 0 for e in epochs)

@@ -1,0 +1,156 @@
+"""Audit report, estimators (T orientation) and truth metrics on hand-made numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.audit import audit_from_soft_labels
+from labelaudit.errors import ManifestError
+from labelaudit.estimators import per_class_noise_rates, transition_matrix
+from labelaudit.metrics import detection_metrics, load_truth, truth_metrics
+from labelaudit.sources import SampleTable
+
+REPORT_COLUMNS = ["sample_id", "path", "given_label", "suspected_noisy", "confidence", "suggested_label",
+                  "suggested_confidence", "label_quality", "rank"]
+
+
+def _table(given, names=("a", "b", "c")) -> SampleTable:
+    n = len(given)
+    samples = pd.DataFrame({
+        "sample_id": [f"s{i}" for i in range(n)],
+        "path": [f"/data/s{i}.png" for i in range(n)],
+        "label": [names[g] for g in given],
+        "given_label": np.array(given, dtype=np.int64),
+        "file_size": 1, "mtime_ns": 1,
+    })
+    return SampleTable(samples, tuple(names), Path("/data"), "folder")
+
+
+def test_audit_report_flags_ranks_and_suggestions():
+    table = _table([0, 1, 2, 0])
+    soft = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.45, 0.55, 0.0]])
+    audit = audit_from_soft_labels(table, soft, threshold=0.5)
+    report = audit.report
+    assert report.columns.tolist() == REPORT_COLUMNS
+    assert report["suspected_noisy"].tolist() == [False, True, False, True]
+    assert report["confidence"].tolist() == pytest.approx([0.9, 0.3, 0.6, 0.45])
+    assert report["suggested_label"].tolist() == ["a", "a", "c", "b"]
+    # label_quality = p_given / (p_given + p_best_other)
+    assert report["label_quality"].tolist() == pytest.approx([0.9 / 0.95, 0.3 / 0.9, 0.6 / 0.8, 0.45 / 1.0])
+    assert report["rank"].tolist() == [4, 1, 3, 2]  # lowest label quality first
+    assert audit.cleaned_labels.tolist() == [0, 0, 2, 1]
+    assert audit.noise_rate == 0.5
+    np.testing.assert_allclose(audit.transition_matrix.sum(axis=1), 1.0)
+    # cleaned a: given a (s0), given b (s1) -> T[a] = [0.5, 0.5, 0]; cleaned b: s3 given a
+    np.testing.assert_allclose(audit.transition_matrix[0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(audit.transition_matrix[1], [1.0, 0.0, 0.0])
+
+
+def _soft_labels(rng, given, kind):
+    """Soft labels over 4 classes: 'clean' (given label dominant), 'hard' (given label loses
+    narrowly to a neighbour) or 'wrong' (given label near zero)."""
+    k = 4
+    soft = np.zeros((len(given), k))
+    for i, g in enumerate(given):
+        other = (g + 1 + rng.integers(0, k - 1)) % k
+        if kind[i] == "clean":
+            p = rng.uniform(0.9, 0.999)
+            soft[i, g], soft[i, other] = p, 1 - p
+        elif kind[i] == "hard":
+            p = rng.uniform(0.3, 0.45)
+            soft[i, g], soft[i, other] = p, 1 - p
+        else:
+            p = 10 ** rng.uniform(-5, -3)
+            soft[i, g], soft[i, other] = p, 1 - p
+    return soft
+
+
+def test_learned_boundary_flags_wrong_labels_not_hard_ones():
+    rng = np.random.default_rng(0)
+    kind = np.array(["clean"] * 700 + ["hard"] * 100 + ["wrong"] * 200)
+    given = rng.integers(0, 4, len(kind))
+    table = _table(list(given), names=("a", "b", "c", "d"))
+    audit = audit_from_soft_labels(table, _soft_labels(rng, given, kind))
+    flags = audit.report["suspected_noisy"].to_numpy()
+    assert (flags == (kind == "wrong")).all()  # the p=0.5 rule would also flag the 100 hard ones
+    assert audit.noise_rate == pytest.approx(0.2)
+    assert audit.flag_rule["rule"] == "mixture" and audit.flag_rule["margin_boundary"] < 0
+    fixed = audit_from_soft_labels(table, _soft_labels(np.random.default_rng(0), given, kind), threshold=0.5)
+    assert fixed.report["suspected_noisy"].sum() == 300
+
+
+def test_learned_boundary_never_flags_the_most_likely_label():
+    rng = np.random.default_rng(1)
+    kind = np.array(["clean"] * 300 + ["hard"] * 0)
+    given = rng.integers(0, 4, len(kind))
+    audit = audit_from_soft_labels(_table(list(given), names=("a", "b", "c", "d")), _soft_labels(rng, given, kind))
+    assert not audit.report["suspected_noisy"].any()
+
+
+def test_audit_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match=r"soft_labels must have shape \(N, K\) = \(2, 3\); got \(2, 2\)"):
+        audit_from_soft_labels(_table([0, 1]), np.ones((2, 2)) / 2)
+
+
+def test_transition_matrix_orientation_rows_are_true_classes():
+    true = np.array([0, 0, 0, 0, 1, 1])
+    given = np.array([0, 0, 0, 1, 1, 1])
+    t = transition_matrix(true, given, 3)
+    assert t[0].tolist() == [0.75, 0.25, 0.0]  # P(given = 1 | true = 0) = 1/4
+    assert t[1].tolist() == [0.0, 1.0, 0.0]
+    assert t[2].tolist() == [0.0, 0.0, 1.0]  # no samples of true class 2: identity row
+    np.testing.assert_allclose(t.sum(axis=1), 1.0)
+
+
+def test_per_class_noise_rates_by_given_label():
+    rates = per_class_noise_rates(np.array([True, False, True, True]), np.array([0, 0, 1, 1]), 3)
+    assert rates[:2].tolist() == [0.5, 1.0] and np.isnan(rates[2])
+
+
+def test_detection_metrics_by_hand():
+    flags = np.array([True, True, False, False, True])
+    noisy = np.array([True, False, True, False, True])
+    m = detection_metrics(flags, noisy)
+    assert (m["precision"], m["recall"], m["true_positives"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 2)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert detection_metrics(np.zeros(3, bool), np.array([True, False, False]))["f1"] == 0.0
+
+
+def test_truth_metrics_noise_rate_and_relabel_accuracy():
+    given = np.array([0, 1, 2, 0])
+    true = np.array([0, 0, 2, 1])
+    flags = np.array([False, True, False, False])
+    suggested = np.array([0, 0, 2, 0])
+    m = truth_metrics(flags, given, true, suggested, 0.25, transition_matrix(given, given, 3))
+    assert m["true_noise_rate"] == 0.5 and m["noise_rate_error"] == 0.25
+    assert (m["precision"], m["recall"]) == (1.0, 0.5)
+    assert m["relabel_accuracy_on_noisy_flagged"] == 1.0
+    assert m["transition_matrix_mae"] > 0
+
+
+def test_load_truth_by_sample_id_and_by_path(tmp_path):
+    table = _table([0, 1, 2])
+    by_id = tmp_path / "t.csv"
+    pd.DataFrame({"sample_id": ["s2", "s0", "s1"], "true_label": ["a", "a", "b"]}).to_csv(by_id, index=False)
+    assert load_truth(by_id, table).tolist() == [0, 1, 0]
+    by_path = tmp_path / "p.parquet"
+    pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["c", "c", "c"]}).to_parquet(by_path)
+    assert load_truth(by_path, table).tolist() == [2, 2, 2]
+
+
+def test_load_truth_errors(tmp_path):
+    table = _table([0, 1, 2])
+    partial = tmp_path / "t.csv"
+    pd.DataFrame({"sample_id": ["s0", "s1"], "true_label": ["a", "b"]}).to_csv(partial, index=False)
+    with pytest.raises(ManifestError, match=r"has no row for 1 samples \(first: 's2'\)"):
+        load_truth(partial, table)
+    unknown = tmp_path / "u.csv"
+    pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "true_label": ["a", "b", "zebra"]}).to_csv(unknown, index=False)
+    with pytest.raises(ManifestError, match="uses label 'zebra'"):
+        load_truth(unknown, table)
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_truth(tmp_path / "none.csv", table)
