@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/labelaudit inspect sample_data/fashion_mnist_noisy/images
+	$(BIN)/labelaudit scan sample_data/fashion_mnist_noisy/images --truth sample_data/fashion_mnist_noisy/truth.csv --out runs/sample-scan
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

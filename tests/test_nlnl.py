@@ -15,6 +15,7 @@ from labelaudit.methods.nlnl import (
     nl_loss,
     nl_loss_per_sample,
     selective_ce_loss,
+    selnl_mask,
     selpl_mask,
 )
 from labelaudit.training import History, scaled_epochs
@@ -82,6 +83,10 @@ def test_complementary_labels_never_equal_the_given_label():
 def test_class_weights_max_over_count_and_zero_for_empty():
     weights = class_weights(torch.tensor([0, 0, 0, 0, 1, 1]), 3)
     assert weights.tolist() == [1.0, 2.0, 0.0]
+
+
+def test_selnl_mask_is_strictly_above_chance():
+    assert selnl_mask(torch.tensor([0.1, 0.1001, 0.5, 0.05]), 10).tolist() == [False, True, True, False]
 
 
 def test_selpl_mask_threshold_and_per_class_guard():

@@ -99,7 +99,8 @@ def _render(result: ScanResult, run_dir: Path) -> None:
     if len(flagged):
         top = Table(title=f"Most suspect labels (of {len(flagged)}; all in flagged.csv)", title_justify="left")
         for col in ("rank", "sample_id", "given", "confidence", "suggested", "suggested conf."):
-            top.add_column(col, justify="right" if col in ("rank", "confidence", "suggested conf.") else "left")
+            top.add_column(col, justify="right" if col in ("rank", "confidence", "suggested conf.") else "left",
+                           overflow="fold")
         for row in flagged.head(_SHOW_FLAGGED).itertuples():
             top.add_row(str(row.rank), row.sample_id, row.given_label, f"{row.confidence:.2f}", row.suggested_label, f"{row.suggested_confidence:.2f}")
         stdout.print(top)

@@ -97,6 +97,11 @@ class NLNLConfig:
         return asdict(self)
 
 
+def selnl_mask(mean_given: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """SelNL trains on samples whose mean ``p_y`` beats chance: ``p_y > 1/K``."""
+    return mean_given > 1.0 / num_classes
+
+
 def selpl_mask(mean_given: torch.Tensor, labels: torch.Tensor, num_classes: int, gamma: float, min_fraction: float) -> torch.Tensor:
     """Samples with mean ``p_y >= gamma``, topped up per class to ``min_fraction`` of the class.
 
@@ -135,7 +140,7 @@ def run_nlnl(trainer: Trainer, config: NLNLConfig) -> None:
         return selective_ce_loss(logits, labels, weights, mask[index].float())
 
     def selnl_select(history: History) -> torch.Tensor:
-        return history.mean_given(data.labels) > 1.0 / k
+        return selnl_mask(history.mean_given(data.labels), k)
 
     def selpl_select(history: History) -> torch.Tensor:
         return selpl_mask(history.mean_given(data.labels), data.labels, k, config.gamma, config.min_class_fraction)

@@ -1,0 +1,54 @@
+"""Backbones: shapes for grayscale and RGB, depth rule, local weights files, weight-name errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from labelaudit.errors import ConfigError
+from labelaudit.models import CifarResNet, build_model, default_backbone
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cifar_resnet_shapes(channels):
+    model = build_model("cifar-resnet", channels, 7, depth=14, width=8)
+    assert model(torch.zeros(2, channels, 28, 28)).shape == (2, 7)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 10
+
+
+def test_cifar_resnet_depth_rule():
+    with pytest.raises(ConfigError, match=r"depth must be 6n\+2"):
+        CifarResNet(3, 10, depth=10)
+
+
+def test_torchvision_backbone_accepts_grayscale():
+    model = build_model("resnet18", 1, 5)
+    model.eval()
+    assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 5)
+
+
+def test_local_weights_file_is_loaded_except_the_head(tmp_path):
+    source = torchvision.models.resnet18(weights=None)
+    torch.nn.init.constant_(source.conv1.weight, 0.123)
+    path = tmp_path / "r18.pt"
+    torch.save(source.state_dict(), path)
+    model = build_model("resnet18", 3, 4, weights=str(path))
+    assert torch.allclose(model.model.conv1.weight, torch.full_like(model.model.conv1.weight, 0.123))
+    assert model.model.fc.out_features == 4
+
+
+def test_weights_errors():
+    with pytest.raises(ConfigError, match="unknown torchvision weights 'NOPE'"):
+        build_model("resnet18", 3, 4, weights="NOPE")
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_model("resnet18", 3, 4, weights="/no/such/file.pt")
+    with pytest.raises(ConfigError, match="applies to torchvision backbones"):
+        build_model("cifar-resnet", 3, 4, weights="IMAGENET1K_V1")
+    with pytest.raises(ConfigError, match="backbone must be one of"):
+        build_model("vgg", 3, 4)
+
+
+def test_default_backbone_by_image_size():
+    assert default_backbone(28) == "cifar-resnet" and default_backbone(64) == "cifar-resnet"
+    assert default_backbone(128) == "resnet18"
