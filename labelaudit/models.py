@@ -74,6 +74,17 @@ class _GrayToRGB(nn.Module):
         return self.model(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
 
 
+class Ensemble(nn.Module):
+    """Several networks of the same architecture; ``forward`` returns ``(M, B, K)`` stacked logits."""
+
+    def __init__(self, networks: list[nn.Module]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.networks])
+
+
 def build_model(
     backbone: str,
     in_channels: int,

@@ -23,13 +23,14 @@ from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
 from .methods.nlnl import NLNLConfig, run_nlnl
+from .methods.pmnar import PMNARConfig, run_pmnar
 from .metrics import load_truth, truth_metrics
 from .reports import write_csv, write_json, write_skipped_csv
 from .sources import load_source
 from .training import TensorData, TrainConfig, Trainer
 
 RUN_FORMAT_VERSION = 1
-METHODS = ("nlnl",)
+METHODS = ("nlnl", "pmnar")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ScanConfig:
     threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
     train: TrainConfig = field(default_factory=TrainConfig)
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
+    pmnar: PMNARConfig = field(default_factory=PMNARConfig)
 
     def validate(self) -> "ScanConfig":
         if self.method not in METHODS:
@@ -51,6 +53,7 @@ class ScanConfig:
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
         self.train.validate()
+        self.pmnar.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -109,10 +112,15 @@ def scan(
     true_labels = load_truth(truth, store.table) if truth is not None else None
     prepared = time.perf_counter()
 
-    torch.manual_seed(config.train.seed)
-    trainer = Trainer(TensorData.from_store(store), config.train, progress)
-    nlnl = config.nlnl.scaled(config.epochs_scale)
-    run_nlnl(trainer, nlnl)
+    data = TensorData.from_store(store)
+    if config.method == "nlnl":
+        nlnl, pmnar = config.nlnl.scaled(config.epochs_scale), config.pmnar
+        trainer = Trainer(data, config.train, progress)
+        run_nlnl(trainer, nlnl)
+    else:
+        nlnl, pmnar = config.nlnl, config.pmnar.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
+        run_pmnar(trainer, pmnar)
     soft_labels = trainer.history.mean().numpy()
     audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
 
@@ -125,7 +133,8 @@ def scan(
         metrics = truth_metrics(
             audit.report["suspected_noisy"].to_numpy(), given, true_labels, suggested, audit.noise_rate, audit.transition_matrix
         )
-    resolved = replace(config, image_size=store.image_size, nlnl=nlnl, train=replace(config.train, backbone=trainer.backbone))
+    resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar,
+                       train=replace(config.train, backbone=trainer.backbone))
     return ScanResult(store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds, truth=metrics)
 
 
@@ -204,6 +213,7 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in result.trainer.model.state_dict().items()},
         "class_names": names,
         "backbone": result.trainer.backbone,
+        "networks": result.trainer.networks,
         "depth": result.config.train.depth,
         "width": result.config.train.width,
         "preprocessing": result.trainer.preprocessing(),

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback
-from .models import build_model, default_backbone
+from .models import Ensemble, build_model, default_backbone
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,9 @@ class Trainer:
     method reads as a list of phases.
     """
 
-    def __init__(self, data: TensorData, config: TrainConfig, progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self, data: TensorData, config: TrainConfig, progress: ProgressCallback | None = None, networks: int = 1
+    ) -> None:
         self.config = config.validate()
         self.data = data
         self.device = resolve_device(config.device)
@@ -133,9 +135,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         backbone = config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
         self.backbone = backbone
-        self.model = build_model(
-            backbone, data.channels, data.num_classes, depth=config.depth, width=config.width, weights=config.weights
-        ).to(self.device, memory_format=torch.channels_last)
+        nets = [
+            build_model(backbone, data.channels, data.num_classes, depth=config.depth, width=config.width, weights=config.weights)
+            for _ in range(networks)  # each draws its own initialisation from the seeded generator
+        ]
+        # With several networks the model returns (M, B, K) logits; the history keeps their mean softmax.
+        self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=torch.channels_last)
+        self.networks = networks
         self.history = History(len(data), data.num_classes, config.history_window)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -209,7 +215,7 @@ class Trainer:
                 with self.autocast():
                     logits = self.model(x)
                 loss, used = loss_fn(logits.float(), self.labels[index], index, context)
-                epoch_probs[index] = torch.softmax(logits.detach().float(), dim=1)
+                epoch_probs[index] = _mean_softmax(logits.detach().float())
                 if used.item() == 0:
                     continue
                 optimizer.zero_grad(set_to_none=True)
@@ -223,6 +229,27 @@ class Trainer:
         self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
 
     @torch.no_grad()
+    def clean_probs(self, index: torch.Tensor) -> torch.Tensor:
+        """Softmax of the samples at ``index`` without augmentation: ``(B, K)``, or ``(M, B, K)``
+        for several networks.
+
+        Batch-norm uses the batch's own statistics (as in the training forward) and its running
+        statistics are left untouched: early in training, or with few batches per epoch, the
+        running statistics are far from the model's and eval-mode outputs are near uniform.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+        try:
+            with self.autocast():
+                probs = torch.softmax(self.model(self.normalize(self.images[index])).float(), dim=-1)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        return probs
+
+    @torch.no_grad()
     def predict(self, flip_average: bool | None = None) -> torch.Tensor:
         """``(N, K)`` softmax of the current model without augmentation (averaged with the
         horizontally flipped view when flips are part of training)."""
@@ -232,9 +259,9 @@ class Trainer:
         for index in torch.arange(len(self.data), device=self.device).split(512):
             x = self.normalize(self.images[index])
             with self.autocast():
-                p = torch.softmax(self.model(x).float(), dim=1)
+                p = _mean_softmax(self.model(x).float())
                 if flip_average:
-                    p = (p + torch.softmax(self.model(x.flip(3)).float(), dim=1)) / 2
+                    p = (p + _mean_softmax(self.model(x.flip(3)).float())) / 2
             out.append(p.cpu())
         return torch.cat(out)
 
@@ -253,15 +280,24 @@ def learning_rate(base: float, epoch: int, epochs: int, schedule: str) -> float:
     """Learning rate of ``epoch`` (0-based) in a phase of ``epochs``.
 
     ``constant``: ``base`` throughout. ``cosine``: half a cosine from ``base`` down to ``base / 20``
-    at the last epoch.
+    at the last epoch. ``step``: ``base``, divided by 10 at 40% and again at 80% of the phase (the
+    shape of the PMNAR paper's 120/240-of-300 schedule).
     """
     if schedule == "constant":
         return base
+    if schedule == "step":
+        return base * (0.1 ** ((epoch >= 0.4 * epochs) + (epoch >= 0.8 * epochs)))
     if schedule == "cosine":
         progress = epoch / max(epochs - 1, 1)
         floor = base / 20
         return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise ConfigError(f"schedule must be 'constant' or 'cosine'; got {schedule!r}")
+    raise ConfigError(f"schedule must be 'constant', 'cosine' or 'step'; got {schedule!r}")
+
+
+def _mean_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes; ``(M, B, K)`` logits of several networks give their mean ``(B, K)``."""
+    probs = torch.softmax(logits, dim=-1)
+    return probs.mean(dim=0) if probs.dim() == 3 else probs
 
 
 def _to_device(context, device):

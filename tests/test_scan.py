@@ -86,3 +86,15 @@ def test_output_inside_input_is_refused(scanned):
 
     with pytest.raises(ConfigError, match="is inside the input"):
         write_run(scanned, scanned.store.table.root / "run")
+
+
+def test_pmnar_scan_flags_injected_noise_far_better_than_chance(noisy_patterns, tmp_path):
+    from labelaudit.methods.pmnar import PMNARConfig
+
+    root, _ = noisy_patterns
+    config = ScanConfig(method="pmnar", train=TrainConfig(width=8, seed=0), pmnar=PMNARConfig(epochs=12, warmup=6))
+    result = scan(root, config, truth=root.parent / "data_truth.csv", cache_dir=tmp_path)
+    assert result.truth["precision"] >= 0.8 and result.truth["recall"] >= 0.8
+    run = write_run(result, tmp_path / "run")
+    model = torch.load(run / "model.pt", weights_only=True)
+    assert model["networks"] == 2 and any(k.startswith("networks.1.") for k in model["state_dict"])

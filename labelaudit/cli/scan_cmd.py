@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from ..methods.nlnl import NLNLConfig
+from ..methods.pmnar import PMNARConfig
 from ..scan import ScanConfig, ScanResult, default_run_dir, scan, summary, write_run
 from ..training import TrainConfig
 from ._common import (
@@ -33,9 +34,11 @@ def scan_command(
     source: SourceArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.")] = None,
-    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl.")] = "nlnl",
-    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale the whole schedule (1 = NL/SelNL/SelPL 20/20/20 epochs).")] = 1.0,
+    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning) or pmnar (positive + multi-negative, two networks).")] = "nlnl",
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale the whole schedule (1 = nlnl's NL/SelNL/SelPL 20/20/20 epochs, pmnar's 24).")] = 1.0,
     complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
+    variant: Annotated[str, typer.Option("--variant", help="pmnar only: full (two networks + consistency), pm-ar (one network, adaptive reweighting) or pm (PM loss only).")] = "full",
+    beta: Annotated[Optional[float], typer.Option("--beta", min=0.0, help="pmnar only: consistency weight [default: 1 up to 10 classes, 10/K above].")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Flag samples whose confidence in their label is below this fixed value (the NLNL paper uses 0.5) [default: a boundary learned from the data, see docs/methods.md].")] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="auto, cifar-resnet, resnet18, resnet34 or resnet50.")] = "auto",
     depth: Annotated[int, typer.Option("--depth", help="cifar-resnet depth (6n+2).")] = 8,
@@ -70,6 +73,7 @@ def scan_command(
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed),
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
+        pmnar=PMNARConfig(variant=variant, beta=beta),
     )
     with progress_bars(not (quiet or json_output)) as progress:
         result = scan(source, config, path_column=path_column, label_column=label_column, id_column=id_column,
