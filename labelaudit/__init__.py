@@ -14,7 +14,6 @@ __version__ = "0.1.0"  # before the imports: submodules read it
 from .dataset_report import DatasetReport, inspect_store
 from .errors import ConfigError, DatasetError, LabelAuditError, ManifestError, SourceNotFoundError
 from .images import ImageStore, load_images
-from .scan import ScanConfig, ScanResult, scan, write_run
 from .sources import SampleTable, load_source
 
 
@@ -35,3 +34,13 @@ __all__ = [
     "scan",
     "write_run",
 ]
+
+_LAZY = {"ScanConfig", "ScanResult", "scan", "write_run"}  # import torch only when used
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import scanner
+
+        return getattr(scanner, name)
+    raise AttributeError(f"module 'labelaudit' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from labelaudit.methods.nlnl import NLNLConfig
-from labelaudit.scan import ScanConfig, scan, write_run
+from labelaudit.scanner import ScanConfig, scan, write_run
 from labelaudit.training import TrainConfig
 from conftest import make_noisy_pattern_dataset
 

@@ -9,10 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..methods.nlnl import NLNLConfig
-from ..methods.pmnar import PMNARConfig
-from ..scan import ScanConfig, ScanResult, default_run_dir, scan, summary, write_run
-from ..training import TrainConfig
 from ._common import (
     CacheDirOpt,
     IdColumnOpt,
@@ -65,6 +61,12 @@ def scan_command(
 
     Example: labelaudit scan ./images --out runs/audit1
     """
+    # Imported here so that `labelaudit --help` and `inspect` start without loading torch.
+    from ..methods.nlnl import NLNLConfig
+    from ..methods.pmnar import PMNARConfig
+    from ..scanner import ScanConfig, default_run_dir, scan, summary, write_run
+    from ..training import TrainConfig
+
     config = ScanConfig(
         method=method,
         image_size=image_size,
@@ -91,7 +93,7 @@ def _positive_int(text: str) -> int:
     raise typer.BadParameter(f"must be 'all' or a positive integer; got {text!r}", param_hint="--complementary")
 
 
-def _render(result: ScanResult, run_dir: Path) -> None:
+def _render(result, run_dir: Path) -> None:
     audit, table = result.audit, result.store.table
     report = audit.report
     flagged = report[report["suspected_noisy"]].sort_values("rank")
