@@ -235,9 +235,11 @@ def _auto_size(readable_headers: pd.DataFrame) -> int:
 
 
 def _run_chunks(
-    task, chunks: list[tuple], total: int, workers: int, phase: str, progress: ProgressCallback | None
+    task, chunks: list[tuple], sizes: list[int], workers: int, phase: str, progress: ProgressCallback | None
 ) -> list:
-    """Run ``task(*chunk)`` over chunks (in a process pool when worth it), in chunk order."""
+    """Run ``task(*chunk)`` over chunks of ``sizes`` files (in a process pool when worth it);
+    results in chunk order."""
+    total = sum(sizes)
     results: list = [None] * len(chunks)
     done = 0
     if progress:
@@ -248,13 +250,13 @@ def _run_chunks(
             for future in as_completed(futures):
                 i = futures[future]
                 results[i] = future.result()
-                done += _chunk_len(chunks[i])
+                done += sizes[i]
                 if progress:
                     progress(phase, done, total)
     else:
         for i, chunk in enumerate(chunks):
             results[i] = task(*chunk)
-            done += _chunk_len(chunk)
+            done += sizes[i]
             if progress:
                 progress(phase, done, total)
     return results
@@ -268,10 +270,6 @@ def _pool_context():
     return get_context("fork" if "fork" in methods else "spawn")
 
 
-def _chunk_len(chunk: tuple) -> int:
-    return len(next(part for part in chunk if isinstance(part, list)))
-
-
 def _headers(
     table: SampleTable, entry: Path, workers: int, max_pixels: int, progress: ProgressCallback | None
 ) -> pd.DataFrame:
@@ -280,7 +278,8 @@ def _headers(
         return pd.read_parquet(headers_file)
     paths = table.samples["path"].tolist()
     chunks = [(paths[i : i + _CHUNK], max_pixels) for i in range(0, len(paths), _CHUNK)]
-    results = _run_chunks(_decode.header_chunk, chunks, len(paths), workers, "read headers", progress)
+    sizes = [len(chunk[0]) for chunk in chunks]
+    results = _run_chunks(_decode.header_chunk, chunks, sizes, workers, "read headers", progress)
     headers = pd.DataFrame([row for chunk in results for row in chunk])
     headers = headers.astype({"width": "int64", "height": "int64"})
     with atomic_path(headers_file) as tmp:
@@ -308,7 +307,8 @@ def _decode_all(
         for i in range(0, len(paths), _CHUNK)
     ]
     try:
-        results = _run_chunks(_decode.decode_chunk, chunks, len(paths), workers, "decode", progress)
+        sizes = [len(chunk[1]) for chunk in chunks]
+        results = _run_chunks(_decode.decode_chunk, chunks, sizes, workers, "decode", progress)
         os.replace(tmp_pixels, pixels_file)
     finally:
         if tmp_pixels.exists():
