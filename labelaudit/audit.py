@@ -55,7 +55,7 @@ class MixtureFit:
     means: tuple[float, float]
     stds: tuple[float, float]
     weights: tuple[float, float]
-    boundary: float  # score where both components are equally likely, between the means
+    boundary: float  # lowest score from which the right-label component is the more likely
 
 
 def fit_two_gaussians(scores: np.ndarray, *, min_std: float = 1.0, iterations: int = 300) -> MixtureFit:
@@ -78,7 +78,8 @@ def fit_two_gaussians(scores: np.ndarray, *, min_std: float = 1.0, iterations: i
         stds = np.maximum(np.sqrt((resp * (z[:, None] - means) ** 2).sum(axis=0) / mass), min_std)
     low, high = sorted(range(2), key=lambda i: means[i])
     means, stds, weights = means[[low, high]], stds[[low, high]], weights[[low, high]]
-    grid = np.linspace(means[0], means[1], 4001)
+    # Search from the lowest score: with unequal spreads the crossing can lie below the low mean.
+    grid = np.linspace(min(z.min(), means[0]), means[1], 4001)
     log_p = -0.5 * ((grid[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
     right_wins = log_p[:, 1] >= log_p[:, 0]
     boundary = grid[np.argmax(right_wins)] if right_wins.any() else means[1]
@@ -139,6 +140,11 @@ def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, thres
     else:
         flags = confidence < threshold
         rule = {"rule": "fixed", "confidence_threshold": threshold}
+    # A flagged label is never "corrected" to itself: suggest the strongest other class then.
+    # (Only a fixed threshold can flag a sample whose given label is the most likely one.)
+    others = soft.copy()
+    others[np.arange(n), given] = -np.inf
+    suggested = np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
     cleaned = np.where(flags, suggested, given)
     # Rank worst first: lowest label quality; ties broken by sample order.
     order = np.lexsort((np.arange(n), label_quality))
@@ -153,7 +159,7 @@ def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, thres
             "suspected_noisy": flags,
             "confidence": confidence,
             "suggested_label": names[suggested],
-            "suggested_confidence": soft.max(axis=1),
+            "suggested_confidence": soft[np.arange(n), suggested],
             "label_quality": label_quality,
             "rank": rank,
         }

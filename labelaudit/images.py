@@ -40,8 +40,9 @@ AUTO_SIZE_RANGE = (16, 64)
 _POOL_MIN_FILES = 512
 _CHUNK = 128
 
-ProgressCallback = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``: called as work advances; the CLI draws bars from it."""
+ProgressCallback = Callable[..., None]
+"""``progress(phase, done, total, extra="")``: called as work advances; the CLI draws bars from it.
+``extra`` is a short status text (e.g. the selected fraction during training)."""
 
 
 def default_cache_dir() -> Path:
@@ -133,7 +134,7 @@ def load_images(
     ConfigError
         Bad ``image_size``/``workers`` or a cache directory inside the source.
     DatasetError
-        Fewer than two classes have a decodable image.
+        Fewer than two classes, or any class, has no decodable image.
     """
     if image_size is not None and not (isinstance(image_size, int) and 4 <= image_size <= 1024):
         raise ConfigError(f"image_size must be an integer in [4, 1024]; got {image_size!r}")
@@ -142,11 +143,7 @@ def load_images(
     workers = workers or available_cores()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = root.resolve()
-    if _is_within(root, table.root):
-        raise ConfigError(
-            f"cache directory {str(root)!r} is inside the input {str(table.root)!r}; labelaudit "
-            "never writes into the input: pass --cache-dir elsewhere or set LABELAUDIT_CACHE_DIR"
-        )
+    table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
     entry = root / _cache_key(table)
     entry.mkdir(parents=True, exist_ok=True)
 
@@ -159,14 +156,17 @@ def load_images(
     channels = 1 if headers.loc[readable, "mode"].isin(_decode.GRAY_MODES).all() else 3
 
     decodable = np.flatnonzero(readable.to_numpy())
-    pixels_file = entry / f"pixels-s{size}-c{channels}.npy"
-    status_file = entry / f"decode-s{size}-c{channels}.parquet"
+    # The decodable rows depend on max_pixels, so it is part of the name of the array they index.
+    pixels_file = entry / f"pixels-s{size}-c{channels}-maxpx{max_pixels}.npy"
+    status_file = entry / f"decode-s{size}-c{channels}-maxpx{max_pixels}.parquet"
     reused = status_file.exists() and pixels_file.exists()
     if reused:
         failures = pd.read_parquet(status_file)
     else:
         failures = _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
     pixels = np.load(pixels_file, mmap_mode="r")
+    if pixels.shape[0] != len(decodable):
+        raise ConfigError(f"image cache entry {str(entry)!r} is inconsistent; delete it and run again")
 
     # Map failures back: decode positions are rows of `pixels`, i.e. indexes into `decodable`.
     decode_reason = pd.Series("", index=headers.index, dtype=object)
@@ -202,14 +202,6 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
-
-
-def _is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _cache_key(table: SampleTable) -> str:
@@ -282,8 +274,10 @@ def _headers(
     results = _run_chunks(_decode.header_chunk, chunks, sizes, workers, "read headers", progress)
     headers = pd.DataFrame([row for chunk in results for row in chunk])
     headers = headers.astype({"width": "int64", "height": "int64"})
-    with atomic_path(headers_file) as tmp:
-        headers.to_parquet(tmp, index=False)
+    # A permission fix changes neither size nor mtime: never cache an "unreadable" verdict.
+    if not headers["reason"].isin(["unreadable", "missing"]).any():
+        with atomic_path(headers_file) as tmp:
+            headers.to_parquet(tmp, index=False)
     return headers
 
 
@@ -322,10 +316,16 @@ def _decode_all(
 
 
 def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
-    """Delete every cache entry under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed."""
+    """Delete the cache entries under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed.
+
+    Only folders named like cache entries (24 hex digits) are removed, never anything else there.
+    """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if not root.exists():
+    if not root.is_dir():
         return 0
-    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    shutil.rmtree(root)
+    freed = 0
+    for entry in root.iterdir():
+        if entry.is_dir() and len(entry.name) == 24 and all(c in "0123456789abcdef" for c in entry.name):
+            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            shutil.rmtree(entry)
     return freed

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .errors import ManifestError
 from .estimators import transition_matrix
-from .sources import SampleTable
+from .sources import SampleTable, _labels_as_text
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -36,20 +36,24 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
     (``true_label``, ``clean_label``, ``true`` or ``label``). Paths are matched after resolving
     them relative to the truth file's folder.
     """
-    path = Path(path)
+    path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ManifestError(f"truth file {str(path)!r} does not exist; pass a CSV/parquet with sample_id and true_label columns")
     try:
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:  # class names such as "None" or "NA" stay text
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
-        raise ManifestError(f"cannot read truth file {str(path)!r}: {exc}; pass a valid CSV or parquet file") from exc
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ManifestError(f"cannot read truth file {str(path)!r}: {first_line}; pass a valid CSV or parquet file") from exc
     label_col = next((c for c in TRUE_LABEL_CANDIDATES if c in frame.columns), None)
     if label_col is None:
         raise ManifestError(
             f"truth file {path.name!r} has no true-label column (looked for {list(TRUE_LABEL_CANDIDATES)}, "
             f"found {list(frame.columns)}); add a true_label column"
         )
-    true_text = frame[label_col].map(lambda v: str(v).strip())
+    true_text = _labels_as_text(frame[label_col])
     if "sample_id" in frame.columns and frame["sample_id"].astype(str).isin(table.samples["sample_id"]).any():
         lookup = dict(zip(frame["sample_id"].astype(str), true_text))
         keys = table.samples["sample_id"]

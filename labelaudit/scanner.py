@@ -82,6 +82,7 @@ def scan(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     truth: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
 ) -> ScanResult:
     """Audit the labels of the dataset at ``source``.
@@ -98,6 +99,8 @@ def scan(
         Passed to :func:`labelaudit.load_images`.
     truth : path-like, optional
         A file with each sample's true label; adds precision/recall/F1 and estimate errors.
+    out_dir : path-like, optional
+        Where :func:`write_run` will write; checked before training so a bad choice fails fast.
     progress : callable, optional
         ``progress(phase, done, total, extra="")``.
 
@@ -109,6 +112,8 @@ def scan(
     started = time.perf_counter()
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
+    if out_dir is not None:
+        store.table.check_outside_input(out_dir, "output folder", "--out")
     true_labels = load_truth(truth, store.table) if truth is not None else None
     prepared = time.perf_counter()
 
@@ -188,9 +193,7 @@ def default_run_dir(source: str | os.PathLike) -> Path:
 def write_run(result: ScanResult, out_dir: str | os.PathLike) -> Path:
     """Write the run directory; every file is written atomically. Returns the directory."""
     out = Path(out_dir).expanduser().resolve()
-    root = result.store.table.root.resolve()
-    if out == root or root in out.parents:
-        raise ConfigError(f"output folder {str(out)!r} is inside the input {str(root)!r}; labelaudit never writes into the input: pass --out elsewhere")
+    result.store.table.check_outside_input(out, "output folder", "--out")
     out.mkdir(parents=True, exist_ok=True)
     audit, names = result.audit, list(result.store.table.class_names)
 

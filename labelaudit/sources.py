@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DatasetError, ManifestError, SourceNotFoundError
+from .errors import ConfigError, DatasetError, ManifestError, SourceNotFoundError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -101,6 +101,33 @@ class SampleTable:
     def root(self) -> Path:
         """The folder that relative paths refer to: the image folder or the manifest's folder."""
         return self.source if self.kind == "folder" else self.source.parent
+
+    def input_folder_containing(self, path: str | os.PathLike) -> Path | None:
+        """The input folder that ``path`` lies in (or is), or None when it is outside the input.
+
+        The input is the image folder; for a manifest, every folder holding one of its images
+        (a run directory beside the manifest is fine, one among the images is not).
+        """
+        target = Path(path).expanduser().resolve()
+        if self.kind == "folder":
+            folders = {self.source}
+        else:
+            folders = {Path(p).parent for p in self.samples["path"]} | {
+                Path(p).parent for p in self.skipped["path"]
+            }
+        for candidate in (target, *target.parents):
+            if candidate in folders:
+                return candidate
+        return None
+
+    def check_outside_input(self, path: str | os.PathLike, what: str, option: str) -> None:
+        """Raise :class:`ConfigError` when ``path`` is inside the input (labelaudit never writes there)."""
+        inside = self.input_folder_containing(path)
+        if inside is not None:
+            raise ConfigError(
+                f"{what} {str(path)!r} is inside the input folder {str(inside)!r}; labelaudit never "
+                f"writes into the input: pass {option} elsewhere"
+            )
 
     def class_counts(self) -> pd.Series:
         """Samples per class, indexed by class name in ``class_names`` order (zeros included)."""
@@ -243,7 +270,11 @@ def _order_classes(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def _is_int_text(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _finish(

@@ -41,6 +41,8 @@ class TrainConfig:
     history_window: int = 10  # epochs of training-time softmax kept per sample
 
     def validate(self) -> "TrainConfig":
+        if self.width < 1 or self.depth < 1:
+            raise ConfigError(f"width and depth must be >= 1; got width={self.width!r}, depth={self.depth!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; got {self.batch_size!r}")
         if self.crop_padding < 0:

@@ -154,3 +154,24 @@ def test_load_truth_errors(tmp_path):
         load_truth(unknown, table)
     with pytest.raises(ManifestError, match="does not exist"):
         load_truth(tmp_path / "none.csv", table)
+
+
+def test_fixed_threshold_never_suggests_the_given_label():
+    table = _table([0, 1])
+    soft = np.array([[0.4, 0.35, 0.25], [0.1, 0.8, 0.1]])
+    audit = audit_from_soft_labels(table, soft, threshold=0.5)
+    report = audit.report
+    assert report["suspected_noisy"].tolist() == [True, False]
+    assert report["suggested_label"].tolist() == ["b", "b"]  # flagged 'a' -> strongest other class
+    assert report["suggested_confidence"].tolist() == pytest.approx([0.35, 0.8])
+    assert audit.cleaned_labels.tolist() == [1, 1]
+
+
+def test_load_truth_relative_path_and_na_like_class_names(tmp_path, monkeypatch):
+    table = _table([0, 1, 2], names=("NA", "None", "null"))
+    (tmp_path / "t.csv").write_text("sample_id,true_label\ns0,NA\ns1,None\ns2,NA\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_truth("t.csv", table).tolist() == [0, 1, 0]
+    by_path = tmp_path / "p.csv"
+    pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["null"] * 3}).to_csv(by_path, index=False)
+    assert load_truth("p.csv", table).tolist() == [2, 2, 2]

@@ -115,3 +115,19 @@ def test_scan_bad_truth_file_is_a_clean_error(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "data")
     code, _, err = run(["scan", str(root), "--truth", str(tmp_path / "none.csv"), "--quiet"], capsys)
     assert code == 2 and "truth file" in err and "Traceback" not in err
+
+
+def test_markup_like_names_are_printed_verbatim(tmp_path, capsys):
+    root = tmp_path / "data"
+    save_image(root / "cat[/old]" / "a [copy].png", seed=1)
+    save_image(root / "dog" / "b.png", seed=2)
+    shutil.copy(root / "cat[/old]" / "a [copy].png", root / "dog" / "a [copy].png")
+    code, out, err = run(["inspect", str(root), "--quiet"], capsys)
+    assert code == 0, err
+    assert "cat[/old]" in out and "a [copy].png" in out
+
+
+def test_inspect_out_inside_input_is_refused(tmp_path, capsys):
+    root = make_folder_dataset(tmp_path / "data")
+    code, _, err = run(["inspect", str(root), "--out", str(root / "report")], capsys)
+    assert code == 2 and "is inside the input folder" in err

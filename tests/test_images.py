@@ -163,7 +163,7 @@ def test_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, isolated_ca
 
 def test_cache_never_inside_the_input(tmp_path):
     root = make_folder_dataset(tmp_path / "data")
-    with pytest.raises(ConfigError, match=r"is inside the input .*pass --cache-dir elsewhere"):
+    with pytest.raises(ConfigError, match=r"is inside the input folder .*pass --cache-dir \(or LABELAUDIT_CACHE_DIR\) elsewhere"):
         load_images(load_source(root), cache_dir=root / ".cache")
 
 
@@ -194,3 +194,33 @@ def test_auto_image_size_is_median_shorter_side_clamped(tmp_path):
         save_image(root / "b" / f"{i}.png", size=(200, 100), seed=10 + i)
     save_image(root / "b" / "tall.png", size=(24, 40))
     assert load_images(load_source(root)).image_size == 24
+
+
+def test_changing_max_pixels_keeps_rows_aligned(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        save_image(root / "a" / f"{i}.png", np.full((8, 8), 10 * i, np.uint8))
+        save_image(root / "b" / f"{i}.png", np.full((8, 8), 100 + 10 * i, np.uint8))
+    save_image(root / "a" / "0big.png", np.full((20, 20), 250, np.uint8))
+    table = load_source(root)
+    everything = load_images(table, image_size=8)
+    small_only = load_images(table, image_size=8, max_pixels=100)
+    assert len(everything) == 7 and len(small_only) == 6
+    ids = small_only.table.samples["sample_id"].tolist()
+    assert "a/0big.png" not in ids
+    for sample_id, image in zip(ids, small_only.images()):
+        expected = everything.images()[everything.table.samples["sample_id"].tolist().index(sample_id)]
+        np.testing.assert_array_equal(image, expected)
+
+
+def test_manifest_output_beside_the_manifest_is_fine_but_not_among_images(tmp_path):
+    import pandas as pd
+
+    for i in range(4):
+        save_image(tmp_path / "imgs" / f"{i}.png", seed=i)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}).to_csv(manifest, index=False)
+    table = load_source(manifest)
+    table.check_outside_input(tmp_path / "labelaudit-runs", "output folder", "--out")  # no error
+    with pytest.raises(ConfigError, match=r"output folder .* is inside the input folder .*imgs'"):
+        table.check_outside_input(tmp_path / "imgs" / "run", "output folder", "--out")

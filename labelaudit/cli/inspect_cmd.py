@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..dataset_report import DatasetReport, inspect_store
@@ -51,6 +52,8 @@ def inspect(
     Example: labelaudit inspect ./images --out ./inspect-run
     """
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    if out is not None:
+        table.check_outside_input(out, "output folder", "--out")
     with progress_bars(not (quiet or json_output)) as progress:
         store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
     report = inspect_store(store)
@@ -67,7 +70,7 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
     cache = "reused" if report.cache_reused else "built"
     shape = f"{report.cache_image_size}x{report.cache_image_size}x{report.cache_channels}"
     stdout.print(
-        f"[bold]{report.source}[/] ({report.kind}): {report.num_samples} images, "
+        f"[bold]{escape(report.source)}[/] ({report.kind}): {report.num_samples} images, "
         f"{len(report.class_counts)} classes, {len(report.skipped)} skipped; cache {shape} {cache}"
     )
 
@@ -78,7 +81,7 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
     classes.add_column("note")
     for name, count in report.class_counts.items():
         note = "few samples" if name in report.few_sample_classes else ""
-        classes.add_row(name, str(count), f"{count / max(report.num_samples, 1):.1%}", note)
+        classes.add_row(escape(name), str(count), f"{count / max(report.num_samples, 1):.1%}", note)
     stdout.print(classes)
 
     sizes = Table(title="Image sizes (most common)", title_justify="left")
@@ -115,7 +118,7 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
         dup.add_column("labels")
         dup.add_column("files")
         for group in conflicting[:_LIST_LIMIT]:
-            dup.add_row(", ".join(group["labels"]), "\n".join(group["sample_ids"]))
+            dup.add_row(escape(", ".join(group["labels"])), escape("\n".join(group["sample_ids"])))
         stdout.print(dup)
     if report.duplicate_manifest_rows:
         stdout.print(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._common import (
@@ -44,7 +45,7 @@ def scan_command(
     no_flip: Annotated[bool, typer.Option("--no-flip", help="No horizontal-flip augmentation (e.g. digits, text).")] = False,
     crop_padding: Annotated[int, typer.Option("--crop-padding", min=0, help="Random-crop padding in pixels (0 = off).")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
     image_size: ImageSizeOpt = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -77,10 +78,11 @@ def scan_command(
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
         pmnar=PMNARConfig(variant=variant, beta=beta),
     )
+    out = out or default_run_dir(source)
     with progress_bars(not (quiet or json_output)) as progress:
         result = scan(source, config, path_column=path_column, label_column=label_column, id_column=id_column,
-                      cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
-    run_dir = write_run(result, out or default_run_dir(source))
+                      cache_dir=cache_dir, workers=workers, truth=truth, out_dir=out, progress=progress)
+    run_dir = write_run(result, out)
     if json_output:
         typer.echo(json.dumps({"run_dir": str(run_dir), **summary(result)}, indent=2))
     else:
@@ -108,7 +110,8 @@ def _render(result, run_dir: Path) -> None:
             top.add_column(col, justify="right" if col in ("rank", "confidence", "suggested conf.") else "left",
                            overflow="fold")
         for row in flagged.head(_SHOW_FLAGGED).itertuples():
-            top.add_row(str(row.rank), row.sample_id, row.given_label, f"{row.confidence:.2f}", row.suggested_label, f"{row.suggested_confidence:.2f}")
+            top.add_row(str(row.rank), escape(row.sample_id), escape(row.given_label), f"{row.confidence:.2f}",
+                        escape(row.suggested_label), f"{row.suggested_confidence:.2f}")
         stdout.print(top)
     rates = Table(title="Per-class estimates", title_justify="left")
     rates.add_column("class")
@@ -116,7 +119,7 @@ def _render(result, run_dir: Path) -> None:
     rates.add_column("flagged share", justify="right")
     rates.add_column("T\\[i,i] (kept as itself)", justify="right")
     for i, name in enumerate(table.class_names):
-        rates.add_row(name, str(int((report["given_label"] == name).sum())), f"{audit.per_class_noise_rates[i]:.1%}", f"{audit.transition_matrix[i, i]:.2f}")
+        rates.add_row(escape(name), str(int((report["given_label"] == name).sum())), f"{audit.per_class_noise_rates[i]:.1%}", f"{audit.transition_matrix[i, i]:.2f}")
     stdout.print(rates)
     if result.truth:
         t = result.truth

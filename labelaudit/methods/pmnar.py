@@ -129,7 +129,8 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
     epoch = {"index": 0}
 
     def start_epoch(_: History) -> torch.Tensor:
-        if epoch["index"] >= config.warmup:
+        # Never before the first epoch: `clean` is still uniform and its argmax meaningless.
+        if epoch["index"] >= max(config.warmup, 1):
             given = clean[:, torch.arange(n, device=device), labels]  # (M, N)
             for net in range(m):
                 remove_predicted(complementary[net], clean[net])
