@@ -55,7 +55,7 @@ class MixtureFit:
     means: tuple[float, float]
     stds: tuple[float, float]
     weights: tuple[float, float]
-    boundary: float  # lowest score from which the right-label component is the more likely
+    boundary: float  # score from which the right-label component is the more likely (see _crossing)
 
 
 def fit_two_gaussians(scores: np.ndarray, *, min_std: float = 1.0, iterations: int = 300) -> MixtureFit:
@@ -78,12 +78,30 @@ def fit_two_gaussians(scores: np.ndarray, *, min_std: float = 1.0, iterations: i
         stds = np.maximum(np.sqrt((resp * (z[:, None] - means) ** 2).sum(axis=0) / mass), min_std)
     low, high = sorted(range(2), key=lambda i: means[i])
     means, stds, weights = means[[low, high]], stds[[low, high]], weights[[low, high]]
-    # Search from the lowest score: with unequal spreads the crossing can lie below the low mean.
-    grid = np.linspace(min(z.min(), means[0]), means[1], 4001)
-    log_p = -0.5 * ((grid[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
-    right_wins = log_p[:, 1] >= log_p[:, 0]
-    boundary = grid[np.argmax(right_wins)] if right_wins.any() else means[1]
-    return MixtureFit(tuple(means), tuple(stds), tuple(weights), float(boundary))
+    return MixtureFit(tuple(means), tuple(stds), tuple(weights), _crossing(means, stds, weights, z.min()))
+
+
+def _crossing(means, stds, weights, lowest: float) -> float:
+    """The score nearest the wrong-label mean from which the right-label component is more likely.
+
+    Normally between the two means. When the right-label component already wins at the low mean
+    (a heavy wrong-label component), the crossing lies below it: walk down towards ``lowest``.
+    A far-left second crossing, where a wider right-label Gaussian wins again in the tail, is
+    ignored.
+    """
+    def right_wins(grid):
+        log_p = -0.5 * ((grid[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
+        return log_p[:, 1] >= log_p[:, 0]
+
+    up = np.linspace(means[0], means[1], 4001)
+    wins = right_wins(up)
+    if not wins.any():
+        return float(means[1])
+    if not wins[0]:
+        return float(up[np.argmax(wins)])
+    down = np.linspace(means[0], min(lowest, means[0]), 4001)  # from the low mean downwards
+    loses = ~right_wins(down)
+    return float(down[np.argmax(loses) - 1]) if loses.any() else float(down[-1])
 
 
 def label_margin(soft_labels: np.ndarray, given: np.ndarray) -> np.ndarray:

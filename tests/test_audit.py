@@ -175,3 +175,12 @@ def test_load_truth_relative_path_and_na_like_class_names(tmp_path, monkeypatch)
     by_path = tmp_path / "p.csv"
     pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["null"] * 3}).to_csv(by_path, index=False)
     assert load_truth("p.csv", table).tolist() == [2, 2, 2]
+
+
+def test_mixture_boundary_ignores_the_far_left_tail_crossing():
+    from labelaudit.audit import _crossing
+
+    # A narrow wrong-label component and a wide right-label one cross twice: near -6 and again far
+    # out in the left tail; the boundary is the crossing between the means.
+    boundary = _crossing(np.array([-8.0, 4.0]), np.array([1.0, 6.0]), np.array([0.2, 0.8]), lowest=-30.0)
+    assert -8.0 < boundary < 4.0
