@@ -22,6 +22,7 @@ from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
+from .methods.baselines import BASELINES, BaselineConfig, run_baseline
 from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
 from .metrics import load_truth, truth_metrics
@@ -30,7 +31,7 @@ from .sources import load_source
 from .training import TensorData, TrainConfig, Trainer
 
 RUN_FORMAT_VERSION = 1
-METHODS = ("nlnl", "pmnar")
+METHODS = ("nlnl", "pmnar", *BASELINES)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ScanConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
     pmnar: PMNARConfig = field(default_factory=PMNARConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def validate(self) -> "ScanConfig":
         if self.method not in METHODS:
@@ -54,6 +56,7 @@ class ScanConfig:
             raise ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
         self.train.validate()
         self.pmnar.validate()
+        self.baseline.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -118,14 +121,19 @@ def scan(
     prepared = time.perf_counter()
 
     data = TensorData.from_store(store)
+    nlnl, pmnar, baseline = config.nlnl, config.pmnar, config.baseline
     if config.method == "nlnl":
-        nlnl, pmnar = config.nlnl.scaled(config.epochs_scale), config.pmnar
+        nlnl = nlnl.scaled(config.epochs_scale)
         trainer = Trainer(data, config.train, progress)
         run_nlnl(trainer, nlnl)
-    else:
-        nlnl, pmnar = config.nlnl, config.pmnar.scaled(config.epochs_scale)
+    elif config.method == "pmnar":
+        pmnar = pmnar.scaled(config.epochs_scale)
         trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
         run_pmnar(trainer, pmnar)
+    else:
+        baseline = baseline.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress)
+        run_baseline(trainer, config.method, baseline)
     soft_labels = trainer.history.mean().numpy()
     audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
 
@@ -138,7 +146,7 @@ def scan(
         metrics = truth_metrics(
             audit.report["suspected_noisy"].to_numpy(), given, true_labels, suggested, audit.noise_rate, audit.transition_matrix
         )
-    resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar,
+    resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar, baseline=baseline,
                        train=replace(config.train, backbone=trainer.backbone))
     return ScanResult(store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds, truth=metrics)
 
