@@ -45,3 +45,78 @@ def per_class_noise_rates(flags: np.ndarray, given_labels: np.ndarray, num_class
     flagged = np.bincount(given_labels[flags], minlength=num_classes).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, flagged / totals, np.nan)
+
+
+def anchor_transition_matrix(probs: np.ndarray, *, percentile: float = 97.0, min_samples_per_class: int = 100) -> np.ndarray:
+    """Estimate ``T`` from anchor points (Patrini et al. 2017, seed 003).
+
+    For each class ``i``, the anchor is the sample whose predicted ``p_i`` sits at the
+    ``percentile``-th percentile over all samples (robust to a few over-confident outliers);
+    row ``i`` of ``T`` is that sample's predicted distribution, and rows are normalised.
+
+    Parameters
+    ----------
+    probs : array of shape ``(N, K)``
+        Predictions of a model trained with plain cross-entropy on the noisy labels, *without*
+        augmentation: ``probs[n, j]`` estimates ``P(given = j | x_n)``.
+    percentile : float, default=97.0
+        100 takes the plain argmax.
+    min_samples_per_class : int, default=100
+        Below ``N / K < min_samples_per_class`` the argmax is used (too few samples for a percentile).
+
+    Returns
+    -------
+    numpy.ndarray of shape ``(K, K)``, ``T[i, j] = P(given = j | true = i)``, rows sum to 1.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n, k = probs.shape
+    use_argmax = percentile >= 100 or n / k < min_samples_per_class
+    t = np.empty((k, k))
+    for i in range(k):
+        column = probs[:, i].copy()  # thresholding below must not modify the caller's array
+        if not use_argmax:
+            threshold = np.percentile(column, percentile, method="higher")
+            column[column >= threshold] = 0.0
+        t[i] = probs[np.argmax(column)]
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def confident_learning_flags(probs: np.ndarray, given_labels: np.ndarray) -> np.ndarray:
+    """Flags by the confident-learning rule (Northcutt et al.; cleanlab's confident joint).
+
+    Per-class threshold ``t_k`` = mean ``p_k`` over the samples given label ``k``. A sample is
+    flagged when some other class ``k`` clears its threshold (``p_k >= t_k``) and beats the given
+    label (``p_k > p_given``).
+
+    Parameters
+    ----------
+    probs : array of shape ``(N, K)``
+        Out-of-sample predicted probabilities.
+    given_labels : array of shape ``(N,)``
+
+    Returns
+    -------
+    numpy.ndarray of shape ``(N,)``, bool.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    given_labels = np.asarray(given_labels, dtype=np.int64)
+    n, k = probs.shape
+    thresholds = np.array([probs[given_labels == j, j].mean() if (given_labels == j).any() else 1.0 for j in range(k)])
+    p_given = probs[np.arange(n), given_labels]
+    candidates = (probs >= thresholds) & (probs > p_given[:, None])
+    candidates[np.arange(n), given_labels] = False
+    return candidates.any(axis=1)
+
+
+def bootstrap_interval(flags: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the flagged share (the estimated noise rate).
+
+    Resamples the ``N`` samples with replacement ``resamples`` times; deterministic for a seed.
+    It measures sampling uncertainty only, not the bias of the flag rule.
+    """
+    flags = np.asarray(flags, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([flags[rng.integers(0, len(flags), len(flags))].mean() for _ in range(resamples)])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

@@ -25,6 +25,7 @@ from .images import ImageStore, ProgressCallback, load_images
 from .methods.baselines import BASELINES, BaselineConfig, run_baseline
 from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
+from .estimators import anchor_transition_matrix, bootstrap_interval
 from .metrics import load_truth, truth_metrics
 from .reports import write_csv, write_json, write_skipped_csv
 from .sources import load_source
@@ -73,6 +74,8 @@ class ScanResult:
     audit: Audit
     seconds: dict[str, float]
     truth: Optional[dict] = None
+    anchor_transition_matrix: Optional[np.ndarray] = None  # (K, K) from the final model, no augmentation
+    noise_rate_interval: tuple[float, float] = (float("nan"), float("nan"))
 
 
 def scan(
@@ -136,6 +139,8 @@ def scan(
         run_baseline(trainer, config.method, baseline)
     soft_labels = trainer.history.mean().numpy()
     audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
+    anchor_t = anchor_transition_matrix(trainer.predict(flip_average=False).numpy())
+    interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
     seconds = {"load_and_decode": prepared - started, **trainer.phase_seconds}
     seconds["total"] = time.perf_counter() - started
@@ -146,9 +151,11 @@ def scan(
         metrics = truth_metrics(
             audit.report["suspected_noisy"].to_numpy(), given, true_labels, suggested, audit.noise_rate, audit.transition_matrix
         )
+        metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
     resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar, baseline=baseline,
                        train=replace(config.train, backbone=trainer.backbone))
-    return ScanResult(store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds, truth=metrics)
+    return ScanResult(store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds, truth=metrics,
+                      anchor_transition_matrix=anchor_t, noise_rate_interval=interval)
 
 
 def summary(result: ScanResult) -> dict:
@@ -167,6 +174,8 @@ def summary(result: ScanResult) -> dict:
         "num_flagged": flagged,
         "num_skipped": int(len(table.skipped)),
         "estimated_noise_rate": audit.noise_rate,
+        "noise_rate_interval_95": {"low": result.noise_rate_interval[0], "high": result.noise_rate_interval[1],
+                                   "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
         "flag_rule": audit.flag_rule,
         "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
         "transition_matrix": {
@@ -174,6 +183,15 @@ def summary(result: ScanResult) -> dict:
             "estimator": "cleaned label (suggested where flagged, else given) vs given label",
             "class_names": names,
             "matrix": audit.transition_matrix.tolist(),
+            "per_class_noise_rates": {n: float(1 - audit.transition_matrix[i, i]) for i, n in enumerate(names)},
+        },
+        "transition_matrix_anchor": {
+            "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
+            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile of "
+                         "p_i under the final model without augmentation, row-normalised",
+            "class_names": names,
+            "matrix": result.anchor_transition_matrix.tolist(),
+            "per_class_noise_rates": {n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)},
         },
         "settings": result.config.to_dict(),
         "image_cache": {"dir": str(result.store.cache_dir), "image_size": result.store.image_size,

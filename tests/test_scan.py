@@ -98,3 +98,16 @@ def test_pmnar_scan_flags_injected_noise_far_better_than_chance(noisy_patterns, 
     run = write_run(result, tmp_path / "run")
     model = torch.load(run / "model.pt", weights_only=True)
     assert model["networks"] == 2 and any(k.startswith("networks.1.") for k in model["state_dict"])
+
+
+def test_summary_has_both_transition_matrices_and_an_interval(scanned, tmp_path):
+    run = write_run(scanned, tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("transition_matrix", "transition_matrix_anchor"):
+        block = summary[key]
+        assert "estimator" in block and block["class_names"] == list(scanned.store.table.class_names)
+        np.testing.assert_allclose(np.array(block["matrix"]).sum(axis=1), 1.0)
+        assert set(block["per_class_noise_rates"]) == set(block["class_names"])
+    interval = summary["noise_rate_interval_95"]
+    assert interval["low"] <= summary["estimated_noise_rate"] <= interval["high"]
+    assert "transition_matrix_mae_anchor" in summary["truth"]

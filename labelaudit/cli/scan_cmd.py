@@ -103,7 +103,9 @@ def _render(result, run_dir: Path) -> None:
         f"Scanned {len(table)} images in {len(table.class_names)} classes with {result.config.method} "
         f"in {result.seconds['total']:.0f} s ({len(table.skipped)} files skipped)."
     )
-    stdout.print(f"Flagged [bold]{len(flagged)}[/] labels as suspect: estimated noise rate [bold]{audit.noise_rate:.1%}[/].")
+    low, high = result.noise_rate_interval
+    stdout.print(f"Flagged [bold]{len(flagged)}[/] labels as suspect: estimated noise rate [bold]{audit.noise_rate:.1%}[/] "
+                 f"(95% bootstrap interval {low:.1%}-{high:.1%}).")
     if len(flagged):
         top = Table(title=f"Most suspect labels (of {len(flagged)}; all in flagged.csv)", title_justify="left")
         for col in ("rank", "sample_id", "given", "confidence", "suggested", "suggested conf."):
