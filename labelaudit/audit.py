@@ -113,7 +113,14 @@ def label_margin(soft_labels: np.ndarray, given: np.ndarray) -> np.ndarray:
     return np.log(p_given) - np.log(np.clip(others.max(axis=1), 1e-6, 1.0))
 
 
-def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, threshold: float | None = None) -> Audit:
+def audit_from_soft_labels(
+    table: SampleTable,
+    soft_labels: np.ndarray,
+    *,
+    threshold: float | None = None,
+    flags: np.ndarray | None = None,
+    flag_rule: dict | None = None,
+) -> Audit:
     """Flag suspect labels from soft labels.
 
     ``label_quality = p_given / (p_given + p_best_other)``: 0.5 when the given label ties with the
@@ -132,6 +139,8 @@ def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, thres
         Per-sample class probabilities (rows are renormalised to sum to 1).
     threshold : float, optional
         Fixed threshold on the confidence in the given label; None = learned boundary.
+    flags : array of shape ``(N,)``, optional
+        Flags decided elsewhere (e.g. the confident-learning rule); ``flag_rule`` describes them.
 
     Returns
     -------
@@ -149,7 +158,10 @@ def audit_from_soft_labels(table: SampleTable, soft_labels: np.ndarray, *, thres
     suggested = soft.argmax(axis=1)
     margin = label_margin(soft, given)
     label_quality = 1.0 / (1.0 + np.exp(-margin))
-    if threshold is None:
+    if flags is not None:
+        flags = np.asarray(flags, dtype=bool)
+        rule = flag_rule or {"rule": "given"}
+    elif threshold is None:
         fit = fit_two_gaussians(margin)
         boundary = min(fit.boundary, 0.0)
         flags = margin < boundary

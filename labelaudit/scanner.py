@@ -22,7 +22,7 @@ from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
-from .methods.baselines import BASELINES, BaselineConfig, run_baseline
+from .methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, cv_flags, run_baseline
 from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
 from .estimators import anchor_transition_matrix, bootstrap_interval
@@ -32,7 +32,7 @@ from .sources import load_source
 from .training import TensorData, TrainConfig, Trainer
 
 RUN_FORMAT_VERSION = 1
-METHODS = ("nlnl", "pmnar", *BASELINES)
+METHODS = ("nlnl", "pmnar", *BASELINES, "cv-ce")
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,24 @@ def scan(
         pmnar = pmnar.scaled(config.epochs_scale)
         trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
         run_pmnar(trainer, pmnar)
+    elif config.method == "cv-ce":
+        baseline = baseline.scaled(config.epochs_scale)
+        oof_probs, trainer = cross_validated_probs(data, baseline, config.train, progress)
     else:
         baseline = baseline.scaled(config.epochs_scale)
         trainer = Trainer(data, config.train, progress)
         run_baseline(trainer, config.method, baseline)
-    soft_labels = trainer.history.mean().numpy()
-    audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
-    anchor_t = anchor_transition_matrix(trainer.predict(flip_average=False).numpy())
+    if config.method == "cv-ce":
+        # Out-of-fold probabilities are the soft labels; flags by confident learning (or cleanlab)
+        # unless a fixed --threshold is asked for.
+        flags, rule = (None, None) if config.threshold is not None else cv_flags(
+            oof_probs, store.table.samples["given_label"].to_numpy(), baseline.flagger)
+        audit = audit_from_soft_labels(store.table, oof_probs, threshold=config.threshold, flags=flags, flag_rule=rule)
+        anchor_t = anchor_transition_matrix(oof_probs)
+    else:
+        soft_labels = trainer.history.mean().numpy()
+        audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
+        anchor_t = anchor_transition_matrix(trainer.predict(flip_average=False).numpy())
     interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
     seconds = {"load_and_decode": prepared - started, **trainer.phase_seconds}

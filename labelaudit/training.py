@@ -141,8 +141,13 @@ class Trainer:
             build_model(backbone, data.channels, data.num_classes, depth=config.depth, width=config.width, weights=config.weights)
             for _ in range(networks)  # each draws its own initialisation from the seeded generator
         ]
+        # channels_last is ~20% faster on CPU, but torch 2.14's CPU convolution backward crashes
+        # (segmentation fault) in channels_last when a layer has fewer than 16 channels and the
+        # batch size is odd (seen with cifar-resnet width 4, 8, 12): use it only from width 16.
+        narrow = backbone == "cifar-resnet" and config.width < 16
+        self.memory_format = torch.contiguous_format if narrow else torch.channels_last
         # With several networks the model returns (M, B, K) logits; the history keeps their mean softmax.
-        self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=torch.channels_last)
+        self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=self.memory_format)
         self.networks = networks
         self.history = History(len(data), data.num_classes, config.history_window)
         self.images = data.images.to(self.device)
@@ -156,9 +161,9 @@ class Trainer:
         self.phase_seconds: dict[str, float] = {}
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, C, S, S)`` -> normalised float, channels_last."""
+        """uint8 ``(B, C, S, S)`` -> normalised float in the model's memory format."""
         x = batch.float().div_(255).sub_(self.mean).div_(self.std)
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=self.memory_format)
 
     def augment(self, batch: torch.Tensor) -> torch.Tensor:
         """Random crop with zero padding and random horizontal flip, on the whole batch at once."""
@@ -252,14 +257,16 @@ class Trainer:
         return probs
 
     @torch.no_grad()
-    def predict(self, flip_average: bool | None = None) -> torch.Tensor:
+    def predict(self, flip_average: bool | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, K)`` softmax of the current model without augmentation (averaged with the
-        horizontally flipped view when flips are part of training)."""
+        horizontally flipped view when flips are part of training), on the training images or
+        on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold)."""
         flip_average = self.config.flip if flip_average is None else flip_average
+        images = self.images if images is None else images.to(self.device)
         self.model.eval()
         out = []
-        for index in torch.arange(len(self.data), device=self.device).split(512):
-            x = self.normalize(self.images[index])
+        for index in torch.arange(len(images), device=self.device).split(512):
+            x = self.normalize(images[index])
             with self.autocast():
                 p = _mean_softmax(self.model(x).float())
                 if flip_average:

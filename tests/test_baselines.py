@@ -51,8 +51,41 @@ def test_baseline_scans_run_end_to_end(method, tmp_path):
 
     root = tmp_path / "data"
     make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.2, seed=3)
-    config = ScanConfig(method=method, train=TrainConfig(width=8), baseline=BaselineConfig(epochs=10, prune_every=2))
+    config = ScanConfig(method=method, train=TrainConfig(width=8, batch_size=32),
+                        baseline=BaselineConfig(epochs=10, prune_every=2))
     result = scan(root, config, truth=tmp_path / "data_truth.csv", cache_dir=tmp_path / "cache")
     assert result.audit.soft_labels.shape == (120, 4)
     assert result.truth["recall"] > 0.5 and math.isfinite(result.truth["f1"])
     assert result.config.baseline.epochs == 10
+
+
+def test_stratified_folds_spread_each_class_evenly():
+    import numpy as np
+
+    from labelaudit.methods.baselines import stratified_folds
+
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    fold = stratified_folds(labels, 5, seed=0)
+    for k in range(3):
+        counts = np.bincount(fold[labels == k], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    assert (stratified_folds(labels, 5, seed=0) == fold).all()
+
+
+@pytest.mark.parametrize("flagger", ["confident-learning", "cleanlab"])
+def test_cv_ce_scan_flags_noise_far_better_than_chance(flagger, tmp_path):
+    import sys
+    from pathlib import Path
+
+    if flagger == "cleanlab":
+        pytest.importorskip("cleanlab")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_noisy_pattern_dataset
+
+    root = tmp_path / "data"
+    make_noisy_pattern_dataset(root, per_class=40, noise_rate=0.2, seed=4)
+    config = ScanConfig(method="cv-ce", train=TrainConfig(width=8, batch_size=32),
+                        baseline=BaselineConfig(folds=3, fold_epochs=6, flagger=flagger))
+    result = scan(root, config, truth=tmp_path / "data_truth.csv", cache_dir=tmp_path / "cache")
+    assert result.truth["precision"] >= 0.6 and result.truth["recall"] >= 0.6
+    assert result.audit.flag_rule["rule"].startswith("confident" if flagger == "confident-learning" else "cleanlab")

@@ -52,3 +52,18 @@ def test_weights_errors():
 def test_default_backbone_by_image_size():
     assert default_backbone(28) == "cifar-resnet" and default_backbone(64) == "cifar-resnet"
     assert default_backbone(128) == "resnet18"
+
+
+@pytest.mark.parametrize("batch", [33, 105])
+def test_narrow_network_trains_on_odd_batches(batch):
+    """torch's CPU channels_last backward segfaults for < 16 channels and odd batches; the
+    Trainer must avoid that layout for narrow networks (a crash here kills the test run)."""
+    from labelaudit.training import TensorData, TrainConfig, Trainer
+
+    images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8)
+    data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
+    trainer = Trainer(data, TrainConfig(width=8, batch_size=128))
+    assert trainer.memory_format == torch.contiguous_format
+    trainer.run_phase("t", 1, 0.1, lambda logits, labels, index, ctx: (
+        torch.nn.functional.cross_entropy(logits, labels), torch.tensor(len(index))))
+    assert trainer.history.filled == 1

@@ -31,11 +31,12 @@ def scan_command(
     source: SourceArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.")] = None,
-    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks), or the baselines ce, gce, truncated-gce.")] = "nlnl",
+    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks), or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated CE + confident learning).")] = "nlnl",
     epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale the whole schedule (1 = nlnl's NL/SelNL/SelPL 20/20/20 epochs, pmnar's 24, the baselines' 60).")] = 1.0,
     complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
     variant: Annotated[str, typer.Option("--variant", help="pmnar only: full (two networks + consistency), pm-ar (one network, adaptive reweighting) or pm (PM loss only).")] = "full",
     beta: Annotated[Optional[float], typer.Option("--beta", min=0.0, help="pmnar only: consistency weight [default: 1 up to 10 classes, 10/K above].")] = None,
+    flagger: Annotated[str, typer.Option("--flagger", help="cv-ce only: confident-learning, or cleanlab (needs the cleanlab extra).")] = "confident-learning",
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Flag samples whose confidence in their label is below this fixed value (the NLNL paper uses 0.5) [default: a boundary learned from the data, see docs/methods.md].")] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="auto, cifar-resnet, resnet18, resnet34 or resnet50.")] = "auto",
     depth: Annotated[int, typer.Option("--depth", help="cifar-resnet depth (6n+2).")] = 8,
@@ -64,6 +65,7 @@ def scan_command(
     """
     # Imported here so that `labelaudit --help` and `inspect` start without loading torch.
     from ..methods.nlnl import NLNLConfig
+    from ..methods.baselines import BaselineConfig
     from ..methods.pmnar import PMNARConfig
     from ..scanner import ScanConfig, default_run_dir, scan, summary, write_run
     from ..training import TrainConfig
@@ -77,6 +79,7 @@ def scan_command(
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed),
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
         pmnar=PMNARConfig(variant=variant, beta=beta),
+        baseline=BaselineConfig(flagger=flagger),
     )
     out = out or default_run_dir(source)
     with progress_bars(not (quiet or json_output)) as progress:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..training import History, Trainer, scaled_epochs
+from ..estimators import confident_learning_flags
+from ..training import History, TensorData, TrainConfig, Trainer, scaled_epochs
 
 EPS = 1e-7
-BASELINES = ("ce", "gce", "truncated-gce")
+BASELINES = ("ce", "gce", "truncated-gce")  # trained like the other methods; cv-ce is separate
 
 
 def lq_loss_per_sample(logits: torch.Tensor, labels: torch.Tensor, q: float) -> torch.Tensor:
@@ -45,25 +47,32 @@ class BaselineConfig:
     q: float = 0.7
     k: float = 0.5
     prune_every: int = 10
+    folds: int = 5  # cv-ce: cross-validation folds
+    fold_epochs: int = 15  # cv-ce: epochs per fold model (5 x 15 x 4/5 = 60 epochs of data)
+    flagger: str = "confident-learning"  # cv-ce: confident-learning | cleanlab
 
     def validate(self) -> "BaselineConfig":
         if not 0 < self.q <= 1:
             raise ConfigError(f"q must be in (0, 1]; got {self.q!r}")
         if not 0 <= self.k < 1:
             raise ConfigError(f"k must be in [0, 1); got {self.k!r}")
+        if self.folds < 2 or self.fold_epochs < 1:
+            raise ConfigError(f"cv-ce needs folds >= 2 and fold_epochs >= 1; got {self.folds!r}, {self.fold_epochs!r}")
+        if self.flagger not in ("confident-learning", "cleanlab"):
+            raise ConfigError(f"flagger must be 'confident-learning' or 'cleanlab'; got {self.flagger!r}")
         if self.epochs < 1 or self.prune_every < 1:
             raise ConfigError(f"epochs and prune_every must be >= 1; got {self.epochs!r}, {self.prune_every!r}")
         return self
 
     def scaled(self, scale: float) -> "BaselineConfig":
-        (epochs,) = scaled_epochs((self.epochs,), scale)
-        return replace(self, epochs=epochs, prune_every=max(1, round(self.prune_every * scale)))
+        epochs, fold_epochs = scaled_epochs((self.epochs, self.fold_epochs), scale)
+        return replace(self, epochs=epochs, fold_epochs=fold_epochs, prune_every=max(1, round(self.prune_every * scale)))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def run_baseline(trainer: Trainer, method: str, config: BaselineConfig) -> None:
+def run_baseline(trainer: Trainer, method: str, config: BaselineConfig, phase: str | None = None) -> None:
     """Train ``trainer.model`` with ``method`` in :data:`BASELINES`."""
     if method not in BASELINES:
         raise ConfigError(f"baseline must be one of {list(BASELINES)}; got {method!r}")
@@ -92,4 +101,50 @@ def run_baseline(trainer: Trainer, method: str, config: BaselineConfig) -> None:
     def describe(w) -> str:
         return f"kept {w.mean().item():.0%}" if method == "truncated-gce" else ""
 
-    trainer.run_phase(method.upper(), config.epochs, config.lr, loss, select, describe, config.schedule)
+    trainer.run_phase(phase or method.upper(), config.epochs, config.lr, loss, select, describe, config.schedule)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """``(N,)`` fold index per sample: each class spread evenly over the folds, shuffled by ``seed``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        fold[members] = np.arange(len(members)) % folds
+    return fold
+
+
+def cross_validated_probs(
+    data: TensorData, config: BaselineConfig, train_config: TrainConfig, progress=None
+) -> tuple[np.ndarray, Trainer]:
+    """Out-of-fold probabilities ``(N, K)`` from ``config.folds`` cross-entropy models.
+
+    Each model trains ``config.fold_epochs`` epochs (the baselines' step schedule) on the other
+    folds and predicts its own fold without augmentation. Returns the probabilities and the
+    first fold's trainer (its model is the one a run directory saves).
+    """
+    fold = stratified_folds(data.labels.numpy(), config.folds, train_config.seed)
+    probs = np.zeros((len(data), data.num_classes))
+    first = None
+    for f in range(config.folds):
+        train_idx = torch.from_numpy(np.flatnonzero(fold != f))
+        held_idx = torch.from_numpy(np.flatnonzero(fold == f))
+        subset = TensorData(data.images[train_idx], data.labels[train_idx], data.num_classes, data.mean, data.std)
+        trainer = Trainer(subset, replace(train_config, seed=train_config.seed + f), progress)
+        run_baseline(trainer, "ce", replace(config, epochs=config.fold_epochs), phase=f"CV fold {f + 1}/{config.folds}")
+        probs[held_idx.numpy()] = trainer.predict(images=data.images[held_idx]).numpy()
+        if first is None:
+            first = trainer
+    return probs, first
+
+
+def cv_flags(probs: np.ndarray, given: np.ndarray, flagger: str) -> tuple[np.ndarray, dict]:
+    """Flags from out-of-fold probabilities by the confident-learning rule or by cleanlab."""
+    if flagger == "cleanlab":
+        try:
+            from cleanlab.filter import find_label_issues
+        except ImportError:
+            raise ConfigError("--flagger cleanlab needs the optional cleanlab package: pip install 'labelaudit[cleanlab]'") from None
+        return find_label_issues(labels=given, pred_probs=probs), {"rule": "cleanlab.filter.find_label_issues"}
+    return confident_learning_flags(probs, given), {"rule": "confident-learning (per-class mean self-confidence)"}
