@@ -89,3 +89,4 @@ def test_cv_ce_scan_flags_noise_far_better_than_chance(flagger, tmp_path):
     result = scan(root, config, truth=tmp_path / "data_truth.csv", cache_dir=tmp_path / "cache")
     assert result.truth["precision"] >= 0.6 and result.truth["recall"] >= 0.6
     assert result.audit.flag_rule["rule"].startswith("confident" if flagger == "confident-learning" else "cleanlab")
+    assert {f"CV fold {f}/3" for f in (1, 2, 3)} <= set(result.seconds)

@@ -136,6 +136,8 @@ def cross_validated_probs(
         probs[held_idx.numpy()] = trainer.predict(images=data.images[held_idx]).numpy()
         if first is None:
             first = trainer
+        else:  # keep every fold's wall time in the run's summary
+            first.phase_seconds.update(trainer.phase_seconds)
     return probs, first
 
 
