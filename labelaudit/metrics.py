@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import ManifestError
 from .estimators import transition_matrix
-from .sources import SampleTable, _labels_as_text
+from .sources import SampleTable, _labels_as_text, read_table
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -39,14 +38,7 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ManifestError(f"truth file {str(path)!r} does not exist; pass a CSV/parquet with sample_id and true_label columns")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:  # class names such as "None" or "NA" stay text
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ManifestError(f"cannot read truth file {str(path)!r}: {first_line}; pass a valid CSV or parquet file") from exc
+    frame = read_table(path, "truth file")
     label_col = next((c for c in TRUE_LABEL_CANDIDATES if c in frame.columns), None)
     if label_col is None:
         raise ManifestError(

@@ -117,40 +117,39 @@ def scan(
     config.validate()
     started = time.perf_counter()
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    if out_dir is not None:  # before decoding and training, so a bad choice fails at once
+        table.check_outside_input(out_dir, "output folder", "--out")
     store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-    if out_dir is not None:
-        store.table.check_outside_input(out_dir, "output folder", "--out")
     true_labels = load_truth(truth, store.table) if truth is not None else None
     prepared = time.perf_counter()
 
     data = TensorData.from_store(store)
     nlnl, pmnar, baseline = config.nlnl, config.pmnar, config.baseline
-    if config.method == "nlnl":
-        nlnl = nlnl.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress)
-        run_nlnl(trainer, nlnl)
-    elif config.method == "pmnar":
-        pmnar = pmnar.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
-        run_pmnar(trainer, pmnar)
-    elif config.method == "cv-ce":
-        baseline = baseline.scaled(config.epochs_scale)
-        oof_probs, trainer = cross_validated_probs(data, baseline, config.train, progress)
-    else:
-        baseline = baseline.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress)
-        run_baseline(trainer, config.method, baseline)
+    flags = rule = None  # None: audit_from_soft_labels applies the threshold or learned boundary
     if config.method == "cv-ce":
-        # Out-of-fold probabilities are the soft labels; flags by confident learning (or cleanlab)
-        # unless a fixed --threshold is asked for.
-        flags, rule = (None, None) if config.threshold is not None else cv_flags(
-            oof_probs, store.table.samples["given_label"].to_numpy(), baseline.flagger)
-        audit = audit_from_soft_labels(store.table, oof_probs, threshold=config.threshold, flags=flags, flag_rule=rule)
-        anchor_t = anchor_transition_matrix(oof_probs)
+        baseline = baseline.scaled(config.epochs_scale)
+        # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
+        soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
+        anchor_probs = soft_labels
+        if config.threshold is None:
+            flags, rule = cv_flags(soft_labels, store.table.samples["given_label"].to_numpy(), baseline.flagger)
     else:
+        if config.method == "nlnl":
+            nlnl = nlnl.scaled(config.epochs_scale)
+            trainer = Trainer(data, config.train, progress)
+            run_nlnl(trainer, nlnl)
+        elif config.method == "pmnar":
+            pmnar = pmnar.scaled(config.epochs_scale)
+            trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
+            run_pmnar(trainer, pmnar)
+        else:
+            baseline = baseline.scaled(config.epochs_scale)
+            trainer = Trainer(data, config.train, progress)
+            run_baseline(trainer, config.method, baseline)
         soft_labels = trainer.history.mean().numpy()
-        audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold)
-        anchor_t = anchor_transition_matrix(trainer.predict(flip_average=False).numpy())
+        anchor_probs = trainer.predict(flip_average=False).numpy()
+    audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
+    anchor_t = anchor_transition_matrix(anchor_probs)
     interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
     seconds = {"load_and_decode": prepared - started, **trainer.phase_seconds}
@@ -158,9 +157,10 @@ def scan(
     metrics = None
     if true_labels is not None:
         given = store.table.samples["given_label"].to_numpy()
-        suggested = audit.soft_labels.argmax(axis=1)
+        # The labels the report suggests for flagged samples (never the given label itself).
         metrics = truth_metrics(
-            audit.report["suspected_noisy"].to_numpy(), given, true_labels, suggested, audit.noise_rate, audit.transition_matrix
+            audit.report["suspected_noisy"].to_numpy(), given, true_labels, audit.cleaned_labels, audit.noise_rate,
+            audit.transition_matrix,
         )
         metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
     resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar, baseline=baseline,

@@ -350,19 +350,27 @@ def _has_image_ext(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _read_manifest(path: Path) -> pd.DataFrame:
-    kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """Read a parquet (``.parquet``/``.pq``) or CSV file; CSV cells are text, and only empty
+    cells are missing (class names such as ``NA`` or ``None`` stay text).
+
+    Raises :class:`ManifestError` naming ``what`` (e.g. "manifest") when the file cannot be read.
+    """
+    kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
         if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        else:
-            frame = pd.read_parquet(path)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_parquet(path)
     except Exception as exc:  # pyarrow/pandas raise many types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ManifestError(
-            f"cannot read manifest {str(path)!r} as {kind}: {first_line}; check that it is a valid "
+            f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid "
             f"{kind} file"
         ) from exc
+
+
+def _read_manifest(path: Path) -> pd.DataFrame:
+    frame = read_table(path, "manifest")
     if frame.empty:
         raise ManifestError(f"manifest {str(path)!r} has no rows; add one row per image")
     return frame
