@@ -30,7 +30,7 @@ import pandas as pd
 from . import _decode
 from ._atomic import atomic_path
 from .errors import ConfigError
-from .sources import SKIPPED_COLUMNS, SampleTable, check_trainable
+from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
 
 CACHE_FORMAT_VERSION = 1
 #: Pillow's own decompression-bomb error threshold (2 x its warning limit).
@@ -105,6 +105,8 @@ def load_images(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
+    channels: int | None = None,
+    require_all_classes: bool = True,
 ) -> ImageStore:
     """Decode (or reuse the cached decode of) every image in ``table``.
 
@@ -123,6 +125,11 @@ def load_images(
         Images with more pixels are skipped as ``too_large`` without being decoded.
     progress : callable, optional
         ``progress(phase, done, total)`` with phases ``"read headers"`` and ``"decode"``.
+    channels : {1, 3}, optional
+        Channels of the cached images; default 1 when every image is grayscale, else 3. A
+        trained model fixes it for the images it is applied to.
+    require_all_classes : bool, default=True
+        As in :func:`labelaudit.load_source`: False for evaluation or unlabelled sets.
 
     Returns
     -------
@@ -151,9 +158,11 @@ def load_images(
     readable = headers["reason"] == ""
     if not readable.any():
         header_skips = _skips(table, headers, ~readable)
-        check_trainable(table.without(header_skips))  # raises: nothing readable
+        check_usable(table.without(header_skips), require_all_classes)  # raises: nothing readable
     size = image_size or _auto_size(headers[readable])
-    channels = 1 if headers.loc[readable, "mode"].isin(_decode.GRAY_MODES).all() else 3
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3; got {channels!r}")
+    channels = channels or (1 if headers.loc[readable, "mode"].isin(_decode.GRAY_MODES).all() else 3)
 
     decodable = np.flatnonzero(readable.to_numpy())
     # The decodable rows depend on max_pixels, so it is part of the name of the array they index.
@@ -183,7 +192,7 @@ def load_images(
     position_of_row[decodable] = np.arange(len(decodable))
 
     kept = table.without(_skips(table, headers, ~usable))
-    check_trainable(kept)
+    check_usable(kept, require_all_classes)
     files = headers.loc[usable, ["width", "height", "mode", "format", "sha1"]].reset_index(drop=True)
     return ImageStore(
         table=kept,

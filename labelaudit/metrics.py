@@ -95,3 +95,28 @@ def truth_metrics(
         }
     )
     return metrics
+
+
+def classification_metrics(predicted: np.ndarray, true: np.ndarray, class_names) -> dict:
+    """Accuracy, per-class accuracy (recall) and confusion matrix of ``predicted`` vs ``true`` indexes.
+
+    ``confusion_matrix[i][j]`` counts samples of true class ``i`` predicted as ``j``. Classes
+    without samples have accuracy ``None``.
+    """
+    predicted, true = np.asarray(predicted), np.asarray(true)
+    k = len(class_names)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (true, predicted), 1)
+    support = confusion.sum(axis=1)
+    per_class = {
+        name: {"samples": int(support[i]), "correct": int(confusion[i, i]),
+               "accuracy": float(confusion[i, i] / support[i]) if support[i] else None}
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "num_samples": int(len(true)),
+        "accuracy": float((predicted == true).mean()) if len(true) else None,
+        "per_class": per_class,
+        "class_names": list(class_names),
+        "confusion_matrix": confusion.tolist(),
+    }

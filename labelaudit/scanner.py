@@ -27,6 +27,7 @@ from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
 from .estimators import anchor_transition_matrix, bootstrap_interval
 from .metrics import load_truth, truth_metrics
+from .model_io import save_model
 from .reports import write_csv, write_json, write_skipped_csv
 from .sources import load_source
 from .training import TensorData, TrainConfig, Trainer
@@ -175,6 +176,7 @@ def summary(result: ScanResult) -> dict:
     names = list(table.class_names)
     flagged = int(audit.report["suspected_noisy"].sum())
     out = {
+        "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
         "source": str(table.source),
         "method": result.config.method,
@@ -209,6 +211,7 @@ def summary(result: ScanResult) -> dict:
                         "channels": result.store.channels, "reused": result.store.reused},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device),
+        "training_curves": result.trainer.curves,
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
@@ -248,16 +251,5 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike) -> Path:
     write_skipped_csv(out / "skipped.csv", result.store.table.skipped)
     write_json(out / "config.json", result.config.to_dict())
     write_json(out / "summary.json", summary(result))
-    model = {
-        "format_version": RUN_FORMAT_VERSION,
-        "state_dict": {k: v.detach().cpu() for k, v in result.trainer.model.state_dict().items()},
-        "class_names": names,
-        "backbone": result.trainer.backbone,
-        "networks": result.trainer.networks,
-        "depth": result.config.train.depth,
-        "width": result.config.train.width,
-        "preprocessing": result.trainer.preprocessing(),
-    }
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(model, tmp)
+    save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width)
     return out

@@ -157,6 +157,7 @@ def load_source(
     label_column: str | None = None,
     id_column: str | None = None,
     classes: Sequence[str] | None = None,
+    require_all_classes: bool = True,
 ) -> SampleTable:
     """Read an image folder or a parquet/CSV manifest into a :class:`SampleTable`.
 
@@ -171,6 +172,9 @@ def load_source(
         :data:`ID_COLUMN_CANDIDATES` (the id column is optional). Ignored for folders.
     classes : sequence of str, optional
         The allowed class names, in the order to use. A label outside this list is an error.
+    require_all_classes : bool, default=True
+        Training needs images in every class (and at least two); an evaluation set may cover
+        only some of ``classes``: pass False to require just one usable image.
 
     Returns
     -------
@@ -201,19 +205,92 @@ def load_source(
             f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; "
             "pass an image folder or a manifest file"
         )
-    check_trainable(table)
+    check_usable(table, require_all_classes)
     return table
+
+
+def check_usable(table: SampleTable, require_all_classes: bool = True) -> None:
+    """:func:`check_trainable` when ``require_all_classes``, else only "at least one usable image"."""
+    if require_all_classes:
+        check_trainable(table)
+    elif len(table) == 0:
+        _raise_no_images(table)
+
+
+def _raise_no_images(table: SampleTable) -> None:
+    reasons = table.skipped["reason"].value_counts().to_dict() if len(table.skipped) else {}
+    detail = f" ({len(table.skipped)} files skipped: {_format_counts(reasons)})" if reasons else ""
+    raise DatasetError(
+        f"no usable images found in {str(table.source)!r}{detail}; check the path and that "
+        f"images have one of the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
+    )
+
+
+def load_unlabeled(
+    source: str | os.PathLike, *, path_column: str | None = None, id_column: str | None = None
+) -> SampleTable:
+    """Read images to predict: every image under a folder (class subfolders or not), or the path
+    column of a parquet/CSV manifest (a label column, if any, is ignored).
+
+    The table has no classes (``class_names == ()``, ``label`` empty, ``given_label`` -1).
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SourceNotFoundError(f"source {str(source)!r} does not exist; pass an image folder or a .parquet/.csv manifest")
+    path = path.resolve()
+    skipped: list[tuple[str, str, str, str]] = []
+    if path.is_dir():
+        rows = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+            for name in sorted(filenames):
+                if _is_hidden(name) or not _has_image_ext(name):
+                    continue
+                file_path = os.path.join(dirpath, name)
+                rows.append((Path(os.path.relpath(file_path, path)).as_posix(), file_path, ""))
+        kind = "folder"
+    elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
+        frame = _read_manifest(path)
+        path_col = _pick_column(frame, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
+        id_col = _pick_column(frame, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
+        frame = frame[frame[path_col].notna() & (frame[path_col].astype(str).str.strip() != "")]
+        written = frame[path_col].map(lambda p: str(p).strip())
+        absolute = written.map(lambda p: os.path.normpath(os.path.join(path.parent, os.path.expanduser(p))))
+        ids = frame[id_col].map(str) if id_col is not None else written.map(lambda p: Path(p).as_posix())
+        keep = ~absolute.duplicated(keep="first").to_numpy()
+        rows = list(zip(ids[keep], absolute[keep], [""] * int(keep.sum())))
+        kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    else:
+        raise SourceNotFoundError(f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest")
+    samples, missing = _stat_rows(rows)
+    samples["given_label"] = np.int64(-1)
+    skipped_df = pd.concat([pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True)
+    table = SampleTable(samples[SAMPLE_COLUMNS].reset_index(drop=True), (), path, kind, skipped_df)
+    check_usable(table, require_all_classes=False)
+    return table
+
+
+def table_from_rows(
+    sample_ids: Sequence[str], paths: Sequence[str], labels: Sequence[str], classes: Sequence[str], source: Path, kind: str
+) -> SampleTable:
+    """A :class:`SampleTable` of known samples (e.g. the rows of a scan's report), in this order.
+
+    Raises :class:`DatasetError` when a file no longer exists: the caller's rows must stay aligned.
+    """
+    samples, missing = _stat_rows(list(zip(sample_ids, paths, labels)))
+    if len(missing):
+        first = missing.iloc[0]
+        raise DatasetError(
+            f"{len(missing)} images listed in the run no longer exist or cannot be read (first: "
+            f"{first['path']!r}, {first['reason']}); restore them or scan the dataset again"
+        )
+    return _finish(samples, missing, Path(source), kind, classes, list(labels))
 
 
 def check_trainable(table: SampleTable) -> None:
     """Raise :class:`DatasetError` unless ``table`` has images in at least two classes."""
     if len(table) == 0:
-        reasons = table.skipped["reason"].value_counts().to_dict() if len(table.skipped) else {}
-        detail = f" ({len(table.skipped)} files skipped: {_format_counts(reasons)})" if reasons else ""
-        raise DatasetError(
-            f"no usable images found in {str(table.source)!r}{detail}; check the path and that "
-            f"images have one of the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
-        )
+        _raise_no_images(table)
     counts = table.class_counts()
     present = counts[counts > 0]
     if len(present) < 2:

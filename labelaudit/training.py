@@ -159,6 +159,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda)
         self.epochs_done = 0
         self.phase_seconds: dict[str, float] = {}
+        # One row per epoch: phase, epoch, lr, mean loss, accuracy of the training-time
+        # predictions against the training labels, share of samples used, seconds.
+        self.curves: list[dict] = []
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> normalised float in the model's memory format."""
@@ -215,22 +218,33 @@ class Trainer:
             if self.progress:
                 self.progress(name, epoch, epochs, extra)
             self.model.train()
+            epoch_start = time.perf_counter()
             epoch_probs = torch.zeros(n, k, device=self.device)
             order = torch.randperm(n, generator=self.generator).to(self.device)
+            loss_sum, used_sum = 0.0, 0
             for index in order.split(self.config.batch_size):
                 x = self.normalize(self.augment(self.images[index]))
                 with self.autocast():
                     logits = self.model(x)
                 loss, used = loss_fn(logits.float(), self.labels[index], index, context)
                 epoch_probs[index] = _mean_softmax(logits.detach().float())
-                if used.item() == 0:
+                used = int(used.item())
+                if used == 0:
                     continue
+                loss_sum += float(loss.detach()) * used
+                used_sum += used
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
                 self.scaler.update()
             self.history.push(epoch_probs.cpu())
             self.epochs_done += 1
+            self.curves.append({
+                "phase": name, "epoch": self.epochs_done, "lr": optimizer.param_groups[0]["lr"],
+                "loss": loss_sum / used_sum if used_sum else None,
+                "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
+                "used_fraction": used_sum / n, "seconds": round(time.perf_counter() - epoch_start, 3),
+            })
         if self.progress:
             self.progress(name, epochs, epochs, describe(context) if describe else "")
         self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
@@ -282,6 +296,7 @@ class Trainer:
             "mean": [float(v) for v in self.data.mean],
             "std": [float(v) for v in self.data.std],
             "resize": "shorter side to image_size, centre crop",
+            "flip_average": bool(self.config.flip),  # predictions average the horizontally flipped view
         }
 
 

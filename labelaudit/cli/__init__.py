@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import LabelAuditError
-from . import inspect_cmd, scan_cmd
+from . import inspect_cmd, model_cmd, retrain_cmd, scan_cmd
 
 app = typer.Typer(
     name="labelaudit",
@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 app.command("inspect")(inspect_cmd.inspect)
 app.command("scan")(scan_cmd.scan_command)
+app.command("retrain")(retrain_cmd.retrain_command)
+app.command("predict")(model_cmd.predict_command)
+app.command("evaluate")(model_cmd.evaluate_command)
 
 
 @app.callback()

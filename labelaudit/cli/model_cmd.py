@@ -1,0 +1,98 @@
+"""``labelaudit predict`` and ``labelaudit evaluate``: use a saved model.pt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from ._common import (
+    CacheDirOpt,
+    IdColumnOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    PathColumnOpt,
+    QuietOpt,
+    WorkersOpt,
+    progress_bars,
+    stdout,
+)
+from .retrain_cmd import print_class_table
+
+ModelArg = Annotated[Path, typer.Argument(help="A model.pt, or the run directory of a scan or retrain.", show_default=False)]
+
+
+def predict_command(
+    model: ModelArg,
+    source: Annotated[Path, typer.Argument(help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv manifest with a path column.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].")] = None,
+    path_column: PathColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict the class of new images: predicted_label, confidence and the soft label per image.
+
+    Unreadable images are skipped and listed in <out>-skipped.csv.
+
+    Example: labelaudit predict runs/audit1-retrain-pseudo ./new-images --out predictions.csv
+    """
+    from .._atomic import atomic_path
+    from ..predict import predict
+    from ..reports import write_csv, write_skipped_csv
+    from ..sources import load_unlabeled
+
+    out = out or Path(f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise typer.BadParameter(f"must end in .csv or .parquet; got {str(out)!r}", param_hint="--out")
+    load_unlabeled(source, path_column=path_column, id_column=id_column).check_outside_input(out, "predictions file", "--out")
+    with progress_bars(not quiet) as progress:
+        result = predict(model, source, path_column=path_column, id_column=id_column, cache_dir=cache_dir,
+                         workers=workers, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        with atomic_path(out) as tmp:
+            result.frame.to_parquet(tmp, index=False)
+    else:
+        write_csv(out, result.frame)
+    skipped_note = ""
+    if len(result.skipped):
+        skipped_file = out.with_name(out.stem + "-skipped.csv")
+        write_skipped_csv(skipped_file, result.skipped)
+        skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})."
+    counts = result.frame["predicted_label"].value_counts()
+    stdout.print(f"Predicted {len(result.frame)} images.{skipped_note} Most predicted: "
+                 + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.head(5).items()))
+    stdout.print(f"Predictions: {out}")
+
+
+def evaluate_command(
+    model: ModelArg,
+    source: Annotated[Path, typer.Argument(help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be classes of the model.", show_default=False)],
+    path_column: PathColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy of a model on labelled images: overall, per class, and the confusion matrix.
+
+    Example: labelaudit evaluate runs/audit1-retrain-pseudo ./test-images
+    """
+    from ..predict import evaluate
+
+    with progress_bars(not (quiet or json_output)) as progress:
+        metrics = evaluate(model, source, path_column=path_column, label_column=label_column, id_column=id_column,
+                           cache_dir=cache_dir, workers=workers, progress=progress)
+    if json_output:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    stdout.print(f"Accuracy on {metrics['num_samples']} images: [bold]{metrics['accuracy']:.2%}[/]"
+                 + (f" ({metrics['num_skipped']} files skipped)" if metrics["num_skipped"] else ""))
+    print_class_table(metrics)

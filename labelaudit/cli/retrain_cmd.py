@@ -1,0 +1,76 @@
+"""``labelaudit retrain``: a model trained on the labels a scan cleaned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ._common import CacheDirOpt, JsonOpt, QuietOpt, WorkersOpt, progress_bars, stdout
+
+
+def retrain_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New run directory [default: <run dir>-retrain-<mode> beside it].")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="pseudo: network on kept samples relabels the flagged ones, a fresh network learns the soft labels; drop: kept samples only; forward: every label with forward loss correction by the audit's T.")] = "pseudo",
+    relabel: Annotated[str, typer.Option("--relabel", help="pseudo only: give the soft label to the flagged samples, or to all samples.")] = "flagged",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per network (pseudo trains two).")] = 30,
+    lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Learning rate, divided by 10 at 40% and 80% of the epochs.")] = 0.1,
+    test: Annotated[Optional[Path], typer.Option("--test", help="Held-out labelled folder or manifest: report test accuracy, per class and the confusion matrix.")] = None,
+    test_path_column: Annotated[Optional[str], typer.Option("--test-path-column", help="Path column of a --test manifest.")] = None,
+    test_label_column: Annotated[Optional[str], typer.Option("--test-label-column", help="Label column of a --test manifest.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**63 - 1, help="[default: the scan's seed]")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda [default: the scan's setting].")] = None,
+    cache_dir: CacheDirOpt = None,
+    workers: WorkersOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model on the cleaned labels of a scan (pseudo-labelling, NLNL paper section 3.5).
+
+    Writes model.pt, cleaned_labels.csv/.parquet, summary.json (training curves; test accuracy
+    with --test) and config.json into a new run directory. The network is the scan's.
+
+    Example: labelaudit retrain runs/audit1 --test ./test-images
+    """
+    from ..retrain import RetrainConfig, default_retrain_dir, retrain, summary, write_retrain
+
+    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device)
+    out = out or default_retrain_dir(run_dir, mode)
+    with progress_bars(not (quiet or json_output)) as progress:
+        result = retrain(run_dir, config, test=test, test_path_column=test_path_column,
+                         test_label_column=test_label_column, cache_dir=cache_dir, workers=workers, out_dir=out,
+                         progress=progress)
+    written = write_retrain(result, out)
+    if json_output:
+        typer.echo(json.dumps({"run_dir": str(written), **summary(result)}, indent=2))
+        return
+    cleaned = result.cleaned
+    stdout.print(
+        f"Retrained ({result.config.mode}) on {len(cleaned)} images in {result.seconds['total']:.0f} s: "
+        f"{int(cleaned['in_training'].sum())} used, {int(cleaned['changed'].sum())} with a changed label."
+    )
+    if result.test is not None:
+        stdout.print(f"Test accuracy on {result.test['num_samples']} images: [bold]{result.test['accuracy']:.2%}[/]")
+        print_class_table(result.test)
+    stdout.print(f"Run directory: {written}")
+
+
+def print_class_table(metrics: dict) -> None:
+    """Per-class accuracy and confusion-matrix rows of :func:`labelaudit.metrics.classification_metrics`."""
+    names = metrics["class_names"]
+    table = Table(title="Per class (rows: true class; columns: predicted)", title_justify="left")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column("accuracy", justify="right")
+    for j in range(len(names)):
+        table.add_column(escape(names[j])[:8], justify="right")
+    for i, name in enumerate(names):
+        row = metrics["per_class"][name]
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
+        table.add_row(escape(name), str(row["samples"]), acc, *(str(c) for c in metrics["confusion_matrix"][i]))
+    stdout.print(table)

@@ -1,0 +1,137 @@
+"""``model.pt``: save a trained network with what it needs to be used again, and load it back.
+
+One file format serves ``scan``, ``retrain``, ``predict`` and ``evaluate`` (docs/run-directory.md).
+It holds tensors, strings and numbers only, so it loads with ``torch.load(weights_only=True)``:
+opening a model file someone sent you cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._atomic import atomic_path
+from .errors import ConfigError
+from .models import Ensemble, build_model
+
+MODEL_FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format_version", "state_dict", "class_names", "backbone", "networks", "preprocessing")
+
+
+def save_model(path: str | os.PathLike, trainer, class_names, *, depth: int, width: int, extra: dict | None = None) -> None:
+    """Write ``trainer.model`` and its preprocessing to ``path`` atomically."""
+    checkpoint = {
+        "format_version": MODEL_FORMAT_VERSION,
+        "state_dict": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+        "class_names": list(class_names),
+        "backbone": trainer.backbone,
+        "networks": trainer.networks,
+        "depth": depth,
+        "width": width,
+        "preprocessing": trainer.preprocessing(),
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+@dataclass
+class LoadedModel:
+    """A trained classifier ready to predict: the network in eval mode and how to feed it."""
+
+    model: nn.Module
+    class_names: tuple[str, ...]
+    image_size: int
+    channels: int
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+    flip_average: bool
+    path: Path
+    checkpoint: dict
+
+    @torch.no_grad()
+    def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """``(N, K)`` class probabilities of uint8 images ``(N, S, S, C)`` (an ``ImageStore``'s pixels).
+
+        Averages the horizontally flipped view when the network was trained with flips; several
+        networks (PMNAR) are averaged too.
+        """
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.channels):
+            raise ConfigError(
+                f"images must be (N, {self.image_size}, {self.image_size}, {self.channels}) for this model; got {images.shape}"
+            )
+        mean, std = self.mean.view(1, -1, 1, 1), self.std.view(1, -1, 1, 1)
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
+            x = batch.float().div_(255).sub_(mean).div_(std).contiguous()
+            p = _probs(self.model(x))
+            if self.flip_average:
+                p = (p + _probs(self.model(x.flip(3)))) / 2
+            out.append(p)
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    probs = torch.softmax(logits.float(), dim=-1)
+    return probs.mean(dim=0) if probs.dim() == 3 else probs
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A ``model.pt`` file, or a run directory containing one."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        target = target / "model.pt"
+    if not target.is_file():
+        raise ConfigError(
+            f"no model file at {str(target)!r}; pass a model.pt or the run directory of a scan or retrain that wrote one"
+        )
+    return target.resolve()
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load a ``model.pt`` written by :func:`save_model` (or a run directory holding one).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not a labelaudit model, or has another format version.
+    """
+    target = resolve_model_path(path)
+    try:
+        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; all mean "not our file"
+        raise ConfigError(f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the model.pt of a run") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED_KEYS):
+        raise ConfigError(f"{str(target)!r} is not a labelaudit model file (missing keys); pass the model.pt of a run")
+    if checkpoint["format_version"] != MODEL_FORMAT_VERSION:
+        raise ConfigError(
+            f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit reads "
+            f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
+        )
+    prep = checkpoint["preprocessing"]
+    names = tuple(checkpoint["class_names"])
+    nets = [
+        build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
+                    width=checkpoint.get("width", 16))
+        for _ in range(checkpoint["networks"])
+    ]
+    model = nets[0] if len(nets) == 1 else Ensemble(nets)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return LoadedModel(
+        model=model,
+        class_names=names,
+        image_size=int(prep["image_size"]),
+        channels=int(prep["channels"]),
+        mean=torch.tensor(prep["mean"], dtype=torch.float32),
+        std=torch.tensor(prep["std"], dtype=torch.float32),
+        flip_average=bool(prep.get("flip_average", False)),
+        path=target,
+        checkpoint=checkpoint,
+    )

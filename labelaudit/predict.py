@@ -1,0 +1,101 @@
+"""``predict`` and ``evaluate``: apply a saved ``model.pt`` to images.
+
+Images go through the same decode cache as a scan, at the model's image size and channel count.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .images import ProgressCallback, load_images
+from .metrics import classification_metrics
+from .model_io import LoadedModel, load_model
+from .sources import load_source, load_unlabeled
+
+
+@dataclass
+class Predictions:
+    """Per-image predictions and the files that could not be used."""
+
+    frame: pd.DataFrame  # sample_id, path, predicted_label, confidence, p_<class>...
+    skipped: pd.DataFrame  # sample_id, path, reason, detail
+    model: LoadedModel
+
+
+def _as_model(model: LoadedModel | str | os.PathLike) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def predict(
+    model: LoadedModel | str | os.PathLike,
+    source: str | os.PathLike,
+    *,
+    path_column: str | None = None,
+    id_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Predictions:
+    """Predict the class of every image under ``source`` (a folder, searched recursively, or a
+    manifest's path column; labels, if any, are ignored).
+
+    Parameters
+    ----------
+    model : LoadedModel or path-like
+        A loaded model, a ``model.pt`` file or a run directory holding one.
+    source : path-like
+    path_column, id_column : str, optional
+        Manifest columns.
+    cache_dir, workers, progress :
+        As in :func:`labelaudit.load_images`.
+    """
+    model = _as_model(model)
+    table = load_unlabeled(source, path_column=path_column, id_column=id_column)
+    store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
+                        workers=workers, progress=progress, require_all_classes=False)
+    probs = model.predict_proba(store.images())
+    names = np.array(model.class_names, dtype=object)
+    best = probs.argmax(axis=1)
+    frame = pd.DataFrame({
+        "sample_id": store.table.samples["sample_id"].to_numpy(),
+        "path": store.table.samples["path"].to_numpy(),
+        "predicted_label": names[best],
+        "confidence": probs[np.arange(len(best)), best].astype(np.float64),
+    })
+    for k, name in enumerate(model.class_names):
+        frame[f"p_{name}"] = probs[:, k].astype(np.float32)
+    return Predictions(frame=frame, skipped=store.table.skipped, model=model)
+
+
+def evaluate(
+    model: LoadedModel | str | os.PathLike,
+    source: str | os.PathLike,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of ``model`` on a labelled ``source``.
+
+    The source's labels must be classes of the model; it may cover only some of them.
+    """
+    model = _as_model(model)
+    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
+                        classes=model.class_names, require_all_classes=False)
+    store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
+                        workers=workers, progress=progress, require_all_classes=False)
+    probs = model.predict_proba(store.images())
+    truth = store.table.samples["given_label"].to_numpy()
+    return {
+        "model": str(model.path),
+        "source": str(store.table.source),
+        "num_skipped": int(len(store.table.skipped)),
+        **classification_metrics(probs.argmax(axis=1), truth, model.class_names),
+    }

@@ -1,0 +1,368 @@
+"""``retrain``: a scan's run directory -> a model trained on the cleaned labels.
+
+Modes (docs/methods.md "Retrain"):
+
+- ``pseudo`` (NLNL paper section 3.5): a fresh network learns the samples the audit kept (class
+  weights from the kept subset); its 10-epoch mean softmax relabels the flagged samples (or all,
+  ``relabel="all"``); a second fresh network learns every sample from those soft labels with
+  cross-entropy, weighted by the class of each soft label's argmax.
+- ``drop``: the first network of ``pseudo`` alone (kept samples only).
+- ``forward``: one network on every given label with the forward-corrected loss
+  ``-log (T^T p)_y``, ``T`` being the audit's transition-matrix estimate.
+
+:func:`retrain` does the work; :func:`write_retrain` writes the new run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from ._atomic import atomic_path
+from .correction import forward_corrected_loss
+from .errors import ConfigError, DatasetError
+from .images import ImageStore, ProgressCallback, load_images
+from .methods.nlnl import class_weights
+from .metrics import classification_metrics
+from .model_io import save_model
+from .reports import write_csv, write_json
+from .scanner import RUN_FORMAT_VERSION
+from .sources import SampleTable, load_source, table_from_rows
+from .training import TensorData, TrainConfig, Trainer, masked_mean
+
+MODES = ("pseudo", "drop", "forward")
+RELABEL = ("flagged", "all")
+EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How to retrain. ``epochs`` is per network (``pseudo`` trains two)."""
+
+    mode: str = "pseudo"
+    relabel: str = "flagged"  # pseudo only: which samples take the first network's soft label
+    epochs: int = 30
+    lr: float = 0.1
+    schedule: str = "step"  # lr / 10 at 40% and 80% of each network's epochs
+    seed: Optional[int] = None  # None: the scan's seed
+    device: Optional[str] = None  # None: the scan's device setting
+
+    def validate(self) -> "RetrainConfig":
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {list(MODES)}; got {self.mode!r}")
+        if self.relabel not in RELABEL:
+            raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
+        if self.epochs < 1 or not self.lr > 0:
+            raise ConfigError(f"retrain needs epochs >= 1 and lr > 0; got {self.epochs!r}, {self.lr!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScanRun:
+    """What retrain reads from a scan's run directory."""
+
+    path: Path
+    summary: dict
+    report: pd.DataFrame  # report.parquet: one row per sample, with p_<class> soft-label columns
+    table: SampleTable  # the scanned samples, in report order
+    train: TrainConfig  # the scan's network and optimiser settings
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.table.class_names
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.report["suspected_noisy"].to_numpy(dtype=bool)
+
+    @property
+    def transition_matrix(self) -> np.ndarray:
+        return np.asarray(self.summary["transition_matrix"]["matrix"], dtype=np.float64)
+
+    def soft_labels(self) -> np.ndarray:
+        return self.report[[f"p_{name}" for name in self.class_names]].to_numpy(dtype=np.float64)
+
+    def suggested_labels(self) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return self.report["suggested_label"].map(index).to_numpy(dtype=np.int64)
+
+
+def load_run(run_dir: str | os.PathLike) -> ScanRun:
+    """Read and check a scan's run directory.
+
+    Raises
+    ------
+    ConfigError
+        Not a folder, a file missing, another format version, or a retrain's run directory.
+    DatasetError
+        Images of the run no longer exist.
+    """
+    path = Path(run_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan")
+    summary = _read_json(path / "summary.json")
+    if summary is not None and summary.get("kind") == "retrain":
+        raise ConfigError(f"{str(path)!r} is a retrain's run directory; pass the run directory of the scan it came from")
+    missing = [name for name in ("summary.json", "report.parquet", "config.json") if not (path / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); pass the --out "
+            "folder of a finished labelaudit scan"
+        )
+    settings = _read_json(path / "config.json")
+    try:
+        report = pd.read_parquet(path / "report.parquet")
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot read report.parquet in {str(path)!r} ({exc}); scan the dataset again") from None
+    if summary.get("format_version") != RUN_FORMAT_VERSION:
+        raise ConfigError(
+            f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this labelaudit "
+            f"reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version"
+        )
+    names = tuple(summary["class_names"])
+    needed = ["sample_id", "path", "given_label", "suspected_noisy", "suggested_label"] + [f"p_{n}" for n in names]
+    absent = [c for c in needed if c not in report.columns]
+    if absent:
+        raise ConfigError(f"report.parquet in {str(path)!r} lacks columns {absent}; scan the dataset again")
+    source = Path(summary["source"])
+    kind = "folder" if source.suffix.lower() not in (".parquet", ".pq", ".csv") else source.suffix.lower().lstrip(".")
+    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
+                            report["given_label"].astype(str).tolist(), names, source, kind)
+    train_fields = {f for f in TrainConfig.__dataclass_fields__}
+    train = TrainConfig(**{k: v for k, v in settings.get("train", {}).items() if k in train_fields})
+    return ScanRun(path=path, summary=summary, report=report, table=table, train=train)
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, None when the file is absent; ConfigError when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot read {path.name} in {str(path.parent)!r} ({exc}); scan the dataset again") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} in {str(path.parent)!r} is not a labelaudit file; scan the dataset again")
+    return data
+
+
+@dataclass
+class RetrainResult:
+    """The retrained model and how it was made."""
+
+    run: ScanRun
+    store: ImageStore
+    config: RetrainConfig
+    trainer: Trainer  # holds the final model
+    cleaned: pd.DataFrame  # cleaned_labels.csv
+    curves: dict[str, list[dict]]  # per network
+    seconds: dict[str, float]
+    test: Optional[dict] = None
+    train_settings: TrainConfig = field(default_factory=TrainConfig)
+
+
+def retrain(
+    run_dir: str | os.PathLike,
+    config: RetrainConfig = RetrainConfig(),
+    *,
+    test: str | os.PathLike | None = None,
+    test_path_column: str | None = None,
+    test_label_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+) -> RetrainResult:
+    """Train a model on the labels a scan cleaned.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The scan's run directory.
+    config : RetrainConfig
+    test : path-like, optional
+        A held-out labelled image folder or manifest (labels must be classes of the scan): adds
+        test accuracy, per-class accuracy and the confusion matrix.
+    test_path_column, test_label_column : str, optional
+        Manifest columns of ``test``.
+    cache_dir, workers :
+        As in :func:`labelaudit.load_images`; the scan's cache entry is reused.
+    out_dir : path-like, optional
+        Checked before training so that a bad choice fails at once.
+    progress : callable, optional
+        ``progress(phase, done, total, extra="")``.
+    """
+    config.validate()
+    started = time.perf_counter()
+    run = load_run(run_dir)
+    if out_dir is not None:
+        run.table.check_outside_input(out_dir, "output folder", "--out")
+    cache = run.summary.get("image_cache", {})
+    size, channels = cache.get("image_size"), cache.get("channels")
+    store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers, progress=progress)
+    if len(store.table) != len(run.table):
+        first = store.table.skipped.iloc[-1]
+        raise DatasetError(
+            f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: {first['path']!r}, "
+            f"{first['reason']}); fix them or scan the dataset again"
+        )
+    test_store = None
+    if test is not None:  # read before training: a bad test set fails at once
+        test_table = load_source(test, path_column=test_path_column, label_column=test_label_column,
+                                 classes=run.class_names, require_all_classes=False)
+        test_store = load_images(test_table, image_size=store.image_size, channels=store.channels, cache_dir=cache_dir,
+                                 workers=workers, progress=progress, require_all_classes=False)
+    prepared = time.perf_counter()
+
+    train = replace(run.train, seed=run.train.seed if config.seed is None else config.seed,
+                    device=run.train.device if config.device is None else config.device)
+    data = TensorData.from_store(store)
+    k, given = data.num_classes, data.labels
+    kept = torch.from_numpy(~run.flagged)
+    curves: dict[str, list[dict]] = {}
+    in_training = kept.numpy().copy()
+
+    if config.mode in ("pseudo", "drop"):
+        first = Trainer(data, train, progress)
+        trainers = [first]
+        weights = class_weights(given[kept], k)
+        first.run_phase("kept samples", config.epochs, config.lr, _weighted_ce(weights), lambda _: kept.float(),
+                        lambda _: f"kept {kept.float().mean().item():.0%}", config.schedule)
+        curves["kept samples"] = first.curves
+        final = first
+        if config.mode == "drop":
+            cleaned = np.where(run.flagged, run.suggested_labels(), given.numpy())
+            confidence_source = run.soft_labels()
+        else:
+            soft = first.history.mean()  # (N, K) the first network's 10-epoch mean softmax
+            relabel = torch.ones(len(data), dtype=torch.bool) if config.relabel == "all" else ~kept
+            targets = torch.nn.functional.one_hot(given, k).float()
+            targets[relabel] = soft[relabel]
+            hard = targets.argmax(dim=1)
+            second = Trainer(replace(data, labels=hard), replace(train, seed=train.seed + 1), progress)
+            second.run_phase("soft labels", config.epochs, config.lr, _soft_ce(targets, class_weights(hard, k)),
+                             lambda _: targets, lambda _: f"relabelled {relabel.float().mean().item():.0%}", config.schedule)
+            curves["soft labels"] = second.curves
+            trainers.append(second)
+            final = second
+            cleaned = hard.numpy()
+            confidence_source = soft.numpy()
+            in_training[:] = True
+    else:
+        transition = torch.from_numpy(run.transition_matrix).float()
+        final = Trainer(data, train, progress)
+        trainers = [final]
+        final.run_phase("forward correction", config.epochs, config.lr, _forward(transition), None, None, config.schedule)
+        curves["forward correction"] = final.curves
+        cleaned = given.numpy()
+        confidence_source = run.soft_labels()
+        in_training[:] = True
+
+    names = np.array(run.class_names, dtype=object)
+    n = len(data)
+    cleaned_frame = pd.DataFrame({
+        "sample_id": run.report["sample_id"].to_numpy(),
+        "path": run.report["path"].to_numpy(),
+        "given_label": names[given.numpy()],
+        "cleaned_label": names[cleaned],
+        "changed": cleaned != given.numpy(),
+        "confidence": confidence_source[np.arange(n), cleaned].astype(np.float64),
+        "in_training": in_training,
+    })
+    seconds = {"load_and_decode": prepared - started}
+    for trainer in trainers:
+        seconds.update(trainer.phase_seconds)
+    test_metrics = None
+    if test_store is not None:
+        probs = final.predict(images=torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)).numpy()
+        truth = test_store.table.samples["given_label"].to_numpy()
+        test_metrics = {"source": str(test_store.table.source), "num_skipped": int(len(test_store.table.skipped)),
+                        **classification_metrics(probs.argmax(axis=1), truth, run.class_names)}
+    seconds["total"] = time.perf_counter() - started
+    return RetrainResult(run=run, store=store, config=config, trainer=final, cleaned=cleaned_frame, curves=curves,
+                         seconds=seconds, test=test_metrics, train_settings=train)
+
+
+def _weighted_ce(weights: torch.Tensor):
+    """Class-weighted CE on the samples whose mask entry is 1 (context: ``(N,)`` float mask)."""
+    def loss(logits, labels, index, mask):
+        per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return masked_mean(per_sample, weights.to(logits.device)[labels] * mask[index])
+    return loss
+
+
+def _soft_ce(targets: torch.Tensor, weights: torch.Tensor):
+    """``-sum_k t_k log p_k`` weighted by the class of ``argmax t`` (context: ``(N, K)`` targets)."""
+    def loss(logits, labels, index, soft):
+        per_sample = -(soft[index] * torch.log_softmax(logits, dim=1)).sum(dim=1)
+        return masked_mean(per_sample, weights.to(logits.device)[labels])
+    return loss
+
+
+def _forward(transition: torch.Tensor):
+    def loss(logits, labels, index, _):
+        per_sample = forward_corrected_loss(logits, labels, transition.to(logits.device))
+        return per_sample.mean(), torch.tensor(len(index))
+    return loss
+
+
+def default_retrain_dir(run_dir: str | os.PathLike, mode: str) -> Path:
+    """``<scan run dir>-retrain-<mode>`` beside the scan's run directory."""
+    path = Path(run_dir).expanduser().resolve()
+    return path.parent / f"{path.name}-retrain-{mode}"
+
+
+def summary(result: RetrainResult) -> dict:
+    """The retrain run's ``summary.json``."""
+    cleaned = result.cleaned
+    out = {
+        "kind": "retrain",
+        "format_version": RUN_FORMAT_VERSION,
+        "scan_run_dir": str(result.run.path),
+        "source": str(result.run.table.source),
+        "mode": result.config.mode,
+        "relabel": result.config.relabel if result.config.mode == "pseudo" else None,
+        "num_samples": int(len(cleaned)),
+        "num_flagged_by_scan": int(result.run.flagged.sum()),
+        "num_in_training": int(cleaned["in_training"].sum()),
+        "num_changed": int(cleaned["changed"].sum()),
+        "class_names": list(result.run.class_names),
+        "settings": {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},
+        "training_curves": result.curves,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "device": str(result.trainer.device),
+        "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    if result.test is not None:
+        out["test"] = result.test
+    return out
+
+
+def write_retrain(result: RetrainResult, out_dir: str | os.PathLike) -> Path:
+    """Write model.pt, cleaned_labels.csv/.parquet, summary.json and config.json atomically."""
+    out = Path(out_dir).expanduser().resolve()
+    result.run.table.check_outside_input(out, "output folder", "--out")
+    if out == result.run.path:
+        raise ConfigError(f"--out {str(out_dir)!r} is the scan's own run directory; pass a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "cleaned_labels.csv", result.cleaned)
+    with atomic_path(out / "cleaned_labels.parquet") as tmp:
+        result.cleaned.to_parquet(tmp, index=False)
+    write_json(out / "config.json", {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()})
+    write_json(out / "summary.json", summary(result))
+    save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
+               width=result.train_settings.width, extra={"kind": "retrain"})
+    return out
