@@ -120,3 +120,41 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, class_names)
         "class_names": list(class_names),
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def ranking_metrics(scores: np.ndarray, is_noisy: np.ndarray) -> dict:
+    """How well ``scores`` (higher = more likely a wrong label) rank the truly noisy samples first.
+
+    ``auroc``: probability that a random noisy sample scores above a random clean one (ties
+    count half; Mann-Whitney U). ``auprc``: average precision, ``sum_t (R_t - R_{t-1}) P_t`` over
+    the distinct score thresholds from high to low (the step form, no interpolation). Both are
+    ``None`` when every sample is noisy or every sample is clean.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    positives, negatives = int(is_noisy.sum()), int((~is_noisy).sum())
+    if positives == 0 or negatives == 0:
+        return {"auroc": None, "auprc": None}
+    # Average ranks (1-based) with ties sharing the mean of their positions.
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    u = ranks[is_noisy].sum() - positives * (positives + 1) / 2
+    auroc = u / (positives * negatives)
+    # Average precision over distinct thresholds, highest score first.
+    desc = np.argsort(-scores, kind="mergesort")
+    s, y = scores[desc], is_noisy[desc]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    true_pos = np.cumsum(y)[last_of_tie]
+    flagged = last_of_tie + 1
+    precision = true_pos / flagged
+    recall = true_pos / positives
+    auprc = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return {"auroc": float(auroc), "auprc": auprc}

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import LabelAuditError
-from . import inspect_cmd, model_cmd, retrain_cmd, scan_cmd
+from . import inspect_cmd, model_cmd, noise_cmd, retrain_cmd, scan_cmd
 
 app = typer.Typer(
     name="labelaudit",
@@ -28,6 +28,8 @@ app.command("scan")(scan_cmd.scan_command)
 app.command("retrain")(retrain_cmd.retrain_command)
 app.command("predict")(model_cmd.predict_command)
 app.command("evaluate")(model_cmd.evaluate_command)
+app.command("inject-noise")(noise_cmd.inject_noise_command)
+app.command("benchmark")(noise_cmd.benchmark_command)
 
 
 @app.callback()

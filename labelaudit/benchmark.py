@@ -1,0 +1,272 @@
+"""``benchmark``: inject known noise into a clean dataset, scan it with several methods, and tabulate.
+
+For every seed and noise setting the injected labels are written as a manifest (the images are
+never copied), then each method runs as its own ``labelaudit scan`` process so that its wall time
+and peak memory are its own. Results are appended to ``results.csv`` after every run, and a run
+whose directory already holds a finished ``summary.json`` is reused, so an interrupted benchmark
+resumes where it stopped. ``cleanlab`` is not trained separately: it applies
+``cleanlab.filter.find_label_issues`` to the out-of-fold probabilities of the ``cv-ce`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import write_text
+from .errors import ConfigError
+from .images import ProgressCallback
+from .metrics import ranking_metrics, truth_metrics
+from .noise import KINDS, inject_noise, write_noisy_dataset
+from .reports import write_csv, write_json
+from .sources import load_source
+
+SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
+METHODS = (*SCAN_METHODS, "cleanlab")
+# Columns of the per-run table, and the ones averaged over seeds.
+METRICS = ("precision", "recall", "f1", "auroc", "auprc", "true_noise_rate", "estimated_noise_rate",
+           "noise_rate_error", "transition_matrix_mae", "relabel_accuracy", "seconds", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class NoiseSetting:
+    kind: str
+    rate: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.rate:g}"
+
+
+def parse_noise(spec: str) -> list[NoiseSetting]:
+    """``"symm-exc:0.2,asymm:0.4"`` -> settings."""
+    settings = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        kind, _, rate = part.partition(":")
+        try:
+            value = float(rate)
+        except ValueError:
+            raise ConfigError(f"noise setting {part!r} must look like KIND:RATE, e.g. symm-exc:0.2") from None
+        if kind not in KINDS or not 0 <= value <= 1:
+            raise ConfigError(f"noise setting {part!r}: kind must be one of {list(KINDS)} and rate in [0, 1]")
+        settings.append(NoiseSetting(kind, value))
+    if not settings:
+        raise ConfigError("--noise needs at least one KIND:RATE setting")
+    return settings
+
+
+def parse_methods(spec: str) -> list[str]:
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"unknown method {unknown[0] if unknown else spec!r}; choose from {list(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to run. ``scan_args`` are extra ``labelaudit scan`` options given to every method
+    (e.g. ``["--width", "16"]``), so every method gets the same backbone."""
+
+    settings: tuple[NoiseSetting, ...]
+    methods: tuple[str, ...]
+    seeds: int = 1
+    noise_map: str | None = None  # for asymm settings
+    epochs_scale: float = 1.0
+    scan_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def validate(self) -> "BenchmarkConfig":
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1; got {self.seeds!r}")
+        if any(s.kind == "asymm" for s in self.settings) and self.noise_map is None:
+            raise ConfigError("asymm noise needs --map (cifar10, fashion-mnist, mnist or a CSV file)")
+        return self
+
+
+def run_benchmark(
+    source: str | os.PathLike,
+    config: BenchmarkConfig,
+    out_dir: str | os.PathLike,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Run every (seed, noise setting, method) and write ``results.csv`` and the summary tables.
+
+    Returns the per-run table (one row per run).
+    """
+    config.validate()
+    table = load_source(source, path_column=path_column, label_column=label_column)
+    out = Path(out_dir).expanduser().resolve()
+    table.check_outside_input(out, "output folder", "--out")
+    out.mkdir(parents=True, exist_ok=True)
+    labels = table.samples["given_label"].to_numpy()
+    scan_methods = [m for m in SCAN_METHODS if m in config.methods or (m == "cv-ce" and "cleanlab" in config.methods)]
+    jobs = [(seed, setting, method) for seed in range(config.seeds) for setting in config.settings for method in scan_methods]
+    rows: list[dict] = []
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["LABELAUDIT_CACHE_DIR"] = str(Path(cache_dir).expanduser().resolve())
+    for done, (seed, setting, method) in enumerate(jobs):
+        if progress:
+            progress("benchmark", done, len(jobs), f"{method} {setting.label} seed {seed}")
+        data_dir = out / "data" / f"{_slug(setting)}-seed{seed}"
+        if not (data_dir / "noise.json").is_file():
+            noisy = inject_noise(labels, table.class_names, setting.kind, setting.rate,
+                                 noise_map=config.noise_map if setting.kind == "asymm" else None, seed=seed)
+            write_noisy_dataset(table, noisy, data_dir)
+        run_dir = out / "runs" / f"{_slug(setting)}-seed{seed}" / method
+        measured = _run_scan(data_dir, run_dir, method, seed, config, env)
+        base = {"noise": setting.label, "kind": setting.kind, "rate": setting.rate, "seed": seed}
+        if method in config.methods:
+            rows.append({**base, "method": method, **measured})
+        if method == "cv-ce" and "cleanlab" in config.methods:
+            rows.append({**base, "method": "cleanlab", **_cleanlab_row(data_dir, run_dir, measured)})
+        write_csv(out / "results.csv", pd.DataFrame(rows))
+    if progress:
+        progress("benchmark", len(jobs), len(jobs), "done")
+    results = pd.DataFrame(rows)
+    write_summary(results, out, config, table)
+    return results
+
+
+def _slug(setting: NoiseSetting) -> str:
+    return f"{setting.kind}-{setting.rate:g}"
+
+
+def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: BenchmarkConfig, env: dict) -> dict:
+    """Scan the noisy manifest in a child process (reusing a finished run); return its metrics."""
+    timing_file = run_dir / "benchmark-timing.json"
+    if not (timing_file.is_file() and (run_dir / "summary.json").is_file()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "labelaudit", "scan", str(data_dir / "manifest.parquet"), "--method", method,
+                   "--truth", str(data_dir / "truth.csv"), "--out", str(run_dir), "--seed", str(seed),
+                   "--epochs", str(config.epochs_scale), "--quiet", *config.scan_args]
+        started = time.perf_counter()
+        with open(run_dir / "scan.log", "w") as log:
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the parent's
+            child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        if child.returncode != 0:
+            tail = (run_dir / "scan.log").read_text().strip().splitlines()[-1:] or ["no output"]
+            return {"error": f"exit {child.returncode}: {tail[0]}", "seconds": seconds}
+        # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+        peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        write_json(timing_file, {"seconds": seconds, "peak_memory_mb": peak, "command": command})
+    timing = json.loads(timing_file.read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
+    truth = pd.read_csv(data_dir / "truth.csv", usecols=["sample_id", "is_noisy"], dtype={"sample_id": str})
+    is_noisy = report[["sample_id"]].merge(truth, on="sample_id", how="left")["is_noisy"].to_numpy(dtype=bool)
+    t = summary["truth"]
+    return {
+        "precision": t["precision"], "recall": t["recall"], "f1": t["f1"],
+        **ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
+        "true_noise_rate": t["true_noise_rate"], "estimated_noise_rate": t["estimated_noise_rate"],
+        "noise_rate_error": t["noise_rate_error"], "transition_matrix_mae": t["transition_matrix_mae"],
+        "relabel_accuracy": t["relabel_accuracy_on_noisy_flagged"],
+        "seconds": timing["seconds"], "peak_memory_mb": timing["peak_memory_mb"], "error": "",
+    }
+
+
+def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
+    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities."""
+    if cv_measured.get("error"):
+        return {"error": "cv-ce run failed"}
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        return {"error": "cleanlab not installed (pip install 'labelaudit[cleanlab]')"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = summary["class_names"]
+    report = pd.read_parquet(run_dir / "report.parquet")
+    truth = pd.read_csv(data_dir / "truth.csv", dtype={"sample_id": str}).set_index("sample_id").loc[report["sample_id"]]
+    index = {n: i for i, n in enumerate(names)}
+    given = report["given_label"].map(index).to_numpy()
+    true = truth["true_label"].astype(str).map(index).to_numpy()
+    probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    started = time.perf_counter()
+    flags = np.asarray(find_label_issues(labels=given, pred_probs=probs), dtype=bool)
+    # Suggested label: the most likely other class; cleaned labels give the T estimate as for our methods.
+    others = probs.copy()
+    others[np.arange(len(given)), given] = -np.inf
+    cleaned = np.where(flags, others.argmax(axis=1), given)
+    from .estimators import transition_matrix
+
+    m = truth_metrics(flags, given, true, cleaned, float(flags.mean()), transition_matrix(cleaned, given, len(names)))
+    self_confidence = probs[np.arange(len(given)), given]
+    return {
+        "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+        **ranking_metrics(-self_confidence, given != true),
+        "true_noise_rate": m["true_noise_rate"], "estimated_noise_rate": m["estimated_noise_rate"],
+        "noise_rate_error": m["noise_rate_error"], "transition_matrix_mae": m["transition_matrix_mae"],
+        "relabel_accuracy": m["relabel_accuracy_on_noisy_flagged"],
+        # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
+        "seconds": cv_measured["seconds"] + time.perf_counter() - started,
+        "peak_memory_mb": cv_measured["peak_memory_mb"], "error": "",
+    }
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds) of every metric per noise setting and method."""
+    ok = results[results["error"].fillna("") == ""] if "error" in results else results
+    if ok.empty:
+        return pd.DataFrame(columns=["noise", "method", "seeds"])
+    present = [m for m in METRICS if m in ok.columns]
+    grouped = ok.groupby(["noise", "method"], sort=False)[present]
+    mean = grouped.mean().add_suffix("_mean")
+    std = grouped.std(ddof=1).add_suffix("_std")
+    counts = grouped.size().rename("seeds")
+    table = pd.concat([counts, mean, std], axis=1).reset_index()
+    ordered = ["noise", "method", "seeds"] + [f"{m}_{s}" for m in present for s in ("mean", "std")]
+    return table[ordered]
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a markdown table: mean ± std (std shown when there are several seeds)."""
+    columns = [("precision", "precision", 3), ("recall", "recall", 3), ("f1", "F1", 3), ("auroc", "AUROC", 3),
+               ("auprc", "AUPRC", 3), ("true_noise_rate", "true noise", 3), ("estimated_noise_rate", "estimated", 3),
+               ("transition_matrix_mae", "T MAE", 4), ("relabel_accuracy", "relabel acc.", 3), ("seconds", "seconds", 0),
+               ("peak_memory_mb", "peak MB", 0)]
+    header = ["noise", "method", "seeds"] + [title for _, title, _ in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.itertuples(index=False):
+        row = row._asdict()
+        cells = [row["noise"], row["method"], str(row["seeds"])]
+        for key, _, digits in columns:
+            mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+            if mean is None or pd.isna(mean):
+                cells.append("-")
+            elif row["seeds"] > 1 and not pd.isna(std):
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
+            else:
+                cells.append(f"{mean:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(results: pd.DataFrame, out: Path, config: BenchmarkConfig, table) -> None:
+    """``summary.csv``, ``summary.md`` and ``summary.json`` from the per-run table."""
+    summary = summarise(results)
+    write_csv(out / "summary.csv", summary)
+    write_text(out / "summary.md", markdown_table(summary))
+    write_json(out / "summary.json", {
+        "source": str(table.source),
+        "num_samples": len(table),
+        "class_names": list(table.class_names),
+        "config": {**asdict(config), "settings": [s.label for s in config.settings]},
+        "summary": json.loads(summary.to_json(orient="records")),
+        "runs": json.loads(results.to_json(orient="records")),
+    })
