@@ -4,8 +4,10 @@ For every seed and noise setting the injected labels are written as a manifest (
 never copied), then each method runs as its own ``labelaudit scan`` process so that its wall time
 and peak memory are its own. Results are appended to ``results.csv`` after every run, and a run
 whose directory already holds a finished ``summary.json`` is reused, so an interrupted benchmark
-resumes where it stopped. ``cleanlab`` is not trained separately: it applies
-``cleanlab.filter.find_label_issues`` to the out-of-fold probabilities of the ``cv-ce`` run.
+resumes where it stopped (``benchmark.json`` records the source and scan settings; another
+benchmark in the same folder is refused). ``cleanlab`` is not trained separately: it applies
+``cleanlab.filter.find_label_issues`` to the out-of-fold probabilities of the ``cv-ce`` run, and
+its AUROC/AUPRC use cleanlab's own ranking score, the self-confidence ``p_given``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._atomic import write_text
 from .errors import ConfigError
 from .images import ProgressCallback
 from .metrics import ranking_metrics, truth_metrics
-from .noise import KINDS, inject_noise, write_noisy_dataset
+from .noise import KINDS, NAMED_MAPS, inject_noise, read_map_file, write_noisy_dataset
 from .reports import write_csv, write_json
 from .sources import load_source
 
@@ -109,7 +111,13 @@ def run_benchmark(
     table = load_source(source, path_column=path_column, label_column=label_column)
     out = Path(out_dir).expanduser().resolve()
     table.check_outside_input(out, "output folder", "--out")
+    if any(s.kind == "asymm" for s in config.settings) and config.noise_map not in NAMED_MAPS:
+        _, full_t = read_map_file(config.noise_map, table.class_names)  # fails now, not after hours of training
+        if full_t is not None:
+            raise ConfigError("benchmark needs a from,to map for asymm noise (its rate comes from --noise); "
+                              "a full T file works with inject-noise")
     out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, table, config)
     labels = table.samples["given_label"].to_numpy()
     scan_methods = [m for m in SCAN_METHODS if m in config.methods or (m == "cv-ce" and "cleanlab" in config.methods)]
     jobs = [(seed, setting, method) for seed in range(config.seeds) for setting in config.settings for method in scan_methods]
@@ -138,6 +146,23 @@ def run_benchmark(
     results = pd.DataFrame(rows)
     write_summary(results, out, config, table)
     return results
+
+
+def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
+    """Finished runs are reused only when they were made from the same data and scan settings."""
+    identity = {"source": str(table.source), "num_samples": len(table), "noise_map": str(config.noise_map),
+                "epochs_scale": config.epochs_scale, "scan_args": list(config.scan_args)}
+    marker = out / "benchmark.json"
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        differing = [k for k in identity if previous.get(k) != identity[k]]
+        if differing:
+            raise ConfigError(
+                f"{str(out)!r} holds a benchmark with other {', '.join(differing)}; its runs cannot be reused: "
+                "pass a new --out (or delete that folder)"
+            )
+    else:
+        write_json(marker, identity)
 
 
 def _slug(setting: NoiseSetting) -> str:
@@ -198,7 +223,10 @@ def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
     probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
     started = time.perf_counter()
-    flags = np.asarray(find_label_issues(labels=given, pred_probs=probs), dtype=bool)
+    try:
+        flags = np.asarray(find_label_issues(labels=given, pred_probs=probs), dtype=bool)
+    except Exception as exc:  # a third-party failure costs one row, not the benchmark
+        return {"error": f"cleanlab failed: {type(exc).__name__}: {exc}"}
     # Suggested label: the most likely other class; cleaned labels give the T estimate as for our methods.
     others = probs.copy()
     others[np.arange(len(given)), given] = -np.inf

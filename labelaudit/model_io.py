@@ -114,24 +114,28 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit reads "
             f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
         )
-    prep = checkpoint["preprocessing"]
-    names = tuple(checkpoint["class_names"])
-    nets = [
-        build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
-                    width=checkpoint.get("width", 16))
-        for _ in range(checkpoint["networks"])
-    ]
-    model = nets[0] if len(nets) == 1 else Ensemble(nets)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    return LoadedModel(
-        model=model,
-        class_names=names,
-        image_size=int(prep["image_size"]),
-        channels=int(prep["channels"]),
-        mean=torch.tensor(prep["mean"], dtype=torch.float32),
-        std=torch.tensor(prep["std"], dtype=torch.float32),
-        flip_average=bool(prep.get("flip_average", False)),
-        path=target,
-        checkpoint=checkpoint,
-    )
+    try:
+        prep = checkpoint["preprocessing"]
+        names = tuple(checkpoint["class_names"])
+        nets = [
+            build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
+                        width=checkpoint.get("width", 16))
+            for _ in range(checkpoint["networks"])
+        ]
+        model = nets[0] if len(nets) == 1 else Ensemble(nets)
+        model.load_state_dict(checkpoint["state_dict"])
+        loaded = LoadedModel(
+            model=model.eval(),
+            class_names=names,
+            image_size=int(prep["image_size"]),
+            channels=int(prep["channels"]),
+            mean=torch.tensor(prep["mean"], dtype=torch.float32),
+            std=torch.tensor(prep["std"], dtype=torch.float32),
+            flip_average=bool(prep.get("flip_average", False)),
+            path=target,
+            checkpoint=checkpoint,
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # damaged or foreign content
+        raise ConfigError(f"{str(target)!r} is a damaged labelaudit model file ({type(exc).__name__}: {str(exc)[:120]}); "
+                          "pass an intact model.pt") from None
+    return loaded

@@ -131,7 +131,10 @@ def read_map_file(path: str | os.PathLike, class_names: tuple[str, ...]) -> tupl
             f"with the dataset's classes as row and column names {list(class_names)}"
         )
     frame.index, frame.columns = rows, cols
-    t = frame.loc[list(class_names), list(class_names)].to_numpy(dtype=np.float64)
+    try:
+        t = frame.loc[list(class_names), list(class_names)].to_numpy(dtype=np.float64)
+    except ValueError:
+        raise ConfigError(f"noise matrix {path.name!r} has a cell that is not a number; every T[i, j] must be a probability") from None
     if (t < 0).any() or not np.allclose(t.sum(axis=1), 1.0, atol=1e-6):
         raise ConfigError(f"noise matrix {path.name!r} must have non-negative rows summing to 1 (T[i, j] = P(given j | true i))")
     return None, t

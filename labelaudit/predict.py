@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._atomic import atomic_path
+from .errors import ConfigError
 from .images import ProgressCallback, load_images
 from .metrics import classification_metrics
 from .model_io import LoadedModel, load_model
-from .sources import load_source, load_unlabeled
+from .reports import write_csv, write_skipped_csv
+from .sources import SampleTable, load_source, load_unlabeled
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Predictions:
     frame: pd.DataFrame  # sample_id, path, predicted_label, confidence, p_<class>...
     skipped: pd.DataFrame  # sample_id, path, reason, detail
     model: LoadedModel
+    table: SampleTable  # the usable images
 
 
 def _as_model(model: LoadedModel | str | os.PathLike) -> LoadedModel:
@@ -39,6 +44,7 @@ def predict(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    out_file: str | os.PathLike | None = None,
 ) -> Predictions:
     """Predict the class of every image under ``source`` (a folder, searched recursively, or a
     manifest's path column; labels, if any, are ignored).
@@ -52,9 +58,14 @@ def predict(
         Manifest columns.
     cache_dir, workers, progress :
         As in :func:`labelaudit.load_images`.
+    out_file : path-like, optional
+        Where :func:`write_predictions` will write; checked before decoding so a bad choice fails fast.
     """
     model = _as_model(model)
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
+    if out_file is not None:
+        _check_out_file(out_file)
+        table.check_outside_input(out_file, "predictions file", "--out")
     store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
                         workers=workers, progress=progress, require_all_classes=False)
     probs = model.predict_proba(store.images())
@@ -68,7 +79,31 @@ def predict(
     })
     for k, name in enumerate(model.class_names):
         frame[f"p_{name}"] = probs[:, k].astype(np.float32)
-    return Predictions(frame=frame, skipped=store.table.skipped, model=model)
+    return Predictions(frame=frame, skipped=store.table.skipped, model=model, table=store.table)
+
+
+def _check_out_file(path: str | os.PathLike) -> None:
+    if Path(path).suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"predictions file {str(path)!r} must end in .csv or .parquet")
+
+
+def write_predictions(predictions: Predictions, path: str | os.PathLike) -> Path | None:
+    """Write the predictions (``.csv`` or ``.parquet``) atomically, and the skipped files, if any,
+    to ``<stem>-skipped.csv`` beside them. Returns the skipped-files path or None."""
+    path = Path(path).expanduser()
+    _check_out_file(path)
+    predictions.table.check_outside_input(path, "predictions file", "--out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        with atomic_path(path) as tmp:
+            predictions.frame.to_parquet(tmp, index=False)
+    else:
+        write_csv(path, predictions.frame)
+    if not len(predictions.skipped):
+        return None
+    skipped_file = path.with_name(path.stem + "-skipped.csv")
+    write_skipped_csv(skipped_file, predictions.skipped)
+    return skipped_file
 
 
 def evaluate(

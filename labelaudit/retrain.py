@@ -132,6 +132,9 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this labelaudit "
             f"reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version"
         )
+    absent_keys = [k for k in ("source", "class_names", "transition_matrix") if k not in summary]
+    if absent_keys:
+        raise ConfigError(f"summary.json in {str(path)!r} lacks {absent_keys}; scan the dataset again")
     names = tuple(summary["class_names"])
     needed = ["sample_id", "path", "given_label", "suspected_noisy", "suggested_label"] + [f"p_{n}" for n in names]
     absent = [c for c in needed if c not in report.columns]
@@ -209,12 +212,12 @@ def retrain(
     started = time.perf_counter()
     run = load_run(run_dir)
     if out_dir is not None:
-        run.table.check_outside_input(out_dir, "output folder", "--out")
+        check_retrain_out(run, out_dir)
     cache = run.summary.get("image_cache", {})
     size, channels = cache.get("image_size"), cache.get("channels")
     store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers, progress=progress)
     if len(store.table) != len(run.table):
-        first = store.table.skipped.iloc[-1]
+        first = store.table.skipped.iloc[0]
         raise DatasetError(
             f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: {first['path']!r}, "
             f"{first['reason']}); fix them or scan the dataset again"
@@ -236,6 +239,13 @@ def retrain(
     in_training = kept.numpy().copy()
 
     if config.mode in ("pseudo", "drop"):
+        kept_counts = np.bincount(given[kept].numpy(), minlength=k)
+        if (kept_counts == 0).any():
+            empty = run.class_names[int(np.flatnonzero(kept_counts == 0)[0])]
+            raise ConfigError(
+                f"the scan flagged every sample given class {empty!r}, so --mode {config.mode} has nothing to learn it "
+                "from; use --mode forward, or review the flags (flagged.csv) first"
+            )
         first = Trainer(data, train, progress)
         trainers = [first]
         weights = class_weights(given[kept], k)
@@ -351,12 +361,18 @@ def summary(result: RetrainResult) -> dict:
     return out
 
 
+def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike) -> None:
+    """Refuse an output folder inside the input, or one holding a scan's run (it would be overwritten)."""
+    out = Path(out_dir).expanduser().resolve()
+    run.table.check_outside_input(out, "output folder", "--out")
+    if out == run.path or (out / "report.parquet").exists():
+        raise ConfigError(f"--out {str(out_dir)!r} holds a scan's run directory; pass a new folder for the retrained model")
+
+
 def write_retrain(result: RetrainResult, out_dir: str | os.PathLike) -> Path:
     """Write model.pt, cleaned_labels.csv/.parquet, summary.json and config.json atomically."""
     out = Path(out_dir).expanduser().resolve()
-    result.run.table.check_outside_input(out, "output folder", "--out")
-    if out == result.run.path:
-        raise ConfigError(f"--out {str(out_dir)!r} is the scan's own run directory; pass a new folder")
+    check_retrain_out(result.run, out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "cleaned_labels.csv", result.cleaned)
     with atomic_path(out / "cleaned_labels.parquet") as tmp:

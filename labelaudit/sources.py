@@ -244,10 +244,14 @@ def load_unlabeled(
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
             for name in sorted(filenames):
-                if _is_hidden(name) or not _has_image_ext(name):
+                if _is_hidden(name):
                     continue
                 file_path = os.path.join(dirpath, name)
-                rows.append((Path(os.path.relpath(file_path, path)).as_posix(), file_path, ""))
+                sample_id = Path(os.path.relpath(file_path, path)).as_posix()
+                if _has_image_ext(name):
+                    rows.append((sample_id, file_path, ""))
+                else:
+                    skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
         kind = "folder"
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
         frame = _read_manifest(path)
@@ -258,6 +262,12 @@ def load_unlabeled(
         absolute = written.map(lambda p: os.path.normpath(os.path.join(path.parent, os.path.expanduser(p))))
         ids = frame[id_col].map(str) if id_col is not None else written.map(lambda p: Path(p).as_posix())
         keep = ~absolute.duplicated(keep="first").to_numpy()
+        repeated = ids[keep][ids[keep].duplicated()]
+        if len(repeated):
+            raise ManifestError(
+                f"manifest {path.name!r} repeats the id {repeated.iloc[0]!r} for different images "
+                f"({len(repeated)} repeats); ids must be unique"
+            )
         rows = list(zip(ids[keep], absolute[keep], [""] * int(keep.sum())))
         kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
     else:

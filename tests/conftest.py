@@ -42,7 +42,7 @@ def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class: int = 3, 
 PATTERN_CLASSES = ("horizontal", "vertical", "checker", "blob")
 
 
-def pattern_image(kind: str, rng: np.random.Generator, size: int = 16, pixel_noise: float = 0.35) -> np.ndarray:
+def pattern_image(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
     """A grayscale ``size x size`` image of a simple pattern with random phase, period and noise.
 
     The four kinds stay distinct under horizontal flips, so flip augmentation is fair.
@@ -59,11 +59,11 @@ def pattern_image(kind: str, rng: np.random.Generator, size: int = 16, pixel_noi
     else:
         cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
         img = 1.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 5) ** 2)) - 0.5
-    img = img + rng.normal(0, pixel_noise, img.shape)
+    img = img + rng.normal(0, 0.35, img.shape)
     return np.clip(127.5 + 100 * img, 0, 255).astype(np.uint8)
 
 
-def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: float = 0.2, seed: int = 0, pixel_noise: float = 0.35):
+def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: float = 0.2, seed: int = 0):
     """Write a folder dataset of pattern images with a known share filed under a wrong class.
 
     Returns the truth as a DataFrame (``sample_id, path, given_label, true_label, is_noisy``),
@@ -80,7 +80,7 @@ def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: floa
     rows = []
     for i, (t, g) in enumerate(zip(true, given)):
         sample_id = f"{PATTERN_CLASSES[g]}/img_{i:04d}.png"
-        save_image(root / sample_id, pattern_image(PATTERN_CLASSES[t], rng, pixel_noise=pixel_noise))
+        save_image(root / sample_id, pattern_image(PATTERN_CLASSES[t], rng))
         rows.append({"sample_id": sample_id, "path": str(root / sample_id), "given_label": PATTERN_CLASSES[g],
                      "true_label": PATTERN_CLASSES[t], "is_noisy": bool(noisy[i])})
     truth = pd.DataFrame(rows)

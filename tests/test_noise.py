@@ -75,6 +75,11 @@ def test_full_transition_matrix_from_csv(tmp_path):
     pd.DataFrame({"from": ["a"], "to": ["c"]}).to_csv(tmp_path / "map.csv", index=False)
     mapped = inject_noise(labels, names, "asymm", 0.5, noise_map=tmp_path / "map.csv", seed=0)
     assert mapped.real_rate == pytest.approx(50 / 300)
+    broken = pd.DataFrame(t, index=pd.Index(names, name="true"), columns=names).astype(object)
+    broken.iloc[0, 1] = "lots"
+    broken.to_csv(tmp_path / "broken.csv")
+    with pytest.raises(ConfigError, match="not a number"):
+        inject_noise(labels, names, "asymm", None, noise_map=tmp_path / "broken.csv")
     pd.DataFrame({"from": ["a"], "to": ["zebra"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ConfigError, match="zebra"):
         inject_noise(labels, names, "asymm", 0.5, noise_map=tmp_path / "bad.csv")
@@ -139,6 +144,36 @@ def test_inject_noise_cli_writes_manifest_truth_and_leaves_images(tmp_path, caps
     with pytest.raises(SystemExit) as exit_info:
         main(["inject-noise", str(root), "--kind", "asymm", "--rate", "0.3", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and "needs --map" in capsys.readouterr().err
+
+
+def test_benchmark_asymm_map_and_cleanlab_on_cv_ce_probabilities(tmp_path):
+    pytest.importorskip("cleanlab")
+    root = tmp_path / "clean"
+    make_noisy_pattern_dataset(root, per_class=40, noise_rate=0.0, seed=0)
+    pd.DataFrame({"from": ["horizontal", "checker"], "to": ["vertical", "blob"]}).to_csv(tmp_path / "map.csv", index=False)
+    config = BenchmarkConfig(settings=tuple(parse_noise("asymm:0.4")), methods=("cleanlab",), seeds=1,
+                             noise_map=str(tmp_path / "map.csv"), epochs_scale=0.2, scan_args=("--width", "8"))
+    results = run_benchmark(root, config, tmp_path / "bench")
+    assert results["method"].tolist() == ["cleanlab"] and results["error"].tolist() == [""]
+    assert results["true_noise_rate"].iloc[0] == pytest.approx(0.2)  # 2 of 4 classes at 40%
+    assert 0 <= results["f1"].iloc[0] <= 1 and results["auroc"].notna().all()
+    noisy = pd.read_csv(tmp_path / "bench" / "data" / "asymm-0.4-seed0" / "truth.csv")
+    flips = set(map(tuple, noisy.loc[noisy["is_noisy"], ["true_label", "given_label"]].values))
+    assert flips == {("horizontal", "vertical"), ("checker", "blob")}
+
+
+def test_benchmark_refuses_bad_maps_and_other_settings_in_the_same_folder(tmp_path):
+    root = tmp_path / "clean"
+    make_noisy_pattern_dataset(root, per_class=5, noise_rate=0.0, seed=0)
+    config = BenchmarkConfig(settings=tuple(parse_noise("asymm:0.4")), methods=("ce",), noise_map=str(tmp_path / "none.csv"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_benchmark(root, config, tmp_path / "bench")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "benchmark.json").write_text(json.dumps({"source": str(root.resolve()), "num_samples": 20,
+                                                                    "noise_map": "None", "epochs_scale": 0.5, "scan_args": []}))
+    other = BenchmarkConfig(settings=tuple(parse_noise("symm-exc:0.2")), methods=("ce",), epochs_scale=1.0)
+    with pytest.raises(ConfigError, match="other epochs_scale"):
+        run_benchmark(root, other, tmp_path / "bench")
 
 
 def test_benchmark_end_to_end_and_resume(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from labelaudit.cli import main
-from labelaudit.errors import ConfigError, DatasetError
+from labelaudit.errors import ConfigError, DatasetError, ManifestError
 from labelaudit.methods.baselines import BaselineConfig
 from labelaudit.methods.nlnl import NLNLConfig
 from labelaudit.model_io import load_model
@@ -102,15 +102,47 @@ def test_model_loads_with_weights_only_and_predicts_like_the_trainer(workspace, 
     assert (predictions["predicted_label"] == true).mean() == pytest.approx(result.test["accuracy"])
 
 
-def test_drop_and_forward_modes_run(workspace, tmp_path):
+def test_drop_and_forward_modes_learn_the_clean_classes(workspace, tmp_path):
     for mode in ("drop", "forward"):
-        result = retrain(workspace["run"], RetrainConfig(mode=mode, epochs=3), cache_dir=workspace["cache"])
+        result = retrain(workspace["run"], RetrainConfig(mode=mode, epochs=20), test=workspace["test"],
+                         cache_dir=workspace["cache"])
         cleaned = result.cleaned
         if mode == "drop":
             assert cleaned["in_training"].sum() == (~result.run.flagged).sum()
-            assert len(result.curves["kept samples"]) == 3
+            assert len(result.curves["kept samples"]) == 20
         else:
             assert cleaned["in_training"].all() and not cleaned["changed"].any()
+        print(mode, result.test["accuracy"])
+        assert result.test["accuracy"] >= 0.9
+
+
+def test_forward_mode_corrects_with_the_scans_transition_matrix(workspace, tmp_path):
+    # Same run, T replaced by the identity: forward correction becomes plain CE and the model differs.
+    identity_run = tmp_path / "identity"
+    shutil.copytree(workspace["run"], identity_run)
+    summary = json.loads((identity_run / "summary.json").read_text())
+    assert np.abs(np.array(summary["transition_matrix"]["matrix"]) - np.eye(4)).max() > 0.05
+    summary["transition_matrix"]["matrix"] = np.eye(4).tolist()
+    (identity_run / "summary.json").write_text(json.dumps(summary))
+    config = RetrainConfig(mode="forward", epochs=1)
+    with_t = retrain(workspace["run"], config, cache_dir=workspace["cache"]).trainer.curves[0]["loss"]
+    plain = retrain(identity_run, config, cache_dir=workspace["cache"]).trainer.curves[0]["loss"]
+    assert with_t != pytest.approx(plain, rel=1e-3)
+
+
+def test_a_class_flagged_entirely_is_a_clear_error(workspace, tmp_path):
+    run = tmp_path / "all-flagged"
+    shutil.copytree(workspace["run"], run)
+    report = pd.read_parquet(run / "report.parquet")
+    report.loc[report["given_label"] == "blob", "suspected_noisy"] = True
+    report.to_parquet(run / "report.parquet", index=False)
+    with pytest.raises(ConfigError, match="flagged every sample given class 'blob'"):
+        retrain(run, RetrainConfig(epochs=1), cache_dir=workspace["cache"])
+
+
+def test_out_folder_holding_a_scan_is_refused_before_training(workspace, tmp_path):
+    with pytest.raises(ConfigError, match="holds a scan's run directory"):
+        retrain(workspace["run"], RetrainConfig(epochs=1), out_dir=workspace["run"], cache_dir=workspace["cache"])
 
 
 def test_retrain_is_deterministic(workspace):
@@ -206,11 +238,18 @@ def test_predict_reads_unlabelled_folders_and_manifests_and_skips_bad_files(work
     (loose / "notes.txt").write_text("not an image")
     result = predict(workspace["run"], loose, cache_dir=workspace["cache"])
     assert sorted(result.frame["sample_id"]) == ["a.png", "c.png", "deeper/b.png"]
-    assert result.skipped["sample_id"].tolist() == ["broken.png"]
+    assert sorted(zip(result.skipped["sample_id"], result.skipped["reason"])) == [
+        ("broken.png", "corrupt"), ("notes.txt", "unsupported_extension")]
+    with pytest.raises(ConfigError, match="inside the input folder"):
+        predict(workspace["run"], loose, cache_dir=workspace["cache"], out_file=loose / "predictions.csv")
 
     manifest = tmp_path / "list.csv"
     pd.DataFrame({"file": ["new/a.png", "new/c.png"], "label": ["ignored", "ignored"]}).to_csv(manifest, index=False)
     frame = predict(workspace["run"], manifest, cache_dir=workspace["cache"]).frame
+    repeated = tmp_path / "repeated.csv"
+    pd.DataFrame({"id": ["x", "x"], "file": ["new/a.png", "new/c.png"]}).to_csv(repeated, index=False)
+    with pytest.raises(ManifestError, match="repeats the id 'x'"):
+        predict(workspace["run"], repeated, cache_dir=workspace["cache"])
     assert frame["sample_id"].tolist() == ["new/a.png", "new/c.png"]
     np.testing.assert_allclose(frame["confidence"].to_numpy(),
                                result.frame.set_index("sample_id").loc[["a.png", "c.png"], "confidence"].to_numpy(),

@@ -41,29 +41,14 @@ def predict_command(
 
     Example: labelaudit predict runs/audit1-retrain-pseudo ./new-images --out predictions.csv
     """
-    from .._atomic import atomic_path
-    from ..predict import predict
-    from ..reports import write_csv, write_skipped_csv
-    from ..sources import load_unlabeled
+    from ..predict import predict, write_predictions
 
     out = out or Path(f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv")
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise typer.BadParameter(f"must end in .csv or .parquet; got {str(out)!r}", param_hint="--out")
-    load_unlabeled(source, path_column=path_column, id_column=id_column).check_outside_input(out, "predictions file", "--out")
     with progress_bars(not quiet) as progress:
         result = predict(model, source, path_column=path_column, id_column=id_column, cache_dir=cache_dir,
-                         workers=workers, progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".parquet":
-        with atomic_path(out) as tmp:
-            result.frame.to_parquet(tmp, index=False)
-    else:
-        write_csv(out, result.frame)
-    skipped_note = ""
-    if len(result.skipped):
-        skipped_file = out.with_name(out.stem + "-skipped.csv")
-        write_skipped_csv(skipped_file, result.skipped)
-        skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})."
+                         workers=workers, progress=progress, out_file=out)
+    skipped_file = write_predictions(result, out)
+    skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})." if skipped_file else ""
     counts = result.frame["predicted_label"].value_counts()
     stdout.print(f"Predicted {len(result.frame)} images.{skipped_note} Most predicted: "
                  + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.head(5).items()))

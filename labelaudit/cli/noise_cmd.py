@@ -12,7 +12,7 @@ from ._common import CacheDirOpt, LabelColumnOpt, PathColumnOpt, QuietOpt, Sourc
 
 MapOpt = Annotated[
     Optional[str],
-    typer.Option("--map", help="asymm only: cifar10, fashion-mnist, mnist, or a CSV with from,to columns (or a full KxK T with class names as header and first column)."),
+    typer.Option("--map", help="asymm only: cifar10, fashion-mnist, mnist, or a CSV with from,to columns (inject-noise also takes a full KxK T: class names as header and first column, no --rate)."),
 ]
 
 
