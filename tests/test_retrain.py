@@ -211,6 +211,10 @@ def test_cli_retrain_predict_evaluate(workspace, tmp_path, capsys):
                                str(workspace["cache"])], capsys)
     metrics = json.loads(stdout)
     assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    code, stdout, _ = run_cli(["evaluate", str(out), str(workspace["test"]), "--quiet", "--cache-dir",
+                               str(workspace["cache"])], capsys)
+    assert code == 0 and f"Accuracy on 160 images: {metrics['accuracy']:.2%}" in stdout
+    assert "most often mistaken for" in stdout and all(name in stdout for name in PATTERN_CLASSES)
     assert np.array(metrics["confusion_matrix"]).shape == (4, 4)
 
 

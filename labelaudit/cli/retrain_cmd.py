@@ -61,16 +61,20 @@ def retrain_command(
 
 
 def print_class_table(metrics: dict) -> None:
-    """Per-class accuracy and confusion-matrix rows of :func:`labelaudit.metrics.classification_metrics`."""
+    """Per-class accuracy and each class's most frequent wrong prediction (the full confusion
+    matrix is in the JSON output: it does not fit a terminal for many classes)."""
     names = metrics["class_names"]
-    table = Table(title="Per class (rows: true class; columns: predicted)", title_justify="left")
+    table = Table(title="Per class", title_justify="left")
     table.add_column("class")
     table.add_column("images", justify="right")
     table.add_column("accuracy", justify="right")
-    for j in range(len(names)):
-        table.add_column(escape(names[j])[:8], justify="right")
+    table.add_column("most often mistaken for", justify="left")
     for i, name in enumerate(names):
         row = metrics["per_class"][name]
-        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
-        table.add_row(escape(name), str(row["samples"]), acc, *(str(c) for c in metrics["confusion_matrix"][i]))
+        if not row["samples"]:
+            continue
+        acc = f"{row['accuracy']:.1%}"
+        wrong = [(count, j) for j, count in enumerate(metrics["confusion_matrix"][i]) if j != i and count]
+        mistaken = f"{escape(names[max(wrong)[1]])} ({max(wrong)[0]})" if wrong else "-"
+        table.add_row(escape(name), str(row["samples"]), acc, mistaken)
     stdout.print(table)
