@@ -240,18 +240,7 @@ def load_unlabeled(
     path = path.resolve()
     skipped: list[tuple[str, str, str, str]] = []
     if path.is_dir():
-        rows = []
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-            for name in sorted(filenames):
-                if _is_hidden(name):
-                    continue
-                file_path = os.path.join(dirpath, name)
-                sample_id = Path(os.path.relpath(file_path, path)).as_posix()
-                if _has_image_ext(name):
-                    rows.append((sample_id, file_path, ""))
-                else:
-                    skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
+        rows, skipped = _walk_images(path, path, "")
         kind = "folder"
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
         frame = _read_manifest(path)
@@ -409,20 +398,10 @@ def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
         )
     for class_name in class_dirs:
         class_root = root / class_name
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(class_root):
-            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-            for name in sorted(filenames):
-                if _is_hidden(name):
-                    continue
-                file_path = os.path.join(dirpath, name)
-                sample_id = Path(os.path.relpath(file_path, root)).as_posix()
-                if _has_image_ext(name):
-                    rows.append((sample_id, file_path, class_name))
-                    found += 1
-                else:
-                    skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
-        if found == 0:
+        class_rows, class_skipped = _walk_images(class_root, root, class_name)
+        rows += class_rows
+        skipped += class_skipped
+        if not class_rows:
             raise DatasetError(
                 f"class folder {str(class_root)!r} contains no images; add images to it or remove it"
             )
@@ -431,6 +410,24 @@ def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
         [pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True
     )
     return _finish(samples, skipped_df, root, "folder", classes, class_dirs)
+
+
+def _walk_images(folder: Path, root: Path, label: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    """Every non-hidden file under ``folder`` in sorted order: images as ``(sample_id, path,
+    label)`` rows, other files as ``unsupported_extension`` skips; ids are relative to ``root``."""
+    rows, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in sorted(filenames):
+            if _is_hidden(name):
+                continue
+            file_path = os.path.join(dirpath, name)
+            sample_id = Path(os.path.relpath(file_path, root)).as_posix()
+            if _has_image_ext(name):
+                rows.append((sample_id, file_path, label))
+            else:
+                skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
+    return rows, skipped
 
 
 def _has_image_ext(name: str) -> bool:
