@@ -26,10 +26,12 @@ import pandas as pd
 from ._atomic import write_text
 from .errors import ConfigError
 from .images import ProgressCallback
-from .metrics import ranking_metrics, truth_metrics
+from .audit import audit_from_soft_labels
+from .methods.baselines import cv_flags
+from .metrics import load_truth, ranking_metrics, truth_metrics
 from .noise import KINDS, NAMED_MAPS, inject_noise, read_map_file, write_noisy_dataset
 from .reports import write_csv, write_json
-from .sources import load_source
+from .sources import load_source, table_from_rows
 
 SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
 METHODS = (*SCAN_METHODS, "cleanlab")
@@ -194,56 +196,44 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
     truth = pd.read_csv(data_dir / "truth.csv", usecols=["sample_id", "is_noisy"], dtype={"sample_id": str})
     is_noisy = report[["sample_id"]].merge(truth, on="sample_id", how="left")["is_noisy"].to_numpy(dtype=bool)
-    t = summary["truth"]
-    return {
-        "precision": t["precision"], "recall": t["recall"], "f1": t["f1"],
-        **ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
-        "true_noise_rate": t["true_noise_rate"], "estimated_noise_rate": t["estimated_noise_rate"],
-        "noise_rate_error": t["noise_rate_error"], "transition_matrix_mae": t["transition_matrix_mae"],
-        "relabel_accuracy": t["relabel_accuracy_on_noisy_flagged"],
-        "seconds": timing["seconds"], "peak_memory_mb": timing["peak_memory_mb"], "error": "",
-    }
+    return _row(summary["truth"], ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
+                timing["seconds"], timing["peak_memory_mb"])
 
 
 def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
-    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities."""
+    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities, audited like a scan."""
     if cv_measured.get("error"):
         return {"error": "cv-ce run failed"}
-    try:
-        from cleanlab.filter import find_label_issues
-    except ImportError:
-        return {"error": "cleanlab not installed (pip install 'labelaudit[cleanlab]')"}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    names = summary["class_names"]
+    names = json.loads((run_dir / "summary.json").read_text())["class_names"]
     report = pd.read_parquet(run_dir / "report.parquet")
-    truth = pd.read_csv(data_dir / "truth.csv", dtype={"sample_id": str}).set_index("sample_id").loc[report["sample_id"]]
-    index = {n: i for i, n in enumerate(names)}
-    given = report["given_label"].map(index).to_numpy()
-    true = truth["true_label"].astype(str).map(index).to_numpy()
+    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
+                            report["given_label"].astype(str).tolist(), names, data_dir / "manifest.parquet", "parquet")
+    given = table.samples["given_label"].to_numpy()
     probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
     started = time.perf_counter()
     try:
-        flags = np.asarray(find_label_issues(labels=given, pred_probs=probs), dtype=bool)
-    except Exception as exc:  # a third-party failure costs one row, not the benchmark
-        return {"error": f"cleanlab failed: {type(exc).__name__}: {exc}"}
-    # Suggested label: the most likely other class; cleaned labels give the T estimate as for our methods.
-    others = probs.copy()
-    others[np.arange(len(given)), given] = -np.inf
-    cleaned = np.where(flags, others.argmax(axis=1), given)
-    from .estimators import transition_matrix
+        flags, rule = cv_flags(probs, given, "cleanlab")
+    except Exception as exc:  # missing extra or a third-party failure costs one row, not the benchmark
+        return {"error": f"cleanlab failed: {exc}"}
+    audit = audit_from_soft_labels(table, probs, flags=flags, flag_rule=rule)
+    true = load_truth(data_dir / "truth.csv", table)
+    metrics = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
+                            audit.noise_rate, audit.transition_matrix)
+    # cleanlab's own ranking score is the self-confidence p_given.
+    ranking = ranking_metrics(-probs[np.arange(len(given)), given], given != true)
+    # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
+    return _row(metrics, ranking, cv_measured["seconds"] + time.perf_counter() - started, cv_measured["peak_memory_mb"])
 
-    m = truth_metrics(flags, given, true, cleaned, float(flags.mean()), transition_matrix(cleaned, given, len(names)))
-    self_confidence = probs[np.arange(len(given)), given]
+
+def _row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> dict:
+    """One results.csv row from a run's truth metrics, ranking metrics, time and memory."""
     return {
-        "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
-        **ranking_metrics(-self_confidence, given != true),
-        "true_noise_rate": m["true_noise_rate"], "estimated_noise_rate": m["estimated_noise_rate"],
-        "noise_rate_error": m["noise_rate_error"], "transition_matrix_mae": m["transition_matrix_mae"],
-        "relabel_accuracy": m["relabel_accuracy_on_noisy_flagged"],
-        # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
-        "seconds": cv_measured["seconds"] + time.perf_counter() - started,
-        "peak_memory_mb": cv_measured["peak_memory_mb"], "error": "",
+        "precision": truth["precision"], "recall": truth["recall"], "f1": truth["f1"], **ranking,
+        "true_noise_rate": truth["true_noise_rate"], "estimated_noise_rate": truth["estimated_noise_rate"],
+        "noise_rate_error": truth["noise_rate_error"], "transition_matrix_mae": truth["transition_matrix_mae"],
+        "relabel_accuracy": truth["relabel_accuracy_on_noisy_flagged"],
+        "seconds": seconds, "peak_memory_mb": peak_memory_mb, "error": "",
     }
 
 

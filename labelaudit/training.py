@@ -221,7 +221,7 @@ class Trainer:
             epoch_start = time.perf_counter()
             epoch_probs = torch.zeros(n, k, device=self.device)
             order = torch.randperm(n, generator=self.generator).to(self.device)
-            loss_sum, used_sum = 0.0, 0
+            loss_sum, used_sum = torch.zeros((), device=self.device), 0  # summed on the device: no extra sync per batch
             for index in order.split(self.config.batch_size):
                 x = self.normalize(self.augment(self.images[index]))
                 with self.autocast():
@@ -231,7 +231,7 @@ class Trainer:
                 used = int(used.item())
                 if used == 0:
                     continue
-                loss_sum += float(loss.detach()) * used
+                loss_sum += loss.detach() * used
                 used_sum += used
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -241,7 +241,7 @@ class Trainer:
             self.epochs_done += 1
             self.curves.append({
                 "phase": name, "epoch": self.epochs_done, "lr": optimizer.param_groups[0]["lr"],
-                "loss": loss_sum / used_sum if used_sum else None,
+                "loss": float(loss_sum) / used_sum if used_sum else None,
                 "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
                 "used_fraction": used_sum / n, "seconds": round(time.perf_counter() - epoch_start, 3),
             })
