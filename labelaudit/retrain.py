@@ -235,8 +235,6 @@ def retrain(
     data = TensorData.from_store(store)
     k, given = data.num_classes, data.labels
     kept = torch.from_numpy(~run.flagged)
-    curves: dict[str, list[dict]] = {}
-    in_training = kept.numpy().copy()
 
     if config.mode in ("pseudo", "drop"):
         kept_counts = np.bincount(given[kept].numpy(), minlength=k)
@@ -251,7 +249,6 @@ def retrain(
         weights = class_weights(given[kept], k)
         first.run_phase("kept samples", config.epochs, config.lr, _weighted_ce(weights), lambda _: kept.float(),
                         lambda _: f"kept {kept.float().mean().item():.0%}", config.schedule)
-        curves["kept samples"] = first.curves
         final = first
         if config.mode == "drop":
             cleaned = np.where(run.flagged, run.suggested_labels(), given.numpy())
@@ -265,22 +262,20 @@ def retrain(
             second = Trainer(replace(data, labels=hard), replace(train, seed=train.seed + 1), progress)
             second.run_phase("soft labels", config.epochs, config.lr, _soft_ce(targets, class_weights(hard, k)),
                              lambda _: targets, lambda _: f"relabelled {relabel.float().mean().item():.0%}", config.schedule)
-            curves["soft labels"] = second.curves
             trainers.append(second)
             final = second
             cleaned = hard.numpy()
             confidence_source = soft.numpy()
-            in_training[:] = True
     else:
         transition = torch.from_numpy(run.transition_matrix).float()
         final = Trainer(data, train, progress)
         trainers = [final]
         final.run_phase("forward correction", config.epochs, config.lr, _forward(transition), None, None, config.schedule)
-        curves["forward correction"] = final.curves
         cleaned = given.numpy()
         confidence_source = run.soft_labels()
-        in_training[:] = True
 
+    in_training = kept.numpy() if config.mode == "drop" else np.ones(len(data), dtype=bool)
+    curves = {phase: trainer.curves for trainer in trainers for phase in trainer.phase_seconds}  # one phase each
     names = np.array(run.class_names, dtype=object)
     n = len(data)
     cleaned_frame = pd.DataFrame({
