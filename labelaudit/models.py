@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -118,26 +120,70 @@ def build_model(
     import torchvision
 
     builder = getattr(torchvision.models, backbone)
-    local = weights is not None and (os.sep in weights or Path(weights).suffix in (".pt", ".pth"))
+    local = weights is not None and (os.sep in weights or Path(weights).suffix in (".pt", ".pth") or Path(weights).is_file())
+    model = builder(weights=None)
     if weights and not local:
         try:
             enum = torchvision.models.get_model_weights(backbone)
             resolved = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
         except KeyError:
             raise ConfigError(f"unknown torchvision weights {weights!r} for {backbone}; use e.g. IMAGENET1K_V1 or a local .pt file") from None
-        model = builder(weights=resolved)
-    else:
-        model = builder(weights=None)
-        if local:
-            if not Path(weights).is_file():
-                raise ConfigError(f"weights file {weights!r} does not exist; pass a torchvision weight name or a .pt state_dict")
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            missing, _ = model.load_state_dict(state, strict=False)
-            if [k for k in missing if not k.startswith("fc.")]:
-                raise ConfigError(f"weights file {weights!r} does not match {backbone} (missing {missing[:3]})")
+        model.load_state_dict(_download(resolved, backbone))
+    elif local:
+        state = _read_state_dict(weights)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes (another architecture)
+            shape = str(exc).strip().splitlines()[-1].strip()
+            raise ConfigError(f"weights file {weights!r} does not match {backbone} ({shape}); pass weights of a {backbone}") from None
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            detail = f"missing {missing[:3]}" if missing else f"parameters {backbone} does not have: {unexpected[:3]}"
+            raise ConfigError(f"weights file {weights!r} does not match {backbone} ({detail}); pass weights of a {backbone}")
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return _GrayToRGB(model)
+
+
+def _download(weights, backbone: str) -> dict:
+    """The state_dict of torchvision ``weights`` (an enum member), from torch's cache or downloaded."""
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"could not download torchvision weights {weights.name} for {backbone} ({reason}); download {weights.url} "
+            "on a machine with internet and pass the file with --weights path.pth"
+        ) from None
+
+
+def _read_state_dict(path: str) -> dict:
+    """A local weights file as a state_dict (parameter name -> tensor), read with ``weights_only=True``.
+
+    Raises ConfigError with one line saying what the file holds instead: not a torch.save file,
+    a pickled object (e.g. a whole model, which cannot be loaded without running its code), a
+    single tensor, or a dict whose values are not tensors (e.g. a training checkpoint).
+    """
+    fix = "save the weights with torch.save(model.state_dict(), 'weights.pth') and pass that file"
+    if not Path(path).is_file():
+        raise ConfigError(f"weights file {path!r} does not exist; pass a torchvision weight name or a .pt state_dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler fails on arbitrary bytes with arbitrary errors
+        if isinstance(exc, OSError):
+            raise ConfigError(f"weights file {path!r} cannot be read ({exc.strerror or exc}); check its permissions") from None
+        if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+            # torch.save's zip format, but the pickle inside needs classes beyond tensors; torch's own
+            # message advises weights_only=False, which would run the file's code.
+            raise ConfigError(f"weights file {path!r} holds pickled Python objects (e.g. a whole model), not a plain "
+                              f"state_dict of tensors, and is not loaded because that could run code; {fix}") from None
+        raise ConfigError(f"weights file {path!r} is not a file written by torch.save; {fix}") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        held = type(state).__name__
+        if isinstance(state, dict):
+            held = f"dict with keys {list(state)[:4]} whose values are not all tensors (a checkpoint?)"
+        raise ConfigError(f"weights file {path!r} holds a {held}, not a state_dict (parameter name -> tensor); {fix}")
+    return state
 
 
 def default_backbone(image_size: int) -> str:
