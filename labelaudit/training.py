@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback
 from .models import Ensemble, build_model, default_backbone
 
@@ -237,11 +237,13 @@ class Trainer:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
                 self.scaler.update()
+            mean_loss = float(loss_sum) / used_sum if used_sum else None  # the epoch's one sync
+            _check_finite(self.model, mean_loss, name, epoch, epochs, optimizer.param_groups[0]["lr"])
             self.history.push(epoch_probs.cpu())
             self.epochs_done += 1
             self.curves.append({
                 "phase": name, "epoch": self.epochs_done, "lr": optimizer.param_groups[0]["lr"],
-                "loss": float(loss_sum) / used_sum if used_sum else None,
+                "loss": mean_loss,
                 "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
                 "used_fraction": used_sum / n, "seconds": round(time.perf_counter() - epoch_start, 3),
             })
@@ -318,6 +320,23 @@ def learning_rate(base: float, epoch: int, epochs: int, schedule: str) -> float:
     raise ConfigError(f"schedule must be 'constant', 'cosine' or 'step'; got {schedule!r}")
 
 
+def _check_finite(model: nn.Module, loss: float | None, phase: str, epoch: int, epochs: int, lr: float) -> None:
+    """Raise :class:`TrainingError` when the epoch's mean loss or any weight is NaN or infinite.
+
+    A diverged network predicts one class for everything; saving it would hand the user a model
+    that looks trained. One reduction over all parameters and float buffers, one sync per epoch.
+    """
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    weights_finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+    if weights_finite and (loss is None or math.isfinite(loss)):
+        return
+    what = f"the loss became {loss}" if loss is not None and not math.isfinite(loss) else "the weights became NaN or infinite"
+    raise TrainingError(
+        f"training diverged in phase {phase!r} at epoch {epoch + 1} of {epochs}: {what} at learning rate {lr:g}; "
+        "no model was saved: run again with a lower learning rate (retrain --lr, e.g. 10 times lower)"
+    )
+
+
 def _mean_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over classes; ``(M, B, K)`` logits of several networks give their mean ``(B, K)``."""
     probs = torch.softmax(logits, dim=-1)
@@ -341,6 +360,15 @@ def masked_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> tuple[torch.
     return (per_sample * weights).sum() / total.clamp_min(1e-12), (weights > 0).sum()
 
 
+def check_budget(budget: float, option: str = "--budget") -> float:
+    """``budget`` (a multiple of the default schedule) when it is a finite number > 0, else ConfigError."""
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ConfigError(f"{option} must be a finite number > 0 (1 = the default schedule, 0.5 = half of it); "
+                          f"got {budget!r}")
+    return budget
+
+
 def scaled_epochs(epochs: tuple[int, ...], scale: float) -> tuple[int, ...]:
     """Multiply a phase schedule by ``scale``, keeping at least one epoch in each non-empty phase."""
+    check_budget(scale)
     return tuple(max(1, math.ceil(e * scale - 1e-9)) if e > 0 else 0 for e in epochs)
