@@ -141,12 +141,20 @@ def cross_validated_probs(
     return probs, first
 
 
+def require_cleanlab():
+    """``cleanlab.filter.find_label_issues``, or ConfigError when the optional cleanlab package
+    does not import. Called before any training by everything that will use cleanlab."""
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError as exc:
+        raise ConfigError(f"cleanlab (--flagger cleanlab, benchmark method cleanlab) is not installed or does not "
+                          f"import ({exc}); install it with: pip install 'labelaudit[cleanlab]'") from None
+    return find_label_issues
+
+
 def cv_flags(probs: np.ndarray, given: np.ndarray, flagger: str) -> tuple[np.ndarray, dict]:
     """Flags from out-of-fold probabilities by the confident-learning rule or by cleanlab."""
     if flagger == "cleanlab":
-        try:
-            from cleanlab.filter import find_label_issues
-        except ImportError:
-            raise ConfigError("--flagger cleanlab needs the optional cleanlab package: pip install 'labelaudit[cleanlab]'") from None
+        find_label_issues = require_cleanlab()
         return find_label_issues(labels=given, pred_probs=probs), {"rule": "cleanlab.filter.find_label_issues"}
     return confident_learning_flags(probs, given), {"rule": "confident-learning (per-class mean self-confidence)"}
