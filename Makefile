@@ -39,7 +39,7 @@ retrain-fashion-mnist: $(STAMP)
 	$(BIN)/python scripts/export_fashion_mnist.py --split test --out $(RETRAIN_DIR)/fmnist-test
 	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --truth $(RETRAIN_DIR)/fm40/truth.csv --out $(RETRAIN_DIR)/scan
 	$(BIN)/labelaudit retrain $(RETRAIN_DIR)/scan --test $(RETRAIN_DIR)/fmnist-test --out $(RETRAIN_DIR)/pseudo
-	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --method ce --epochs 2 --out $(RETRAIN_DIR)/ce
+	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --method ce --budget 2 --out $(RETRAIN_DIR)/ce
 	$(BIN)/labelaudit evaluate $(RETRAIN_DIR)/ce $(RETRAIN_DIR)/fmnist-test
 
 clean-venv:

@@ -100,7 +100,7 @@ def test_scan_command_writes_run_and_prints_truth_figures(tmp_path, capsys):
 
     root = tmp_path / "data"
     make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.2, seed=1)
-    args = ["scan", str(root), "--truth", str(tmp_path / "data_truth.csv"), "--epochs", "0.15", "--width", "8",
+    args = ["scan", str(root), "--truth", str(tmp_path / "data_truth.csv"), "--budget", "0.15", "--width", "8",
             "--out", str(tmp_path / "run"), "--quiet"]
     code, out, err = run(args, capsys)
     assert code == 0, err

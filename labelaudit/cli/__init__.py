@@ -21,7 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Plain help, not rich markup: rich read every "[default: ...]" in our help texts as a markup
+    # tag and dropped it, and at 80 columns its table cut long values short with "…". Plain help
+    # wraps instead, and usage errors are one "Error: ..." line, not a box (benchmark logs read them).
+    rich_markup_mode=None,
 )
 app.command("inspect")(inspect_cmd.inspect)
 app.command("scan")(scan_cmd.scan_command)
