@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .images import ImageStore
-from .sources import FEW_SAMPLES_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def inspect_store(store: ImageStore, *, max_sizes: int = 10) -> DatasetReport:
         kind=table.kind,
         num_samples=len(table),
         class_counts={name: int(n) for name, n in counts.items()},
-        few_sample_classes=[name for name, n in counts.items() if n < FEW_SAMPLES_THRESHOLD],
+        few_sample_classes=table.few_sample_classes(),
         image_sizes=[(int(w), int(h), n) for (w, h), n in sizes.most_common(max_sizes)],
         modes={k: int(v) for k, v in store.files["mode"].value_counts().items()},
         formats={k: int(v) for k, v in store.files["format"].value_counts().items()},

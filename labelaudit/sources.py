@@ -15,6 +15,7 @@ reason code (see :data:`SKIP_REASONS`).
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ SKIP_REASONS = {
     "truncated": "the image data ends early",
     "corrupt": "the image data cannot be decoded",
     "too_large": "the image has more pixels than the decompression-bomb limit",
-    "unreadable": "the file cannot be read (permissions or I/O error)",
+    "unreadable": "the file or folder cannot be read (permissions or I/O error)",
+    "non_utf8_name": "the file or folder name is not valid UTF-8; rename it",
 }
 
 PATH_COLUMN_CANDIDATES = ("path", "image", "image_path", "filepath", "file_path", "file_name", "filename", "file")
@@ -51,6 +53,21 @@ FEW_SAMPLES_THRESHOLD = 10
 
 SAMPLE_COLUMNS = ["sample_id", "path", "label", "given_label", "file_size", "mtime_ns"]
 SKIPPED_COLUMNS = ["sample_id", "path", "reason", "detail"]
+
+
+def displayable_path(path: str | os.PathLike) -> str:
+    """``path`` as text every writer accepts: bytes of a name that are not valid UTF-8 become
+    ``\\xe9``-style escapes (``caf\\xe9.png``). For reports only: the result may not open the file."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    """False when ``text`` (e.g. a name from ``os.walk``) holds undecodable bytes as surrogate escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def empty_skipped() -> pd.DataFrame:
@@ -134,6 +151,12 @@ class SampleTable:
         counts = np.bincount(self.samples["given_label"].to_numpy(), minlength=self.num_classes)
         return pd.Series(counts, index=list(self.class_names), name="count")
 
+    def few_sample_classes(self, threshold: int = FEW_SAMPLES_THRESHOLD) -> list[str]:
+        """Names of the classes with fewer than ``threshold`` samples (default
+        :data:`FEW_SAMPLES_THRESHOLD`), in ``class_names`` order; too small to audit reliably."""
+        counts = self.class_counts()
+        return [str(name) for name, n in counts.items() if n < threshold]
+
     def without(self, drop: pd.DataFrame) -> "SampleTable":
         """Return a copy with the samples whose ``sample_id`` is in ``drop`` moved to ``skipped``."""
         if drop.empty:
@@ -183,19 +206,16 @@ def load_source(
     Raises
     ------
     SourceNotFoundError
-        The source does not exist.
+        The source does not exist or cannot be accessed.
     ManifestError
         The manifest is unreadable or lacks a needed column.
     DatasetError
-        No images, a single class, an empty class folder or an unknown label.
+        No images, a single class, an empty or unreadable class folder, an unknown label, or a
+        source path that is not valid UTF-8.
     """
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise SourceNotFoundError(
-            f"source {str(source)!r} does not exist; pass an image folder (one subfolder per class) "
-            "or a .parquet/.csv manifest"
-        )
-    path = path.resolve()
+    path = _resolve_source(
+        source, "pass an image folder (one subfolder per class) or a .parquet/.csv manifest"
+    )
     if path.is_dir():
         table = _load_folder(path, classes)
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
@@ -217,6 +237,29 @@ def check_usable(table: SampleTable, require_all_classes: bool = True) -> None:
         _raise_no_images(table)
 
 
+def _resolve_source(source: str | os.PathLike, fix: str) -> Path:
+    """The existing source, resolved; one-line errors for a missing, inaccessible or non-UTF-8 path."""
+    shown = displayable_path(source)
+    path = Path(source).expanduser()
+    try:
+        if not path.exists():
+            raise SourceNotFoundError(f"source {shown!r} does not exist; {fix}")
+        path = path.resolve()
+        path.is_dir()
+    except OSError as exc:  # e.g. a parent folder without search permission
+        raise SourceNotFoundError(
+            f"source {shown!r} cannot be accessed: {exc.strerror or exc}; check the permissions "
+            f"of it and its parent folders, or {fix}"
+        ) from exc
+    if not is_utf8(str(path)):
+        raise DatasetError(
+            f"source path '{displayable_path(path)}' is not valid UTF-8 text, and labelaudit stores "
+            "paths as UTF-8 in its reports; rename the folder(s) with the \\x.. bytes (e.g. with "
+            "convmv) or move the data to a UTF-8 path"
+        )
+    return path
+
+
 def _raise_no_images(table: SampleTable) -> None:
     reasons = table.skipped["reason"].value_counts().to_dict() if len(table.skipped) else {}
     detail = f" ({len(table.skipped)} files skipped: {_format_counts(reasons)})" if reasons else ""
@@ -234,13 +277,16 @@ def load_unlabeled(
 
     The table has no classes (``class_names == ()``, ``label`` empty, ``given_label`` -1).
     """
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise SourceNotFoundError(f"source {str(source)!r} does not exist; pass an image folder or a .parquet/.csv manifest")
-    path = path.resolve()
+    path = _resolve_source(source, "pass an image folder or a .parquet/.csv manifest")
     skipped: list[tuple[str, str, str, str]] = []
     if path.is_dir():
-        rows, skipped = _walk_images(path, path, "")
+        try:
+            rows, skipped = _walk_images(path, path, "")
+        except OSError as exc:
+            raise DatasetError(
+                f"folder {str(path)!r} cannot be read: {exc.strerror or exc}; make it readable "
+                "(e.g. chmod -R u+rX) or pass another source"
+            ) from exc
         kind = "folder"
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
         frame = _read_manifest(path)
@@ -318,6 +364,10 @@ def _stat_rows(rows: list[tuple[str, str, str]]) -> tuple[pd.DataFrame, pd.DataF
     """Stat ``(sample_id, abs_path, label)`` rows; return (present rows, skipped rows)."""
     good, skipped = [], []
     for sample_id, file_path, label in rows:
+        if not (is_utf8(file_path) and is_utf8(sample_id)):  # cannot be stored in a report
+            skipped.append((displayable_path(sample_id), displayable_path(file_path), "non_utf8_name",
+                            "the path is not valid UTF-8"))
+            continue
         try:
             st = os.stat(file_path)
         except FileNotFoundError:
@@ -383,27 +433,50 @@ def _finish(
 
 
 def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
-    class_dirs = sorted(
-        entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name)
-    )
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise DatasetError(
+            f"folder {str(root)!r} cannot be read: {exc.strerror or exc}; make it readable "
+            "(e.g. chmod -R u+rX) or pass another source"
+        ) from exc
+    folders = [e.name for e in entries if e.is_dir() and not _is_hidden(e.name)]
+    # A folder name that is not UTF-8 cannot be a class name in a report: its files are skipped.
+    class_dirs = [name for name in folders if is_utf8(name)]
     rows: list[tuple[str, str, str]] = []
     skipped: list[tuple[str, str, str, str]] = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    for entry in entries:
         if entry.is_file() and not _is_hidden(entry.name) and _has_image_ext(entry.name):
-            skipped.append((entry.name, entry.path, "outside_class_folder", "move it into a class subfolder"))
+            if is_utf8(entry.name):
+                skipped.append((entry.name, entry.path, "outside_class_folder", "move it into a class subfolder"))
+            else:
+                skipped.append((displayable_path(entry.name), displayable_path(entry.path), "non_utf8_name",
+                                "the file name is not valid UTF-8"))
+    for name in folders:
+        if not is_utf8(name):
+            skipped += _non_utf8_class_folder(root / name, root)
     if not class_dirs:
+        hint = f" ({len(folders)} folder names are not valid UTF-8: rename them)" if folders else ""
         raise DatasetError(
-            f"folder {str(root)!r} has no class subfolders; put each class's images in a "
+            f"folder {str(root)!r} has no class subfolders{hint}; put each class's images in a "
             "subfolder named after the class, or pass a .parquet/.csv manifest"
         )
     for class_name in class_dirs:
         class_root = root / class_name
-        class_rows, class_skipped = _walk_images(class_root, root, class_name)
+        try:
+            class_rows, class_skipped = _walk_images(class_root, root, class_name)
+        except OSError as exc:
+            raise DatasetError(
+                f"class folder {str(class_root)!r} cannot be read: {exc.strerror or exc}; make it "
+                f"readable (e.g. chmod -R u+rX {str(class_root)!r}) or remove it"
+            ) from exc
         rows += class_rows
         skipped += class_skipped
         if not class_rows:
+            reasons = pd.Series([r[2] for r in class_skipped], dtype=object).value_counts().to_dict()
+            detail = f" it can use ({len(class_skipped)} skipped: {_format_counts(reasons)})" if reasons else ""
             raise DatasetError(
-                f"class folder {str(class_root)!r} contains no images; add images to it or remove it"
+                f"class folder {str(class_root)!r} contains no images{detail}; add images to it or remove it"
             )
     samples, missing = _stat_rows(rows)
     skipped_df = pd.concat(
@@ -414,20 +487,50 @@ def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
 
 def _walk_images(folder: Path, root: Path, label: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
     """Every non-hidden file under ``folder`` in sorted order: images as ``(sample_id, path,
-    label)`` rows, other files as ``unsupported_extension`` skips; ids are relative to ``root``."""
+    label)`` rows, other files as ``unsupported_extension`` skips; ids are relative to ``root``.
+
+    A file whose path below ``root`` is not valid UTF-8 is a ``non_utf8_name`` skip (with a
+    displayable path); a sub-folder that cannot be listed is an ``unreadable`` skip whose path is
+    the folder. Raises the ``OSError`` when ``folder`` itself cannot be listed.
+    """
     rows, skipped = [], []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=errors.append):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in sorted(filenames):
             if _is_hidden(name):
                 continue
             file_path = os.path.join(dirpath, name)
             sample_id = Path(os.path.relpath(file_path, root)).as_posix()
-            if _has_image_ext(name):
+            if not is_utf8(sample_id):
+                bad = next(part for part in Path(sample_id).parts if not is_utf8(part))
+                skipped.append((displayable_path(sample_id), displayable_path(file_path), "non_utf8_name",
+                                f"the name {displayable_path(bad)} is not valid UTF-8"))
+            elif _has_image_ext(name):
                 rows.append((sample_id, file_path, label))
             else:
                 skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
+    for exc in errors:
+        failed = exc.filename if exc.filename is not None else folder
+        if os.path.normpath(failed) == os.path.normpath(folder):
+            raise exc
+        sample_id = displayable_path(Path(os.path.relpath(failed, root)).as_posix())
+        skipped.append((sample_id, displayable_path(failed), "unreadable",
+                        f"folder cannot be listed: {exc.strerror or exc}"))
     return rows, skipped
+
+
+def _non_utf8_class_folder(folder: Path, root: Path) -> list[tuple[str, str, str, str]]:
+    """Skips for a class folder whose name is not UTF-8: each of its files, or the folder itself
+    when it has none (or cannot be listed), so it never disappears without a trace."""
+    try:
+        _, skipped = _walk_images(folder, root, "")  # no rows: every path below is non-UTF-8
+    except OSError:
+        skipped = []
+    if not skipped:
+        shown = displayable_path(folder.name)
+        skipped = [(shown, displayable_path(folder), "non_utf8_name", f"the folder name {shown} is not valid UTF-8")]
+    return skipped
 
 
 def _has_image_ext(name: str) -> bool:
@@ -481,6 +584,25 @@ def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates: Sequence[s
     )
 
 
+def _where_row(path: Path, index: int) -> str:
+    """Where row ``index`` (0-based, as read by :func:`read_table`) of a manifest is, in the
+    words a person opening the file would use: the line number of a CSV (the header is line 1;
+    blank lines and quoted line breaks counted), the 1-based row of a parquet file."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return f"at row {index + 1}, counting from 1"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            records = -1  # the header is the first non-blank record, as for pandas
+            while True:
+                start = reader.line_num + 1
+                if next(reader) and (records := records + 1) == index + 1:
+                    return f"on line {start}"
+    except (OSError, UnicodeDecodeError, csv.Error, StopIteration):
+        pass
+    return f"at data row {index + 1} after the header"
+
+
 def _labels_as_text(values: pd.Series) -> pd.Series:
     """Labels as strings; integral floats (``3.0``, from a column with gaps) become ``"3"``."""
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
@@ -506,7 +628,7 @@ def _load_manifest(
             first = int(np.flatnonzero(blank.to_numpy())[0])
             raise ManifestError(
                 f"manifest {path.name!r} has {int(blank.sum())} rows with no {role} in column "
-                f"{col!r} (first at row {first}); fill them in or drop those rows"
+                f"{col!r} (first {_where_row(path, first)}); fill them in or drop those rows"
             )
     labels = _labels_as_text(frame[label_col])
     written = frame[path_col].map(lambda p: str(p).strip())
