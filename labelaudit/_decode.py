@@ -6,8 +6,12 @@ Kept free of torch and pandas so worker processes start fast. Functions here tru
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
+import os
+import signal
+import sys
 import warnings
 
 import numpy as np
@@ -16,6 +20,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: Modes whose pixels carry one channel; a dataset made only of these is cached as grayscale.
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+#: Set in pool workers by :func:`init_worker`: the pid of the process that started the pool.
+_parent_pid: int | None = None
+
+
+def init_worker(parent_pid: int) -> None:
+    """Pool initializer: make this worker die with ``parent_pid``, the process that started it.
+
+    On Linux the kernel kills the worker when its parent goes (``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``; the signal follows the *thread* that forked the worker, which is the one that
+    submits the work and waits for it). Everywhere, the per-file loops check that the parent is
+    still there (:func:`exit_if_orphaned`): a worker whose parent was killed stops after its file.
+    """
+    global _parent_pid
+    _parent_pid = parent_pid
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the loops' check still applies
+            pass
+    exit_if_orphaned()  # the parent may have died before prctl took effect
+
+
+def exit_if_orphaned() -> None:
+    """In a pool worker, exit at once when the process that started the pool is gone."""
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(1)
 
 
 def read_header(path: str, max_pixels: int) -> dict:
@@ -113,7 +144,11 @@ def _one_line(exc: BaseException) -> str:
 
 def header_chunk(paths: list[str], max_pixels: int) -> list[dict]:
     """Worker task: :func:`read_header` over a chunk of paths."""
-    return [read_header(p, max_pixels) for p in paths]
+    rows = []
+    for path in paths:
+        exit_if_orphaned()
+        rows.append(read_header(path, max_pixels))
+    return rows
 
 
 def decode_chunk(
@@ -126,6 +161,7 @@ def decode_chunk(
     pixels = np.load(pixels_file, mmap_mode="r+")
     failures = []
     for position, path in zip(positions, paths):
+        exit_if_orphaned()
         try:
             pixels[position] = decode_image(path, size, channels)
         except Exception as exc:  # any decoder failure is a per-file skip, never fatal

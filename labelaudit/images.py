@@ -10,14 +10,19 @@ Layout of one cache entry ``<cache_dir>/<key>/``:
 - ``pixels-s{S}-c{C}.npy``: ``(M, S, S, C)`` uint8, one row per sample whose header was readable.
 - ``decode-s{S}-c{C}.parquet``: rows of that array that failed to decode, with reasons; written
   after the pixels, so its presence marks a complete array.
+
+Files are written under temporary names tagged with the writer's pid and renamed when complete;
+each run deletes the temporaries of dead processes (:func:`labelaudit._atomic.remove_stale_temporaries`).
+A damaged file (unreadable parquet, truncated ``.npy``, wrong shape) is deleted and rebuilt.
+Decoding workers die with the process that started them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
@@ -28,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import _decode
-from ._atomic import atomic_path
+from ._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from .errors import ConfigError
 from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
 
@@ -39,6 +44,10 @@ AUTO_SIZE_RANGE = (16, 64)
 #: Below this many files the work runs in-process: a worker pool costs more than it saves.
 _POOL_MIN_FILES = 512
 _CHUNK = 128
+_HEADER_COLUMNS = ("width", "height", "mode", "format", "sha1", "reason", "detail")
+_STATUS_COLUMNS = ("position", "reason", "detail")
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
 """``progress(phase, done, total, extra="")``: called as work advances; the CLI draws bars from it.
@@ -139,7 +148,8 @@ def load_images(
     Raises
     ------
     ConfigError
-        Bad ``image_size``/``workers`` or a cache directory inside the source.
+        Bad ``image_size``/``workers``, or a cache directory inside the source, that is a file
+        or that cannot be written.
     DatasetError
         Fewer than two classes, or any class, has no decodable image.
     """
@@ -151,8 +161,7 @@ def load_images(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = root.resolve()
     table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
-    entry = root / _cache_key(table)
-    entry.mkdir(parents=True, exist_ok=True)
+    entry = _open_entry(root, _cache_key(table))
 
     headers = _headers(table, entry, workers, max_pixels, progress)
     readable = headers["reason"] == ""
@@ -168,14 +177,18 @@ def load_images(
     # The decodable rows depend on max_pixels, so it is part of the name of the array they index.
     pixels_file = entry / f"pixels-s{size}-c{channels}-maxpx{max_pixels}.npy"
     status_file = entry / f"decode-s{size}-c{channels}-maxpx{max_pixels}.parquet"
-    reused = status_file.exists() and pixels_file.exists()
-    if reused:
-        failures = pd.read_parquet(status_file)
-    else:
-        failures = _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
-    pixels = np.load(pixels_file, mmap_mode="r")
-    if pixels.shape[0] != len(decodable):
-        raise ConfigError(f"image cache entry {str(entry)!r} is inconsistent; delete it and run again")
+    shape = (len(decodable), size, size, channels)
+    cached = _load_decoded(pixels_file, status_file, shape)
+    reused = cached is not None
+    if cached is None:
+        _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
+        cached = _load_decoded(pixels_file, status_file, shape)
+        if cached is None:
+            raise ConfigError(
+                f"the image cache in {str(entry)!r} cannot be read back right after writing it; "
+                "check the disk, or pass another --cache-dir or set LABELAUDIT_CACHE_DIR"
+            )
+    pixels, failures = cached
 
     # Map failures back: decode positions are rows of `pixels`, i.e. indexes into `decodable`.
     decode_reason = pd.Series("", index=headers.index, dtype=object)
@@ -213,6 +226,76 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _open_entry(root: Path, key: str) -> Path:
+    """Create (or reuse) the cache entry ``root/key`` after checking that ``root`` is a writable
+    folder; delete the temporaries that killed runs left in any entry under ``root``."""
+    fix = "pass another --cache-dir or set LABELAUDIT_CACHE_DIR to a writable folder"
+    try:
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"cache directory {str(root)!r} is a file, not a folder; {fix}")
+        entry = root / key
+        entry.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(entry / "write-test")
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cache directory {str(root)!r} cannot be written: {exc.strerror or exc}; {fix}"
+        ) from exc
+    for folder in _entry_folders(root):
+        remove_stale_temporaries(folder)
+    return entry
+
+
+def _entry_folders(root: Path) -> list[Path]:
+    """The cache entries under ``root``: folders named by 24 hex digits, nothing else."""
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    return [
+        Path(e.path) for e in entries
+        if len(e.name) == 24 and all(c in "0123456789abcdef" for c in e.name) and e.is_dir(follow_symlinks=False)
+    ]
+
+
+def _discard(*files: Path) -> None:
+    """Delete damaged cache files (already gone is fine)."""
+    for file in files:
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _load_decoded(pixels_file: Path, status_file: Path, shape: tuple[int, int, int, int]):
+    """``(pixels, failures)`` of a complete cached array of ``shape``, or None to decode.
+
+    A damaged pair (unreadable status parquet, truncated or garbage ``.npy``, wrong shape or
+    dtype, failure rows outside the array) is deleted, so it is decoded again.
+    """
+    if not status_file.exists():
+        return None  # never written, or a run in progress: the next decode replaces the pixels
+    try:
+        failures = pd.read_parquet(status_file)
+        positions = failures["position"].to_numpy(dtype=np.int64)
+        pixels = np.load(pixels_file, mmap_mode="r")
+        valid = (
+            set(_STATUS_COLUMNS) <= set(failures.columns)
+            and bool(((positions >= 0) & (positions < shape[0])).all())
+            and pixels.dtype == np.uint8
+            and pixels.shape == shape
+        )
+    except Exception as exc:  # damage raises anything: ValueError, OSError, ArrowInvalid...
+        log.warning("damaged image cache file in %s (%s); decoding again", pixels_file.parent, exc)
+        valid = False
+    if valid:
+        return pixels, failures[list(_STATUS_COLUMNS)]
+    pixels = None  # drop the memory map before deleting its file
+    _discard(status_file, pixels_file)
+    return None
+
+
 def _cache_key(table: SampleTable) -> str:
     digest = hashlib.sha256(f"labelaudit-cache-v{CACHE_FORMAT_VERSION}\n".encode())
     cols = table.samples[["path", "file_size", "mtime_ns"]]
@@ -246,7 +329,12 @@ def _run_chunks(
     if progress:
         progress(phase, 0, total)
     if workers > 1 and total >= _POOL_MIN_FILES:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        # Workers are forked by this thread, which waits for them below: they die with it
+        # (see _decode.init_worker), so a killed run leaves no worker behind.
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=_pool_context(), initializer=_decode.init_worker, initargs=(os.getpid(),)
+        )
+        try:
             futures = {pool.submit(task, *chunk): i for i, chunk in enumerate(chunks)}
             for future in as_completed(futures):
                 i = futures[future]
@@ -254,6 +342,10 @@ def _run_chunks(
                 done += sizes[i]
                 if progress:
                     progress(phase, done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: don't wait for the queued chunks
+            raise
+        pool.shutdown(wait=True)
     else:
         for i, chunk in enumerate(chunks):
             results[i] = task(*chunk)
@@ -276,7 +368,13 @@ def _headers(
 ) -> pd.DataFrame:
     headers_file = entry / f"files-maxpx{max_pixels}.parquet"
     if headers_file.exists():
-        return pd.read_parquet(headers_file)
+        try:
+            cached = pd.read_parquet(headers_file)
+            if set(_HEADER_COLUMNS) <= set(cached.columns) and len(cached) == len(table.samples):
+                return cached
+        except Exception as exc:  # a damaged parquet raises many types
+            log.warning("damaged image cache file %s (%s); reading the headers again", headers_file, exc)
+        _discard(headers_file)
     paths = table.samples["path"].tolist()
     chunks = [(paths[i : i + _CHUNK], max_pixels) for i in range(0, len(paths), _CHUNK)]
     sizes = [len(chunk[0]) for chunk in chunks]
@@ -300,7 +398,7 @@ def _decode_all(
     workers: int,
     progress: ProgressCallback | None,
 ) -> pd.DataFrame:
-    tmp_pixels = pixels_file.with_name(f".{pixels_file.name}.{uuid.uuid4().hex}.tmp.npy")
+    tmp_pixels = temporary_sibling(pixels_file, ".npy")
     array = np.lib.format.open_memmap(tmp_pixels, mode="w+", dtype=np.uint8, shape=(len(decodable), size, size, channels))
     del array  # workers reopen the file; the header is already written
     paths = table.samples["path"].to_numpy()[decodable].tolist()
@@ -333,8 +431,7 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
     if not root.is_dir():
         return 0
     freed = 0
-    for entry in root.iterdir():
-        if entry.is_dir() and len(entry.name) == 24 and all(c in "0123456789abcdef" for c in entry.name):
-            freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-            shutil.rmtree(entry)
+    for entry in _entry_folders(root):
+        freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        shutil.rmtree(entry)
     return freed
