@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import write_text
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .images import ProgressCallback
 from .audit import audit_from_soft_labels
 from .methods.baselines import cv_flags
 from .metrics import load_truth, ranking_metrics, truth_metrics
 from .noise import KINDS, NAMED_MAPS, inject_noise, read_map_file, write_noisy_dataset
-from .reports import write_csv, write_json
+from .reports import unescape_cell, write_csv, write_json
+from .rundir import FolderLock, check_not_input, check_output_folder, input_paths, output_kind, output_path
 from .sources import load_source, table_from_rows
 
 SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
@@ -72,6 +73,10 @@ def parse_methods(spec: str) -> list[str]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown method {unknown[0] if unknown else spec!r}; choose from {list(METHODS)}")
+    if "cleanlab" in methods:
+        from .methods.baselines import require_cleanlab
+
+        require_cleanlab()  # now, not after the cv-ce runs it would read
     return list(dict.fromkeys(methods))
 
 
@@ -92,6 +97,9 @@ class BenchmarkConfig:
             raise ConfigError(f"--seeds must be >= 1; got {self.seeds!r}")
         if any(s.kind == "asymm" for s in self.settings) and self.noise_map is None:
             raise ConfigError("asymm noise needs --map (cifar10, fashion-mnist, mnist or a CSV file)")
+        from .training import check_budget
+
+        check_budget(self.epochs_scale)
         return self
 
 
@@ -111,14 +119,23 @@ def run_benchmark(
     """
     config.validate()
     table = load_source(source, path_column=path_column, label_column=label_column)
-    out = Path(out_dir).expanduser().resolve()
-    table.check_outside_input(out, "output folder", "--out")
+    from .images import default_cache_dir
+
+    inputs = input_paths(table, [cache_dir if cache_dir is not None else default_cache_dir(),
+                                 None if config.noise_map in NAMED_MAPS else config.noise_map])
+    out = check_not_input(output_path(out_dir), inputs)
     if any(s.kind == "asymm" for s in config.settings) and config.noise_map not in NAMED_MAPS:
         _, full_t = read_map_file(config.noise_map, table.class_names)  # fails now, not after hours of training
         if full_t is not None:
             raise ConfigError("benchmark needs a from,to map for asymm noise (its rate comes from --noise); "
                               "a full T file works with inject-noise")
-    out.mkdir(parents=True, exist_ok=True)
+    # A benchmark folder fills up run by run (and resumes), so it is not swapped in whole; instead
+    # it is locked while running, and a non-empty folder must be an earlier benchmark's.
+    with BenchmarkLock(out):
+        return _run_jobs(out, table, config, cache_dir, progress)
+
+
+def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) -> pd.DataFrame:
     _check_resumable(out, table, config)
     labels = table.samples["given_label"].to_numpy()
     scan_methods = [m for m in SCAN_METHODS if m in config.methods or (m == "cv-ce" and "cleanlab" in config.methods)]
@@ -150,6 +167,35 @@ def run_benchmark(
     return results
 
 
+class BenchmarkLock:
+    """The run-directory lock (:mod:`labelaudit.rundir`) on a benchmark folder, which is checked
+    and created under the lock: new, empty, or an earlier benchmark (never a foreign folder)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._lock = FolderLock(out, "--out")
+
+    def __enter__(self) -> "BenchmarkLock":
+        if output_kind(self.out) != "benchmark":
+            check_output_folder(self.out, "benchmark", overwrite=True)  # a file or a foreign folder: raises
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+            if output_kind(self.out) != "benchmark":  # again, under the lock
+                check_output_folder(self.out, "benchmark", overwrite=True)
+            self.out.mkdir(exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            self._lock.release()
+            raise OutputError(f"cannot write --out {str(self.out)!r} ({exc.strerror or exc}); pass a folder you can write to") from None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.release()
+
+
 def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
     """Finished runs are reused only when they were made from the same data and scan settings."""
     identity = {"source": str(table.source), "num_samples": len(table), "noise_map": str(config.noise_map),
@@ -172,22 +218,28 @@ def _slug(setting: NoiseSetting) -> str:
 
 
 def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: BenchmarkConfig, env: dict) -> dict:
-    """Scan the noisy manifest in a child process (reusing a finished run); return its metrics."""
-    timing_file = run_dir / "benchmark-timing.json"
+    """Scan the noisy manifest in a child process (reusing a finished run); return its metrics.
+
+    The child's log and timing sit beside its run directory (``<method>.log``,
+    ``<method>.timing.json``): the run directory itself is the scan's, written whole or not at all.
+    """
+    timing_file = run_dir.with_name(f"{run_dir.name}.timing.json")
+    log_file = run_dir.with_name(f"{run_dir.name}.log")
     if not (timing_file.is_file() and (run_dir / "summary.json").is_file()):
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # --overwrite: a finished run whose timing was never recorded is redone.
         command = [sys.executable, "-m", "labelaudit", "scan", str(data_dir / "manifest.parquet"), "--method", method,
-                   "--truth", str(data_dir / "truth.csv"), "--out", str(run_dir), "--seed", str(seed),
-                   "--epochs", str(config.epochs_scale), "--quiet", *config.scan_args]
+                   "--truth", str(data_dir / "truth.csv"), "--out", str(run_dir), "--overwrite", "--seed", str(seed),
+                   "--budget", str(config.epochs_scale), "--quiet", *config.scan_args]
         started = time.perf_counter()
-        with open(run_dir / "scan.log", "w") as log:
+        with open(log_file, "w") as log:
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the parent's
             child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
         if child.returncode != 0:
-            tail = (run_dir / "scan.log").read_text().strip().splitlines()[-1:] or ["no output"]
-            return {"error": f"exit {child.returncode}: {tail[0]}", "seconds": seconds}
+            reason = failure_line(log_file.read_text(errors="replace"))
+            return {"error": f"exit {child.returncode}: {reason}", "seconds": seconds}
         # ru_maxrss is in kilobytes on Linux, bytes on macOS.
         peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
         write_json(timing_file, {"seconds": seconds, "peak_memory_mb": peak, "command": command})
@@ -195,9 +247,33 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
     summary = json.loads((run_dir / "summary.json").read_text())
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
     truth = pd.read_csv(data_dir / "truth.csv", usecols=["sample_id", "is_noisy"], dtype={"sample_id": str})
+    truth["sample_id"] = truth["sample_id"].map(unescape_cell)  # our CSVs escape formula-like text
     is_noisy = report[["sample_id"]].merge(truth, on="sample_id", how="left")["is_noisy"].to_numpy(dtype=bool)
     return _row(summary["truth"], ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
                 timing["seconds"], timing["peak_memory_mb"])
+
+
+_BOX = set("╭╮╰╯─│┃━┏┓┗┛ ")
+
+
+def failure_line(log: str) -> str:
+    """The line of a failed child scan's output that says why it failed.
+
+    Our own ``labelaudit: error: ...`` line (without the prefix); else the command-line parser's
+    ``Error: ...`` line, or the text inside the box in which rich-formatted help frames it (its
+    lines joined, borders dropped); else the last line of a traceback; else the last line that is
+    not a box border.
+    """
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for prefix in ("labelaudit: error:", "Error:"):
+        for line in reversed(lines):
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+    boxed = [line.strip("│┃ ") for line in lines if line[0] in "│┃"]
+    if boxed:
+        return " ".join(part for part in boxed if part)
+    text = [line for line in lines if not set(line) <= _BOX and line[0] not in "╭╰┏┗"]
+    return text[-1] if text else "no output"
 
 
 def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:

@@ -26,3 +26,11 @@ class DatasetError(LabelAuditError):
 
 class ConfigError(LabelAuditError):
     """A setting has a value outside its allowed range."""
+
+
+class OutputError(ConfigError):
+    """An output path cannot be used: it is an input, a foreign folder, locked or not writable."""
+
+
+class TrainingError(LabelAuditError):
+    """Training diverged (the loss or the weights stopped being finite numbers); nothing was saved."""

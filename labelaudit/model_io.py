@@ -7,6 +7,7 @@ opening a model file someone sent you cannot run code.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,22 @@ def _probs(logits: torch.Tensor) -> torch.Tensor:
     return probs.mean(dim=0) if probs.dim() == 3 else probs
 
 
+def _check_same_run(target: Path, checkpoint: dict) -> None:
+    """A model.pt beside a summary.json must come from the same run (same data fingerprint)."""
+    summary_file = target.parent / "summary.json"
+    if not summary_file.is_file():
+        return
+    try:
+        expected = json.loads(summary_file.read_text(encoding="utf-8")).get("data_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # not a run's summary: nothing to compare with
+    if expected is not None and checkpoint.get("data_fingerprint") != expected:
+        raise ConfigError(
+            f"{str(target)!r} does not belong to the run in its folder (its data fingerprint differs from "
+            "summary.json's: files of two runs are mixed); run the scan or retrain again into a new --out"
+        )
+
+
 def resolve_model_path(path: str | os.PathLike) -> Path:
     """A ``model.pt`` file, or a run directory containing one."""
     target = Path(path).expanduser()
@@ -114,6 +131,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit reads "
             f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
         )
+    _check_same_run(target, checkpoint)
     try:
         prep = checkpoint["preprocessing"]
         names = tuple(checkpoint["class_names"])
@@ -124,6 +142,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         ]
         model = nets[0] if len(nets) == 1 else Ensemble(nets)
         model.load_state_dict(checkpoint["state_dict"])
+        broken = next((k for k, v in checkpoint["state_dict"].items()
+                       if torch.is_floating_point(v) and not torch.isfinite(v).all()), None)
         loaded = LoadedModel(
             model=model.eval(),
             class_names=names,
@@ -138,4 +158,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # damaged or foreign content
         raise ConfigError(f"{str(target)!r} is a damaged labelaudit model file ({type(exc).__name__}: {str(exc)[:120]}); "
                           "pass an intact model.pt") from None
+    if broken is not None:  # e.g. saved by a version that did not stop diverged training
+        raise ConfigError(f"{str(target)!r} holds weights that are not finite numbers ({broken!r}): its training diverged; "
+                          "train it again with a lower learning rate")
     return loaded

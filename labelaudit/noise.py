@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -213,18 +214,36 @@ def _largest_remainder(expected: np.ndarray) -> np.ndarray:
     return floor
 
 
-def write_noisy_dataset(table: SampleTable, noisy: NoisyLabels, out_dir: str | os.PathLike) -> dict:
+def write_noisy_dataset(table: SampleTable, noisy: NoisyLabels, out_dir, *, overwrite: bool = False,
+                        inputs: Sequence[os.PathLike] = ()) -> dict:
     """Write ``manifest.parquet`` (sample_id, path, label: the noisy label), ``truth.csv``
-    (sample_id, path, given_label, true_label, is_noisy) and ``noise.json`` into ``out_dir``.
+    (sample_id, path, given_label, true_label, is_noisy) and ``noise.json`` into ``out_dir``,
+    all or nothing.
 
     Paths are absolute: the images stay where they are and are never copied or changed.
+    ``out_dir`` is a path or an opened :class:`~labelaudit.rundir.RunDirectory`; it may not be,
+    hold or lie inside the source or ``inputs`` (e.g. the map file); ``overwrite`` replaces an
+    earlier inject-noise output.
     """
+    from .rundir import RunDirectory, input_paths
+
+    if isinstance(out_dir, RunDirectory):
+        run = out_dir
+    else:
+        run = RunDirectory(out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite).open()
+    try:
+        info = _write_noisy_files(table, noisy, run.tmp)
+    except BaseException:
+        run.abort()
+        raise
+    run.commit()
+    return info
+
+
+def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dict:
     from ._atomic import atomic_path
     from .reports import write_csv, write_json
 
-    out = Path(out_dir).expanduser().resolve()
-    table.check_outside_input(out, "output folder", "--out")
-    out.mkdir(parents=True, exist_ok=True)
     names = np.array(noisy.class_names, dtype=object)
     samples = table.samples
     truth = pd.DataFrame({

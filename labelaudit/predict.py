@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_path
-from .errors import ConfigError
 from .images import ProgressCallback, load_images
 from .metrics import classification_metrics
 from .model_io import LoadedModel, load_model
 from .reports import write_csv, write_skipped_csv
+from .rundir import input_paths, prepare_output_file
 from .sources import SampleTable, load_source, load_unlabeled
 
 
@@ -45,6 +45,7 @@ def predict(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     out_file: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Predictions:
     """Predict the class of every image under ``source`` (a folder, searched recursively, or a
     manifest's path column; labels, if any, are ignored).
@@ -59,13 +60,15 @@ def predict(
     cache_dir, workers, progress :
         As in :func:`labelaudit.load_images`.
     out_file : path-like, optional
-        Where :func:`write_predictions` will write; checked before decoding so a bad choice fails fast.
+        Where :func:`write_predictions` will write; checked before decoding so a bad choice fails
+        fast.
+    overwrite : bool, default=False
+        With ``out_file``: whether an existing file there may be replaced.
     """
     model = _as_model(model)
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
-        _check_out_file(out_file)
-        table.check_outside_input(out_file, "predictions file", "--out")
+        check_predictions_file(out_file, table, model, overwrite=overwrite)
     store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
                         workers=workers, progress=progress, require_all_classes=False)
     probs = model.predict_proba(store.images())
@@ -77,31 +80,42 @@ def predict(
         "predicted_label": names[best],
         "confidence": probs[np.arange(len(best)), best].astype(np.float64),
     })
-    for k, name in enumerate(model.class_names):
-        frame[f"p_{name}"] = probs[:, k].astype(np.float32)
+    soft = pd.DataFrame(probs.astype(np.float32), columns=[f"p_{name}" for name in model.class_names])
+    frame = pd.concat([frame, soft], axis=1)  # one concat: no per-column inserts for many classes
     return Predictions(frame=frame, skipped=store.table.skipped, model=model, table=store.table)
 
 
-def _check_out_file(path: str | os.PathLike) -> None:
-    if Path(path).suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"predictions file {str(path)!r} must end in .csv or .parquet")
+def check_predictions_file(path: str | os.PathLike, table: SampleTable, model: LoadedModel, *,
+                           overwrite: bool) -> Path:
+    """Refuse a predictions file that is an input (manifest, model), lies in an image folder, is a
+    folder, exists without ``overwrite``, or cannot be written; the same for its ``-skipped.csv``."""
+    inputs = input_paths(table, [model.path])
+    out = prepare_output_file(path, inputs, overwrite=overwrite, suffixes=(".csv", ".parquet"))
+    prepare_output_file(_skipped_file(out), inputs, overwrite=True, option="--out (its -skipped.csv)")
+    return out
 
 
-def write_predictions(predictions: Predictions, path: str | os.PathLike) -> Path | None:
+def _skipped_file(path: Path) -> Path:
+    return path.with_name(path.stem + "-skipped.csv")
+
+
+def write_predictions(predictions: Predictions, path: str | os.PathLike, *, overwrite: bool = False) -> Path | None:
     """Write the predictions (``.csv`` or ``.parquet``) atomically, and the skipped files, if any,
-    to ``<stem>-skipped.csv`` beside them. Returns the skipped-files path or None."""
-    path = Path(path).expanduser()
-    _check_out_file(path)
-    predictions.table.check_outside_input(path, "predictions file", "--out")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    to ``<stem>-skipped.csv`` beside them. Returns the skipped-files path or None.
+
+    An existing predictions file is replaced only with ``overwrite``; inputs never are.
+    """
+    path = check_predictions_file(path, predictions.table, predictions.model, overwrite=overwrite)
     if path.suffix.lower() == ".parquet":
         with atomic_path(path) as tmp:
             predictions.frame.to_parquet(tmp, index=False)
     else:
         write_csv(path, predictions.frame)
+    skipped_file = _skipped_file(path)
     if not len(predictions.skipped):
+        if skipped_file.is_file():  # from an earlier run into the same file: it would describe other images
+            skipped_file.unlink()
         return None
-    skipped_file = path.with_name(path.stem + "-skipped.csv")
     write_skipped_csv(skipped_file, predictions.skipped)
     return skipped_file
 

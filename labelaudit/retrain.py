@@ -16,6 +16,7 @@ Modes (docs/methods.md "Retrain"):
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -35,8 +36,9 @@ from .images import ImageStore, ProgressCallback, load_images
 from .methods.nlnl import class_weights
 from .metrics import classification_metrics
 from .model_io import save_model
-from .reports import write_csv, write_json
-from .scanner import RUN_FORMAT_VERSION
+from .reports import read_matrix_csv, write_csv, write_json
+from .rundir import RunDirectory, check_not_input, data_fingerprint, input_paths
+from .scanner import MATRIX_FILES, RUN_FORMAT_VERSION
 from .sources import SampleTable, load_source, table_from_rows
 from .training import TensorData, TrainConfig, Trainer, masked_mean
 
@@ -62,8 +64,8 @@ class RetrainConfig:
             raise ConfigError(f"mode must be one of {list(MODES)}; got {self.mode!r}")
         if self.relabel not in RELABEL:
             raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
-        if self.epochs < 1 or not self.lr > 0:
-            raise ConfigError(f"retrain needs epochs >= 1 and lr > 0; got {self.epochs!r}, {self.lr!r}")
+        if self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"retrain needs --epochs >= 1 and a finite --lr > 0; got {self.epochs!r}, {self.lr!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -79,6 +81,7 @@ class ScanRun:
     report: pd.DataFrame  # report.parquet: one row per sample, with p_<class> soft-label columns
     table: SampleTable  # the scanned samples, in report order
     train: TrainConfig  # the scan's network and optimiser settings
+    transition_matrix: np.ndarray  # (K, K) the audit's T (transition_matrix.csv), rows = true classes
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -87,10 +90,6 @@ class ScanRun:
     @property
     def flagged(self) -> np.ndarray:
         return self.report["suspected_noisy"].to_numpy(dtype=bool)
-
-    @property
-    def transition_matrix(self) -> np.ndarray:
-        return np.asarray(self.summary["transition_matrix"]["matrix"], dtype=np.float64)
 
     def soft_labels(self) -> np.ndarray:
         return self.report[[f"p_{name}" for name in self.class_names]].to_numpy(dtype=np.float64)
@@ -106,7 +105,8 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
     Raises
     ------
     ConfigError
-        Not a folder, a file missing, another format version, or a retrain's run directory.
+        Not a folder, a file missing, another format version, a retrain's run directory, or
+        files of different runs or datasets mixed (the data fingerprint does not match).
     DatasetError
         Images of the run no longer exist.
     """
@@ -116,7 +116,8 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
     summary = _read_json(path / "summary.json")
     if summary is not None and summary.get("kind") == "retrain":
         raise ConfigError(f"{str(path)!r} is a retrain's run directory; pass the run directory of the scan it came from")
-    missing = [name for name in ("summary.json", "report.parquet", "config.json") if not (path / name).is_file()]
+    missing = [name for name in ("summary.json", "report.parquet", "config.json", MATRIX_FILES["cleaned"])
+               if not (path / name).is_file()]
     if missing:
         raise ConfigError(
             f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); pass the --out "
@@ -132,7 +133,7 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this labelaudit "
             f"reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version"
         )
-    absent_keys = [k for k in ("source", "class_names", "transition_matrix") if k not in summary]
+    absent_keys = [k for k in ("source", "class_names", "data_fingerprint") if k not in summary]
     if absent_keys:
         raise ConfigError(f"summary.json in {str(path)!r} lacks {absent_keys}; scan the dataset again")
     names = tuple(summary["class_names"])
@@ -142,11 +143,20 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
         raise ConfigError(f"report.parquet in {str(path)!r} lacks columns {absent}; scan the dataset again")
     source = Path(summary["source"])
     kind = "folder" if source.suffix.lower() not in (".parquet", ".pq", ".csv") else source.suffix.lower().lstrip(".")
-    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
-                            report["given_label"].astype(str).tolist(), names, source, kind)
+    ids, labels = report["sample_id"].astype(str).tolist(), report["given_label"].astype(str).tolist()
+    if data_fingerprint(ids, labels) != summary["data_fingerprint"]:
+        raise ConfigError(
+            f"summary.json and report.parquet in {str(path)!r} do not belong to the same scan (their data fingerprints "
+            "differ: files of two runs or datasets are mixed); scan the dataset again into a new --out"
+        )
+    try:
+        transition = read_matrix_csv(path / MATRIX_FILES["cleaned"], len(names))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot read {MATRIX_FILES['cleaned']} in {str(path)!r} ({exc}); scan the dataset again") from None
+    table = table_from_rows(ids, report["path"].astype(str).tolist(), labels, names, source, kind)
     train_fields = {f for f in TrainConfig.__dataclass_fields__}
     train = TrainConfig(**{k: v for k, v in settings.get("train", {}).items() if k in train_fields})
-    return ScanRun(path=path, summary=summary, report=report, table=table, train=train)
+    return ScanRun(path=path, summary=summary, report=report, table=table, train=train, transition_matrix=transition)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -178,7 +188,7 @@ class RetrainResult:
 
 
 def retrain(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | ScanRun,
     config: RetrainConfig = RetrainConfig(),
     *,
     test: str | os.PathLike | None = None,
@@ -193,8 +203,8 @@ def retrain(
 
     Parameters
     ----------
-    run_dir : path-like
-        The scan's run directory.
+    run_dir : path-like or ScanRun
+        The scan's run directory, or what :func:`load_run` read from it.
     config : RetrainConfig
     test : path-like, optional
         A held-out labelled image folder or manifest (labels must be classes of the scan): adds
@@ -210,7 +220,7 @@ def retrain(
     """
     config.validate()
     started = time.perf_counter()
-    run = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
     if out_dir is not None:
         check_retrain_out(run, out_dir)
     cache = run.summary.get("image_cache", {})
@@ -345,6 +355,8 @@ def summary(result: RetrainResult) -> dict:
         "num_in_training": int(cleaned["in_training"].sum()),
         "num_changed": int(cleaned["changed"].sum()),
         "class_names": list(result.run.class_names),
+        # Of the labels the final network learnt (cleaned_label); model.pt carries the same.
+        "data_fingerprint": data_fingerprint(cleaned["sample_id"].tolist(), cleaned["cleaned_label"].tolist()),
         "settings": {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},
         "training_curves": result.curves,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
@@ -356,24 +368,40 @@ def summary(result: RetrainResult) -> dict:
     return out
 
 
+def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None) -> list[Path]:
+    """Everything a retrain reads: the scan's run directory, its images, the test set, the cache."""
+    from .images import default_cache_dir
+
+    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir()])
+
+
 def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike) -> None:
-    """Refuse an output folder inside the input, or one holding a scan's run (it would be overwritten)."""
-    out = Path(out_dir).expanduser().resolve()
-    run.table.check_outside_input(out, "output folder", "--out")
-    if out == run.path or (out / "report.parquet").exists():
-        raise ConfigError(f"--out {str(out_dir)!r} holds a scan's run directory; pass a new folder for the retrained model")
+    """Refuse an output folder that is, holds or lies inside an input (the scan's run, the images)."""
+    check_not_input(out_dir, retrain_inputs(run))
 
 
-def write_retrain(result: RetrainResult, out_dir: str | os.PathLike) -> Path:
-    """Write model.pt, cleaned_labels.csv/.parquet, summary.json and config.json atomically."""
-    out = Path(out_dir).expanduser().resolve()
-    check_retrain_out(result.run, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "cleaned_labels.csv", result.cleaned)
-    with atomic_path(out / "cleaned_labels.parquet") as tmp:
-        result.cleaned.to_parquet(tmp, index=False)
-    write_json(out / "config.json", {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()})
-    write_json(out / "summary.json", summary(result))
-    save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
-               width=result.train_settings.width, extra={"kind": "retrain"})
-    return out
+def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+    """Write model.pt, cleaned_labels.csv/.parquet, summary.json and config.json, all or nothing.
+
+    ``out_dir`` is a path or an opened :class:`~labelaudit.rundir.RunDirectory`; ``overwrite``
+    replaces an earlier retrain's folder (nothing else that is not empty is ever replaced).
+    """
+    if isinstance(out_dir, RunDirectory):
+        run = out_dir
+    else:
+        run = RunDirectory(out_dir, "retrain", inputs=retrain_inputs(result.run), overwrite=overwrite).open()
+    try:
+        out = run.tmp
+        write_csv(out / "cleaned_labels.csv", result.cleaned)
+        with atomic_path(out / "cleaned_labels.parquet") as tmp:
+            result.cleaned.to_parquet(tmp, index=False)
+        write_json(out / "config.json", {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()})
+        content = summary(result)
+        write_json(out / "summary.json", content)
+        save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
+                   width=result.train_settings.width,
+                   extra={"kind": "retrain", "data_fingerprint": content["data_fingerprint"]})
+    except BaseException:
+        run.abort()
+        raise
+    return run.commit()

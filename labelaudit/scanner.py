@@ -28,11 +28,13 @@ from .methods.pmnar import PMNARConfig, run_pmnar
 from .estimators import anchor_transition_matrix, bootstrap_interval
 from .metrics import load_truth, truth_metrics
 from .model_io import save_model
-from .reports import write_csv, write_json, write_skipped_csv
-from .sources import load_source
+from .reports import write_csv, write_json, write_matrix_csv, write_skipped_csv
+from .rundir import RunDirectory, check_not_input, data_fingerprint, input_paths
+from .sources import SampleTable, load_source
 from .training import TensorData, TrainConfig, Trainer
 
-RUN_FORMAT_VERSION = 1
+#: 2: summary.json holds the data fingerprint and names the matrix files instead of holding the matrices.
+RUN_FORMAT_VERSION = 2
 METHODS = ("nlnl", "pmnar", *BASELINES, "cv-ce")
 
 
@@ -52,13 +54,17 @@ class ScanConfig:
     def validate(self) -> "ScanConfig":
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}; got {self.method!r}")
-        if not self.epochs_scale > 0:
-            raise ConfigError(f"epochs scale must be > 0; got {self.epochs_scale!r}")
+        from .methods.baselines import require_cleanlab
+        from .training import check_budget
+
+        check_budget(self.epochs_scale)  # finite and > 0: inf would train forever
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
         self.train.validate()
         self.pmnar.validate()
         self.baseline.validate()
+        if self.method == "cv-ce" and self.baseline.flagger == "cleanlab" and self.threshold is None:
+            require_cleanlab()  # before any training, not after five fold models
         return self
 
     def to_dict(self) -> dict:
@@ -80,7 +86,7 @@ class ScanResult:
 
 
 def scan(
-    source: str | os.PathLike,
+    source: str | os.PathLike | SampleTable,
     config: ScanConfig = ScanConfig(),
     *,
     path_column: str | None = None,
@@ -96,18 +102,20 @@ def scan(
 
     Parameters
     ----------
-    source : path-like
-        Image folder or parquet/CSV manifest (see :func:`labelaudit.load_source`).
+    source : path-like or SampleTable
+        Image folder or parquet/CSV manifest (see :func:`labelaudit.load_source`), or its
+        already loaded sample table.
     config : ScanConfig
         Method, schedule, network and flagging settings.
     path_column, label_column, id_column : str, optional
-        Manifest columns.
+        Manifest columns (ignored for a SampleTable).
     cache_dir, workers :
         Passed to :func:`labelaudit.load_images`.
     truth : path-like, optional
         A file with each sample's true label; adds precision/recall/F1 and estimate errors.
     out_dir : path-like, optional
-        Where :func:`write_run` will write; checked before training so a bad choice fails fast.
+        Where :func:`write_run` will write; checked against the inputs before training so a bad
+        choice fails fast.
     progress : callable, optional
         ``progress(phase, done, total, extra="")``.
 
@@ -117,9 +125,12 @@ def scan(
     """
     config.validate()
     started = time.perf_counter()
-    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    if isinstance(source, SampleTable):
+        table = source
+    else:
+        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     if out_dir is not None:  # before decoding and training, so a bad choice fails at once
-        table.check_outside_input(out_dir, "output folder", "--out")
+        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir))
     store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
     true_labels = load_truth(truth, store.table) if truth is not None else None
     prepared = time.perf_counter()
@@ -175,6 +186,8 @@ def summary(result: ScanResult) -> dict:
     audit, table = result.audit, result.store.table
     names = list(table.class_names)
     flagged = int(audit.report["suspected_noisy"].sum())
+    # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
+    estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
     out = {
         "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
@@ -184,6 +197,7 @@ def summary(result: ScanResult) -> dict:
         "num_classes": len(names),
         "class_names": names,
         "class_counts": {n: int(c) for n, c in table.class_counts().items()},
+        "data_fingerprint": fingerprint(table),
         "num_flagged": flagged,
         "num_skipped": int(len(table.skipped)),
         "estimated_noise_rate": audit.noise_rate,
@@ -191,19 +205,19 @@ def summary(result: ScanResult) -> dict:
                                    "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
         "flag_rule": audit.flag_rule,
         "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
+        # K x K matrices live in their own CSV files: a 1,000-class summary stays small.
         "transition_matrix": {
+            "file": MATRIX_FILES["cleaned"],
             "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
             "estimator": "cleaned label (suggested where flagged, else given) vs given label",
-            "class_names": names,
-            "matrix": audit.transition_matrix.tolist(),
-            "per_class_noise_rates": {n: float(1 - audit.transition_matrix[i, i]) for i, n in enumerate(names)},
+            "per_class_noise_rates": {n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
+                                      for i, n in enumerate(names)},
         },
         "transition_matrix_anchor": {
+            "file": MATRIX_FILES["anchor"],
             "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
             "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile of "
                          "p_i under the final model without augmentation, row-normalised",
-            "class_names": names,
-            "matrix": result.anchor_transition_matrix.tolist(),
             "per_class_noise_rates": {n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)},
         },
         "settings": result.config.to_dict(),
@@ -216,8 +230,20 @@ def summary(result: ScanResult) -> dict:
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
     if result.truth is not None:
-        out["truth"] = result.truth
+        out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
+        out["truth"]["true_transition_matrix_file"] = MATRIX_FILES["truth"]
     return out
+
+
+#: The run directory's matrix files, by estimator.
+MATRIX_FILES = {"cleaned": "transition_matrix.csv", "anchor": "transition_matrix_anchor.csv",
+                "truth": "true_transition_matrix.csv"}
+
+
+def fingerprint(table: SampleTable) -> str:
+    """:func:`labelaudit.rundir.data_fingerprint` of a table's sample ids and given class names."""
+    names = np.asarray(table.class_names, dtype=object)
+    return data_fingerprint(table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist())
 
 
 def _nan_to_none(value: float):
@@ -230,26 +256,48 @@ def default_run_dir(source: str | os.PathLike) -> Path:
     return Path("labelaudit-runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_run(result: ScanResult, out_dir: str | os.PathLike) -> Path:
-    """Write the run directory; every file is written atomically. Returns the directory."""
-    out = Path(out_dir).expanduser().resolve()
-    result.store.table.check_outside_input(out, "output folder", "--out")
-    out.mkdir(parents=True, exist_ok=True)
-    audit, names = result.audit, list(result.store.table.class_names)
+def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None) -> list[Path]:
+    """Everything a scan reads, which its run directory may not be, be inside of, or hold."""
+    from .images import default_cache_dir
 
-    full = audit.report.copy()
-    for k, name in enumerate(names):
-        full[f"p_{name}"] = audit.soft_labels[:, k].astype(np.float32)
+    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir()])
+
+
+def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+    """Write the run directory all or nothing (see :mod:`labelaudit.rundir`). Returns the directory.
+
+    ``out_dir`` is a path, or a :class:`~labelaudit.rundir.RunDirectory` opened before the scan
+    (the CLI does that, so a bad ``--out`` fails before training and stays locked until written).
+    ``overwrite`` replaces an earlier scan's run directory; anything else that is not empty is refused.
+    """
+    if isinstance(out_dir, RunDirectory):
+        run = out_dir
+    else:
+        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.store.table), overwrite=overwrite).open()
+    try:
+        _write_run_files(result, run.tmp)
+    except BaseException:
+        run.abort()
+        raise
+    return run.commit()
+
+
+def _write_run_files(result: ScanResult, out: Path) -> None:
+    audit, table = result.audit, result.store.table
+    names = list(table.class_names)
+    soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
+    full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
     with atomic_path(out / "report.parquet") as tmp:
         full.to_parquet(tmp, index=False)
     write_csv(out / "report.csv", audit.report)
     flagged = audit.report[audit.report["suspected_noisy"]].sort_values("rank")
     write_csv(out / "flagged.csv", flagged)
-    t = pd.DataFrame(audit.transition_matrix, index=pd.Index(names, name="true \\ given"), columns=names)
-    with atomic_path(out / "transition_matrix.csv") as tmp:
-        t.to_csv(tmp)
-    write_skipped_csv(out / "skipped.csv", result.store.table.skipped)
+    write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names)
+    write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names)
+    if result.truth is not None:
+        write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names)
+    write_skipped_csv(out / "skipped.csv", table.skipped)
     write_json(out / "config.json", result.config.to_dict())
     write_json(out / "summary.json", summary(result))
-    save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width)
-    return out
+    save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
+               extra={"data_fingerprint": fingerprint(table)})

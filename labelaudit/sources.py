@@ -539,14 +539,15 @@ def _has_image_ext(name: str) -> bool:
 
 def read_table(path: Path, what: str) -> pd.DataFrame:
     """Read a parquet (``.parquet``/``.pq``) or CSV file; CSV cells are text, and only empty
-    cells are missing (class names such as ``NA`` or ``None`` stay text).
+    cells are missing (class names such as ``NA`` or ``None`` stay text). A CSV cell escaped
+    against spreadsheet formulas (``'=x``, as labelaudit writes them) reads back as ``=x``.
 
     Raises :class:`ManifestError` naming ``what`` (e.g. "manifest") when the file cannot be read.
     """
     kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
         if kind == "csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            return _unescape_frame(pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow/pandas raise many types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -554,6 +555,17 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
             f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid "
             f"{kind} file"
         ) from exc
+
+
+def _unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    from .reports import unescape_cell
+
+    frame = frame.rename(columns=unescape_cell)
+    for column in frame.columns:
+        quoted = frame[column].str.startswith("'", na=False)
+        if quoted.any():  # only these few cells pay for the Python-level call
+            frame.loc[quoted, column] = frame.loc[quoted, column].map(unescape_cell)
+    return frame
 
 
 def _read_manifest(path: Path) -> pd.DataFrame:

@@ -280,5 +280,7 @@ def test_fully_flagged_class_shows_no_t_entry_and_small_classes_are_warned_about
     warning = [line for line in err.splitlines() if line.startswith("labelaudit: warning:")]
     assert warning == ["labelaudit: warning: fewer than 10 images in class 'rare' (4); their flags and noise rates "
                        "rest on too few samples to trust"]
-    summary = (out / "summary.json").read_text()
-    json.loads(summary, parse_constant=_refuse)
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_refuse)
+    # Same in the summary: no estimate for the row nothing was cleaned to (was 0.0 from the identity row).
+    assert summary["transition_matrix"]["per_class_noise_rates"]["rare"] is None
+    assert summary["transition_matrix"]["per_class_noise_rates"]["common"] == pytest.approx(4 / 34)

@@ -120,10 +120,10 @@ def test_forward_mode_corrects_with_the_scans_transition_matrix(workspace, tmp_p
     # Same run, T replaced by the identity: forward correction becomes plain CE and the model differs.
     identity_run = tmp_path / "identity"
     shutil.copytree(workspace["run"], identity_run)
-    summary = json.loads((identity_run / "summary.json").read_text())
-    assert np.abs(np.array(summary["transition_matrix"]["matrix"]) - np.eye(4)).max() > 0.05
-    summary["transition_matrix"]["matrix"] = np.eye(4).tolist()
-    (identity_run / "summary.json").write_text(json.dumps(summary))
+    t_file = identity_run / "transition_matrix.csv"
+    matrix = pd.read_csv(t_file, index_col=0)
+    assert np.abs(matrix.to_numpy() - np.eye(4)).max() > 0.05
+    pd.DataFrame(np.eye(4), index=matrix.index, columns=matrix.columns).to_csv(t_file)
     config = RetrainConfig(mode="forward", epochs=1)
     with_t = retrain(workspace["run"], config, cache_dir=workspace["cache"]).trainer.curves[0]["loss"]
     plain = retrain(identity_run, config, cache_dir=workspace["cache"]).trainer.curves[0]["loss"]
@@ -141,7 +141,7 @@ def test_a_class_flagged_entirely_is_a_clear_error(workspace, tmp_path):
 
 
 def test_out_folder_holding_a_scan_is_refused_before_training(workspace, tmp_path):
-    with pytest.raises(ConfigError, match="holds a scan's run directory"):
+    with pytest.raises(ConfigError, match="is one of the inputs"):
         retrain(workspace["run"], RetrainConfig(epochs=1), out_dir=workspace["run"], cache_dir=workspace["cache"])
 
 

@@ -145,7 +145,7 @@ def test_blank_labels(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\nimgs/0.png,a\nimgs/1.png,\nimgs/2.png,b\n")
-    with pytest.raises(ManifestError, match=r"1 rows with no label in column 'label' \(first at row 1\)"):
+    with pytest.raises(ManifestError, match=r"1 rows with no label in column 'label' \(first on line 3\)"):
         load_source(manifest)
 
 

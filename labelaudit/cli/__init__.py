@@ -55,3 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("labelaudit: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C into a silent exit 130: say what happened
+            print("labelaudit: interrupted (an unfinished run directory is not kept)", file=sys.stderr)
+        raise

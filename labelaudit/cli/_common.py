@@ -19,7 +19,8 @@ from rich.progress import (
 
 SourceArg = Annotated[
     Path,
-    typer.Argument(help="Image folder (one subfolder per class) or a .parquet/.csv manifest.", show_default=False),
+    typer.Argument(help="Image folder (one subfolder per class) or a .parquet/.csv manifest.", show_default=False,
+                   readable=False),  # our own check names the problem in one line
 ]
 PathColumnOpt = Annotated[
     Optional[str], typer.Option("--path-column", help="Manifest column with image paths [default: path, image, file_name, ...].")
@@ -36,12 +37,16 @@ ImageSizeOpt = Annotated[
 ]
 CacheDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--cache-dir", help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit]."),
+    typer.Option("--cache-dir", readable=False, help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit]."),
 ]
 WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Decoding processes [default: all cores].")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace an earlier output of this command at --out (a folder holding anything else is never replaced)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (no tables, no bars).")]
 
 stdout = Console(highlight=False, soft_wrap=True)

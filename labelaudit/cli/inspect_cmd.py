@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..dataset_report import DatasetReport, inspect_store
-from ..images import load_images
-from ..reports import write_json, write_skipped_csv
+from ..images import default_cache_dir, load_images
+from ..rundir import RunDirectory, input_paths
+from ..reports import json_text, write_json, write_skipped_csv
 from ..sources import SKIP_REASONS, load_source
 from ._common import (
     CacheDirOpt,
@@ -20,6 +20,7 @@ from ._common import (
     ImageSizeOpt,
     JsonOpt,
     LabelColumnOpt,
+    OverwriteOpt,
     PathColumnOpt,
     QuietOpt,
     SourceArg,
@@ -40,8 +41,9 @@ def inspect(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Also write inspect.json and skipped.csv into this folder.")
+        Optional[str], typer.Option("--out", metavar="DIR", help="Also write inspect.json and skipped.csv into this folder (new or empty, or an earlier inspect output with --overwrite).")
     ] = None,
+    overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -52,16 +54,24 @@ def inspect(
     Example: labelaudit inspect ./images --out ./inspect-run
     """
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
-    if out is not None:
-        table.check_outside_input(out, "output folder", "--out")
-    with progress_bars(not (quiet or json_output)) as progress:
-        store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-    report = inspect_store(store)
-    if out is not None:
-        write_json(out / "inspect.json", report.to_dict())
-        write_skipped_csv(out / "skipped.csv", store.table.skipped)
+    output = None
+    if out is not None:  # checked, locked and created before decoding
+        inputs = input_paths(table, [cache_dir if cache_dir is not None else default_cache_dir()])
+        output = RunDirectory(out, "inspect", inputs=inputs, overwrite=overwrite).open()
+    try:
+        with progress_bars(not (quiet or json_output)) as progress:
+            store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
+        report = inspect_store(store)
+        if output is not None:
+            write_json(output.tmp / "inspect.json", report.to_dict())
+            write_skipped_csv(output.tmp / "skipped.csv", store.table.skipped)
+            out = output.commit()
+    except BaseException:
+        if output is not None:
+            output.abort()
+        raise
     if json_output:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json_text(report.to_dict()))
     else:
         _render(report, out)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
+from ..reports import json_text
 from ._common import (
     CacheDirOpt,
     IdColumnOpt,
@@ -22,17 +22,18 @@ from ._common import (
 )
 from .retrain_cmd import print_class_table
 
-ModelArg = Annotated[Path, typer.Argument(help="A model.pt, or the run directory of a scan or retrain.", show_default=False)]
+ModelArg = Annotated[Path, typer.Argument(help="A model.pt, or the run directory of a scan or retrain.", show_default=False, readable=False)]
 
 
 def predict_command(
     model: ModelArg,
-    source: Annotated[Path, typer.Argument(help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv manifest with a path column.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].")] = None,
+    source: Annotated[Path, typer.Argument(help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv manifest with a path column.", show_default=False, readable=False)],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="FILE", help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].")] = None,
     path_column: PathColumnOpt = None,
     id_column: IdColumnOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing predictions file at --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict the class of new images: predicted_label, confidence and the soft label per image.
@@ -43,11 +44,11 @@ def predict_command(
     """
     from ..predict import predict, write_predictions
 
-    out = out or Path(f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv")
+    out = out if out is not None else f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv"
     with progress_bars(not quiet) as progress:
         result = predict(model, source, path_column=path_column, id_column=id_column, cache_dir=cache_dir,
-                         workers=workers, progress=progress, out_file=out)
-    skipped_file = write_predictions(result, out)
+                         workers=workers, progress=progress, out_file=out, overwrite=overwrite)
+    skipped_file = write_predictions(result, out, overwrite=overwrite)
     skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})." if skipped_file else ""
     counts = result.frame["predicted_label"].value_counts()
     stdout.print(f"Predicted {len(result.frame)} images.{skipped_note} Most predicted: "
@@ -57,7 +58,7 @@ def predict_command(
 
 def evaluate_command(
     model: ModelArg,
-    source: Annotated[Path, typer.Argument(help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be classes of the model.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be classes of the model.", show_default=False, readable=False)],
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
     id_column: IdColumnOpt = None,
@@ -76,7 +77,7 @@ def evaluate_command(
         metrics = evaluate(model, source, path_column=path_column, label_column=label_column, id_column=id_column,
                            cache_dir=cache_dir, workers=workers, progress=progress)
     if json_output:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(json_text(metrics))
         return
     stdout.print(f"Accuracy on {metrics['num_samples']} images: [bold]{metrics['accuracy']:.2%}[/]"
                  + (f" ({metrics['num_skipped']} files skipped)" if metrics["num_skipped"] else ""))

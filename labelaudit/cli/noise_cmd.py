@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.markup import escape
 
-from ._common import CacheDirOpt, LabelColumnOpt, PathColumnOpt, QuietOpt, SourceArg, progress_bars, stdout
+from ._common import CacheDirOpt, LabelColumnOpt, OverwriteOpt, PathColumnOpt, QuietOpt, SourceArg, progress_bars, stdout
 
 MapOpt = Annotated[
     Optional[str],
@@ -18,13 +18,14 @@ MapOpt = Annotated[
 
 def inject_noise_command(
     source: SourceArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for manifest.parquet, truth.csv and noise.json.")],
+    out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Folder for manifest.parquet, truth.csv and noise.json (new or empty, or an earlier inject-noise output with --overwrite).")],
     kind: Annotated[str, typer.Option("--kind", help="symm-inc (redraw over all classes), symm-exc (move to another class) or asymm (flip by --map).")] = "symm-exc",
     rate: Annotated[Optional[float], typer.Option("--rate", min=0.0, max=1.0, help="Share of each class chosen for flipping (not with a full T).")] = None,
     noise_map: MapOpt = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a copy of a dataset's labels with known noise: a manifest of the same images with the
     new labels, and a truth file to score audits with (scan --truth).
@@ -37,10 +38,11 @@ def inject_noise_command(
     from ..sources import load_source
 
     table = load_source(source, path_column=path_column, label_column=label_column)
-    table.check_outside_input(out, "output folder", "--out")
     noisy = inject_noise(table.samples["given_label"].to_numpy(), table.class_names, kind, rate,
                          noise_map=noise_map, seed=seed)
-    info = write_noisy_dataset(table, noisy, out)
+    map_file = noise_map if noise_map is not None and Path(noise_map).exists() else None  # an input too
+    info = write_noisy_dataset(table, noisy, out, overwrite=overwrite, inputs=[map_file] if map_file else [])
+    out = Path(out)
     requested = "" if rate is None else f" (requested {rate:.1%} per {'mapped ' if kind == 'asymm' else ''}class)"
     stdout.print(f"Flipped {info['num_flipped']} of {info['num_samples']} labels: real noise rate "
                  f"[bold]{info['real_rate']:.2%}[/]{requested}.")
@@ -52,12 +54,13 @@ def inject_noise_command(
 
 def benchmark_command(
     source: SourceArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder: results.csv, summary.csv/.md/.json, data/, runs/.")],
+    out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Benchmark folder: results.csv, summary.csv/.md/.json, data/, runs/ (new or empty, or an earlier benchmark's to resume).")],
     noise: Annotated[str, typer.Option("--noise", help="Comma-separated KIND:RATE settings, e.g. symm-exc:0.2,asymm:0.4.")] = "symm-exc:0.2",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: nlnl, pmnar, ce, gce, truncated-gce, cv-ce, cleanlab (cleanlab's find_label_issues on cv-ce's out-of-fold probabilities; needs the cleanlab extra).")] = "nlnl,pmnar,ce,gce,cv-ce",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Noise draws and training seeds 0..N-1; tables show mean ± std.")] = 1,
     noise_map: MapOpt = None,
-    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale every method's schedule (as scan --epochs).")] = 1.0,
+    budget: Annotated[float, typer.Option("--budget", help="Training budget of every method as a multiple of its default schedule (as scan --budget): 1 = the default, 0.5 = half as many epochs.")] = 1.0,
+    epochs: Annotated[Optional[str], typer.Option("--epochs", hidden=True, help="Renamed --budget.")] = None,
     scan_option: Annotated[Optional[List[str]], typer.Option("--scan-option", help="Extra scan option for every method, repeatable, e.g. --scan-option=--width=16.")] = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -73,14 +76,24 @@ def benchmark_command(
     Example: labelaudit benchmark ./clean-images --noise symm-exc:0.2,symm-exc:0.4 --seeds 2 --out bench
     """
     from ..benchmark import BenchmarkConfig, parse_methods, parse_noise, run_benchmark
+    from ..errors import ConfigError
+    from ..training import check_budget
 
+    if epochs is not None:
+        raise ConfigError(f"benchmark --epochs was renamed --budget (a multiple of the default schedule, e.g. 0.5 = "
+                          f"half the epochs); got --epochs {epochs!r}: pass --budget {epochs} instead")
     config = BenchmarkConfig(settings=tuple(parse_noise(noise)), methods=tuple(parse_methods(methods)), seeds=seeds,
-                             noise_map=noise_map, epochs_scale=epochs, scan_args=tuple(scan_option or ()))
+                             noise_map=noise_map, epochs_scale=check_budget(budget), scan_args=tuple(scan_option or ()))
     with progress_bars(not quiet) as progress:
         results = run_benchmark(source, config, out, path_column=path_column, label_column=label_column,
                                 cache_dir=cache_dir, progress=progress)
     failed = results[results["error"].fillna("") != ""] if "error" in results else results.iloc[0:0]
+    if len(results) and len(failed) == len(results):  # nothing measured: not a success
+        raise ConfigError(f"all {len(results)} benchmark runs failed; first ({failed['method'].iloc[0]}, "
+                          f"{failed['noise'].iloc[0]}, seed {failed['seed'].iloc[0]}): {failed['error'].iloc[0]}; "
+                          "see runs/*/<method>.log in the benchmark folder")
+    out = Path(out)
     stdout.print((out / "summary.md").read_text())
     if len(failed):
-        stdout.print(f"[bold]{len(failed)} runs failed[/]: see runs/*/*/scan.log; first: {escape(str(failed['error'].iloc[0]))}")
+        stdout.print(f"[bold]{len(failed)} runs failed[/]: see runs/*/<method>.log; first: {escape(str(failed['error'].iloc[0]))}")
     stdout.print(f"Tables: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'results.csv'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,23 +9,25 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import CacheDirOpt, JsonOpt, QuietOpt, WorkersOpt, progress_bars, stdout
+from ..reports import json_text
+from ._common import CacheDirOpt, JsonOpt, OverwriteOpt, QuietOpt, WorkersOpt, progress_bars, stdout
 
 
 def retrain_command(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New run directory [default: <run dir>-retrain-<mode> beside it].")] = None,
+    run_dir: Annotated[Path, typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False, readable=False)],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="DIR", help="New run directory [default: <run dir>-retrain-<mode> beside it].")] = None,
     mode: Annotated[str, typer.Option("--mode", help="pseudo: network on kept samples relabels the flagged ones, a fresh network learns the soft labels; drop: kept samples only; forward: every label with forward loss correction by the audit's T.")] = "pseudo",
     relabel: Annotated[str, typer.Option("--relabel", help="pseudo only: give the soft label to the flagged samples, or to all samples.")] = "flagged",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per network (pseudo trains two).")] = 30,
     lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Learning rate, divided by 10 at 40% and 80% of the epochs.")] = 0.1,
-    test: Annotated[Optional[Path], typer.Option("--test", help="Held-out labelled folder or manifest: report test accuracy, per class and the confusion matrix.")] = None,
+    test: Annotated[Optional[Path], typer.Option("--test", help="Held-out labelled folder or manifest: report test accuracy, per class and the confusion matrix.", readable=False)] = None,
     test_path_column: Annotated[Optional[str], typer.Option("--test-path-column", help="Path column of a --test manifest.")] = None,
     test_label_column: Annotated[Optional[str], typer.Option("--test-label-column", help="Label column of a --test manifest.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**63 - 1, help="[default: the scan's seed]")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda [default: the scan's setting].")] = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -37,17 +38,25 @@ def retrain_command(
 
     Example: labelaudit retrain runs/audit1 --test ./test-images
     """
-    from ..retrain import RetrainConfig, default_retrain_dir, retrain, summary, write_retrain
+    from ..retrain import RetrainConfig, default_retrain_dir, load_run, retrain, retrain_inputs, summary, write_retrain
+    from ..rundir import RunDirectory
 
-    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device)
-    out = out or default_retrain_dir(run_dir, mode)
-    with progress_bars(not (quiet or json_output)) as progress:
-        result = retrain(run_dir, config, test=test, test_path_column=test_path_column,
-                         test_label_column=test_label_column, cache_dir=cache_dir, workers=workers, out_dir=out,
-                         progress=progress)
-    written = write_retrain(result, out)
+    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device).validate()
+    run = load_run(run_dir)
+    # Checked, locked and created before training: a bad --out costs nothing.
+    output = RunDirectory(out if out is not None else default_retrain_dir(run_dir, mode), "retrain",
+                          inputs=retrain_inputs(run, test=test, cache_dir=cache_dir), overwrite=overwrite).open()
+    try:
+        with progress_bars(not (quiet or json_output)) as progress:
+            result = retrain(run, config, test=test, test_path_column=test_path_column,
+                             test_label_column=test_label_column, cache_dir=cache_dir, workers=workers,
+                             progress=progress)
+        written = write_retrain(result, output)
+    except BaseException:
+        output.abort()
+        raise
     if json_output:
-        typer.echo(json.dumps({"run_dir": str(written), **summary(result)}, indent=2))
+        typer.echo(json_text({"run_dir": str(written), **summary(result)}))
         return
     cleaned = result.cleaned
     stdout.print(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import ConfigError
+from ..reports import json_text
 from ._common import (
     CacheDirOpt,
     IdColumnOpt,
@@ -17,6 +20,7 @@ from ._common import (
     JsonOpt,
     LabelColumnOpt,
     PathColumnOpt,
+    OverwriteOpt,
     QuietOpt,
     SourceArg,
     WorkersOpt,
@@ -29,10 +33,11 @@ _SHOW_FLAGGED = 10
 
 def scan_command(
     source: SourceArg,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="DIR", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.", readable=False)] = None,
     method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks), or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated CE + confident learning).")] = "nlnl",
-    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Scale the whole schedule (1 = nlnl's NL/SelNL/SelPL 20/20/20 epochs, pmnar's 24, the baselines' 60).")] = 1.0,
+    budget: Annotated[float, typer.Option("--budget", help="Training budget as a multiple of the default schedule, a finite number > 0: 1 = nlnl's NL/SelNL/SelPL 20/20/20 epochs, pmnar's 24, the baselines' 60; 0.5 = half as many epochs, 2 = twice as many.")] = 1.0,
+    epochs: Annotated[Optional[str], typer.Option("--epochs", hidden=True, help="Renamed --budget.")] = None,
     complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
     variant: Annotated[str, typer.Option("--variant", help="pmnar only: full (two networks + consistency), pm-ar (one network, adaptive reweighting) or pm (PM loss only).")] = "full",
     beta: Annotated[Optional[float], typer.Option("--beta", min=0.0, help="pmnar only: consistency weight [default: 1 up to 10 classes, 10/K above].")] = None,
@@ -53,6 +58,7 @@ def scan_command(
     id_column: IdColumnOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -67,13 +73,18 @@ def scan_command(
     from ..methods.nlnl import NLNLConfig
     from ..methods.baselines import BaselineConfig
     from ..methods.pmnar import PMNARConfig
-    from ..scanner import ScanConfig, default_run_dir, scan, summary, write_run
+    from ..rundir import RunDirectory
+    from ..scanner import ScanConfig, default_run_dir, scan, scan_inputs, summary, write_run
+    from ..sources import load_source
     from ..training import TrainConfig
 
+    if epochs is not None:
+        raise ConfigError(f"scan --epochs was renamed --budget (a multiple of the default schedule, e.g. 0.5 = half "
+                          f"the epochs); got --epochs {epochs!r}: pass --budget {epochs} instead")
     config = ScanConfig(
         method=method,
         image_size=image_size,
-        epochs_scale=epochs,
+        epochs_scale=budget,
         threshold=threshold,
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed),
@@ -81,13 +92,21 @@ def scan_command(
         pmnar=PMNARConfig(variant=variant, beta=beta),
         baseline=BaselineConfig(flagger=flagger),
     )
-    out = out or default_run_dir(source)
-    with progress_bars(not (quiet or json_output)) as progress:
-        result = scan(source, config, path_column=path_column, label_column=label_column, id_column=id_column,
-                      cache_dir=cache_dir, workers=workers, truth=truth, out_dir=out, progress=progress)
-    run_dir = write_run(result, out)
+    config.validate()
+    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    _warn_few_samples(table)
+    # Checked, locked and created before decoding and training: a bad --out costs nothing.
+    output = RunDirectory(out if out is not None else default_run_dir(source), "scan",
+                          inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir), overwrite=overwrite).open()
+    try:
+        with progress_bars(not (quiet or json_output)) as progress:
+            result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
+        run_dir = write_run(result, output)
+    except BaseException:
+        output.abort()
+        raise
     if json_output:
-        typer.echo(json.dumps({"run_dir": str(run_dir), **summary(result)}, indent=2))
+        typer.echo(json_text({"run_dir": str(run_dir), **summary(result)}))
     else:
         _render(result, run_dir)
 
@@ -96,6 +115,18 @@ def _positive_int(text: str) -> int:
     if text.isdigit() and int(text) >= 1:
         return int(text)
     raise typer.BadParameter(f"must be 'all' or a positive integer; got {text!r}", param_hint="--complementary")
+
+
+def _warn_few_samples(table) -> None:
+    """One warning line on stderr naming the classes too small to audit reliably."""
+    from ..sources import FEW_SAMPLES_THRESHOLD
+
+    few = table.few_sample_classes()
+    if few:
+        counts = table.class_counts()
+        listed = ", ".join(f"{name!r} ({int(counts[name])})" for name in few)
+        print(f"labelaudit: warning: fewer than {FEW_SAMPLES_THRESHOLD} images in class{'es' if len(few) > 1 else ''} "
+              f"{listed}; their flags and noise rates rest on too few samples to trust", file=sys.stderr)
 
 
 def _render(result, run_dir: Path) -> None:
@@ -123,8 +154,17 @@ def _render(result, run_dir: Path) -> None:
     rates.add_column("images", justify="right")
     rates.add_column("flagged share", justify="right")
     rates.add_column("T\\[i,i] (kept as itself)", justify="right")
+    # A class no sample was cleaned to (every image given it flagged and moved elsewhere) has no
+    # row of T to estimate: transition_matrix fills it with the identity, shown here as "-", not 1.00.
+    cleaned_counts = np.bincount(audit.cleaned_labels, minlength=len(table.class_names))
     for i, name in enumerate(table.class_names):
-        rates.add_row(escape(name), str(int((report["given_label"] == name).sum())), f"{audit.per_class_noise_rates[i]:.1%}", f"{audit.transition_matrix[i, i]:.2f}")
+        share = audit.per_class_noise_rates[i]
+        kept = f"{audit.transition_matrix[i, i]:.2f}" if cleaned_counts[i] else "-"
+        rates.add_row(escape(name), str(int((report["given_label"] == name).sum())),
+                      "-" if np.isnan(share) else f"{share:.1%}", kept)
+    if not cleaned_counts.all():
+        rates.caption = "T\\[i,i] -: no image is left in this class after cleaning (all of its images were flagged)"
+        rates.caption_justify = "left"
     stdout.print(rates)
     if result.truth:
         t = result.truth

@@ -1,0 +1,298 @@
+"""Where a command may write, and output folders that appear whole or not at all.
+
+Every command that writes follows the same rules (docs/reliability.md):
+
+- **Inputs are never written.** An output may not be one of the command's inputs (manifest,
+  truth file, model, map file), lie inside an input folder (the image folders), or be a folder
+  that holds an input: replacing it would delete the input. Paths are compared after resolving
+  symlinks.
+- **Foreign folders are never replaced.** An existing non-empty ``--out`` folder is used only
+  when it is a labelaudit output of the same command, and only with ``overwrite=True``
+  (``--overwrite``), which replaces the whole folder.
+- **All or nothing.** A run is written into a hidden temporary sibling
+  (``.<name>.<pid>-<hex>.tmp``) and renamed into place at the end, so a reader sees the old
+  folder or the new one, never a mix; a killed run leaves only the temporary, which the next
+  run of the same ``--out`` deletes.
+- **One writer.** A lock (``fcntl.flock`` on ``.<name>.lock`` beside the folder) is held from
+  the first check to the final rename; a second run into the same ``--out`` fails at once.
+- **Fail before working.** All of this is checked, and the temporary created, before any
+  decoding or training, so a bad ``--out`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ._atomic import remove_stale_temporaries, temporary_sibling
+from .errors import OutputError
+
+try:  # POSIX; on other systems runs are not locked (the rename still makes them whole)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+#: How each command's output folder is recognised: a marker file, and for ``summary.json`` its ``kind``.
+KIND_MARKERS = {
+    "scan": ("summary.json", "scan"),
+    "retrain": ("summary.json", "retrain"),
+    "inspect": ("inspect.json", None),
+    "inject-noise": ("noise.json", None),
+    "benchmark": ("benchmark.json", None),
+}
+
+
+def output_path(text: str | os.PathLike | None, option: str = "--out") -> Path | None:
+    """``--out`` text as a path; an empty string is an error (it would mean the current folder)."""
+    if text is None:
+        return None
+    if not str(text).strip():
+        raise OutputError(f"{option} is empty; pass the folder or file to write, e.g. {option} runs/audit1")
+    return Path(text).expanduser()
+
+
+def input_paths(table=None, extra: Iterable[str | os.PathLike | None] = ()) -> list[Path]:
+    """The resolved paths a command reads: ``table``'s source (and for a manifest, every folder
+    holding one of its images), plus ``extra`` files or folders (None entries are ignored)."""
+    paths = [Path(p).expanduser().resolve() for p in extra if p is not None and str(p) != ""]
+    if table is not None:
+        paths.append(Path(table.source).resolve())
+        if table.kind != "folder":
+            folders = {os.path.dirname(p) for p in table.samples["path"]}
+            folders |= {os.path.dirname(p) for p in table.skipped["path"]}
+            paths += [Path(f).resolve() for f in sorted(folders) if f]
+    return list(dict.fromkeys(paths))
+
+
+def check_not_input(target: str | os.PathLike, inputs: Sequence[Path], *, option: str = "--out",
+                    holds_files: bool = True) -> Path:
+    """Raise :class:`OutputError` unless writing ``target`` leaves every input untouched.
+
+    ``target`` may not be an input, lie inside an input folder, or (``holds_files=True``, an
+    output folder) contain an input. Returns ``target`` resolved.
+    """
+    out = Path(target).expanduser().resolve()
+    for path in inputs:
+        if out == path:
+            raise OutputError(f"{option} {str(target)!r} is one of the inputs ({str(path)!r}); labelaudit never "
+                              f"writes over its inputs: pass {option} elsewhere")
+        if path.is_dir() and path in out.parents:
+            raise OutputError(f"{option} {str(target)!r} is inside the input folder {str(path)!r}; labelaudit never "
+                              f"writes into its inputs: pass {option} elsewhere")
+        if holds_files and out in path.parents:
+            raise OutputError(f"{option} {str(target)!r} holds the input {str(path)!r}, which writing there could "
+                              f"replace; pass {option} elsewhere")
+    return out
+
+
+def output_kind(folder: Path) -> str | None:
+    """The command whose output ``folder`` is (``"scan"``, ``"retrain"``...), or None."""
+    for kind, (marker, summary_kind) in KIND_MARKERS.items():
+        file = folder / marker
+        if not file.is_file():
+            continue
+        if summary_kind is None:
+            return kind
+        try:
+            found = json.loads(file.read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found == summary_kind:
+            return kind
+    return None
+
+
+def check_output_folder(out: Path, kind: str, *, overwrite: bool, option: str = "--out") -> bool:
+    """Raise :class:`OutputError` unless ``out`` may receive a ``kind`` output; True when it exists
+    and will be replaced. A file, a foreign non-empty folder, or an earlier output of the same
+    command without ``overwrite`` are refused."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{option} {str(out)!r} is a file, not a folder; pass a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return out.exists()
+    found = output_kind(out)
+    if found != kind:
+        what = f"the output of labelaudit {found}" if found else "files that labelaudit did not write"
+        raise OutputError(f"{option} {str(out)!r} is not empty (it holds {what}); pass a new or empty folder "
+                          f"(labelaudit replaces only an earlier {kind} output, with --overwrite)")
+    if not overwrite:
+        raise OutputError(f"{option} {str(out)!r} holds an earlier {kind} output; pass --overwrite to replace it "
+                          f"or another {option}")
+    return True
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``.<name>.lock`` beside ``target``; fails at once when held."""
+
+    def __init__(self, target: Path, option: str) -> None:
+        self.target = target
+        self.path = target.with_name(f".{target.name}.lock")
+        self.fd: int | None = None
+        self.option = option
+
+    def acquire(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"another labelaudit process is writing {self.option} {str(self.target)!r}; "
+                                  f"wait for it to finish or pass another {self.option}") from None
+            # The previous holder may have deleted the file between our open and flock: retry on the new one.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+class RunDirectory:
+    """An output folder written all or nothing.
+
+    >>> with RunDirectory("runs/a", "scan", inputs=input_paths(table)) as run:  # doctest: +SKIP
+    ...     (run.tmp / "summary.json").write_text("{}")
+    ... # renamed to runs/a here; on an exception nothing appears and the temporary is deleted
+
+    Opening checks the rules in the module docstring, takes the lock, removes what killed runs
+    left behind and creates the temporary folder :attr:`tmp` (so an unwritable place fails now).
+    :meth:`commit` renames it into place (exchanging it atomically with an earlier output under
+    ``overwrite``, where the OS allows) and releases the lock.
+    """
+
+    def __init__(self, out: str | os.PathLike, kind: str, *, inputs: Sequence[Path] = (), overwrite: bool = False,
+                 option: str = "--out") -> None:
+        if kind not in KIND_MARKERS:
+            raise ValueError(f"unknown output kind {kind!r}")
+        self.kind, self.overwrite, self.option = kind, overwrite, option
+        self.inputs = list(inputs)
+        self.path = check_not_input(output_path(out, option), self.inputs, option=option)
+        self.tmp: Path | None = None
+        self._lock = FolderLock(self.path, option)
+
+    def open(self) -> "RunDirectory":
+        check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.option} {str(self.path)!r} ({exc.strerror or exc}); pass a "
+                              f"folder you can write to") from None
+        try:
+            remove_stale_temporaries(self.path.parent)
+            check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)  # under the lock
+            self.tmp = temporary_sibling(self.path)
+            self.tmp.mkdir()
+        except OSError as exc:
+            self._lock.release()
+            raise OutputError(f"cannot write {self.option} {str(self.path)!r} ({exc.strerror or exc}); pass a "
+                              f"folder you can write to") from None
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def commit(self) -> Path:
+        """Move the finished output into place; returns the folder."""
+        if self.tmp is None:
+            raise RuntimeError("RunDirectory.commit() before open()")
+        try:
+            replacing = check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
+            if replacing and _exchange(self.tmp, self.path):
+                shutil.rmtree(self.tmp)  # now holds the earlier output
+            else:
+                if replacing:  # no atomic exchange here: move the old one aside first
+                    aside = temporary_sibling(self.path)
+                    os.rename(self.path, aside)
+                    os.rename(self.tmp, self.path)
+                    shutil.rmtree(aside)
+                else:
+                    if self.path.exists():
+                        self.path.rmdir()  # empty
+                    os.rename(self.tmp, self.path)
+            self.tmp = None
+            return self.path
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Delete the temporary folder (if any) and release the lock."""
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = None
+        self._lock.release()
+
+    def __enter__(self) -> "RunDirectory":
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def prepare_output_file(target: str | os.PathLike, inputs: Sequence[Path], *, overwrite: bool, option: str = "--out",
+                        suffixes: Sequence[str] = ()) -> Path:
+    """Check a single output file before any work: not an input nor inside an input folder, not a
+    folder, an existing file only with ``overwrite``, and its folder writable. Returns it resolved."""
+    out = check_not_input(output_path(target, option), inputs, option=option, holds_files=False)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise OutputError(f"{option} {str(target)!r} must end in {' or '.join(suffixes)}")
+    if out.is_dir():
+        raise OutputError(f"{option} {str(target)!r} is a folder; pass a file name ending in {' or '.join(suffixes) or 'a suffix'}")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{option} {str(target)!r} exists; pass --overwrite to replace it or another {option}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(out)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write {option} {str(target)!r} ({exc.strerror or exc}); pass a path you can write to") from None
+    return out
+
+
+def data_fingerprint(sample_ids: Sequence[str], labels: Sequence[str]) -> str:
+    """A hash of the samples and their labels, in order: ``sha256:<hex>``.
+
+    Written into ``summary.json`` and ``model.pt``; readers compare it to tell a run's files
+    apart from files of another dataset or another run.
+    """
+    digest = hashlib.sha256(b"labelaudit-data-v1\n")
+    for sample_id, label in zip(sample_ids, labels):
+        digest.update(f"{sample_id}\t{label}\n".encode("utf-8", "surrogatepass"))
+    return "sha256:" + digest.hexdigest()
