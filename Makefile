@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/labelaudit scan sample_data/fashion_mnist_noisy/images --truth sample_data/fashion_mnist_noisy/truth.csv --out runs/sample-scan
+	$(BIN)/labelaudit scan sample_data/fashion_mnist_noisy/images --truth sample_data/fashion_mnist_noisy/truth.csv --out runs/sample-scan --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -37,9 +37,9 @@ RETRAIN_DIR ?= /tmp/labelaudit-retrain
 retrain-fashion-mnist: $(STAMP)
 	$(BIN)/python scripts/make_sample_data.py --per-class 1500 --noise 0.4 --seed 1 --out $(RETRAIN_DIR)/fm40
 	$(BIN)/python scripts/export_fashion_mnist.py --split test --out $(RETRAIN_DIR)/fmnist-test
-	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --truth $(RETRAIN_DIR)/fm40/truth.csv --out $(RETRAIN_DIR)/scan
-	$(BIN)/labelaudit retrain $(RETRAIN_DIR)/scan --test $(RETRAIN_DIR)/fmnist-test --out $(RETRAIN_DIR)/pseudo
-	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --method ce --budget 2 --out $(RETRAIN_DIR)/ce
+	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --truth $(RETRAIN_DIR)/fm40/truth.csv --out $(RETRAIN_DIR)/scan --overwrite
+	$(BIN)/labelaudit retrain $(RETRAIN_DIR)/scan --test $(RETRAIN_DIR)/fmnist-test --out $(RETRAIN_DIR)/pseudo --overwrite
+	$(BIN)/labelaudit scan $(RETRAIN_DIR)/fm40/images --method ce --budget 2 --out $(RETRAIN_DIR)/ce --overwrite
 	$(BIN)/labelaudit evaluate $(RETRAIN_DIR)/ce $(RETRAIN_DIR)/fmnist-test
 
 clean-venv:
