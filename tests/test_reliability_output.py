@@ -126,6 +126,9 @@ def test_a_foreign_non_empty_out_folder_is_never_replaced(dataset, tmp_path, cap
         code, _, err = run(["scan", dataset["root"], "--out", out, "--cache-dir", dataset["cache"], *FAST, *extra], capsys)
         assert code == 2
         one_line_error(err, "files that labelaudit did not write")
+    code, _, err = run(["benchmark", dataset["root"], "--methods", "ce", "--out", out], capsys)
+    assert code == 2  # a benchmark resumes only an earlier benchmark's folder
+    one_line_error(err, "files that labelaudit did not write")
     assert snapshot(out) == {"notes.txt": b"my notes"}
     code, _, err = run(["retrain", dataset["run"], "--out", dataset["run"].parent / "data", "--overwrite"], capsys)
     assert code == 2  # the image folder, of course, is refused too
