@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test sample-data benchmark-fashion-mnist retrain-fashion-mnist clean-venv
+.PHONY: demo test test-tools sample-data benchmark-fashion-mnist retrain-fashion-mnist clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Real programs the tests drive when present (tests that need them skip with the reason otherwise):
+# Debian's chromium + chromedriver for the review page, Label Studio in its own venv (its pinned
+# dependencies stay out of ours). Best effort: CI (.ci/run) calls it; needs root for apt-get.
+LS_VENV ?= .venv-labelstudio
+test-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	    { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	    echo "test-tools: chromium not installed (the browser tests will skip)"
+	@[ -x $(LS_VENV)/bin/label-studio ] || \
+	    { $(PYTHON) -m venv $(LS_VENV) && $(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.2'; } || \
+	    echo "test-tools: label-studio not installed (the Label Studio round trip will skip)"
 
 # Regenerate sample_data/ from Debian's dataset-fashion-mnist package.
 sample-data: $(STAMP)
