@@ -188,6 +188,11 @@ def summary(result: ScanResult) -> dict:
     flagged = int(audit.report["suspected_noisy"].sum())
     # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
     estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
+    from .estimators import per_class_bootstrap_intervals
+
+    class_intervals = per_class_bootstrap_intervals(audit.report["suspected_noisy"].to_numpy(),
+                                                    table.samples["given_label"].to_numpy(), len(names),
+                                                    seed=result.config.train.seed)
     out = {
         "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
@@ -205,6 +210,9 @@ def summary(result: ScanResult) -> dict:
                                    "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
         "flag_rule": audit.flag_rule,
         "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
+        # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals); null: no samples.
+        "per_class_noise_rate_intervals_95": {n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
+                                              for n, (lo, hi) in zip(names, class_intervals)},
         # K x K matrices live in their own CSV files: a 1,000-class summary stays small.
         "transition_matrix": {
             "file": MATRIX_FILES["cleaned"],
@@ -298,6 +306,10 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
         write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names)
     write_skipped_csv(out / "skipped.csv", table.skipped)
     write_json(out / "config.json", result.config.to_dict())
-    write_json(out / "summary.json", summary(result))
+    info = summary(result)
+    write_json(out / "summary.json", info)
+    from .plots import PLOTS_DIR, PlotData, write_plots  # matplotlib loads only here, not for --help
+
+    write_plots(PlotData.from_summary(info, audit.report, audit.transition_matrix), out / PLOTS_DIR)
     save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
                extra={"data_fingerprint": fingerprint(table)})
