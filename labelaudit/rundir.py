@@ -45,6 +45,8 @@ KIND_MARKERS = {
     "inspect": ("inspect.json", None),
     "inject-noise": ("noise.json", None),
     "benchmark": ("benchmark.json", None),
+    "export": ("export.json", "export"),  # "kind" checked: a Label Studio export may be named export.json
+    "apply": ("apply.json", "apply"),
 }
 
 
@@ -175,6 +177,9 @@ class RunDirectory:
     ...     (run.tmp / "summary.json").write_text("{}")
     ... # renamed to runs/a here; on an exception nothing appears and the temporary is deleted
 
+    A writer given the opened directory (e.g. :func:`labelaudit.write_run`) may commit it
+    itself; leaving the ``with`` block then only returns.
+
     Opening checks the rules in the module docstring, takes the lock, removes what killed runs
     left behind and creates the temporary folder :attr:`tmp` (so an unwritable place fails now).
     :meth:`commit` renames it into place (exchanging it atomically with an earlier output under
@@ -189,6 +194,7 @@ class RunDirectory:
         self.inputs = list(inputs)
         self.path = check_not_input(output_path(out, option), self.inputs, option=option)
         self.tmp: Path | None = None
+        self.committed = False
         self._lock = FolderLock(self.path, option)
 
     def open(self) -> "RunDirectory":
@@ -214,24 +220,33 @@ class RunDirectory:
         return self
 
     def commit(self) -> Path:
-        """Move the finished output into place; returns the folder."""
+        """Move the finished output into place and release the lock; returns the folder.
+
+        Calling it again (e.g. from ``__exit__`` after a writer committed) returns the folder.
+        """
+        if self.committed:
+            return self.path
         if self.tmp is None:
             raise RuntimeError("RunDirectory.commit() before open()")
         try:
             replacing = check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
             if replacing and _exchange(self.tmp, self.path):
                 shutil.rmtree(self.tmp)  # now holds the earlier output
+            elif replacing:  # no atomic exchange here: move the old one aside first, back on failure
+                aside = temporary_sibling(self.path)
+                os.rename(self.path, aside)
+                try:
+                    os.rename(self.tmp, self.path)
+                except BaseException:
+                    os.rename(aside, self.path)
+                    raise
+                shutil.rmtree(aside)
             else:
-                if replacing:  # no atomic exchange here: move the old one aside first
-                    aside = temporary_sibling(self.path)
-                    os.rename(self.path, aside)
-                    os.rename(self.tmp, self.path)
-                    shutil.rmtree(aside)
-                else:
-                    if self.path.exists():
-                        self.path.rmdir()  # empty
-                    os.rename(self.tmp, self.path)
+                if self.path.exists():
+                    self.path.rmdir()  # empty
+                os.rename(self.tmp, self.path)
             self.tmp = None
+            self.committed = True
             return self.path
         finally:
             self.abort()

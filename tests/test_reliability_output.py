@@ -190,12 +190,18 @@ def is_number(text: str) -> bool:
     return True
 
 
-def test_no_csv_cell_is_a_live_formula_and_parquet_keeps_raw_values(tmp_path, capsys):
-    rng_root = tmp_path / "data"
-    make_noisy_pattern_dataset(rng_root, per_class=12, noise_rate=0.25, seed=2)
+def formula_dataset(tmp_path: Path, noise_rate: float, seed: int) -> Path:
+    """Pattern images in class folders named like spreadsheet formulas (FORMULA_CLASSES)."""
+    patterns = tmp_path / "data"
+    make_noisy_pattern_dataset(patterns, per_class=12, noise_rate=noise_rate, seed=seed)
     root = tmp_path / "formula"
-    for pattern, name in zip(sorted(p.name for p in rng_root.iterdir()), FORMULA_CLASSES):
-        shutil.copytree(rng_root / pattern, root / name)
+    for pattern, name in zip(sorted(p.name for p in patterns.iterdir()), FORMULA_CLASSES):
+        shutil.copytree(patterns / pattern, root / name)
+    return root
+
+
+def test_no_csv_cell_is_a_live_formula_and_parquet_keeps_raw_values(tmp_path, capsys):
+    root = formula_dataset(tmp_path, noise_rate=0.25, seed=2)
     first = next((root / FORMULA_CLASSES[0]).iterdir())
     first.rename(first.with_name('=HYPERLINK("evil")x.png'))
     out = tmp_path / "run"
@@ -219,11 +225,7 @@ def test_no_csv_cell_is_a_live_formula_and_parquet_keeps_raw_values(tmp_path, ca
 
 def test_escaped_csvs_read_back_exactly(tmp_path, capsys):
     """inject-noise's truth.csv (escaped) drives scan --truth on the same formula-named classes."""
-    rng_root = tmp_path / "data"
-    make_noisy_pattern_dataset(rng_root, per_class=12, noise_rate=0.0, seed=3)
-    root = tmp_path / "formula"
-    for pattern, name in zip(sorted(p.name for p in rng_root.iterdir()), FORMULA_CLASSES):
-        shutil.copytree(rng_root / pattern, root / name)
+    root = formula_dataset(tmp_path, noise_rate=0.0, seed=3)
     noisy = tmp_path / "noisy"
     assert run(["inject-noise", root, "--rate", "0.25", "--out", noisy], capsys)[0] == 0
     assert "'-minus" in csv_cells(noisy / "truth.csv")

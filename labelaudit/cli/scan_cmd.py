@@ -64,8 +64,9 @@ def scan_command(
 ) -> None:
     """Audit the labels of a dataset: flag suspect labels, suggest fixes, estimate the noise.
 
-    Writes report.parquet/.csv, flagged.csv (worst first), summary.json, transition_matrix.csv,
-    skipped.csv, config.json and model.pt into the run directory.
+    Writes report.parquet/.csv, flagged.csv (worst first), summary.json, transition_matrix.csv
+    (and _anchor), skipped.csv, config.json, model.pt and plots/*.png into the run directory,
+    all at once at the end (a new or empty --out, or an earlier scan's with --overwrite).
 
     Example: labelaudit scan ./images --out runs/audit1
     """
@@ -96,15 +97,11 @@ def scan_command(
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     _warn_few_samples(table)
     # Checked, locked and created before decoding and training: a bad --out costs nothing.
-    output = RunDirectory(out if out is not None else default_run_dir(source), "scan",
-                          inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir), overwrite=overwrite).open()
-    try:
+    with RunDirectory(out if out is not None else default_run_dir(source), "scan",
+                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir), overwrite=overwrite) as output:
         with progress_bars(not (quiet or json_output)) as progress:
             result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
         run_dir = write_run(result, output)
-    except BaseException:
-        output.abort()
-        raise
     if json_output:
         typer.echo(json_text({"run_dir": str(run_dir), **summary(result)}))
     else:
