@@ -9,6 +9,10 @@ Modes (docs/methods.md "Retrain"):
 - ``drop``: the first network of ``pseudo`` alone (kept samples only).
 - ``forward``: one network on every given label with the forward-corrected loss
   ``-log (T^T p)_y``, ``T`` being the audit's transition-matrix estimate.
+- ``labels`` (``RetrainConfig(labels=FILE)``, ``retrain --labels FILE``): one network on the labels
+  of a file matched by ``sample_id`` (``apply``'s ``cleaned.parquet``: the reviewed labels), with
+  class weights as in ``drop``; the scan's flags are not used, samples absent from the file are
+  not trained on.
 
 :func:`retrain` does the work; :func:`write_retrain` writes the new run directory.
 """
@@ -42,7 +46,7 @@ from .scanner import MATRIX_FILES, RUN_FORMAT_VERSION
 from .sources import SampleTable, load_source, table_from_rows
 from .training import TensorData, TrainConfig, Trainer, masked_mean
 
-MODES = ("pseudo", "drop", "forward")
+MODES = ("pseudo", "drop", "forward", "labels")
 RELABEL = ("flagged", "all")
 EPS = 1e-7
 
@@ -58,10 +62,17 @@ class RetrainConfig:
     schedule: str = "step"  # lr / 10 at 40% and 80% of each network's epochs
     seed: Optional[int] = None  # None: the scan's seed
     device: Optional[str] = None  # None: the scan's device setting
+    labels: Optional[str] = None  # mode "labels": a parquet/CSV with sample_id and label (apply's cleaned.parquet)
 
     def validate(self) -> "RetrainConfig":
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}; got {self.mode!r}")
+        if self.mode == "labels" and self.labels is None:
+            raise ConfigError("mode 'labels' trains on the labels of a file: pass --labels FILE (e.g. the cleaned.parquet "
+                              "of labelaudit apply)")
+        if self.labels is not None and self.mode != "labels":
+            raise ConfigError(f"--labels trains one network on the file's labels and takes no --mode; got --mode "
+                              f"{self.mode!r}: drop --mode (or --labels)")
         if self.relabel not in RELABEL:
             raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
         if self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
@@ -222,7 +233,17 @@ def retrain(
     started = time.perf_counter()
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
     if out_dir is not None:
-        check_retrain_out(run, out_dir)
+        check_retrain_out(run, out_dir, labels=config.labels)
+    targets = None
+    if config.mode == "labels":  # read before decoding: a bad labels file fails at once
+        from .apply import read_labels
+
+        targets = read_labels(config.labels, run)  # (N,) class index, -1: not listed
+        listed_counts = np.bincount(targets[targets >= 0], minlength=len(run.class_names))
+        if (listed_counts == 0).any():
+            empty = run.class_names[int(np.flatnonzero(listed_counts == 0)[0])]
+            raise ConfigError(f"no sample of --labels {str(config.labels)!r} has the class {empty!r}, so the network has "
+                              "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead")
     cache = run.summary.get("image_cache", {})
     size, channels = cache.get("image_size"), cache.get("channels")
     store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers, progress=progress)
@@ -244,9 +265,17 @@ def retrain(
                     device=run.train.device if config.device is None else config.device)
     data = TensorData.from_store(store)
     k, given = data.num_classes, data.labels
-    kept = torch.from_numpy(~run.flagged)
+    kept = torch.from_numpy(~run.flagged if targets is None else targets >= 0)
 
-    if config.mode in ("pseudo", "drop"):
+    if config.mode == "labels":
+        learnt = torch.from_numpy(np.where(targets >= 0, targets, given.numpy()))
+        final = Trainer(replace(data, labels=learnt), train, progress)
+        trainers = [final]
+        final.run_phase("reviewed labels", config.epochs, config.lr, _weighted_ce(class_weights(learnt[kept], k)),
+                        lambda _: kept.float(), lambda _: f"listed {kept.float().mean().item():.0%}", config.schedule)
+        cleaned = learnt.numpy()
+        confidence_source = run.soft_labels()
+    elif config.mode in ("pseudo", "drop"):
         kept_counts = np.bincount(given[kept].numpy(), minlength=k)
         if (kept_counts == 0).any():
             empty = run.class_names[int(np.flatnonzero(kept_counts == 0)[0])]
@@ -284,7 +313,7 @@ def retrain(
         cleaned = given.numpy()
         confidence_source = run.soft_labels()
 
-    in_training = kept.numpy() if config.mode == "drop" else np.ones(len(data), dtype=bool)
+    in_training = kept.numpy() if config.mode in ("drop", "labels") else np.ones(len(data), dtype=bool)
     curves = {phase: trainer.curves for trainer in trainers for phase in trainer.phase_seconds}  # one phase each
     names = np.array(run.class_names, dtype=object)
     n = len(data)
@@ -350,6 +379,7 @@ def summary(result: RetrainResult) -> dict:
         "source": str(result.run.table.source),
         "mode": result.config.mode,
         "relabel": result.config.relabel if result.config.mode == "pseudo" else None,
+        "labels_file": str(Path(result.config.labels).expanduser().resolve()) if result.config.labels else None,
         "num_samples": int(len(cleaned)),
         "num_flagged_by_scan": int(result.run.flagged.sum()),
         "num_in_training": int(cleaned["in_training"].sum()),
@@ -368,16 +398,18 @@ def summary(result: RetrainResult) -> dict:
     return out
 
 
-def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None) -> list[Path]:
-    """Everything a retrain reads: the scan's run directory, its images, the test set, the cache."""
+def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None, labels=None) -> list[Path]:
+    """Everything a retrain reads: the scan's run directory, its images, the test set, the cache,
+    the ``--labels`` file."""
     from .images import default_cache_dir
 
-    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir()])
+    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir(), labels])
 
 
-def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike) -> None:
-    """Refuse an output folder that is, holds or lies inside an input (the scan's run, the images)."""
-    check_not_input(out_dir, retrain_inputs(run))
+def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike, *, labels=None) -> None:
+    """Refuse an output folder that is, holds or lies inside an input (the scan's run, the images,
+    the labels file)."""
+    check_not_input(out_dir, retrain_inputs(run, labels=labels))
 
 
 def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
@@ -389,7 +421,8 @@ def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirecto
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "retrain", inputs=retrain_inputs(result.run), overwrite=overwrite).open()
+        run = RunDirectory(out_dir, "retrain", inputs=retrain_inputs(result.run, labels=result.config.labels),
+                           overwrite=overwrite).open()
     try:
         out = run.tmp
         write_csv(out / "cleaned_labels.csv", result.cleaned)

@@ -16,7 +16,8 @@ from ._common import CacheDirOpt, JsonOpt, OverwriteOpt, QuietOpt, WorkersOpt, p
 def retrain_command(
     run_dir: Annotated[Path, typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False, readable=False)],
     out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="DIR", help="New run directory [default: <run dir>-retrain-<mode> beside it].")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="pseudo: network on kept samples relabels the flagged ones, a fresh network learns the soft labels; drop: kept samples only; forward: every label with forward loss correction by the audit's T.")] = "pseudo",
+    mode: Annotated[Optional[str], typer.Option("--mode", help="pseudo: network on kept samples relabels the flagged ones, a fresh network learns the soft labels; drop: kept samples only; forward: every label with forward loss correction by the audit's T. [default: pseudo; with --labels: labels, one network on the file's labels]")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", readable=False, help="Train one network on the labels of this parquet/CSV (sample_id, label: the cleaned.parquet of labelaudit apply) instead of the scan's flags; samples it does not list are not trained on. Not with --mode.")] = None,
     relabel: Annotated[str, typer.Option("--relabel", help="pseudo only: give the soft label to the flagged samples, or to all samples.")] = "flagged",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per network (pseudo trains two).")] = 30,
     lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Learning rate, divided by 10 at 40% and 80% of the epochs.")] = 0.1,
@@ -36,16 +37,22 @@ def retrain_command(
     Writes model.pt, cleaned_labels.csv/.parquet, summary.json (training curves; test accuracy
     with --test) and config.json into a new run directory. The network is the scan's.
 
+    With --labels (e.g. the reviewed labels of labelaudit apply), one network learns exactly the
+    labels in that file; the scan's flags and suggestions are not used.
+
     Example: labelaudit retrain runs/audit1 --test ./test-images
     """
     from ..retrain import RetrainConfig, default_retrain_dir, load_run, retrain, retrain_inputs, summary, write_retrain
     from ..rundir import RunDirectory
 
-    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device).validate()
+    mode = mode if mode is not None else "labels" if labels is not None else "pseudo"
+    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device,
+                           labels=None if labels is None else str(labels)).validate()
     run = load_run(run_dir)
     # Checked, locked and created before training: a bad --out costs nothing.
     output = RunDirectory(out if out is not None else default_retrain_dir(run_dir, mode), "retrain",
-                          inputs=retrain_inputs(run, test=test, cache_dir=cache_dir), overwrite=overwrite).open()
+                          inputs=retrain_inputs(run, test=test, cache_dir=cache_dir, labels=labels),
+                          overwrite=overwrite).open()
     try:
         with progress_bars(not (quiet or json_output)) as progress:
             result = retrain(run, config, test=test, test_path_column=test_path_column,
