@@ -1,0 +1,623 @@
+/* labelaudit review page.
+ *
+ * Reads window.LABELAUDIT_REVIEW (data.js, written by `labelaudit review`) and builds every
+ * element with createElement/textContent and DOM properties: no data ever goes through
+ * innerHTML, so a class or file name such as <img src=x onerror=...> shows as text.
+ * Decisions live in localStorage under "labelaudit-review:<review_key>" and are exported as
+ * decisions.csv (sample_id, decision, new_label, note), cells escaped against spreadsheet
+ * formulas as labelaudit's own CSVs are.
+ */
+(function () {
+  "use strict";
+
+  var started = performance.now();
+  var D = window.LABELAUDIT_REVIEW;
+  function $(id) { return document.getElementById(id); }
+  if (!D || !D.samples || !D.classes) {
+    $("load-error").hidden = false;
+    return;
+  }
+
+  var S = D.samples;
+  var N = S.id.length;
+  var CLASSES = D.classes;
+  var K = CLASSES.length;
+  var PAGE = D.page_size || 100;
+  var BINS = D.histogram_bins;
+  var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
+  var DONE = { accept: "accepted", keep: "kept", relabel: "relabelled", remove: "remove from dataset", unsure: "unsure" };
+  var KEY_DECISION = { a: "accept", g: "keep", r: "remove", u: "unsure" };
+  var STORE_KEY = "labelaudit-review:" + D.review_key;
+  var EAGER_OPTIONS = K <= 100; // class lists of bigger taxonomies are filled when opened
+  var MATRIX_MAX_CLASSES = 60; // above this, a list of the most frequent pairs replaces the table
+
+  var idIndex = Object.create(null);
+  var classIndex = Object.create(null);
+  var i, j;
+  for (i = 0; i < N; i++) idIndex[S.id[i]] = i;
+  for (i = 0; i < K; i++) classIndex[CLASSES[i]] = i;
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+  function fmt(x, digits) { return x === null || x === undefined ? "-" : Number(x).toFixed(digits); }
+  function int(x) { return Number(x).toLocaleString("en-US"); }
+  function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
+
+  // ---- decisions ---------------------------------------------------------------------------
+  // decisions[i] = {decision: one of DECISIONS or "", label: class index (relabel) or -1, note: text}
+  var decisions = new Array(N);
+  var others = {}; // stored entries for samples this page does not list (another --limit): kept
+  var storage = null;
+  try {
+    storage = window.localStorage;
+    storage.getItem(STORE_KEY);
+  } catch (err) {
+    storage = null;
+  }
+
+  function warn(text) {
+    var box = $("storage-warning");
+    box.textContent = text;
+    box.hidden = false;
+  }
+
+  function loadDecisions() {
+    if (!storage) {
+      warn("This browser does not let the page keep data (storage blocked for files): decisions last until the tab " +
+           "is closed. Export decisions.csv before closing it.");
+      return;
+    }
+    var saved;
+    try {
+      saved = JSON.parse(storage.getItem(STORE_KEY) || "null");
+    } catch (err) {
+      saved = null;
+    }
+    if (!saved || typeof saved.decisions !== "object" || saved.decisions === null) return;
+    Object.keys(saved.decisions).forEach(function (id) {
+      var entry = saved.decisions[id];
+      if (!Array.isArray(entry)) return;
+      var index = idIndex[id];
+      if (index === undefined) { others[id] = entry; return; }
+      var decision = DECISIONS.indexOf(entry[0]) >= 0 ? entry[0] : "";
+      var label = decision === "relabel" && entry[1] in classIndex ? classIndex[entry[1]] : -1;
+      if (decision === "relabel" && label < 0) decision = "";
+      var note = typeof entry[2] === "string" ? entry[2] : "";
+      if (decision || note) decisions[index] = { decision: decision, label: label, note: note };
+    });
+  }
+
+  function saveDecisions() {
+    if (!storage) return;
+    var out = {};
+    Object.keys(others).forEach(function (id) { out[id] = others[id]; });
+    for (var k = 0; k < N; k++) {
+      var d = decisions[k];
+      if (d && (d.decision || d.note)) out[S.id[k]] = [d.decision, d.label >= 0 ? CLASSES[d.label] : null, d.note];
+    }
+    try {
+      storage.setItem(STORE_KEY, JSON.stringify({ version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out }));
+    } catch (err) {
+      warn("The browser refused to store the last decision (" + err.name + "): export decisions.csv now so nothing is lost.");
+    }
+  }
+
+  function newLabel(index, d) {
+    if (d.decision === "accept") return CLASSES[S.suggested[index]];
+    if (d.decision === "keep") return CLASSES[S.given[index]];
+    if (d.decision === "relabel") return CLASSES[d.label];
+    return "";
+  }
+
+  function decide(index, decision, label) {
+    var d = decisions[index] || { decision: "", label: -1, note: "" };
+    if (decision === "relabel") { // another class that is the given or suggested one is keep or accept
+      if (label === S.given[index]) decision = "keep";
+      else if (label === S.suggested[index]) decision = "accept";
+    }
+    d.decision = decision;
+    d.label = decision === "relabel" ? label : -1;
+    decisions[index] = d;
+    saveDecisions();
+    refreshCard(index);
+    updateCounts();
+  }
+
+  function setNote(index, text) {
+    var d = decisions[index] || { decision: "", label: -1, note: "" };
+    d.note = text;
+    decisions[index] = d;
+    saveDecisions();
+    refreshCard(index);
+  }
+
+  function isDecided(index) { return !!(decisions[index] && decisions[index].decision); }
+
+  // ---- decisions.csv -----------------------------------------------------------------------
+  function csvCell(value) {
+    var text = value === null || value === undefined ? "" : String(value);
+    if (/^'*[=+\-@\t\r]/.test(text)) text = "'" + text; // as labelaudit.reports.escape_cell
+    if (/[",\r\n]/.test(text)) text = '"' + text.replace(/"/g, '""') + '"';
+    return text;
+  }
+
+  function decisionsCsv() {
+    var lines = ["sample_id,decision,new_label,note"];
+    for (var k = 0; k < N; k++) {
+      var d = decisions[k];
+      if (!d || !d.decision) continue;
+      lines.push([S.id[k], d.decision, newLabel(k, d), d.note].map(csvCell).join(","));
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  function exportCsv() {
+    var blob = new Blob([decisionsCsv()], { type: "text/csv;charset=utf-8" });
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = "decisions.csv";
+    document.body.appendChild(link);
+    link.click();
+    setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+  }
+
+  // ---- filters -----------------------------------------------------------------------------
+  var filters = { given: -1, suggested: -1, state: "", threshold: D.threshold };
+  var matches = [];
+  var page = 0;
+  var cards = []; // the cards of this page, in order
+  var current = -1; // position in cards of the focused card
+
+  function applyFilters() {
+    var t0 = performance.now();
+    var limit = filters.threshold / BINS;
+    var list = [];
+    for (var k = 0; k < N; k++) {
+      if (filters.given >= 0 && S.given[k] !== filters.given) continue;
+      if (filters.suggested >= 0 && S.suggested[k] !== filters.suggested) continue;
+      if (!(S.label_quality[k] < limit)) continue;
+      if (filters.state === "decided" && !isDecided(k)) continue;
+      if (filters.state === "undecided" && isDecided(k)) continue;
+      list.push(k);
+    }
+    matches = list;
+    window.LABELAUDIT_TIMING.lastFilterMs = performance.now() - t0;
+    page = 0;
+    current = -1;
+    render();
+    markMatrixCell();
+  }
+
+  function setFilters(given, suggested) {
+    filters.given = given;
+    filters.suggested = suggested;
+    $("filter-given").value = given >= 0 ? String(given) : "";
+    $("filter-suggested").value = suggested >= 0 ? String(suggested) : "";
+    applyFilters();
+  }
+
+  // ---- the grid ----------------------------------------------------------------------------
+  function render() {
+    var t0 = performance.now();
+    var pages = Math.max(1, Math.ceil(matches.length / PAGE));
+    page = Math.min(Math.max(page, 0), pages - 1);
+    var start = page * PAGE;
+    var end = Math.min(start + PAGE, matches.length);
+    var grid = $("grid");
+    var fragment = document.createDocumentFragment();
+    cards = [];
+    for (var p = start; p < end; p++) {
+      var card = buildCard(matches[p]);
+      cards.push(card);
+      fragment.appendChild(card);
+    }
+    grid.textContent = "";
+    grid.appendChild(fragment);
+    $("empty").hidden = matches.length > 0;
+    var info = matches.length
+      ? "Samples " + int(start + 1) + "\u2013" + int(end) + " of " + int(matches.length) + " \u00b7 page " + int(page + 1) + " of " + int(pages)
+      : "No samples \u00b7 page 1 of 1";
+    Array.prototype.forEach.call(document.querySelectorAll(".page-info"), function (node) { node.textContent = info; });
+    Array.prototype.forEach.call(document.querySelectorAll(".prev-page"), function (b) { b.disabled = page === 0; });
+    Array.prototype.forEach.call(document.querySelectorAll(".next-page"), function (b) { b.disabled = page >= pages - 1; });
+    if (current >= cards.length) current = cards.length - 1;
+    if (current >= 0) markCurrent(current, false);
+    window.LABELAUDIT_TIMING.lastRenderMs = performance.now() - t0;
+  }
+
+  function goToPage(next, focus) {
+    var pages = Math.max(1, Math.ceil(matches.length / PAGE));
+    if (next < 0 || next >= pages) return false;
+    page = next;
+    current = -1;
+    render();
+    if (focus === "first") setCurrent(0, true);
+    else if (focus === "last") setCurrent(cards.length - 1, true);
+    else window.scrollTo(0, 0);
+    return true;
+  }
+
+  function fillClassOptions(select) {
+    if (select.options.length > 1) return;
+    for (var c = 0; c < K; c++) {
+      var prefix = c < 10 ? String((c + 1) % 10) + "  " : "";
+      var option = el("option", null, prefix + CLASSES[c]);
+      option.value = String(c);
+      select.appendChild(option);
+    }
+  }
+
+  function buildCard(index) {
+    var card = el("article", "card");
+    card.tabIndex = -1;
+    card.setAttribute("data-index", String(index));
+    card.setAttribute("data-sample-id", S.id[index]);
+
+    var top = el("div", "top");
+    var box = el("div", "thumb-box");
+    if (S.thumb[index]) {
+      var img = document.createElement("img");
+      img.alt = "";
+      img.loading = "lazy";
+      img.decoding = "async";
+      img.width = 96;
+      img.height = 96;
+      img.src = "thumbs/" + index + ".jpg";
+      img.addEventListener("load", function () { if (img.naturalWidth < 48 && img.naturalHeight < 48) img.classList.add("small"); });
+      img.addEventListener("error", function () { box.textContent = ""; box.appendChild(el("div", "placeholder", "thumbnail missing")); });
+      box.appendChild(img);
+    } else {
+      box.appendChild(el("div", "placeholder", "image could not be read"));
+    }
+    top.appendChild(box);
+
+    var meta = el("div", "meta");
+    var id = el("div", "sample-id", "#" + S.rank[index] + "  " + S.id[index]);
+    id.title = S.path[index];
+    meta.appendChild(id);
+    var given = el("div");
+    given.appendChild(el("span", "key", "given "));
+    given.appendChild(el("span", "label given", CLASSES[S.given[index]]));
+    given.appendChild(el("span", "key", " (" + fmt(S.confidence[index], 2) + ")"));
+    meta.appendChild(given);
+    var suggested = el("div");
+    suggested.appendChild(el("span", "key", "suggested "));
+    suggested.appendChild(el("span", "label suggested", CLASSES[S.suggested[index]]));
+    suggested.appendChild(el("span", "key", " (" + fmt(S.suggested_confidence[index], 2) + ")"));
+    meta.appendChild(suggested);
+    meta.appendChild(el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
+    top.appendChild(meta);
+    card.appendChild(top);
+
+    var actions = el("div", "actions");
+    [["accept", "Accept", "a", "Accept the suggested label (a)"], ["keep", "Keep", "g", "Keep the given label (g)"],
+     ["remove", "Remove", "r", "Remove the sample from the dataset (r)"], ["unsure", "Unsure", "u", "Unsure (u)"]].forEach(function (b) {
+      var button = el("button", b[0], b[1]);
+      button.appendChild(el("span", "kbd", b[2]));
+      button.type = "button";
+      button.title = b[3];
+      button.setAttribute("data-decision", b[0]);
+      actions.appendChild(button);
+    });
+    var select = el("select", "relabel");
+    select.title = "Relabel to another class (c, or keys 1-9 and 0)";
+    select.appendChild(el("option", null, "Other class\u2026 (c)")).value = "";
+    if (EAGER_OPTIONS) fillClassOptions(select);
+    actions.appendChild(select);
+    var clear = el("button", "clear", "\u2715");
+    clear.type = "button";
+    clear.title = "Clear the decision (Backspace)";
+    clear.setAttribute("data-decision", "");
+    actions.appendChild(clear);
+    card.appendChild(actions);
+
+    var note = el("input", "note");
+    note.type = "text";
+    note.placeholder = "note (n)";
+    note.maxLength = 2000;
+    card.appendChild(note);
+    card.appendChild(el("div", "state"));
+    updateCard(card, index);
+    return card;
+  }
+
+  function updateCard(card, index) {
+    var d = decisions[index] || { decision: "", label: -1, note: "" };
+    DECISIONS.forEach(function (name) { card.classList.toggle("d-" + name, d.decision === name); });
+    Array.prototype.forEach.call(card.querySelectorAll("button[data-decision]"), function (b) {
+      b.classList.toggle("on", !!d.decision && b.getAttribute("data-decision") === d.decision);
+    });
+    var select = card.querySelector("select.relabel");
+    if (d.decision === "relabel") fillClassOptions(select);
+    select.value = d.decision === "relabel" ? String(d.label) : "";
+    select.classList.toggle("on", d.decision === "relabel");
+    var note = card.querySelector("input.note");
+    if (document.activeElement !== note) note.value = d.note || "";
+    var state = card.querySelector(".state");
+    state.classList.toggle("decided", !!d.decision);
+    if (!d.decision) state.textContent = "undecided";
+    else if (d.decision === "remove" || d.decision === "unsure") state.textContent = DONE[d.decision];
+    else state.textContent = DONE[d.decision] + " \u2192 " + newLabel(index, d);
+  }
+
+  function refreshCard(index) {
+    for (var p = 0; p < cards.length; p++) {
+      if (+cards[p].getAttribute("data-index") === index) updateCard(cards[p], index);
+    }
+  }
+
+  function markCurrent(position, scroll) {
+    Array.prototype.forEach.call(document.querySelectorAll(".card.current"), function (c) { c.classList.remove("current"); });
+    var card = cards[position];
+    if (!card) return;
+    card.classList.add("current");
+    if (scroll) card.scrollIntoView({ block: "nearest" });
+  }
+
+  function setCurrent(position, focus) {
+    if (position < 0 || position >= cards.length) return;
+    current = position;
+    markCurrent(position, focus);
+    if (focus) cards[position].focus({ preventScroll: true });
+  }
+
+  function move(step) {
+    if (!cards.length) return;
+    if (current < 0) { setCurrent(0, true); return; }
+    var next = current + step;
+    if (next >= cards.length) { if (!goToPage(page + 1, "first")) setCurrent(cards.length - 1, true); return; }
+    if (next < 0) { if (!goToPage(page - 1, "last")) setCurrent(0, true); return; }
+    setCurrent(next, true);
+  }
+
+  function currentIndex() { return current >= 0 && cards[current] ? +cards[current].getAttribute("data-index") : -1; }
+
+  function updateCounts() {
+    var decided = 0;
+    for (var k = 0; k < N; k++) if (isDecided(k)) decided++;
+    $("decided-count").textContent = int(decided) + " decided \u00b7 " + int(N - decided) + " undecided";
+  }
+
+  // ---- keys --------------------------------------------------------------------------------
+  function onKey(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    var target = event.target;
+    var tag = target && target.tagName;
+    var card = target && target.closest ? target.closest(".card") : null;
+    if (tag === "INPUT" && target.type !== "range" && target.type !== "button" || tag === "TEXTAREA") {
+      if (card && (event.key === "Enter" || event.key === "Escape")) { event.preventDefault(); target.blur(); card.focus({ preventScroll: true }); }
+      return;
+    }
+    if (tag === "SELECT" || tag === "INPUT") {
+      if (event.key === "Escape") { target.blur(); if (card) card.focus({ preventScroll: true }); }
+      return;
+    }
+    var key = event.key;
+    var handled = true;
+    var index = currentIndex();
+    if (key === "j" || key === "ArrowRight" || key === "ArrowDown") move(1);
+    else if (key === "k" || key === "ArrowLeft" || key === "ArrowUp") move(-1);
+    else if (key === "]") goToPage(page + 1, "first");
+    else if (key === "[") goToPage(page - 1, "first");
+    else if (index < 0) {
+      handled = key in KEY_DECISION || /^[0-9]$/.test(key) || key === "c" || key === "n";
+      if (handled) move(1); // nothing chosen yet: choose the first card
+    } else if (key in KEY_DECISION) { decide(index, KEY_DECISION[key]); move(1); }
+    else if (/^[0-9]$/.test(key)) {
+      var c = key === "0" ? 9 : +key - 1;
+      if (c < K) { decide(index, "relabel", c); move(1); }
+    } else if (key === "Backspace" || key === "Delete") decide(index, "");
+    else if (key === "c") {
+      var select = cards[current].querySelector("select.relabel");
+      fillClassOptions(select);
+      select.focus();
+      try { select.showPicker(); } catch (err) { /* older browsers: the focused list takes arrow keys */ }
+    } else if (key === "n") cards[current].querySelector("input.note").focus();
+    else handled = false;
+    if (handled) event.preventDefault();
+  }
+
+  // ---- transition matrix -------------------------------------------------------------------
+  var matrixCells = [];
+
+  function buildMatrix() {
+    var T = D.transition_matrix;
+    var counts = [];
+    for (i = 0; i < K; i++) { counts.push(new Array(K)); for (j = 0; j < K; j++) counts[i][j] = 0; }
+    for (var k = 0; k < N; k++) counts[S.suggested[k]][S.given[k]]++;
+    var box = $("matrix");
+    if (K > MATRIX_MAX_CLASSES) { buildPairList(box, T, counts); return; }
+    var table = el("table", "matrix");
+    var head = el("thead");
+    var row = el("tr");
+    row.appendChild(el("th", "corner", "true \u2193  given \u2192"));
+    for (j = 0; j < K; j++) { var th = el("th", "given", CLASSES[j]); th.title = CLASSES[j]; row.appendChild(th); }
+    head.appendChild(row);
+    table.appendChild(head);
+    var body = el("tbody");
+    for (i = 0; i < K; i++) {
+      row = el("tr");
+      var rowHead = el("th", "true", CLASSES[i]);
+      rowHead.title = CLASSES[i];
+      row.appendChild(rowHead);
+      for (j = 0; j < K; j++) {
+        var value = T[i][j];
+        var cell = el("td", i === j ? "diagonal" : "");
+        var button = el("button", null, fmt(value, 2));
+        button.type = "button";
+        button.setAttribute("data-true", String(i));
+        button.setAttribute("data-given", String(j));
+        if (counts[i][j]) button.appendChild(el("span", "count", "(" + int(counts[i][j]) + ")"));
+        var strength = Math.sqrt(Math.max(0, Math.min(1, value || 0)));
+        button.style.background = "hsl(212, 70%, " + (98 - 62 * strength).toFixed(1) + "%)";
+        button.style.color = strength > 0.55 ? "#fff" : "#1d232a";
+        button.title = "true " + CLASSES[i] + ", given " + CLASSES[j] + ": T = " + fmt(value, 4) + "; " + int(counts[i][j]) +
+          " flagged samples given " + CLASSES[j] + " with suggested label " + CLASSES[i];
+        cell.appendChild(button);
+        row.appendChild(cell);
+        matrixCells.push(button);
+      }
+      body.appendChild(row);
+    }
+    table.appendChild(body);
+    box.appendChild(table);
+    table.addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-true]");
+      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
+    });
+  }
+
+  function buildPairList(box, T, counts) {
+    var pairs = [];
+    for (i = 0; i < K; i++) for (j = 0; j < K; j++) if (counts[i][j]) pairs.push([counts[i][j], i, j]);
+    pairs.sort(function (a, b) { return b[0] - a[0]; });
+    box.appendChild(el("p", "key", K + " classes: the matrix is too large to draw; the " + Math.min(200, pairs.length) +
+      " most frequent confusions among the flagged samples (given \u2192 suggested) filter the grid."));
+    var list = el("div", "pairs");
+    pairs.slice(0, 200).forEach(function (p) {
+      var button = el("button", null, CLASSES[p[2]] + " \u2192 " + CLASSES[p[1]] + " (" + int(p[0]) + ", T = " + fmt(T[p[1]][p[2]], 3) + ")");
+      button.type = "button";
+      button.setAttribute("data-true", String(p[1]));
+      button.setAttribute("data-given", String(p[2]));
+      list.appendChild(button);
+      matrixCells.push(button);
+    });
+    box.appendChild(list);
+    list.addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-true]");
+      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
+    });
+  }
+
+  function markMatrixCell() {
+    matrixCells.forEach(function (b) {
+      b.classList.toggle("selected", +b.getAttribute("data-given") === filters.given && +b.getAttribute("data-true") === filters.suggested);
+    });
+  }
+
+  // ---- threshold slider --------------------------------------------------------------------
+  function updateThreshold() {
+    var value = filters.threshold;
+    var count = D.histogram[value];
+    $("threshold-value").textContent = (value / BINS).toFixed(3);
+    var text = "label quality < " + (value / BINS).toFixed(3) + ": " + int(count) + " of " + int(D.num_samples) +
+      " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) + ".";
+    if (value > D.threshold) text += " The grid lists the scan's flagged samples only.";
+    $("threshold-count").textContent = text;
+  }
+
+  // ---- page set-up -------------------------------------------------------------------------
+  function setUp() {
+    window.LABELAUDIT_TIMING = { scriptStartMs: started };
+    document.title = "labelaudit review: " + D.run.name;
+    $("run-name").textContent = D.run.name;
+    var summary = int(D.num_samples) + " samples \u00b7 " + int(D.num_flagged) + " flagged (" +
+      pct(D.num_flagged / Math.max(1, D.num_samples)) + ") \u00b7 estimated noise rate " + pct(D.run.estimated_noise_rate) +
+      " \u00b7 method " + (D.run.method || "-") + " \u00b7 source " + D.run.source;
+    if (N < D.num_flagged) summary += " \u00b7 this page lists the " + int(N) + " most suspect (labelaudit review --limit)";
+    $("run-summary").textContent = summary;
+
+    ["filter-given", "filter-suggested"].forEach(function (id) {
+      var select = $(id);
+      for (var c = 0; c < K; c++) {
+        var option = el("option", null, CLASSES[c]);
+        option.value = String(c);
+        select.appendChild(option);
+      }
+    });
+    // After a choice the list lets go of the focus, so that the review keys act on the grid again
+    // (a focused list would take "j" or "a" as the first letter of an option).
+    $("filter-given").addEventListener("change", function (e) { filters.given = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
+    $("filter-suggested").addEventListener("change", function (e) { filters.suggested = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
+    $("filter-state").addEventListener("change", function (e) { filters.state = e.target.value; e.target.blur(); applyFilters(); });
+    $("clear-filters").addEventListener("click", function () {
+      filters.state = "";
+      $("filter-state").value = "";
+      filters.threshold = D.threshold;
+      $("threshold").value = String(D.threshold);
+      updateThreshold();
+      setFilters(-1, -1);
+    });
+
+    var slider = $("threshold");
+    slider.value = String(D.threshold);
+    var pending = false;
+    slider.addEventListener("input", function () {
+      filters.threshold = +slider.value;
+      updateThreshold();
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(function () { pending = false; applyFilters(); });
+    });
+    updateThreshold();
+
+    Array.prototype.forEach.call(document.querySelectorAll(".prev-page"), function (b) { b.addEventListener("click", function () { goToPage(page - 1); }); });
+    Array.prototype.forEach.call(document.querySelectorAll(".next-page"), function (b) { b.addEventListener("click", function () { goToPage(page + 1); }); });
+    $("export").addEventListener("click", exportCsv);
+
+    var grid = $("grid");
+    grid.addEventListener("click", function (event) {
+      var card = event.target.closest(".card");
+      if (!card) return;
+      var position = cards.indexOf(card);
+      var button = event.target.closest("button[data-decision]");
+      var field = event.target.closest("select, input");
+      setCurrent(position, !button && !field);
+      if (button) decide(+card.getAttribute("data-index"), button.getAttribute("data-decision"));
+    });
+    grid.addEventListener("focusin", function (event) {
+      var card = event.target.closest(".card");
+      if (card) { current = cards.indexOf(card); markCurrent(current, false); }
+    });
+    grid.addEventListener("mousedown", function (event) {
+      if (event.target.matches("select.relabel")) fillClassOptions(event.target);
+    });
+    grid.addEventListener("change", function (event) {
+      if (!event.target.matches("select.relabel") || event.target.value === "") return;
+      var card = event.target.closest(".card");
+      decide(+card.getAttribute("data-index"), "relabel", +event.target.value);
+      card.focus({ preventScroll: true }); // the review keys act on the grid again
+    });
+    grid.addEventListener("input", function (event) {
+      if (event.target.matches("input.note")) setNote(+event.target.closest(".card").getAttribute("data-index"), event.target.value);
+    });
+    document.addEventListener("keydown", onKey);
+
+    if (D.plots && D.plots.length) {
+      var plots = $("plots");
+      D.plots.forEach(function (name) {
+        var figure = el("figure");
+        var img = document.createElement("img");
+        img.alt = name;
+        img.src = "plots/" + name;
+        figure.appendChild(img);
+        figure.appendChild(el("figcaption", null, name));
+        plots.appendChild(figure);
+      });
+      $("plots-panel").hidden = false;
+    }
+    if (D.num_unreadable) {
+      $("unreadable-summary").textContent = int(D.num_unreadable) + " images could not be read: their cards show a " +
+        "placeholder (all are listed in unreadable.csv)";
+      var list = $("unreadable");
+      D.unreadable.forEach(function (row) {
+        list.appendChild(el("li", null, row.sample_id + " \u2014 " + row.path + ": " + row.reason + (row.detail ? " (" + row.detail + ")" : "")));
+      });
+      $("unreadable-panel").hidden = false;
+    }
+
+    loadDecisions();
+    buildMatrix();
+    updateCounts();
+    applyFilters();
+    window.LABELAUDIT_TIMING.readyMs = performance.now();
+    window.LABELAUDIT_TIMING.setUpMs = performance.now() - started;
+    document.body.setAttribute("data-ready", "1");
+  }
+
+  setUp();
+})();

@@ -1,0 +1,466 @@
+"""Issue 12, item 1: ``labelaudit review RUN`` and the review page it writes.
+
+The page is tested as a reviewer uses it: opened from disk (``file://``) in Debian's headless
+Chromium driven by selenium, on the review of a real scan of a tiny image folder whose class
+names include ``<img src=x onerror=alert(1)>`` and ``=SUM(1,2)``. Browser tests skip, naming
+what is missing, where chromium, chromedriver or selenium are not installed (``make test-tools``
+installs the browser; selenium comes with the ``test`` extra). The other tests need no browser.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from labelaudit.cli import main
+from labelaudit.reports import escape_cell, unescape_cell
+from labelaudit.review import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data, write_review
+from labelaudit.rundir import FolderLock
+from labelaudit.sources import read_table
+from conftest import make_noisy_pattern_dataset
+
+XSS = "<img src=x onerror=alert(1)>"
+FORMULA = "=SUM(1,2)"
+SCAN = ["--method", "ce", "--budget", "0.3", "--width", "8", "--quiet"]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def run(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def one_line_error(err: str, fragment: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labelaudit: error: ") and fragment in lines[0], err
+
+
+def snapshot(folder: Path, skip: str | None = None) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes), leaving out the subfolder ``skip``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not (skip and p.relative_to(folder).parts[0] == skip)}
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    """A real scan of 120 pattern images in 4 classes, two of them named like markup and a formula."""
+    base = tmp_path_factory.mktemp("review")
+    root = base / "data"
+    make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.25, seed=3)
+    os.rename(root / "horizontal", root / XSS)
+    os.rename(root / "vertical", root / FORMULA)
+    with pytest.raises(SystemExit) as done:
+        main(["scan", str(root), "--out", str(base / "run"), "--cache-dir", str(base / "cache"), *SCAN])
+    assert done.value.code == 0
+    report = pd.read_parquet(base / "run" / "report.parquet")
+    assert report["suspected_noisy"].sum() >= 10, "the fixture scan should flag some samples"
+    return {"base": base, "root": root, "run": base / "run", "report": report}
+
+
+@pytest.fixture
+def run_copy(scanned, tmp_path):
+    """A copy of the scanned run directory that a test may change."""
+    copy = tmp_path / "run"
+    shutil.copytree(scanned["run"], copy)
+    return copy
+
+
+def load_page_data(review: Path) -> dict:
+    text = (review / "data.js").read_text(encoding="utf-8")
+    prefix = "window.LABELAUDIT_REVIEW = "
+    assert text.startswith(prefix) and text.rstrip().endswith(";")
+    return json.loads(text[len(prefix):].rstrip().rstrip(";"))  # strict JSON inside
+
+
+# ---- the folder, without a browser ------------------------------------------------------------
+
+def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
+    images_before = snapshot(scanned["root"])
+    run_before = snapshot(run_copy)
+    code, out, err = run(["review", run_copy, "--thumb-size", "64"], capsys)
+    assert code == 0, err
+    review = run_copy / "review"
+    assert f"Open in a browser: {review / 'index.html'}" in out
+    flagged = scanned["report"][scanned["report"]["suspected_noisy"]].sort_values("rank")
+    data = load_page_data(review)
+    assert data["samples"]["id"] == flagged["sample_id"].tolist()  # worst first
+    assert data["classes"][0] == XSS and data["num_flagged"] == len(flagged) == len(data["samples"]["id"])
+    thumbs = sorted(review.glob("thumbs/*.jpg"))
+    assert len(thumbs) == len(flagged) and all(data["samples"]["thumb"])
+    with Image.open(thumbs[0]) as img:
+        assert img.format == "JPEG" and max(img.size) <= 64
+    # The slider's histogram counts every sample (flagged or not) below each step.
+    quality = scanned["report"]["label_quality"].to_numpy()
+    assert data["histogram"][HISTOGRAM_BINS // 2] == int((quality < 0.5).sum())
+    assert data["histogram"][data["threshold"]] >= 1 and max(data["samples"]["label_quality"]) < data["threshold"] / HISTOGRAM_BINS
+    # No network: nothing refers to another host, and the page forbids it.
+    for name in ("index.html", "review.js", "review.css"):
+        text = (review / name).read_text(encoding="utf-8")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+    script = (review / "review.js").read_text(encoding="utf-8")
+    assert not re.search(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write", script)
+    assert "default-src 'none'" in (review / "index.html").read_text(encoding="utf-8")
+    # Only review/ was added; the images were not touched; no temporary or lock left behind.
+    assert snapshot(run_copy, skip="review") == run_before
+    assert snapshot(scanned["root"]) == images_before
+    assert sorted(p.name for p in run_copy.parent.iterdir()) == ["run"]
+    assert not [p for p in run_copy.iterdir() if p.name.startswith(".")]
+
+
+def test_an_unreadable_image_gets_a_placeholder_not_an_error(run_copy, tmp_path, capsys):
+    report = pd.read_parquet(run_copy / "report.parquet")
+    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image at all")
+    report.loc[flagged.index[0], "path"] = str(garbage)
+    report.loc[flagged.index[1], "path"] = str(tmp_path / "gone.png")  # the fingerprint covers ids and labels only
+    report.to_parquet(run_copy / "report.parquet", index=False)
+    code, out, err = run(["review", run_copy], capsys)
+    assert code == 0, err
+    assert "2 images could not be read" in out
+    review = run_copy / "review"
+    data = load_page_data(review)
+    assert data["samples"]["thumb"][:3] == [0, 0, 1] and data["num_unreadable"] == 2
+    listed = read_table(review / "unreadable.csv", "unreadable list")
+    assert listed["sample_id"].tolist() == flagged["sample_id"].tolist()[:2]
+    assert listed["reason"].tolist() == ["not_an_image", "missing"]
+    assert not (review / "thumbs" / "0.jpg").exists() and (review / "thumbs" / "2.jpg").exists()
+
+
+def test_an_earlier_review_is_replaced_only_with_overwrite_and_never_with_foreign_files(run_copy, capsys):
+    assert run(["review", run_copy], capsys)[0] == 0
+    first = snapshot(run_copy / "review")
+    code, _, err = run(["review", run_copy], capsys)
+    assert code == 2
+    one_line_error(err, "pass --overwrite")
+    assert snapshot(run_copy / "review") == first
+    (run_copy / "review" / "thumbs" / "stale.jpg").write_bytes(b"x")
+    code, _, err = run(["review", run_copy, "--overwrite", "--limit", "3"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (run_copy / "review" / "thumbs").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
+    (run_copy / "review" / "decisions.csv").write_text("sample_id,decision,new_label,note\n")
+    code, _, err = run(["review", run_copy, "--overwrite"], capsys)
+    assert code == 2
+    one_line_error(err, "holds files a review does not write (decisions.csv)")
+    assert (run_copy / "review" / "decisions.csv").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no report", "not a scan", "mixed"])
+def test_a_missing_or_incomplete_run_directory_is_a_one_line_error(run_copy, tmp_path, capsys, case):
+    target = run_copy
+    if case == "missing":
+        target, fragment = tmp_path / "nothing", "does not exist"
+    elif case == "empty":
+        target, fragment = tmp_path / "empty", "not a complete scan run directory"
+        target.mkdir()
+    elif case == "no report":
+        (run_copy / "report.parquet").unlink()
+        fragment = "missing report.parquet"
+    elif case == "not a scan":
+        summary = json.loads((run_copy / "summary.json").read_text())
+        (run_copy / "summary.json").write_text(json.dumps({**summary, "kind": "retrain"}))
+        fragment = "not of a scan"
+    else:
+        summary = json.loads((run_copy / "summary.json").read_text())
+        (run_copy / "summary.json").write_text(json.dumps({**summary, "data_fingerprint": "sha256:0"}))
+        fragment = "do not belong to the same scan"
+    code, _, err = run(["review", target], capsys)
+    assert code == 2
+    one_line_error(err, fragment)
+    assert not (target / "review").exists()
+
+
+def test_a_locked_run_directory_fails_at_once(run_copy, capsys):
+    lock = FolderLock(run_copy.resolve(), "--out")
+    lock.acquire()
+    try:
+        code, _, err = run(["review", run_copy], capsys)
+    finally:
+        lock.release()
+    assert code == 2
+    one_line_error(err, "another labelaudit process is writing")
+    assert not (run_copy / "review").exists()
+
+
+def test_a_review_killed_before_the_rename_leaves_the_earlier_review_whole(run_copy, capsys):
+    assert run(["review", run_copy, "--limit", "2"], capsys)[0] == 0
+    before = snapshot(run_copy / "review")
+    # A real SIGKILL, sent by the review process to itself after the thumbnails are written.
+    script = ("import os, signal, sys\n"
+              "import labelaudit.review as review\n"
+              "def killed(*args, **kwargs):\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "review.page_data = killed\n"
+              "review.write_review(sys.argv[1], overwrite=True)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(run_copy)], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    assert snapshot(run_copy / "review") == before
+    leftovers = [p for p in run_copy.iterdir() if p.name.startswith(".review.")]
+    assert len(leftovers) == 1 and (leftovers[0] / "thumbs").is_dir()
+    assert run(["review", run_copy, "--overwrite"], capsys)[0] == 0
+    assert not [p for p in run_copy.iterdir() if p.name.startswith(".")]
+
+
+def test_review_constants_match_the_scanner():
+    from labelaudit import review, scanner
+
+    assert review.RUN_FORMAT_VERSION == scanner.RUN_FORMAT_VERSION
+    assert review.MATRIX_FILE == scanner.MATRIX_FILES["cleaned"]
+
+
+# ---- the page in a real browser ---------------------------------------------------------------
+
+def _browser_missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    for program, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not program.exists():
+            return f"{program} is missing (Debian package {package}; `make test-tools` installs it as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Debian Chromium via chromedriver, a fresh profile, downloads into ``browser.downloads``."""
+    missing = _browser_missing()
+    if missing:
+        pytest.skip(f"review page browser tests need a browser: {missing}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    downloads = tmp_path_factory.mktemp("downloads")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, index: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(index.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1")
+
+
+def severe_logs(driver) -> list[dict]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def cards(driver) -> list:
+    return driver.find_elements("css selector", "#grid .card")
+
+
+def card_ids(driver) -> list[str]:
+    """The sample ids on every page of the grid, in order (pages through and back to the first)."""
+    ids = []
+    while True:
+        ids += [card.get_attribute("data-sample-id") for card in cards(driver)]
+        following = driver.find_element("css selector", ".next-page")
+        if not following.is_enabled():
+            break
+        following.click()
+    while driver.find_element("css selector", ".prev-page").is_enabled():
+        driver.find_element("css selector", ".prev-page").click()
+    return ids
+
+
+def card_for(driver, sample_id: str):
+    return next(c for c in cards(driver) if c.get_attribute("data-sample-id") == sample_id)
+
+
+def expected_csv(rows: list[list[str]]) -> str:
+    """decisions.csv as the contract says: escaped formula cells, minimal CSV quoting, "\\n" line ends."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["sample_id", "decision", "new_label", "note"])
+    for row in rows:
+        writer.writerow([escape_cell(value) for value in row])
+    return buffer.getvalue()
+
+
+def test_review_page_in_a_real_browser(scanned, run_copy, browser, capsys):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    assert run(["review", run_copy], capsys)[0] == 0
+    index = run_copy / "review" / "index.html"
+    open_page(browser, index)
+    assert severe_logs(browser) == []
+    report = scanned["report"]
+    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    classes = json.loads((run_copy / "summary.json").read_text())["class_names"]
+    assert card_ids(browser) == flagged["sample_id"].tolist()  # worst first, over all pages
+
+    # The markup-like class name is text everywhere: in the lists, the matrix and the cards.
+    assert XSS in [o.text for o in Select(browser.find_element("id", "filter-given")).options]
+    assert XSS in [th.get_attribute("textContent") for th in browser.find_elements("css selector", "table.matrix th")]
+    if (flagged["given_label"] == XSS).any() or (flagged["suggested_label"] == XSS).any():
+        assert XSS in [e.text for e in browser.find_elements("css selector", ".card .label")]
+    sources = browser.execute_script("return Array.from(document.images, i => i.getAttribute('src'))")
+    assert sources and all(s.startswith(("thumbs/", "plots/")) for s in sources), sources
+    assert browser.execute_script("return document.querySelectorAll('[onerror]').length") == 0
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+
+    # A cell of T (true i, given j) lists exactly the flagged samples given j with suggestion i.
+    off = flagged[flagged["given_label"] != flagged["suggested_label"]]
+    pairs = off.groupby(["suggested_label", "given_label"]).size().sort_values(ascending=False, kind="stable")
+    (true_name, given_name), count = pairs.index[0], int(pairs.iloc[0])
+    assert count >= 3, f"the fixture scan should confuse one pair at least 3 times; got {pairs.to_dict()}"
+    cell = browser.find_element(
+        "css selector", f"table.matrix button[data-true='{classes.index(true_name)}'][data-given='{classes.index(given_name)}']")
+    cell.click()
+    matching = flagged[(flagged["given_label"] == given_name) & (flagged["suggested_label"] == true_name)]
+    assert card_ids(browser) == matching["sample_id"].tolist()
+    assert Select(browser.find_element("id", "filter-given")).first_selected_option.text == given_name
+    assert "selected" in cell.get_attribute("class")
+
+    # Three decisions: by key (j selects the first card, a accepts and moves on), by click, and
+    # another class from the card's list, with a note typed after the key n.
+    first, second, third = matching["sample_id"].tolist()[:3]
+    other = next(name for name in [FORMULA, *classes] if name not in (given_name, true_name))
+    note = '=1+1, "looks like a <b>boot</b>"'
+    ActionChains(browser).send_keys("j").send_keys("a").perform()
+    assert "current" in card_for(browser, second).get_attribute("class")  # moved on after the decision
+    card_for(browser, second).find_element("css selector", "button[data-decision='remove']").click()
+    Select(card_for(browser, third).find_element("css selector", "select.relabel")).select_by_value(str(classes.index(other)))
+    card_for(browser, third).find_element("css selector", ".meta").click()
+    ActionChains(browser).send_keys("n").send_keys(note).send_keys(Keys.ENTER).perform()
+    assert card_for(browser, first).find_element("css selector", ".state").text == f"accepted \u2192 {true_name}"
+    assert card_for(browser, second).find_element("css selector", ".state").text == "remove from dataset"
+    assert card_for(browser, third).find_element("css selector", ".state").text == f"relabelled \u2192 {other}"
+    total = len(flagged)
+    assert browser.find_element("id", "decided-count").text == f"3 decided \u00b7 {total - 3} undecided"
+
+    # Decisions persist in the browser: reload, they are still there.
+    browser.refresh()
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1")
+    assert browser.find_element("id", "decided-count").text == f"3 decided \u00b7 {total - 3} undecided"
+    Select(browser.find_element("id", "filter-state")).select_by_value("decided")
+    assert sorted(card_ids(browser)) == sorted([first, second, third])
+    assert card_for(browser, third).find_element("css selector", "input.note").get_attribute("value") == note
+    assert "on" in card_for(browser, second).find_element("css selector", "button[data-decision='remove']").get_attribute("class")
+
+    # Export: the downloaded decisions.csv, byte for byte, and read back as labelaudit reads it.
+    browser.find_element("id", "export").click()
+    target = browser.downloads / "decisions.csv"
+    deadline = time.time() + 30
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert target.exists(), list(browser.downloads.iterdir())
+    rows = {first: [first, "accept", true_name, ""], second: [second, "remove", "", ""],
+            third: [third, "relabel", other, note]}
+    ordered = [rows[i] for i in flagged["sample_id"] if i in rows]  # the export follows the rank
+    assert target.read_text(encoding="utf-8") == expected_csv(ordered)
+    back = read_table(target, "decisions")
+    assert back.fillna("").values.tolist() == ordered
+    assert severe_logs(browser) == []
+    browser.save_screenshot(str(scanned["base"] / "review.png"))  # kept with the test's files for a look
+
+
+def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_path):
+    """A synthetic 50,000-sample page (no thumbnails): renders 100 cards a page, pages, filters.
+
+    Timings are printed (run with -s), not asserted: see docs/review.md for the measured figures.
+    """
+    from selenium.webdriver.support.ui import Select
+
+    n, k = 50_000, 10
+    rng = np.random.default_rng(0)
+    names = tuple(f"class {i}" for i in range(k))
+    given, suggested = rng.integers(0, k, n), rng.integers(0, k, n)
+    quality = np.sort(rng.uniform(0, 0.45, n))
+    flagged = pd.DataFrame({"sample_id": [f"{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)],
+                            "path": [f"/data/{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)],
+                            "given_label": [names[g] for g in given], "suggested_label": [names[s] for s in suggested],
+                            "confidence": quality / 2, "suggested_confidence": 1 - quality, "label_quality": quality,
+                            "rank": np.arange(1, n + 1)})
+    all_quality = np.concatenate([quality, rng.uniform(0.5, 1, 4 * n)])
+    edges = np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
+    data = ReviewData(run_dir=tmp_path / "big", summary={"data_fingerprint": "sha256:big", "method": "nlnl",
+                                                          "estimated_noise_rate": 0.2, "source": "/data"},
+                      class_names=names, flagged=flagged, num_samples=5 * n, num_flagged=n,
+                      transition_matrix=np.full((k, k), 1 / k),
+                      histogram=np.searchsorted(np.sort(all_quality), edges, side="left"), review_key="big")
+    review = tmp_path / "review"
+    review.mkdir()
+    from importlib import resources
+
+    for name in ("index.html", "review.css", "review.js"):
+        (review / name).write_bytes(resources.files("labelaudit.review_assets").joinpath(name).read_bytes())
+    payload = page_data(data, np.zeros(n, dtype=bool), pd.DataFrame(columns=["sample_id", "path", "reason", "detail"]), [], 96)
+    from labelaudit.reports import json_text
+
+    (review / "data.js").write_text(f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8")
+
+    started = time.perf_counter()
+    open_page(browser, review / "index.html")
+    loaded = time.perf_counter() - started
+    assert severe_logs(browser) == []
+    assert len(cards(browser)) == PAGE_SIZE
+    info = browser.find_element("css selector", ".page-info")
+    assert info.text == f"Samples 1\u2013100 of 50,000 \u00b7 page 1 of {n // PAGE_SIZE}"
+    timing = browser.execute_script("return window.LABELAUDIT_TIMING")
+    clicked = time.perf_counter()
+    browser.find_element("css selector", ".next-page").click()
+    assert info.text.startswith("Samples 101\u2013200 of 50,000")
+    page_seconds = time.perf_counter() - clicked
+    page_render = browser.execute_script("return window.LABELAUDIT_TIMING.lastRenderMs")
+    Select(browser.find_element("id", "filter-given")).select_by_visible_text("class 3")
+    filter_ms = browser.execute_script("return window.LABELAUDIT_TIMING.lastFilterMs + window.LABELAUDIT_TIMING.lastRenderMs")
+    assert info.text.endswith(f"of {int((given == 3).sum()):,} \u00b7 page 1 of {-(-int((given == 3).sum()) // PAGE_SIZE)}")
+    browser.find_element("css selector", "table.matrix button[data-true='2'][data-given='3']").click()
+    expected = int(((given == 3) & (suggested == 2)).sum())
+    assert f"of {expected:,} " in info.text and len(cards(browser)) == min(PAGE_SIZE, expected)
+    # Keys on the big page: j picks the first card, 3 relabels it to the third class (keep or
+    # accept when that is its given or suggested class), Backspace clears, ] turns the page.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(browser).send_keys("j").send_keys("3").perform()
+    first = cards(browser)[0]
+    index = int(first.get_attribute("data-index"))
+    kind = "kept" if given[index] == 2 else "accepted" if suggested[index] == 2 else "relabelled"
+    assert first.find_element("css selector", ".state").text == f"{kind} \u2192 class 2"
+    ActionChains(browser).send_keys("k").send_keys(Keys.BACKSPACE).perform()
+    assert first.find_element("css selector", ".state").text == "undecided"
+    ActionChains(browser).send_keys("]").perform()
+    assert info.text.startswith(f"Samples 101\u2013{min(200, expected)} of {expected:,}") or expected <= PAGE_SIZE
+    data_mb = (review / "data.js").stat().st_size / 1e6
+    print(f"\n50,000 flagged samples: data.js {data_mb:.1f} MB; page ready {loaded:.2f} s after navigation "
+          f"(script set-up {timing['setUpMs']:.0f} ms, first grid {timing['lastRenderMs']:.0f} ms); next page "
+          f"{page_seconds * 1000:.0f} ms round trip ({page_render:.0f} ms render); a filter {filter_ms:.0f} ms")
