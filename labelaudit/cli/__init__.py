@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import LabelAuditError
-from . import inspect_cmd, model_cmd, noise_cmd, retrain_cmd, scan_cmd
+from . import export_cmd, inspect_cmd, model_cmd, noise_cmd, retrain_cmd, review_cmd, scan_cmd
 
 app = typer.Typer(
     name="labelaudit",
@@ -33,6 +33,9 @@ app.command("predict")(model_cmd.predict_command)
 app.command("evaluate")(model_cmd.evaluate_command)
 app.command("inject-noise")(noise_cmd.inject_noise_command)
 app.command("benchmark")(noise_cmd.benchmark_command)
+app.command("export")(export_cmd.export_command)
+app.command("apply")(export_cmd.apply_command)
+app.command("review")(review_cmd.review_command)
 
 
 @app.callback()
