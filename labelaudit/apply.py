@@ -103,7 +103,8 @@ def read_decisions(path: str | os.PathLike, run) -> Decisions:
 
 def read_decisions_table(path: Path, run) -> Decisions:
     """A ``decisions.csv`` (or parquet): columns ``sample_id, decision`` and, for ``relabel``,
-    ``new_label``; ``note`` optional, other columns ignored. Cells escaped against spreadsheet
+    ``new_label`` (``accept``/``keep`` may repeat the suggested/given label there, as the review
+    page writes it; another label is an error); ``note`` optional, other columns ignored. Cells escaped against spreadsheet
     formulas (``'=x``) read back unescaped. A row with an empty ``decision`` is unreviewed,
     unless it has a ``new_label``, which then means ``relabel``. One row per sample.
     """
@@ -136,11 +137,20 @@ def read_decisions_table(path: Path, run) -> Decisions:
         i = int(np.flatnonzero(blank)[0])
         raise ManifestError(f"decisions file {path.name!r} says relabel with an empty new_label {line(i)}; "
                             "write the class in new_label")
-    stray = ~relabel & (new_label.str.strip() != "").to_numpy()
+    # accept / keep may repeat the label they stand for (the review page writes it); it must agree.
+    report = run.report.set_index(run.report["sample_id"].astype(str))
+    implied = pd.Series("", index=decision.index, dtype=object)
+    for kind, column in (("accept", "suggested_label"), ("keep", "given_label")):
+        chosen = (decision == kind).to_numpy()
+        implied[chosen] = report.loc[ids[chosen], column].astype(str).to_numpy()
+    written = new_label.str.strip()
+    stray = ~relabel & (written != "").to_numpy() & (written != implied).to_numpy()
     if stray.any():
         i = int(np.flatnonzero(stray)[0])
+        meaning = {"accept": f"the suggested label {implied.iloc[i]!r}", "keep": f"the given label {implied.iloc[i]!r}"}
         raise ManifestError(f"decisions file {path.name!r} has new_label {new_label.iloc[i]!r} with the decision "
-                            f"{decision.iloc[i]!r} {line(i)}; new_label is for relabel only: clear one of them")
+                            f"{decision.iloc[i]!r} {line(i)}, which means "
+                            f"{meaning.get(decision.iloc[i], 'no label')}; clear new_label or make it relabel")
     classes = set(run.class_names)
     labels = new_label.map(lambda v: v if v in classes or v.strip() not in classes else v.strip())
     unknown = relabel & ~labels.isin(classes).to_numpy()

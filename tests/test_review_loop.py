@@ -297,6 +297,8 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
 
 def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
     ids = loop["flagged"]["sample_id"].tolist()
+    suggested = loop["flagged"]["suggested_label"].tolist()
+    other = next(c for c in sorted(set(loop["flagged"]["given_label"])) if c != suggested[1])
     before = snapshot(loop["run"])
     cases = [
         ({"sample_id": [ids[0], "nope/1.png", "nope/2.png"], "decision": ["keep", "keep", "keep"]},
@@ -305,7 +307,9 @@ def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
          ["relabels to 'zebra'", "on line 3", "not a class of the scan"]),
         ({"sample_id": ids[:2], "decision": ["keep", "maybe"]}, ["decision 'maybe'", "on line 3", "accept, keep"]),
         ({"sample_id": ids[:2], "decision": ["keep", "relabel"], "new_label": ["", ""]}, ["empty new_label", "line 3"]),
-        ({"sample_id": ids[:2], "decision": ["keep", "accept"], "new_label": ["", "blob"]}, ["new_label 'blob'"]),
+        ({"sample_id": ids[:2], "decision": ["keep", "accept"], "new_label": ["", other]},
+         [f"new_label {other!r}", "means the suggested label"]),
+        ({"sample_id": ids[:2], "decision": ["keep", "remove"], "new_label": ["", other]}, ["means no label"]),
         ({"sample_id": [ids[0], ids[0]], "decision": ["keep", "accept"]}, ["repeats the sample_id", "line 3"]),
         ({"sample_id": ids[:1], "verdict": ["keep"]}, ["lacks the column(s) ['decision']"]),
     ]

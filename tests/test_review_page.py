@@ -389,6 +389,15 @@ def test_review_page_in_a_real_browser(scanned, run_copy, browser, capsys):
     back = read_table(target, "decisions")
     assert back.fillna("").values.tolist() == ordered
     assert severe_logs(browser) == []
+
+    # The loop closes: apply takes the page's file as it is.
+    cleaned_dir = run_copy.parent / "cleaned"
+    code, _, err = run(["apply", run_copy, target, "--out", cleaned_dir], capsys)
+    assert code == 0, err
+    cleaned = pd.read_parquet(cleaned_dir / "cleaned.parquet").set_index("sample_id")
+    assert cleaned.loc[first, "label"] == true_name and cleaned.loc[first, "label_source"] == "reviewed"
+    assert cleaned.loc[third, "label"] == other and second not in cleaned.index
+    assert read_table(cleaned_dir / "removed.csv", "removed")["sample_id"].tolist() == [second]  # CSVs escape "="
     browser.save_screenshot(str(scanned["base"] / "review.png"))  # kept with the test's files for a look
 
 
