@@ -7,6 +7,10 @@ Library entry points (the CLI calls exactly these):
 - :func:`inspect_store`: classes, sizes, skipped files and duplicates -> :class:`DatasetReport`
 - :func:`scan`: train an audit method and flag suspect labels -> :class:`ScanResult`;
   :func:`write_run` writes its run directory
+- :func:`write_review`: the review page of a run; :func:`export_run`: its flagged samples for
+  Label Studio, a spreadsheet or FiftyOne; :func:`apply_decisions` + :func:`write_apply`:
+  reviewers' decisions -> a cleaned manifest
+- :func:`retrain` + :func:`write_retrain`: a model trained on the cleaned (or reviewed) labels
 """
 
 __version__ = "0.1.0"  # before the imports: submodules read it
@@ -28,19 +32,28 @@ __all__ = [
     "ScanConfig",
     "ScanResult",
     "SourceNotFoundError",
+    "apply_decisions",
+    "export_run",
     "inspect_store",
     "load_images",
     "load_source",
+    "retrain",
     "scan",
+    "write_apply",
+    "write_retrain",
+    "write_review",
     "write_run",
 ]
 
-_LAZY = {"ScanConfig", "ScanResult", "scan", "write_run"}  # import torch only when used
+# Imported on first use: most of these load torch.
+_LAZY = {"ScanConfig": "scanner", "ScanResult": "scanner", "scan": "scanner", "write_run": "scanner",
+         "retrain": "retrain", "write_retrain": "retrain", "write_review": "review", "export_run": "export",
+         "apply_decisions": "apply", "write_apply": "apply"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from . import scanner
+        from importlib import import_module
 
-        return getattr(scanner, name)
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'labelaudit' has no attribute {name!r}")
