@@ -38,7 +38,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):  # another user's, or not a real pid: leave it alone
         return True
     return True
 

@@ -89,13 +89,15 @@ def _check_same_run(target: Path, checkpoint: dict) -> None:
     if not summary_file.is_file():
         return
     try:
-        expected = json.loads(summary_file.read_text(encoding="utf-8")).get("data_fingerprint")
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        expected, run_id = summary.get("data_fingerprint"), summary.get("run_id")
     except (OSError, ValueError, AttributeError):
         return  # not a run's summary: nothing to compare with
-    if expected is not None and checkpoint.get("data_fingerprint") != expected:
+    if (expected is not None and checkpoint.get("data_fingerprint") != expected) or (
+            run_id is not None and checkpoint.get("run_id") != run_id):
         raise ConfigError(
-            f"{str(target)!r} does not belong to the run in its folder (its data fingerprint differs from "
-            "summary.json's: files of two runs are mixed); run the scan or retrain again into a new --out"
+            f"{str(target)!r} does not belong to the run in its folder (its data fingerprint or run id differs "
+            "from summary.json's: files of two runs are mixed); run the scan or retrain again into a new --out"
         )
 
 

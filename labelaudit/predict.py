@@ -17,7 +17,8 @@ from .images import ProgressCallback, load_images
 from .metrics import classification_metrics
 from .model_io import LoadedModel, load_model
 from .reports import write_csv, write_skipped_csv
-from .rundir import input_paths, prepare_output_file
+from .errors import OutputError
+from .rundir import input_paths, output_kind, prepare_output_file
 from .sources import SampleTable, load_source, load_unlabeled
 
 
@@ -68,7 +69,7 @@ def predict(
     model = _as_model(model)
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
-        check_predictions_file(out_file, table, model, overwrite=overwrite)
+        check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
     store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
                         workers=workers, progress=progress, require_all_classes=False)
     probs = model.predict_proba(store.images())
@@ -86,12 +87,19 @@ def predict(
 
 
 def check_predictions_file(path: str | os.PathLike, table: SampleTable, model: LoadedModel, *,
-                           overwrite: bool) -> Path:
-    """Refuse a predictions file that is an input (manifest, model), lies in an image folder, is a
-    folder, exists without ``overwrite``, or cannot be written; the same for its ``-skipped.csv``."""
-    inputs = input_paths(table, [model.path])
+                           overwrite: bool, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Refuse a predictions file that is an input (manifest, model), lies in an image folder, the
+    image cache or a labelaudit output folder (a run directory), is a folder, exists without
+    ``overwrite``, or cannot be written; the same for its ``-skipped.csv``."""
+    from .images import default_cache_dir
+
+    inputs = input_paths(table, [model.path, cache_dir if cache_dir is not None else default_cache_dir()])
     out = prepare_output_file(path, inputs, overwrite=overwrite, suffixes=(".csv", ".parquet"))
-    prepare_output_file(_skipped_file(out), inputs, overwrite=True, option="--out (its -skipped.csv)")
+    owner = output_kind(out.parent)
+    if owner is not None:
+        raise OutputError(f"--out {str(path)!r} is inside the output folder of labelaudit {owner} {str(out.parent)!r}, "
+                          "whose files belong to that run; write the predictions elsewhere")
+    prepare_output_file(_skipped_file(out), inputs, overwrite=overwrite, option="--out (its -skipped.csv)")
     return out
 
 

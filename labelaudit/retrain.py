@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -196,6 +197,7 @@ class RetrainResult:
     seconds: dict[str, float]
     test: Optional[dict] = None
     train_settings: TrainConfig = field(default_factory=TrainConfig)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
 
 
 def retrain(
@@ -387,6 +389,7 @@ def summary(result: RetrainResult) -> dict:
         "class_names": list(result.run.class_names),
         # Of the labels the final network learnt (cleaned_label); model.pt carries the same.
         "data_fingerprint": data_fingerprint(cleaned["sample_id"].tolist(), cleaned["cleaned_label"].tolist()),
+        "run_id": result.run_id,
         "settings": {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},
         "training_curves": result.curves,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
@@ -433,7 +436,8 @@ def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirecto
         write_json(out / "summary.json", content)
         save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
                    width=result.train_settings.width,
-                   extra={"kind": "retrain", "data_fingerprint": content["data_fingerprint"]})
+                   extra={"kind": "retrain", "data_fingerprint": content["data_fingerprint"],
+                          "run_id": result.run_id})
     except BaseException:
         run.abort()
         raise

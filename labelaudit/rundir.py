@@ -8,7 +8,11 @@ Every command that writes follows the same rules (docs/reliability.md):
   symlinks.
 - **Foreign folders are never replaced.** An existing non-empty ``--out`` folder is used only
   when it is a labelaudit output of the same command, and only with ``overwrite=True``
-  (``--overwrite``), which replaces the whole folder.
+  (``--overwrite``), which replaces the whole folder. An output is recognised by the marker
+  :data:`MARKER` that labelaudit writes into it, listing every entry it wrote; a folder whose
+  marker is missing, or that holds anything the marker does not list (a reviewer's notes, a
+  spreadsheet saved there) is never replaced. ``review/`` and ``plots/``, which labelaudit adds
+  to a finished scan later, count as its own.
 - **All or nothing.** A run is written into a hidden temporary sibling
   (``.<name>.<pid>-<hex>.tmp``) and renamed into place at the end, so a reader sees the old
   folder or the new one, never a mix; a killed run leaves only the temporary, which the next
@@ -27,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -38,37 +43,45 @@ try:  # POSIX; on other systems runs are not locked (the rename still makes them
 except ImportError:  # pragma: no cover
     fcntl = None
 
-#: How each command's output folder is recognised: a marker file, and for ``summary.json`` its ``kind``.
-KIND_MARKERS = {
-    "scan": ("summary.json", "scan"),
-    "retrain": ("summary.json", "retrain"),
-    "inspect": ("inspect.json", None),
-    "inject-noise": ("noise.json", None),
-    "benchmark": ("benchmark.json", None),
-    "export": ("export.json", "export"),  # "kind" checked: a Label Studio export may be named export.json
-    "apply": ("apply.json", "apply"),
-}
+#: The commands that write output folders.
+KINDS = ("scan", "retrain", "inspect", "inject-noise", "benchmark", "export", "apply")
+#: Written by labelaudit into every output folder it makes: ``{"written_by": "labelaudit", "kind",
+#: "format_version", "entries"}`` (the top-level names it wrote).
+MARKER = ".labelaudit-output.json"
+MARKER_FORMAT_VERSION = 1
+#: Folders labelaudit adds to a finished scan's run directory later (``review``, ``write_plots_for_run``).
+LATER_ENTRIES = frozenset({"review", "plots"})
 
 
 def output_path(text: str | os.PathLike | None, option: str = "--out") -> Path | None:
-    """``--out`` text as a path; an empty string is an error (it would mean the current folder)."""
+    """``--out`` text as a path; an empty string is an error (it would mean the current folder),
+    and so is a name that is not UTF-8 text (the run's own files could not record it)."""
     if text is None:
         return None
     if not str(text).strip():
         raise OutputError(f"{option} is empty; pass the folder or file to write, e.g. {option} runs/audit1")
+    try:
+        str(text).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(str(text)).decode("utf-8", "backslashreplace")
+        raise OutputError(f"{option} {shown!r} is not valid UTF-8 text; pass a name in UTF-8") from None
     return Path(text).expanduser()
 
 
 def input_paths(table=None, extra: Iterable[str | os.PathLike | None] = ()) -> list[Path]:
-    """The resolved paths a command reads: ``table``'s source (and for a manifest, every folder
-    holding one of its images), plus ``extra`` files or folders (None entries are ignored)."""
+    """The resolved paths a command reads: ``table``'s source and every folder holding one of its
+    images, resolved (a class folder that is a symlink leads elsewhere), plus ``extra`` files or
+    folders (None entries are ignored)."""
     paths = [Path(p).expanduser().resolve() for p in extra if p is not None and str(p) != ""]
     if table is not None:
-        paths.append(Path(table.source).resolve())
-        if table.kind != "folder":
-            folders = {os.path.dirname(p) for p in table.samples["path"]}
-            folders |= {os.path.dirname(p) for p in table.skipped["path"]}
-            paths += [Path(f).resolve() for f in sorted(folders) if f]
+        source = Path(table.source).resolve()
+        paths.append(source)
+        folders = {os.path.dirname(p) for p in table.samples["path"]}
+        folders |= {os.path.dirname(p) for p in table.skipped["path"]}
+        for folder in sorted(f for f in folders if f):
+            real = Path(os.path.realpath(folder))
+            if table.kind != "folder" or (real != source and source not in real.parents):
+                paths.append(real)
     return list(dict.fromkeys(paths))
 
 
@@ -93,36 +106,69 @@ def check_not_input(target: str | os.PathLike, inputs: Sequence[Path], *, option
     return out
 
 
+def read_marker(folder: Path) -> dict | None:
+    """The :data:`MARKER` labelaudit wrote into ``folder``, or None (absent, unreadable, not ours)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(marker, dict) and marker.get("written_by") == "labelaudit" and marker.get("kind") in KINDS
+            and isinstance(marker.get("entries"), list)):
+        return None
+    return marker
+
+
+def write_marker(folder: Path, kind: str, entries: Iterable[str] | None = None) -> None:
+    """Mark ``folder`` as a ``kind`` output of labelaudit listing ``entries`` (default: what is in it now)."""
+    from ._atomic import write_text
+
+    names = sorted(os.listdir(folder)) if entries is None else sorted(entries)
+    marker = {"written_by": "labelaudit", "kind": kind, "format_version": MARKER_FORMAT_VERSION,
+              "entries": [n for n in names if n != MARKER]}
+    write_text(folder / MARKER, json.dumps(marker, indent=2) + "\n")
+
+
 def output_kind(folder: Path) -> str | None:
-    """The command whose output ``folder`` is (``"scan"``, ``"retrain"``...), or None."""
-    for kind, (marker, summary_kind) in KIND_MARKERS.items():
-        file = folder / marker
-        if not file.is_file():
-            continue
-        if summary_kind is None:
-            return kind
-        try:
-            found = json.loads(file.read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if found == summary_kind:
-            return kind
-    return None
+    """The command whose output ``folder`` is (``"scan"``, ``"retrain"``...), by its marker, or None."""
+    marker = read_marker(folder)
+    return None if marker is None else marker["kind"]
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that labelaudit did not write there (all of them without a marker)."""
+    marker = read_marker(folder)
+    ours = set() if marker is None else {*marker["entries"], *LATER_ENTRIES, MARKER}
+    return sorted(name for name in os.listdir(folder) if name not in ours)
 
 
 def check_output_folder(out: Path, kind: str, *, overwrite: bool, option: str = "--out") -> bool:
     """Raise :class:`OutputError` unless ``out`` may receive a ``kind`` output; True when it exists
-    and will be replaced. A file, a foreign non-empty folder, or an earlier output of the same
-    command without ``overwrite`` are refused."""
-    if out.exists() and not out.is_dir():
+    and will be replaced. A file, a mount point, a foreign non-empty folder, an output holding
+    files labelaudit did not write, or an earlier output of the same command without
+    ``overwrite`` are refused."""
+    try:
+        exists, is_dir = out.exists(), out.is_dir()
+        empty = not exists or not is_dir or not any(out.iterdir())
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise OutputError(f"cannot use {option} {str(out)!r} ({exc.strerror or exc}); pass another path") from None
+    if exists and not is_dir:
         raise OutputError(f"{option} {str(out)!r} is a file, not a folder; pass a folder path")
-    if not out.exists() or not any(out.iterdir()):
-        return out.exists()
+    if exists and os.path.ismount(out):
+        raise OutputError(f"{option} {str(out)!r} is a mount point, which cannot be replaced by renaming; labelaudit "
+                          f"writes the run beside {option} and renames it into place: pass a folder inside it, "
+                          f"e.g. {option} {str(out / 'run1')!r}")
+    if empty:
+        return exists
     found = output_kind(out)
     if found != kind:
         what = f"the output of labelaudit {found}" if found else "files that labelaudit did not write"
         raise OutputError(f"{option} {str(out)!r} is not empty (it holds {what}); pass a new or empty folder "
                           f"(labelaudit replaces only an earlier {kind} output, with --overwrite)")
+    extra = foreign_entries(out)
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise OutputError(f"{option} {str(out)!r} holds an earlier {kind} output and files labelaudit did not write "
+                          f"there ({shown}), which replacing it would delete; move them out or pass another {option}")
     if not overwrite:
         raise OutputError(f"{option} {str(out)!r} holds an earlier {kind} output; pass --overwrite to replace it "
                           f"or another {option}")
@@ -188,7 +234,7 @@ class RunDirectory:
 
     def __init__(self, out: str | os.PathLike, kind: str, *, inputs: Sequence[Path] = (), overwrite: bool = False,
                  option: str = "--out") -> None:
-        if kind not in KIND_MARKERS:
+        if kind not in KINDS:
             raise ValueError(f"unknown output kind {kind!r}")
         self.kind, self.overwrite, self.option = kind, overwrite, option
         self.inputs = list(inputs)
@@ -203,8 +249,7 @@ class RunDirectory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except OSError as exc:
-            raise OutputError(f"cannot write {self.option} {str(self.path)!r} ({exc.strerror or exc}); pass a "
-                              f"folder you can write to") from None
+            raise self._unwritable(exc) from None
         try:
             remove_stale_temporaries(self.path.parent)
             check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)  # under the lock
@@ -212,26 +257,40 @@ class RunDirectory:
             self.tmp.mkdir()
         except OSError as exc:
             self._lock.release()
-            raise OutputError(f"cannot write {self.option} {str(self.path)!r} ({exc.strerror or exc}); pass a "
-                              f"folder you can write to") from None
+            raise self._unwritable(exc) from None
         except BaseException:
             self._lock.release()
             raise
         return self
 
+    def _unwritable(self, exc: OSError) -> OutputError:
+        return OutputError(
+            f"cannot write {self.option} {str(self.path)!r}: labelaudit creates the run beside it, in "
+            f"{str(self.path.parent)!r}, and renames it into place, and that failed ({exc.strerror or exc}); pass "
+            f"{self.option} in a folder you can write to")
+
     def commit(self) -> Path:
         """Move the finished output into place and release the lock; returns the folder.
 
-        Calling it again (e.g. from ``__exit__`` after a writer committed) returns the folder.
+        Calling it again (e.g. from ``__exit__`` after a writer committed) returns the folder. If
+        ``--out`` changed meanwhile so that it may no longer be replaced (someone put files
+        there), the finished output is kept beside it under a new name, given in the error.
         """
         if self.committed:
             return self.path
         if self.tmp is None:
             raise RuntimeError("RunDirectory.commit() before open()")
         try:
-            replacing = check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
+            write_marker(self.tmp, self.kind)
+            try:
+                replacing = check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
+            except OutputError as exc:
+                kept = self.path.with_name(f"{self.path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                os.rename(self.tmp, kept)
+                self.tmp = None
+                raise OutputError(f"{exc}; the finished {self.kind} output was kept in {str(kept)!r}") from None
             if replacing and _exchange(self.tmp, self.path):
-                shutil.rmtree(self.tmp)  # now holds the earlier output
+                shutil.rmtree(self.tmp, ignore_errors=True)  # now holds the earlier output; what stays is stale
             elif replacing:  # no atomic exchange here: move the old one aside first, back on failure
                 aside = temporary_sibling(self.path)
                 os.rename(self.path, aside)
@@ -240,7 +299,7 @@ class RunDirectory:
                 except BaseException:
                     os.rename(aside, self.path)
                     raise
-                shutil.rmtree(aside)
+                shutil.rmtree(aside, ignore_errors=True)
             else:
                 if self.path.exists():
                     self.path.rmdir()  # empty

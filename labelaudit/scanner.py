@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -83,6 +84,7 @@ class ScanResult:
     truth: Optional[dict] = None
     anchor_transition_matrix: Optional[np.ndarray] = None  # (K, K) from the final model, no augmentation
     noise_rate_interval: tuple[float, float] = (float("nan"), float("nan"))
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
 
 
 def scan(
@@ -130,7 +132,7 @@ def scan(
     else:
         table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     if out_dir is not None:  # before decoding and training, so a bad choice fails at once
-        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir))
+        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights))
     store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
     true_labels = load_truth(truth, store.table) if truth is not None else None
     prepared = time.perf_counter()
@@ -203,6 +205,7 @@ def summary(result: ScanResult) -> dict:
         "class_names": names,
         "class_counts": {n: int(c) for n, c in table.class_counts().items()},
         "data_fingerprint": fingerprint(table),
+        "run_id": result.run_id,
         "num_flagged": flagged,
         "num_skipped": int(len(table.skipped)),
         "estimated_noise_rate": audit.noise_rate,
@@ -264,11 +267,13 @@ def default_run_dir(source: str | os.PathLike) -> Path:
     return Path("labelaudit-runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None) -> list[Path]:
-    """Everything a scan reads, which its run directory may not be, be inside of, or hold."""
+def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None) -> list[Path]:
+    """Everything a scan reads, which its run directory may not be, be inside of, or hold: the
+    images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file."""
     from .images import default_cache_dir
 
-    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir()])
+    local_weights = weights if weights is not None and Path(weights).expanduser().exists() else None
+    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir(), local_weights])
 
 
 def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
@@ -281,7 +286,8 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, 
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.store.table), overwrite=overwrite).open()
+        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.store.table, weights=result.config.train.weights),
+                           overwrite=overwrite).open()
     try:
         _write_run_files(result, run.tmp)
     except BaseException:
@@ -312,4 +318,4 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
 
     write_plots(PlotData.from_summary(info, audit.report, audit.transition_matrix), out / PLOTS_DIR)
     save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
-               extra={"data_fingerprint": fingerprint(table)})
+               extra={"data_fingerprint": fingerprint(table), "run_id": result.run_id})

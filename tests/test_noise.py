@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labelaudit.rundir import write_marker
+
 from labelaudit.benchmark import BenchmarkConfig, markdown_table, parse_methods, parse_noise, run_benchmark, summarise
 from labelaudit.cli import main
 from labelaudit.errors import ConfigError
@@ -169,6 +171,7 @@ def test_benchmark_refuses_bad_maps_and_other_settings_in_the_same_folder(tmp_pa
     with pytest.raises(ConfigError, match="does not exist"):
         run_benchmark(root, config, tmp_path / "bench")
     (tmp_path / "bench").mkdir()
+    write_marker(tmp_path / "bench", "benchmark", entries=[])  # an earlier benchmark's folder
     (tmp_path / "bench" / "benchmark.json").write_text(json.dumps({"source": str(root.resolve()), "num_samples": 20,
                                                                     "noise_map": "None", "epochs_scale": 0.5, "scan_args": []}))
     other = BenchmarkConfig(settings=tuple(parse_noise("symm-exc:0.2")), methods=("ce",), epochs_scale=1.0)

@@ -153,12 +153,39 @@ def test_an_earlier_output_is_replaced_only_with_overwrite_and_then_whole(datase
     assert code == 2
     one_line_error(err, "holds an earlier scan output; pass --overwrite")
     assert snapshot(out) == before
-    (out / "stray.txt").write_text("left by someone")
-    code, _, err = run([*base, "--seed", "1", "--overwrite"], capsys)
+    code, _, err = run([*base, "--truth", dataset["truth"], "--seed", "1", "--overwrite"], capsys)
     assert code == 0, err
-    assert not (out / "stray.txt").exists()  # the whole folder was replaced, not file by file
-    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
+    assert (out / "true_transition_matrix.csv").exists()
+    code, _, err = run([*base, "--seed", "2", "--overwrite"], capsys)
+    assert code == 0, err
+    assert not (out / "true_transition_matrix.csv").exists()  # the whole folder was replaced, not file by file
+    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary, no lock left
+
+
+def test_overwrite_never_deletes_files_the_user_put_in_a_run(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(dataset["run"], out)
+    (out / "flagged_reviewed.xlsx").write_text("a reviewer's afternoon")
+    code, _, err = run(["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST],
+                       capsys)
+    assert code == 2
+    one_line_error(err, "files labelaudit did not write there (flagged_reviewed.xlsx)")
+    assert (out / "flagged_reviewed.xlsx").read_text() == "a reviewer's afternoon"
+
+
+def test_a_folder_is_ours_only_by_our_marker_not_by_a_file_name(dataset, tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "noise.json").write_text('{"sigma": 0.1}')
+    (project / "summary.json").write_text('{"kind": "scan"}')
+    (project / "thesis.tex").write_text("chapter 1")
+    for command in (["inject-noise", dataset["root"], "--rate", "0.1"], ["inspect", dataset["root"]],
+                    ["scan", dataset["root"], "--cache-dir", dataset["cache"], *FAST]):
+        code, _, err = run([*command, "--out", project, "--overwrite"], capsys)
+        assert code == 2, command
+        one_line_error(err, "files that labelaudit did not write")
+    assert sorted(p.name for p in project.iterdir()) == ["noise.json", "summary.json", "thesis.tex"]
 
 
 def test_each_command_refuses_another_commands_output(dataset, tmp_path, capsys):
@@ -451,3 +478,83 @@ def test_ctrl_c_during_a_scan_leaves_nothing_and_says_so(dataset, tmp_path):
     assert child.returncode == 130
     assert "labelaudit: interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no run directory, no temporary, no lock file
+
+
+
+def test_more_inputs_are_protected(dataset, tmp_path, capsys):
+    """A --weights file, a class folder reached through a symlink, and a predictions file in a run."""
+    out = tmp_path / "run"
+    shutil.copytree(dataset["run"], out)
+    (out / "weights.pth").write_bytes(b"weights")
+    code, _, err = run(["scan", dataset["root"], "--backbone", "resnet18", "--weights", out / "weights.pth",
+                        "--out", out, "--overwrite", *FAST], capsys)
+    assert code == 2
+    one_line_error(err, "holds the input")
+    assert (out / "weights.pth").read_bytes() == b"weights"
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(dataset["root"] / "blob", elsewhere / "blob")
+    linked = tmp_path / "linked"
+    for name in ("checker", "horizontal", "vertical"):
+        shutil.copytree(dataset["root"] / name, linked / name)
+    (linked / "blob").symlink_to(elsewhere / "blob", target_is_directory=True)
+    code, _, err = run(["scan", linked, "--out", elsewhere / "blob" / "run", *FAST], capsys)
+    assert code == 2
+    one_line_error(err, "inside the input folder")
+    assert sorted(p.name for p in (elsewhere / "blob").iterdir()) == sorted(p.name for p in (dataset["root"] / "blob").iterdir())
+
+    code, _, err = run(["predict", dataset["run"], dataset["root"], "--out", out / "predictions.csv"], capsys)
+    assert code == 2
+    one_line_error(err, "inside the output folder of labelaudit scan")
+
+
+def test_predict_never_replaces_a_skipped_file_without_overwrite(dataset, tmp_path, capsys):
+    (tmp_path / "preds-skipped.csv").write_text("precious")
+    code, _, err = run(["predict", dataset["run"], dataset["root"], "--out", tmp_path / "preds.csv"], capsys)
+    assert code == 2
+    one_line_error(err, "preds-skipped.csv' exists; pass --overwrite")
+    assert (tmp_path / "preds-skipped.csv").read_text() == "precious" and not (tmp_path / "preds.csv").exists()
+
+
+def test_a_model_from_another_run_of_the_same_data_is_refused(dataset, tmp_path, capsys):
+    twin = tmp_path / "twin"
+    assert run(["scan", dataset["root"], "--out", twin, "--cache-dir", dataset["cache"], *FAST], capsys)[0] == 0
+    mixed = tmp_path / "mixed"
+    shutil.copytree(dataset["run"], mixed)
+    shutil.copy(twin / "model.pt", mixed / "model.pt")  # same data fingerprint, another run
+    code, _, err = run(["evaluate", mixed, dataset["root"]], capsys)
+    assert code == 2
+    one_line_error(err, "does not belong to the run in its folder")
+
+
+def test_files_put_into_a_new_out_during_the_run_keep_the_finished_run(dataset, tmp_path):
+    out = tmp_path / "run"
+    child = child_scan("SIGSTOP", [dataset["root"], "--out", out, *FAST], dataset["cache"])
+    try:
+        deadline = time.time() + 120
+        while _state(child.pid) != "T":
+            assert child.poll() is None and time.time() < deadline, child.communicate()
+            time.sleep(0.05)
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")  # someone uses the folder while the scan runs
+        os.kill(child.pid, signal.SIGCONT)  # save_model returns at once (it was replaced): the run commits
+        err = child.communicate(timeout=120)[1].decode()
+    finally:
+        child.kill()
+    assert child.returncode == 2, err
+    assert "the finished scan output was kept in" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert (kept / "summary.json").exists() and (kept / "report.parquet").exists()
+
+
+@pytest.mark.skipif(not os.path.ismount("/dev/shm"), reason="needs /dev/shm as a mount point")
+def test_a_mount_point_out_and_a_non_utf8_out_fail_before_any_work(dataset, capsys, isolated_cache, tmp_path):
+    code, _, err = run(["scan", dataset["root"], "--out", "/dev/shm", "--overwrite", *FAST], capsys)
+    assert code == 2
+    one_line_error(err, "is a mount point")
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    code, _, err = run(["scan", dataset["root"], "--out", bad, *FAST], capsys)
+    assert code == 2
+    one_line_error(err, "is not valid UTF-8")
+    assert list(isolated_cache.iterdir()) == []

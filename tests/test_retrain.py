@@ -67,7 +67,7 @@ def test_retrain_beats_plain_ce_on_clean_held_out_images(workspace, pseudo):
 
 def test_retrain_outputs_and_schemas(workspace, pseudo):
     result, out = pseudo
-    assert {p.name for p in out.iterdir()} == {"model.pt", "cleaned_labels.csv", "cleaned_labels.parquet",
+    assert {p.name for p in out.iterdir()} == {".labelaudit-output.json", "model.pt", "cleaned_labels.csv", "cleaned_labels.parquet",
                                                "summary.json", "config.json"}
     cleaned = pd.read_parquet(out / "cleaned_labels.parquet")
     assert cleaned.columns.tolist() == ["sample_id", "path", "given_label", "cleaned_label", "changed", "confidence",

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from labelaudit.cli import main
+from labelaudit.rundir import MARKER
 from labelaudit.reports import write_csv
 from labelaudit.sources import read_table
 from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
@@ -70,7 +71,7 @@ def one_line_error(err: str, *fragments: str) -> str:
 
 def leftovers(folder: Path) -> list[str]:
     """Hidden temporaries or locks an output left in ``folder``."""
-    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != MARKER]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def odd(tmp_path_factory):
 def test_label_studio_export_encodes_odd_names_and_escapes_the_config(odd, capsys):
     out = odd["base"] / "ls"
     ok(["export", odd["run"], "--out", out], capsys)
-    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "export.json", "label_config.xml", "tasks.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "README.txt", "export.json", "label_config.xml", "tasks.json"]
     tasks = json.loads((out / "tasks.json").read_text(encoding="utf-8"))
     flagged = odd["flagged"]
     assert [t["data"]["sample_id"] for t in tasks] == flagged["sample_id"].tolist()  # worst first
@@ -202,12 +203,15 @@ def test_export_output_folder_rules(odd, tmp_path, capsys):
     default = odd["base"] / "run-export-csv"
     ok(["export", odd["run"], "--format", "csv"], capsys)
     assert (default / "review.csv").is_file()
-    (default / "stray.txt").write_text("x")
+    (default / "stray.txt").write_text("x")  # a file of the user's: never deleted, even with --overwrite
+    code, _, err = run(["export", odd["run"], "--format", "csv", "--overwrite"], capsys)
+    assert code == 2
+    one_line_error(err, "files labelaudit did not write there (stray.txt)")
+    (default / "stray.txt").unlink()
     code, _, err = run(["export", odd["run"], "--format", "csv"], capsys)
     assert code == 2
     one_line_error(err, "holds an earlier export output; pass --overwrite")
     ok(["export", odd["run"], "--format", "csv", "--overwrite"], capsys)
-    assert not (default / "stray.txt").exists()
     shutil.rmtree(default)
     # A user's folder holding a Label Studio export named export.json is not ours: never replaced.
     mine = tmp_path / "mine"
@@ -259,7 +263,7 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     out = tmp_path / "cleaned"
     ok(["apply", loop["run"], decisions, "--out", out, "--accept-unreviewed", accept_unreviewed], capsys)
     assert snapshot(loop["root"], loop["run"], decisions) == before  # inputs only read
-    assert sorted(p.name for p in out.iterdir()) == ["apply.json", "cleaned.csv", "cleaned.parquet", "decisions.csv",
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "apply.json", "cleaned.csv", "cleaned.parquet", "decisions.csv",
                                                      "removed.csv"]
     cleaned = pd.read_parquet(out / "cleaned.parquet")
     assert list(cleaned.columns) == ["sample_id", "path", "label", "original_label", "label_source"]
@@ -345,6 +349,10 @@ def test_apply_output_is_all_or_nothing_and_never_over_an_input(loop, tmp_path, 
     out = tmp_path / "cleaned"
     ok(["apply", loop["run"], decisions, "--out", out], capsys)
     (out / "stray.txt").write_text("x")
+    code, _, err = run(["apply", loop["run"], decisions, "--out", out, "--overwrite"], capsys)
+    assert code == 2
+    one_line_error(err, "files labelaudit did not write there (stray.txt)")
+    (out / "stray.txt").unlink()
     code, _, err = run(["apply", loop["run"], decisions, "--out", out], capsys)
     assert code == 2
     one_line_error(err, "holds an earlier apply output; pass --overwrite")
@@ -356,7 +364,7 @@ def test_apply_output_is_all_or_nothing_and_never_over_an_input(loop, tmp_path, 
     assert code == 2
     assert snapshot(out) == earlier and leftovers(tmp_path) == []
     ok(["apply", loop["run"], decisions, "--out", out, "--overwrite", "--accept-unreviewed", "drop"], capsys)
-    assert not (out / "stray.txt").exists() and json.loads((out / "apply.json").read_text())["accept_unreviewed"] == "drop"
+    assert json.loads((out / "apply.json").read_text())["accept_unreviewed"] == "drop"
     assert snapshot(loop["root"], loop["run"], decisions) == before
 
 

@@ -17,7 +17,7 @@ from conftest import make_noisy_pattern_dataset
 # Small but real: 240 images of 16x16, ResNet-8 of width 8, 4+4+4 epochs (a few seconds).
 SMALL = ScanConfig(train=TrainConfig(width=8, seed=0), nlnl=NLNLConfig(epochs=(4, 4, 4)))
 RUN_FILES = {"report.parquet", "report.csv", "flagged.csv", "summary.json", "transition_matrix.csv",
-             "transition_matrix_anchor.csv", "true_transition_matrix.csv", "skipped.csv", "config.json", "model.pt",
+             "transition_matrix_anchor.csv", ".labelaudit-output.json", "true_transition_matrix.csv", "skipped.csv", "config.json", "model.pt",
              "plots"}
 
 

@@ -98,7 +98,8 @@ def scan_command(
     _warn_few_samples(table)
     # Checked, locked and created before decoding and training: a bad --out costs nothing.
     with RunDirectory(out if out is not None else default_run_dir(source), "scan",
-                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir), overwrite=overwrite) as output:
+                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=weights),
+                      overwrite=overwrite) as output:
         with progress_bars(not (quiet or json_output)) as progress:
             result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
         run_dir = write_run(result, output)
