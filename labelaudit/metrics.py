@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ManifestError
 from .estimators import transition_matrix
-from .sources import SampleTable, _labels_as_text, read_table
+from .sources import SampleTable, _labels_as_text, match_classes, read_table
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -33,7 +33,9 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
 
     The file (CSV or parquet) has a ``sample_id`` or ``path`` column and a true-label column
     (``true_label``, ``clean_label``, ``true`` or ``label``). Paths are matched after resolving
-    them relative to the truth file's folder.
+    them relative to the truth file's folder. A label names the class of the same text, or the
+    one class it differs from only by surrounding whitespace (see
+    :func:`~labelaudit.sources.match_classes`); CSV cells are stripped, parquet labels kept exactly.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -45,7 +47,7 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
             f"truth file {path.name!r} has no true-label column (looked for {list(TRUE_LABEL_CANDIDATES)}, "
             f"found {list(frame.columns)}); add a true_label column"
         )
-    true_text = _labels_as_text(frame[label_col])
+    true_text = _labels_as_text(frame[label_col], strip=path.suffix.lower() not in (".parquet", ".pq"))
     if "sample_id" in frame.columns and frame["sample_id"].astype(str).isin(table.samples["sample_id"]).any():
         lookup = dict(zip(frame["sample_id"].astype(str), true_text))
         keys = table.samples["sample_id"]
@@ -61,10 +63,11 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
             f"truth file {path.name!r} has no row for {len(missing)} samples (first: {missing[0]!r}); it must cover every sample"
         )
     index = {name: i for i, name in enumerate(table.class_names)}
-    unknown = sorted({lookup[k] for k in keys} - set(index))
+    names = match_classes([lookup[k] for k in keys], table.class_names)
+    unknown = sorted(label for label, name in names.items() if name is None)
     if unknown:
         raise ManifestError(f"truth file {path.name!r} uses label {unknown[0]!r} that is not a class of the dataset {list(table.class_names)}")
-    return np.array([index[lookup[k]] for k in keys], dtype=np.int64)
+    return np.array([index[names[lookup[k]]] for k in keys], dtype=np.int64)
 
 
 def truth_metrics(

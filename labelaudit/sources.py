@@ -194,7 +194,9 @@ def load_source(
         :data:`PATH_COLUMN_CANDIDATES`, :data:`LABEL_COLUMN_CANDIDATES` and
         :data:`ID_COLUMN_CANDIDATES` (the id column is optional). Ignored for folders.
     classes : sequence of str, optional
-        The allowed class names, in the order to use. A label outside this list is an error.
+        The allowed class names, in the order to use. A label names the class of the same text,
+        or the one class it differs from only by surrounding whitespace (:func:`match_classes`);
+        any other label is an error.
     require_all_classes : bool, default=True
         Training needs images in every class (and at least two); an evaluation set may cover
         only some of ``classes``: pass False to require just one usable image.
@@ -412,18 +414,20 @@ def _finish(
     all_labels: Sequence[str],
     duplicate_rows: pd.DataFrame | None = None,
 ) -> SampleTable:
+    samples = samples.copy()
     if classes is not None:
         class_names = tuple(str(c) for c in classes)
-        unknown = sorted(set(all_labels) - set(class_names))
+        lookup = match_classes(all_labels, class_names)
+        unknown = sorted(label for label, name in lookup.items() if name is None)
         if unknown:
             raise DatasetError(
                 f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
                 f"({len(unknown)} unknown labels); fix the labels or add the class"
             )
+        samples["label"] = samples["label"].map(lookup).astype(object)  # a class's name exactly
     else:
         class_names = _order_classes(all_labels)
     index = {name: i for i, name in enumerate(class_names)}
-    samples = samples.copy()
     samples["given_label"] = samples["label"].map(index).astype("int64")
     samples = samples[SAMPLE_COLUMNS].reset_index(drop=True)
     kwargs = {}
@@ -615,11 +619,36 @@ def _where_row(path: Path, index: int) -> str:
     return f"at data row {index + 1} after the header"
 
 
-def _labels_as_text(values: pd.Series) -> pd.Series:
-    """Labels as strings; integral floats (``3.0``, from a column with gaps) become ``"3"``."""
+def _labels_as_text(values: pd.Series, *, strip: bool) -> pd.Series:
+    """Labels as strings; integral floats (``3.0``, from a column with gaps) become ``"3"``.
+
+    ``strip`` removes surrounding whitespace: for CSV cells, typed by hand; a parquet label is
+    kept exactly, like a class folder's name (``"cat "`` stays ``"cat "``).
+    """
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
         values = values.astype("int64")
-    return values.map(lambda v: str(v).strip()).astype(object)
+    return values.map(lambda v: str(v).strip() if strip else str(v)).astype(object)
+
+
+def match_classes(labels: Sequence[str], class_names: Sequence[str]) -> dict[str, str | None]:
+    """Each distinct label -> the class of ``class_names`` it names, or None.
+
+    A label names the class of the same text, else the one class whose name differs from it only
+    by surrounding whitespace (a CSV cell loses the trailing space of a folder named ``"cat "``);
+    None when there is no such class or several.
+    """
+    exact = set(class_names)
+    loose: dict[str, list[str]] = {}
+    for name in class_names:
+        loose.setdefault(name.strip(), []).append(name)
+    lookup: dict[str, str | None] = {}
+    for label in dict.fromkeys(labels):
+        if label in exact:
+            lookup[label] = label
+        else:
+            near = loose.get(str(label).strip(), [])
+            lookup[label] = near[0] if len(near) == 1 else None
+    return lookup
 
 
 def _load_manifest(
@@ -642,7 +671,8 @@ def _load_manifest(
                 f"manifest {path.name!r} has {int(blank.sum())} rows with no {role} in column "
                 f"{col!r} (first {_where_row(path, first)}); fill them in or drop those rows"
             )
-    labels = _labels_as_text(frame[label_col])
+    kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    labels = _labels_as_text(frame[label_col], strip=kind == "csv")
     written = frame[path_col].map(lambda p: str(p).strip())
     root = path.parent
     absolute = written.map(lambda p: os.path.normpath(os.path.join(root, os.path.expanduser(p))))
@@ -671,5 +701,4 @@ def _load_manifest(
     keep = ~dup
     rows = list(zip(ids[keep], absolute[keep], labels[keep]))
     samples, skipped = _stat_rows(rows)
-    kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
     return _finish(samples, skipped, path, kind, classes, list(labels[keep]), duplicate_rows)
