@@ -360,11 +360,20 @@ def masked_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> tuple[torch.
     return (per_sample * weights).sum() / total.clamp_min(1e-12), (weights > 0).sum()
 
 
+#: The largest training budget: a thousand times the default schedule (``--budget 1e300`` would
+#: be accepted as finite and train for ever).
+MAX_BUDGET = 1000
+
+
 def check_budget(budget: float, option: str = "--budget") -> float:
-    """``budget`` (a multiple of the default schedule) when it is a finite number > 0, else ConfigError."""
+    """``budget`` (a multiple of the default schedule) when it is a number in ``(0, MAX_BUDGET]``,
+    else ConfigError."""
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise ConfigError(f"{option} must be a finite number > 0 (1 = the default schedule, 0.5 = half of it); "
                           f"got {budget!r}")
+    if budget > MAX_BUDGET:
+        raise ConfigError(f"{option} must be in the range (0, {MAX_BUDGET}] (1 = the default schedule, {MAX_BUDGET} = "
+                          f"{MAX_BUDGET} times as many epochs); got {budget!r}")
     return budget
 
 
