@@ -35,12 +35,35 @@ def init_worker(parent_pid: int) -> None:
     """
     global _parent_pid
     _parent_pid = parent_pid
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # no libc prctl: the loops' check still applies
-            pass
-    exit_if_orphaned()  # the parent may have died before prctl took effect
+    die_with_parent(parent_pid)  # no libc prctl: the loops' check still applies
+
+
+def die_with_parent(parent_pid: int, prctl=None) -> None:
+    """Make this process die when ``parent_pid``, the process that started it, goes.
+
+    On Linux the kernel sends SIGKILL when the parent *thread* that forked this process ends
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere nothing is set. Exits at once when the
+    parent is already gone (it may have died before prctl took effect). ``prctl`` is libc's,
+    from :func:`libc_prctl`; pass it when called as a ``subprocess`` ``preexec_fn`` (between
+    fork and exec nothing should be loaded): ``preexec_fn=partial(die_with_parent, os.getpid(),
+    libc_prctl())``.
+    """
+    if prctl is None:
+        prctl = libc_prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def libc_prctl():
+    """libc's ``prctl`` on Linux, else None (no such call, or no libc to find it in)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def exit_if_orphaned() -> None:

@@ -14,28 +14,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ._atomic import write_text
+from ._decode import die_with_parent, libc_prctl
 from .errors import ConfigError, OutputError
 from .images import ProgressCallback
 from .audit import audit_from_soft_labels
 from .methods.baselines import cv_flags
 from .metrics import load_truth, ranking_metrics, truth_metrics
 from .noise import KINDS, NAMED_MAPS, inject_noise, read_map_file, write_noisy_dataset
-from .reports import unescape_cell, write_csv, write_json
-from .rundir import FolderLock, check_not_input, check_output_folder, input_paths, output_kind, output_path
-from .sources import load_source, table_from_rows
+from .reports import write_csv, write_json
+from .rundir import (FolderLock, check_not_input, check_output_folder, data_fingerprint, input_paths, output_kind,
+                     output_path, write_marker)
+from .sources import load_source, read_table, table_from_rows
 
 SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
 METHODS = (*SCAN_METHODS, "cleanlab")
+#: ``labelaudit scan`` options that every benchmark run sets itself (see :func:`_run_scan`), which
+#: ``--scan-option`` may not repeat: the last one given would win and, for ``--out``, replace a
+#: folder outside the benchmark.
+OWNED_SCAN_OPTIONS = ("--out", "-o", "--truth", "--overwrite", "--json", "--seed", "--method", "--budget", "--epochs",
+                      "--quiet", "-q")
 # Columns of the per-run table, and the ones averaged over seeds.
 METRICS = ("precision", "recall", "f1", "auroc", "auprc", "true_noise_rate", "estimated_noise_rate",
            "noise_rate_error", "transition_matrix_mae", "relabel_accuracy", "seconds", "peak_memory_mb")
@@ -100,7 +109,30 @@ class BenchmarkConfig:
         from .training import check_budget
 
         check_budget(self.epochs_scale)
+        for arg in self.scan_args:
+            owned = _owned_scan_option(arg)
+            if owned is not None:
+                raise ConfigError(
+                    f"--scan-option {arg!r} sets {owned}, which benchmark sets itself for every run (it owns "
+                    f"{', '.join(OWNED_SCAN_OPTIONS)}); drop it (use benchmark's own --out, --budget, --seeds)"
+                )
         return self
+
+
+def _owned_scan_option(arg: str) -> str | None:
+    """The option of :data:`OWNED_SCAN_OPTIONS` that the command-line word ``arg`` sets, or None.
+
+    ``--out=X`` and ``--out`` (its value in the next word) set ``--out``; short options are
+    judged by their first letter (``-oX``, ``-qo X``; scan's only short options are ours).
+    """
+    word = arg.strip()
+    if word.startswith("--"):
+        name = re.split(r"[=\s]", word, maxsplit=1)[0]
+    elif word.startswith("-") and len(word) > 1:
+        name = word[:2]
+    else:
+        return None
+    return name if name in OWNED_SCAN_OPTIONS else None
 
 
 def run_benchmark(
@@ -184,6 +216,8 @@ class BenchmarkLock:
             if output_kind(self.out) != "benchmark":  # again, under the lock
                 check_output_folder(self.out, "benchmark", overwrite=True)
             self.out.mkdir(exist_ok=True)
+            if output_kind(self.out) is None:  # new or empty: mark it as a benchmark folder
+                write_marker(self.out, "benchmark", entries=[])
             probe = self.out / ".write-test"
             probe.touch()
             probe.unlink()
@@ -197,12 +231,29 @@ class BenchmarkLock:
 
 
 def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
-    """Finished runs are reused only when they were made from the same data and scan settings."""
+    """Finished runs are reused only when they were made from the same data and scan settings.
+
+    The data is identified by its source, sample count and :func:`~labelaudit.rundir.data_fingerprint`
+    (sample ids and given labels in table order): images moved between class folders change it.
+    """
+    names = np.asarray(table.class_names, dtype=object)
+    fingerprint = data_fingerprint(table.samples["sample_id"].tolist(),
+                                   names[table.samples["given_label"].to_numpy()].tolist())
     identity = {"source": str(table.source), "num_samples": len(table), "noise_map": str(config.noise_map),
-                "epochs_scale": config.epochs_scale, "scan_args": list(config.scan_args)}
+                "epochs_scale": config.epochs_scale, "scan_args": list(config.scan_args),
+                "data_fingerprint": fingerprint}
     marker = out / "benchmark.json"
-    if marker.is_file():
-        previous = json.loads(marker.read_text())
+    if marker.exists():
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+            problem = None if isinstance(previous, dict) else f"a JSON {type(previous).__name__}, not an object"
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            problem = f"cannot be read as JSON: {getattr(exc, 'strerror', None) or exc}"
+        if problem is not None:
+            raise OutputError(
+                f"--out {str(out)!r} holds a benchmark.json that is not a benchmark's settings ({problem}); its runs "
+                "cannot be reused: pass a new --out (or delete that folder)"
+            )
         differing = [k for k in identity if previous.get(k) != identity[k]]
         if differing:
             raise ConfigError(
@@ -232,8 +283,12 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
                    "--truth", str(data_dir / "truth.csv"), "--out", str(run_dir), "--overwrite", "--seed", str(seed),
                    "--budget", str(config.epochs_scale), "--quiet", *config.scan_args]
         started = time.perf_counter()
+        # The child dies with this process (PR_SET_PDEATHSIG on Linux), as the decode workers do:
+        # a killed benchmark leaves no scan running and holding its run's lock.
+        prctl = libc_prctl()
+        preexec = partial(die_with_parent, os.getpid(), prctl) if prctl is not None else None
         with open(log_file, "w") as log:
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
             _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the parent's
             child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
@@ -246,11 +301,29 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
     timing = json.loads(timing_file.read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
-    truth = pd.read_csv(data_dir / "truth.csv", usecols=["sample_id", "is_noisy"], dtype={"sample_id": str})
-    truth["sample_id"] = truth["sample_id"].map(unescape_cell)  # our CSVs escape formula-like text
-    is_noisy = report[["sample_id"]].merge(truth, on="sample_id", how="left")["is_noisy"].to_numpy(dtype=bool)
+    is_noisy = _truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
     return _row(summary["truth"], ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
                 timing["seconds"], timing["peak_memory_mb"])
+
+
+def _truth_is_noisy(path: Path, sample_ids: pd.Series) -> np.ndarray:
+    """``is_noisy`` of every sample in ``sample_ids`` from the truth.csv that inject-noise wrote, ``(N,)`` bool.
+
+    Read as text (ids such as ``NA`` or ``None`` stay ids, formula-escaped cells are unescaped);
+    ``is_noisy`` is ``True``/``False``. Raises :class:`ConfigError` when a sample has no row.
+    """
+    truth = read_table(path, "truth file")
+    if not {"sample_id", "is_noisy"} <= set(truth.columns):
+        raise ConfigError(f"truth file {str(path)!r} lacks a sample_id or is_noisy column; delete that data folder "
+                          "and run the benchmark again")
+    flags = truth["is_noisy"].astype(str).str.strip().str.lower().map({"true": True, "false": False, "1": True, "0": False})
+    lookup = dict(zip(truth["sample_id"], flags))
+    values = [lookup.get(sample_id) for sample_id in sample_ids]
+    missing = [sample_id for sample_id, value in zip(sample_ids, values) if value is None or pd.isna(value)]
+    if missing:
+        raise ConfigError(f"truth file {str(path)!r} has no True/False is_noisy for {len(missing)} samples of the run "
+                          f"(first: {missing[0]!r}); delete that data folder and run the benchmark again")
+    return np.array(values, dtype=bool)
 
 
 _BOX = set("╭╮╰╯─│┃━┏┓┗┛ ")
