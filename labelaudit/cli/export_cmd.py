@@ -73,14 +73,10 @@ def apply_command(
 
     run = load_run(run_dir)
     # Checked, locked and created before reading the decisions: a bad --out costs nothing.
-    output = RunDirectory(out if out is not None else default_apply_dir(run_dir), "apply",
-                          inputs=apply_inputs(run, decisions), overwrite=overwrite).open()
-    try:
+    with RunDirectory(out if out is not None else default_apply_dir(run_dir), "apply",
+                      inputs=apply_inputs(run, decisions), overwrite=overwrite) as output:
         result = apply_decisions(run, decisions, accept_unreviewed=accept_unreviewed)
         written = write_apply(result, output)
-    except BaseException:
-        output.abort()
-        raise
     if json_output:
         typer.echo(json_text({"out": str(written), **apply_summary(result)}))
         return

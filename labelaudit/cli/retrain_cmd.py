@@ -50,18 +50,14 @@ def retrain_command(
                            labels=None if labels is None else str(labels)).validate()
     run = load_run(run_dir)
     # Checked, locked and created before training: a bad --out costs nothing.
-    output = RunDirectory(out if out is not None else default_retrain_dir(run_dir, mode), "retrain",
-                          inputs=retrain_inputs(run, test=test, cache_dir=cache_dir, labels=labels),
-                          overwrite=overwrite).open()
-    try:
+    with RunDirectory(out if out is not None else default_retrain_dir(run_dir, mode), "retrain",
+                      inputs=retrain_inputs(run, test=test, cache_dir=cache_dir, labels=labels),
+                      overwrite=overwrite) as output:
         with progress_bars(not (quiet or json_output)) as progress:
             result = retrain(run, config, test=test, test_path_column=test_path_column,
                              test_label_column=test_label_column, cache_dir=cache_dir, workers=workers,
                              progress=progress)
         written = write_retrain(result, output)
-    except BaseException:
-        output.abort()
-        raise
     if json_output:
         typer.echo(json_text({"run_dir": str(written), **summary(result)}))
         return
