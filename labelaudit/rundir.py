@@ -51,6 +51,14 @@ MARKER = ".labelaudit-output.json"
 MARKER_FORMAT_VERSION = 1
 #: Folders labelaudit adds to a finished scan's run directory later (``review``, ``write_plots_for_run``).
 LATER_ENTRIES = frozenset({"review", "plots"})
+#: Scan and retrain folders written before the marker existed: recognised by ``summary.json``'s
+#: ``kind`` and ``format_version`` only when they hold nothing but these names.
+LEGACY_ENTRIES = {
+    "scan": frozenset({"report.parquet", "report.csv", "flagged.csv", "summary.json", "transition_matrix.csv",
+                       "transition_matrix_anchor.csv", "true_transition_matrix.csv", "skipped.csv", "config.json",
+                       "model.pt"}),
+    "retrain": frozenset({"model.pt", "cleaned_labels.csv", "cleaned_labels.parquet", "summary.json", "config.json"}),
+}
 
 
 def output_path(text: str | os.PathLike | None, option: str = "--out") -> Path | None:
@@ -107,15 +115,30 @@ def check_not_input(target: str | os.PathLike, inputs: Sequence[Path], *, option
 
 
 def read_marker(folder: Path) -> dict | None:
-    """The :data:`MARKER` labelaudit wrote into ``folder``, or None (absent, unreadable, not ours)."""
+    """The :data:`MARKER` labelaudit wrote into ``folder`` (or the equivalent of one for a scan or
+    retrain folder of an earlier version, see :data:`LEGACY_ENTRIES`), or None."""
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return _legacy_marker(folder)
     if not (isinstance(marker, dict) and marker.get("written_by") == "labelaudit" and marker.get("kind") in KINDS
             and isinstance(marker.get("entries"), list)):
         return None
     return marker
+
+
+def _legacy_marker(folder: Path) -> dict | None:
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        names = set(os.listdir(folder))
+    except (OSError, ValueError):
+        return None
+    kind = summary.get("kind") if isinstance(summary, dict) else None
+    if kind not in LEGACY_ENTRIES or summary.get("format_version") not in (1, 2):
+        return None
+    if not names - LATER_ENTRIES <= LEGACY_ENTRIES[kind]:
+        return None  # something else is in there: not recognisably ours
+    return {"written_by": "labelaudit", "kind": kind, "entries": sorted(names)}
 
 
 def write_marker(folder: Path, kind: str, entries: Iterable[str] | None = None) -> None:

@@ -558,3 +558,19 @@ def test_a_mount_point_out_and_a_non_utf8_out_fail_before_any_work(dataset, caps
     assert code == 2
     one_line_error(err, "is not valid UTF-8")
     assert list(isolated_cache.iterdir()) == []
+
+
+def test_a_run_of_an_earlier_version_is_replaced_only_when_it_holds_nothing_else(dataset, tmp_path, capsys):
+    """Runs written before the marker: a scan folder holding only a scan's files may be replaced."""
+    out = tmp_path / "old-run"
+    shutil.copytree(dataset["run"], out)
+    (out / ".labelaudit-output.json").unlink()
+    (out / "notes.txt").write_text("mine")
+    base = ["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST]
+    code, _, err = run(base, capsys)
+    assert code == 2
+    one_line_error(err, "files that labelaudit did not write")
+    (out / "notes.txt").unlink()
+    code, _, err = run(base, capsys)
+    assert code == 0, err
+    assert (out / ".labelaudit-output.json").exists()
