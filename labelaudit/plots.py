@@ -305,15 +305,9 @@ def write_plots_for_run(run_dir: str | os.PathLike, *, overwrite: bool = False) 
 def _move_into_place(tmp: Path, target: Path, *, overwrite: bool) -> None:
     """Rename the finished ``tmp`` folder to ``target``; with ``overwrite`` swap out an old ``target``."""
     if overwrite and target.is_dir():
-        from .rundir import _exchange
+        from .rundir import replace_folder
 
-        if _exchange(tmp, target):
-            shutil.rmtree(tmp)  # now holds the old pictures
-            return
-        aside = temporary_sibling(target)
-        os.rename(target, aside)
-        os.rename(tmp, target)
-        shutil.rmtree(aside, ignore_errors=True)
+        replace_folder(tmp, target)
         return
     try:
         os.rename(tmp, target)

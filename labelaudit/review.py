@@ -50,7 +50,7 @@ from ._atomic import remove_stale_temporaries, temporary_sibling
 from ._decode import GRAY_MODES, _to_channels, classify_error
 from .errors import ConfigError, LabelAuditError, OutputError
 from .reports import json_text, write_csv
-from .rundir import FolderLock, _exchange, data_fingerprint
+from .rundir import FolderLock, data_fingerprint, replace_folder
 from .sources import read_table
 
 #: ``labelaudit.scanner.RUN_FORMAT_VERSION`` and its T file (a test keeps them equal): importing
@@ -444,18 +444,9 @@ def _check_review_folder(target: Path, overwrite: bool) -> None:
 
 
 def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``target``, exchanging it atomically with an earlier review where possible."""
+    """Rename ``tmp`` to ``target`` (checked again first), replacing an earlier review."""
     _check_review_folder(target, overwrite)
-    if target.exists() and _exchange(tmp, target):
-        shutil.rmtree(tmp)  # now the earlier review
-        return
-    if target.exists():
-        aside = temporary_sibling(target)
-        os.rename(target, aside)
-        os.rename(tmp, target)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
+    replace_folder(tmp, target)
 
 
 def _copy_plots(run_dir: Path, folder: Path) -> list[str]:

@@ -312,21 +312,9 @@ class RunDirectory:
                 os.rename(self.tmp, kept)
                 self.tmp = None
                 raise OutputError(f"{exc}; the finished {self.kind} output was kept in {str(kept)!r}") from None
-            if replacing and _exchange(self.tmp, self.path):
-                shutil.rmtree(self.tmp, ignore_errors=True)  # now holds the earlier output; what stays is stale
-            elif replacing:  # no atomic exchange here: move the old one aside first, back on failure
-                aside = temporary_sibling(self.path)
-                os.rename(self.path, aside)
-                try:
-                    os.rename(self.tmp, self.path)
-                except BaseException:
-                    os.rename(aside, self.path)
-                    raise
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                if self.path.exists():
-                    self.path.rmdir()  # empty
-                os.rename(self.tmp, self.path)
+            if replacing and not any(self.path.iterdir()):
+                self.path.rmdir()  # empty: nothing to keep aside
+            replace_folder(self.tmp, self.path)
             self.tmp = None
             self.committed = True
             return self.path
@@ -348,6 +336,29 @@ class RunDirectory:
             self.commit()
         else:
             self.abort()
+
+
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, replacing an existing ``target``.
+
+    The earlier ``target`` is swapped out atomically where the OS allows (``renameat2``
+    exchange), else moved aside first and put back if the rename fails; it is then deleted, best
+    effort (what stays behind is a stale temporary that a later run removes).
+    """
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    if _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the earlier folder
+        return
+    aside = temporary_sibling(target)
+    os.rename(target, aside)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
