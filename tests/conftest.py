@@ -17,6 +17,16 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     return cache
 
 
+def run_cli(argv, capsys):
+    """Run the ``labelaudit`` CLI in-process on ``argv`` (paths allowed); return (exit code, stdout, stderr)."""
+    from labelaudit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
 def save_image(path: Path, array: np.ndarray | None = None, mode: str = "L", size=(12, 12), seed: int = 0, **save_kwargs) -> Path:
     """Write a real image file; random pixels unless ``array`` is given."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,16 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from labelaudit.cli import app, main
-from conftest import make_folder_dataset, save_image
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from labelaudit.cli import app
+from conftest import make_folder_dataset, save_image, run_cli as run
 
 
 def test_inspect_prints_tables_and_conflicting_duplicates(tmp_path, capsys):

@@ -19,21 +19,12 @@ import pytest
 from PIL import Image
 
 from labelaudit import ConfigError, DatasetError, ManifestError, load_images, load_source
-from labelaudit.cli import main
 from labelaudit.sources import SKIP_REASONS, FEW_SAMPLES_THRESHOLD
-from conftest import make_folder_dataset, save_image
+from conftest import make_folder_dataset, save_image, run_cli as run
 
 PYTHON = sys.executable
 SETPRIV = shutil.which("setpriv")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def png_bytes(seed: int, size=(12, 12)) -> bytes:

@@ -24,18 +24,10 @@ from labelaudit.metrics import load_truth, ranking_metrics
 from labelaudit.rundir import FolderLock
 from labelaudit.sources import load_source, match_classes
 from labelaudit.training import check_budget
-from conftest import make_folder_dataset, save_image
+from conftest import make_folder_dataset, save_image, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 BENCH_FAST = ["--noise", "symm-exc:0.3", "--methods", "ce", "--budget", "0.05", "--scan-option=--width=8", "--quiet"]
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def one_line_error(err: str, fragment: str) -> str:

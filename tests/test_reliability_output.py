@@ -17,18 +17,10 @@ import pandas as pd
 import pytest
 
 from labelaudit.cli import main
-from conftest import make_noisy_pattern_dataset, save_image
+from conftest import make_noisy_pattern_dataset, save_image, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -17,24 +17,16 @@ import torch
 import typer.main
 
 from labelaudit.benchmark import failure_line
-from labelaudit.cli import app, main
+from labelaudit.cli import app
 from labelaudit.errors import ConfigError, TrainingError
 from labelaudit.methods.nlnl import NLNLConfig
 from labelaudit.models import build_model
 from labelaudit.reports import write_json
 from labelaudit.scanner import ScanConfig, scan, write_run
 from labelaudit.training import TensorData, TrainConfig, Trainer
-from conftest import make_folder_dataset, make_noisy_pattern_dataset, pattern_image, save_image
+from conftest import make_folder_dataset, make_noisy_pattern_dataset, pattern_image, save_image, run_cli as run
 
 TINY = TrainConfig(width=8, flip=False, crop_padding=0)
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def one_error_line(err: str) -> str:

@@ -28,21 +28,13 @@ from labelaudit.cli import main
 from labelaudit.rundir import MARKER
 from labelaudit.reports import write_csv
 from labelaudit.sources import read_table
-from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
+from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 #: Class names a dataset may really have: XML/HTML syntax, quotes, '+', non-ASCII, a formula start.
 ODD_CLASSES = ('a&b "q"', "<img src=x onerror=alert(1)>", "café +1", "=plain")
 LABEL_STUDIO = Path(__file__).resolve().parent.parent / ".venv-labelstudio" / "bin" / "label-studio"
 PREFIX = "/data/local-files/?d="
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def ok(argv, capsys) -> str:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,25 +27,17 @@ import pytest
 from PIL import Image
 
 from labelaudit.cli import main
-from labelaudit.reports import escape_cell, unescape_cell
-from labelaudit.review import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data, write_review
+from labelaudit.reports import escape_cell
+from labelaudit.review import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
 from labelaudit.rundir import FolderLock
 from labelaudit.sources import read_table
-from conftest import make_noisy_pattern_dataset
+from conftest import make_noisy_pattern_dataset, run_cli as run
 
 XSS = "<img src=x onerror=alert(1)>"
 FORMULA = "=SUM(1,2)"
 SCAN = ["--method", "ce", "--budget", "0.3", "--width", "8", "--quiet"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def one_line_error(err: str, fragment: str) -> None:
