@@ -84,7 +84,8 @@ class SampleTable:
     samples : pandas.DataFrame
         One row per usable sample, columns ``sample_id`` (str), ``path`` (str, absolute),
         ``label`` (str, the class name), ``given_label`` (int64 index into ``class_names``),
-        ``file_size`` (bytes) and ``mtime_ns`` (used to detect changed files).
+        ``file_size`` (bytes) and ``mtime_ns`` (used to detect changed files); manifest sources
+        also ``manifest_row``, each sample's 0-based data row in the manifest.
     class_names : tuple of str
         The ``K`` classes in a stable order.
     source : pathlib.Path
@@ -429,7 +430,7 @@ def _finish(
         class_names = _order_classes(all_labels)
     index = {name: i for i, name in enumerate(class_names)}
     samples["given_label"] = samples["label"].map(index).astype("int64")
-    samples = samples[SAMPLE_COLUMNS].reset_index(drop=True)
+    samples = samples[SAMPLE_COLUMNS + [c for c in ("manifest_row",) if c in samples]].reset_index(drop=True)
     kwargs = {}
     if duplicate_rows is not None:
         kwargs["duplicate_rows"] = duplicate_rows
@@ -701,4 +702,7 @@ def _load_manifest(
     keep = ~dup
     rows = list(zip(ids[keep], absolute[keep], labels[keep]))
     samples, skipped = _stat_rows(rows)
+    # Each sample's 0-based data row in the manifest (rows that become skips or repeats count too):
+    # a user's .npy of embeddings or probabilities in manifest order is aligned by it (labelaudit.byo).
+    samples["manifest_row"] = samples["sample_id"].map(dict(zip(ids[keep], np.flatnonzero(keep.to_numpy())))).astype("int64")
     return _finish(samples, skipped, path, kind, classes, list(labels[keep]), duplicate_rows)
