@@ -18,7 +18,7 @@ from torch import nn
 
 from ._atomic import atomic_path
 from .errors import ConfigError
-from .models import Ensemble, build_model
+from .models import HEADS, Ensemble, build_head, build_model
 
 MODEL_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "state_dict", "class_names", "backbone", "networks", "preprocessing")
@@ -54,6 +54,50 @@ class LoadedModel:
     flip_average: bool
     path: Path
     checkpoint: dict
+    embedding: dict | None = None  # head models: the backbone (or file) their embeddings came from
+
+    @property
+    def image_size_for_cache(self) -> int | None:
+        """Image size to decode new images at: the model's, or None (automatic) for a head."""
+        return None if self.embedding is not None else self.image_size
+
+    @property
+    def image_channels(self) -> int | None:
+        """Channels to decode new images with: the model's, or None (automatic) for a head."""
+        return None if self.embedding is not None else self.channels
+
+    def predict_store(self, store, *, cache_dir=None, progress=None) -> np.ndarray:
+        """``(N, K)`` probabilities of the images of an :class:`~labelaudit.images.ImageStore`.
+
+        A head model embeds them first with the backbone it was trained on (cached like a scan's).
+        """
+        if self.embedding is None:
+            return self.predict_proba(store.images())
+        if self.embedding.get("kind") != "embeddings":
+            raise ConfigError(
+                f"{str(self.path)!r} is a head trained on embeddings you passed to scan --embeddings; labelaudit cannot "
+                "compute those for new images: apply the head to your own embeddings with LoadedModel.predict_features, "
+                "or scan with --backbone to get a model that embeds images itself"
+            )
+        from .inputs import backbone_embeddings
+        from .training import TrainConfig
+
+        spec = TrainConfig(backbone=self.embedding["backbone"], weights=self.embedding.get("weights"), device="cpu")
+        embedded = backbone_embeddings(store, spec, cache_dir=cache_dir, progress=progress,
+                                       expect_weights_id=self.embedding.get("weights_id"))
+        return self.predict_features(embedded.features)
+
+    @torch.no_grad()
+    def predict_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """``(N, K)`` probabilities of a head model for embeddings ``(N, D)``."""
+        if self.embedding is None:
+            raise ConfigError(f"{str(self.path)!r} classifies images, not embeddings; use predict_proba")
+        if features.ndim != 2 or features.shape[1] != self.channels:
+            raise ConfigError(f"embeddings must be (N, {self.channels}) for this model; got {features.shape}")
+        mean, std = self.mean.view(1, -1), self.std.view(1, -1)
+        out = [_probs(self.model(torch.from_numpy(np.asarray(features[i:i + batch_size], dtype=np.float32)).sub(mean).div(std)))
+               for i in range(0, len(features), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -62,6 +106,8 @@ class LoadedModel:
         Averages the horizontally flipped view when the network was trained with flips; several
         networks (PMNAR) are averaged too.
         """
+        if self.embedding is not None:
+            raise ConfigError(f"{str(self.path)!r} is a head on embeddings; use predict_store (it embeds the images)")
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.channels):
             raise ConfigError(
                 f"images must be (N, {self.image_size}, {self.image_size}, {self.channels}) for this model; got {images.shape}"
@@ -137,11 +183,21 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     try:
         prep = checkpoint["preprocessing"]
         names = tuple(checkpoint["class_names"])
-        nets = [
-            build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
-                        width=checkpoint.get("width", 16))
-            for _ in range(checkpoint["networks"])
-        ]
+        embedding = checkpoint.get("embedding")
+        if prep.get("input") == "embeddings":
+            if not isinstance(embedding, dict):
+                raise KeyError("embedding")
+            head = str(checkpoint["backbone"]).removeprefix("head-")
+            if head not in HEADS:
+                raise ValueError(f"unknown head {head!r}")
+            nets = [build_head(head, int(prep["dim"]), len(names)) for _ in range(checkpoint["networks"])]
+        else:
+            embedding = None
+            nets = [
+                build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
+                            width=checkpoint.get("width", 16))
+                for _ in range(checkpoint["networks"])
+            ]
         model = nets[0] if len(nets) == 1 else Ensemble(nets)
         model.load_state_dict(checkpoint["state_dict"])
         broken = next((k for k, v in checkpoint["state_dict"].items()
@@ -156,6 +212,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             flip_average=bool(prep.get("flip_average", False)),
             path=target,
             checkpoint=checkpoint,
+            embedding=embedding,
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # damaged or foreign content
         raise ConfigError(f"{str(target)!r} is a damaged labelaudit model file ({type(exc).__name__}: {str(exc)[:120]}); "

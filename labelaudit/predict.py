@@ -70,9 +70,9 @@ def predict(
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
-    store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
+    store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,
                         workers=workers, progress=progress, require_all_classes=False)
-    probs = model.predict_proba(store.images())
+    probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
     names = np.array(model.class_names, dtype=object)
     best = probs.argmax(axis=1)
     frame = pd.DataFrame({
@@ -146,9 +146,9 @@ def evaluate(
     model = _as_model(model)
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
                         classes=model.class_names, require_all_classes=False)
-    store = load_images(table, image_size=model.image_size, channels=model.channels, cache_dir=cache_dir,
+    store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,
                         workers=workers, progress=progress, require_all_classes=False)
-    probs = model.predict_proba(store.images())
+    probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
     truth = store.table.samples["given_label"].to_numpy()
     return {
         "model": str(model.path),

@@ -38,6 +38,7 @@ from ._atomic import atomic_path
 from .correction import forward_corrected_loss
 from .errors import ConfigError, DatasetError
 from .images import ImageStore, ProgressCallback, load_images
+from .inputs import backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
 from .methods.nlnl import class_weights
 from .metrics import classification_metrics
 from .model_io import save_model
@@ -109,6 +110,13 @@ class ScanRun:
     def suggested_labels(self) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.class_names)}
         return self.report["suggested_label"].map(index).to_numpy(dtype=np.int64)
+
+    @property
+    def input_kind(self) -> str:
+        """What retrain trains on: ``images``, ``embeddings`` (the scan's backbone) or
+        ``embeddings-file``. A ``--probs`` scan trained nothing: retrain trains on the images."""
+        kind = (self.summary.get("input") or {}).get("kind", "images")
+        return resolve_train_mode(self.train) if kind == "probs-file" else kind
 
 
 def load_run(run_dir: str | os.PathLike) -> ScanRun:
@@ -189,7 +197,7 @@ class RetrainResult:
     """The retrained model and how it was made."""
 
     run: ScanRun
-    store: ImageStore
+    store: Optional[ImageStore]  # None: the scan's own --embeddings file
     config: RetrainConfig
     trainer: Trainer  # holds the final model
     cleaned: pd.DataFrame  # cleaned_labels.csv
@@ -246,10 +254,21 @@ def retrain(
             empty = run.class_names[int(np.flatnonzero(listed_counts == 0)[0])]
             raise ConfigError(f"no sample of --labels {str(config.labels)!r} has the class {empty!r}, so the network has "
                               "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead")
-    cache = run.summary.get("image_cache", {})
-    size, channels = cache.get("image_size"), cache.get("channels")
-    store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers, progress=progress)
-    if len(store.table) != len(run.table):
+    kind = run.input_kind
+    if kind == "embeddings-file" and test is not None:
+        raise ConfigError("this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
+                          "compute for --test images; drop --test, or scan with --backbone instead")
+    store = None
+    if kind == "embeddings-file":
+        from .byo import read_embeddings
+
+        features = read_embeddings(run.summary["input"]["file"], run.table)
+    else:
+        cache = run.summary.get("image_cache") or {}
+        size, channels = (cache.get("image_size"), cache.get("channels")) if kind == "images" else (None, None)
+        store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers,
+                            progress=progress)
+    if store is not None and len(store.table) != len(run.table):
         first = store.table.skipped.iloc[0]
         raise DatasetError(
             f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: {first['path']!r}, "
@@ -259,13 +278,31 @@ def retrain(
     if test is not None:  # read before training: a bad test set fails at once
         test_table = load_source(test, path_column=test_path_column, label_column=test_label_column,
                                  classes=run.class_names, require_all_classes=False)
-        test_store = load_images(test_table, image_size=store.image_size, channels=store.channels, cache_dir=cache_dir,
+        test_store = load_images(test_table, image_size=store.image_size if kind == "images" else None,
+                                 channels=store.channels if kind == "images" else None, cache_dir=cache_dir,
                                  workers=workers, progress=progress, require_all_classes=False)
-    prepared = time.perf_counter()
-
     train = replace(run.train, seed=run.train.seed if config.seed is None else config.seed,
                     device=run.train.device if config.device is None else config.device)
-    data = TensorData.from_store(store)
+    test_inputs = None
+    if kind == "embeddings":  # the same backbone and weights as the scan, embeddings from the cache
+        weights_id = run.summary["input"].get("weights_id")
+        features = backbone_embeddings(store, train, cache_dir=cache_dir, progress=progress,
+                                       expect_weights_id=weights_id).features
+        if test_store is not None:
+            test_inputs = torch.from_numpy(np.ascontiguousarray(backbone_embeddings(
+                test_store, train, cache_dir=cache_dir, progress=progress, expect_weights_id=weights_id).features))
+    elif test_store is not None:
+        test_inputs = torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)
+    prepared = time.perf_counter()
+
+    given_labels = run.table.samples["given_label"].to_numpy()
+    if kind in ("embeddings", "embeddings-file"):
+        data = TensorData.from_features(features, given_labels, len(run.class_names))
+    else:
+        data = TensorData.from_store(store)
+        if uses_pretrained(train):  # fine-tuning: the weights' own normalisation
+            _, mean, std = pretrained_image_settings(train)
+            data = replace(data, mean=torch.tensor(mean), std=torch.tensor(std))
     k, given = data.num_classes, data.labels
     kept = torch.from_numpy(~run.flagged if targets is None else targets >= 0)
 
@@ -333,7 +370,7 @@ def retrain(
         seconds.update(trainer.phase_seconds)
     test_metrics = None
     if test_store is not None:
-        probs = final.predict(images=torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)).numpy()
+        probs = final.predict(images=test_inputs).numpy()
         truth = test_store.table.samples["given_label"].to_numpy()
         test_metrics = {"source": str(test_store.table.source), "num_skipped": int(len(test_store.table.skipped)),
                         **classification_metrics(probs.argmax(axis=1), truth, run.class_names)}
@@ -394,6 +431,7 @@ def summary(result: RetrainResult) -> dict:
         "training_curves": result.curves,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device),
+        "input": {"kind": result.run.input_kind, **({k: v for k, v in _embedding_spec(result.run).items() if k != "kind"})},
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if result.test is not None:
@@ -401,12 +439,22 @@ def summary(result: RetrainResult) -> dict:
     return out
 
 
+def _embedding_spec(run: ScanRun) -> dict:
+    """What a head trained on the scan's embeddings needs to see them again (model.pt ``embedding``)."""
+    if run.input_kind == "images":
+        return {}
+    return {k: v for k, v in (run.summary.get("input") or {}).items()
+            if k not in ("cache_file", "seconds", "reused", "images_per_second")}
+
+
 def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None, labels=None) -> list[Path]:
     """Everything a retrain reads: the scan's run directory, its images, the test set, the cache,
     the ``--labels`` file."""
     from .images import default_cache_dir
 
-    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir(), labels])
+    own_embeddings = (run.summary.get("input") or {}).get("file")  # scan --embeddings/--probs
+    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir(), labels,
+                                   own_embeddings])
 
 
 def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike, *, labels=None) -> None:
@@ -437,7 +485,8 @@ def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirecto
         save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
                    width=result.train_settings.width,
                    extra={"kind": "retrain", "data_fingerprint": content["data_fingerprint"],
-                          "run_id": result.run_id})
+                          "run_id": result.run_id, **({"embedding": _embedding_spec(result.run)}
+                                                      if result.run.input_kind != "images" else {})})
     except BaseException:
         run.abort()
         raise

@@ -1,4 +1,4 @@
-"""``scan``: source -> sample table -> image cache -> method -> audit -> run directory.
+"""``scan``: source -> sample table -> image cache [-> embeddings] -> method -> audit -> run directory.
 
 :func:`scan` does the work and returns a :class:`ScanResult`; :func:`write_run` writes the run
 directory (the product's contract, see docs/run-directory.md). The CLI calls exactly these two.
@@ -23,6 +23,7 @@ from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
+from .inputs import backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
 from .methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, cv_flags, run_baseline
 from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
@@ -74,17 +75,24 @@ class ScanConfig:
 
 @dataclass
 class ScanResult:
-    """What a scan produced: the data, the trained model, the audit and its timings."""
+    """What a scan produced: the data, the trained model, the audit and its timings.
 
-    store: ImageStore
+    ``store`` is None when the scan read no images (``--embeddings``/``--probs`` files) and
+    ``trainer`` is None when it trained nothing (``--probs``). ``inputs`` says what the network
+    learnt from (:mod:`labelaudit.inputs`).
+    """
+
+    table: SampleTable
+    store: Optional[ImageStore]
     config: ScanConfig
-    trainer: Trainer
+    trainer: Optional[Trainer]
     audit: Audit
     seconds: dict[str, float]
     truth: Optional[dict] = None
     anchor_transition_matrix: Optional[np.ndarray] = None  # (K, K) from the final model, no augmentation
     noise_rate_interval: tuple[float, float] = (float("nan"), float("nan"))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
+    inputs: dict = field(default_factory=lambda: {"kind": "images"})
 
 
 def scan(
@@ -99,6 +107,8 @@ def scan(
     truth: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    embeddings: str | os.PathLike | None = None,
+    probs: str | os.PathLike | None = None,
 ) -> ScanResult:
     """Audit the labels of the dataset at ``source``.
 
@@ -120,72 +130,126 @@ def scan(
         choice fails fast.
     progress : callable, optional
         ``progress(phase, done, total, extra="")``.
+    embeddings : path-like, optional
+        The user's own per-sample embeddings (:func:`labelaudit.byo.read_embeddings`): a head is
+        trained on them instead of a network on the images, which are not decoded.
+    probs : path-like, optional
+        Out-of-sample predicted probabilities (:func:`labelaudit.byo.read_probs`, cleanlab's
+        ``pred_probs``): nothing is trained; flags come from them by cv-ce's rule (``--flagger``)
+        or ``threshold``.
 
     Returns
     -------
     ScanResult
     """
     config.validate()
+    kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
     started = time.perf_counter()
     if isinstance(source, SampleTable):
         table = source
     else:
         table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     if out_dir is not None:  # before decoding and training, so a bad choice fails at once
-        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights))
-    store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-    true_labels = load_truth(truth, store.table) if truth is not None else None
+        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights,
+                                             files=(embeddings, probs)))
+    store, inputs = None, {"kind": kind}
+    given_probs = features = None
+    if kind == "probs-file":
+        from .byo import read_probs
+
+        given_probs = read_probs(probs, table)
+        inputs["file"] = str(Path(probs).expanduser().resolve())
+    elif kind == "embeddings-file":
+        from .byo import read_embeddings
+
+        features = read_embeddings(embeddings, table)
+        inputs.update(file=str(Path(embeddings).expanduser().resolve()), dim=int(features.shape[1]))
+    elif kind == "embeddings":
+        store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
+        embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress)
+        features, inputs = embedded.features, embedded.info
+    else:
+        image_size, channels, normalisation = config.image_size, None, None
+        if uses_pretrained(config.train):  # fine-tuning: the weights' own resolution and normalisation
+            crop, mean, std = pretrained_image_settings(config.train)
+            image_size, channels, normalisation = image_size or crop, 3, (mean, std)
+        store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
+                            progress=progress)
+    table = store.table if store is not None else table
+    true_labels = load_truth(truth, table) if truth is not None else None
     prepared = time.perf_counter()
 
-    data = TensorData.from_store(store)
-    nlnl, pmnar, baseline = config.nlnl, config.pmnar, config.baseline
+    given = table.samples["given_label"].to_numpy()
     flags = rule = None  # None: audit_from_soft_labels applies the threshold or learned boundary
-    if config.method == "cv-ce":
-        baseline = baseline.scaled(config.epochs_scale)
-        # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
-        soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
-        anchor_probs = soft_labels
-        if config.threshold is None:
-            flags, rule = cv_flags(soft_labels, store.table.samples["given_label"].to_numpy(), baseline.flagger)
+    if given_probs is not None:
+        trainer, config_used = None, config
+        soft_labels = anchor_probs = given_probs
+        if config.threshold is None:  # out-of-sample probabilities, like cv-ce's: the same rule
+            flags, rule = cv_flags(given_probs, given, config.baseline.flagger)
     else:
-        if config.method == "nlnl":
-            nlnl = nlnl.scaled(config.epochs_scale)
-            trainer = Trainer(data, config.train, progress)
-            run_nlnl(trainer, nlnl)
-        elif config.method == "pmnar":
-            pmnar = pmnar.scaled(config.epochs_scale)
-            trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
-            run_pmnar(trainer, pmnar)
+        if features is not None:
+            data = TensorData.from_features(features, given, table.num_classes)
         else:
-            baseline = baseline.scaled(config.epochs_scale)
-            trainer = Trainer(data, config.train, progress)
-            run_baseline(trainer, config.method, baseline)
-        soft_labels = trainer.history.mean().numpy()
-        anchor_probs = trainer.predict(flip_average=False).numpy()
-    audit = audit_from_soft_labels(store.table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
+            data = TensorData.from_store(store)
+            if normalisation is not None:  # a pretrained network expects its own normalisation
+                data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
+        trainer, soft_labels, anchor_probs, config_used = _train(data, config, progress)
+        if config.method == "cv-ce" and config.threshold is None:
+            flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
+    audit = audit_from_soft_labels(table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
     anchor_t = anchor_transition_matrix(anchor_probs)
     interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
-    seconds = {"load_and_decode": prepared - started, **trainer.phase_seconds}
+    seconds = {"load_and_decode": prepared - started, **(trainer.phase_seconds if trainer is not None else {})}
+    if inputs.get("seconds") is not None:
+        seconds["embed"] = inputs["seconds"]  # part of load_and_decode
     seconds["total"] = time.perf_counter() - started
     metrics = None
     if true_labels is not None:
-        given = store.table.samples["given_label"].to_numpy()
         # The labels the report suggests for flagged samples (never the given label itself).
         metrics = truth_metrics(
             audit.report["suspected_noisy"].to_numpy(), given, true_labels, audit.cleaned_labels, audit.noise_rate,
             audit.transition_matrix,
         )
         metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
-    resolved = replace(config, image_size=store.image_size, nlnl=nlnl, pmnar=pmnar, baseline=baseline,
-                       train=replace(config.train, backbone=trainer.backbone))
-    return ScanResult(store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds, truth=metrics,
-                      anchor_transition_matrix=anchor_t, noise_rate_interval=interval)
+    train = config.train
+    if kind == "images":
+        train = replace(train, backbone=trainer.backbone)
+    train = replace(train, train={"images": "full", "probs-file": "none"}.get(kind, "head"))
+    resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
+    return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
+                      truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs)
+
+
+def _train(data: TensorData, config: ScanConfig, progress) -> tuple[Trainer, np.ndarray, np.ndarray, ScanConfig]:
+    """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
+    estimator's probabilities ``(N, K)`` and the config with the schedule actually used."""
+    if config.method == "cv-ce":
+        baseline = config.baseline.scaled(config.epochs_scale)
+        # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
+        soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
+        return trainer, soft_labels, soft_labels, replace(config, baseline=baseline)
+    if config.method == "nlnl":
+        nlnl = config.nlnl.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress)
+        run_nlnl(trainer, nlnl)
+        config = replace(config, nlnl=nlnl)
+    elif config.method == "pmnar":
+        pmnar = config.pmnar.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
+        run_pmnar(trainer, pmnar)
+        config = replace(config, pmnar=pmnar)
+    else:
+        baseline = config.baseline.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress)
+        run_baseline(trainer, config.method, baseline)
+        config = replace(config, baseline=baseline)
+    return trainer, trainer.history.mean().numpy(), trainer.predict(flip_average=False).numpy(), config
 
 
 def summary(result: ScanResult) -> dict:
     """The run's ``summary.json`` content."""
-    audit, table = result.audit, result.store.table
+    audit, table = result.audit, result.table
     names = list(table.class_names)
     flagged = int(audit.report["suspected_noisy"].sum())
     # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
@@ -232,11 +296,14 @@ def summary(result: ScanResult) -> dict:
             "per_class_noise_rates": {n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)},
         },
         "settings": result.config.to_dict(),
-        "image_cache": {"dir": str(result.store.cache_dir), "image_size": result.store.image_size,
-                        "channels": result.store.channels, "reused": result.store.reused},
+        # What the network learnt from: images, a backbone's embeddings, or the user's files.
+        "input": result.inputs,
+        "image_cache": None if result.store is None else {
+            "dir": str(result.store.cache_dir), "image_size": result.store.image_size,
+            "channels": result.store.channels, "reused": result.store.reused},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "device": str(result.trainer.device),
-        "training_curves": result.trainer.curves,
+        "device": str(result.trainer.device) if result.trainer is not None else None,
+        "training_curves": result.trainer.curves if result.trainer is not None else [],
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
@@ -267,13 +334,14 @@ def default_run_dir(source: str | os.PathLike) -> Path:
     return Path("labelaudit-runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None) -> list[Path]:
+def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None, files=()) -> list[Path]:
     """Everything a scan reads, which its run directory may not be, be inside of, or hold: the
-    images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file."""
+    images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file
+    and ``files`` (``--embeddings``/``--probs``)."""
     from .images import default_cache_dir
 
     local_weights = weights if weights is not None and Path(weights).expanduser().exists() else None
-    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir(), local_weights])
+    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir(), local_weights, *files])
 
 
 def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
@@ -286,7 +354,8 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, 
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.store.table, weights=result.config.train.weights),
+        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.table, weights=result.config.train.weights,
+                                                               files=[result.inputs.get("file")]),
                            overwrite=overwrite).open()
     try:
         _write_run_files(result, run.tmp)
@@ -297,7 +366,7 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, 
 
 
 def _write_run_files(result: ScanResult, out: Path) -> None:
-    audit, table = result.audit, result.store.table
+    audit, table = result.audit, result.table
     names = list(table.class_names)
     soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
     full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
@@ -317,5 +386,11 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     from .plots import PLOTS_DIR, PlotData, write_plots  # matplotlib loads only here, not for --help
 
     write_plots(PlotData.from_summary(info, audit.report, audit.transition_matrix), out / PLOTS_DIR)
+    if result.trainer is None:  # --probs: nothing was trained, so there is no model to save
+        return
+    extra = {"data_fingerprint": fingerprint(table), "run_id": result.run_id}
+    if result.inputs["kind"] != "images":  # a head: what it needs to see the same embeddings again
+        extra["embedding"] = {k: v for k, v in result.inputs.items() if k not in ("cache_file", "seconds", "reused",
+                                                                             "images_per_second")}
     save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
-               extra={"data_fingerprint": fingerprint(table), "run_id": result.run_id})
+               extra=extra)

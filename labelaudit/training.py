@@ -4,6 +4,10 @@ A method supplies, per phase, a loss over a batch (``loss_fn``) and optionally a
 selection computed from the per-sample history (``select_fn``); the loop does the rest: shuffling,
 augmentation on whole batches of cached uint8 tensors, the optimiser step, the training-time
 softmax history and progress reporting.
+
+The inputs are either decoded pixels (a network trained end to end) or per-sample embeddings of
+a frozen pretrained backbone (``head`` mode: a small head is trained on them). Methods never see
+the difference: both are rows of :attr:`TensorData.images`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import nn
 
 from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback
-from .models import Ensemble, build_model, default_backbone
+from .models import HEADS, Ensemble, build_head, build_model, default_backbone
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,14 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     history_window: int = 10  # epochs of training-time softmax kept per sample
+    train: str = "auto"  # auto | full (train the network end to end) | head (frozen backbone's embeddings + a head)
+    head: str = "linear"  # head mode: linear (a linear probe) or mlp (one hidden layer)
 
     def validate(self) -> "TrainConfig":
+        if self.train not in ("auto", "full", "head"):
+            raise ConfigError(f"train must be auto, full or head; got {self.train!r}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {list(HEADS)}; got {self.head!r}")
         if self.width < 1 or self.depth < 1:
             raise ConfigError(f"width and depth must be >= 1; got width={self.width!r}, depth={self.depth!r}")
         if self.batch_size < 1:
@@ -68,13 +78,14 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class TensorData:
-    """A dataset as tensors: ``images`` ``(N, C, S, S)`` uint8 (channels_last), ``labels`` ``(N,)`` int64."""
+    """A dataset as tensors: ``images`` ``(N, C, S, S)`` uint8 (channels_last) or, in head mode,
+    embeddings ``(N, D)`` (float16 or float32); ``labels`` ``(N,)`` int64."""
 
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
-    mean: torch.Tensor  # (C,) per-channel mean of the images in [0, 1]
-    std: torch.Tensor  # (C,)
+    mean: torch.Tensor  # (C,) per-channel mean of the images in [0, 1]; (D,) per-dimension for embeddings
+    std: torch.Tensor  # (C,) or (D,)
 
     @classmethod
     def from_store(cls, store: ImageStore) -> "TensorData":
@@ -86,8 +97,25 @@ class TensorData:
         labels = torch.from_numpy(store.table.samples["given_label"].to_numpy().astype(np.int64))
         return cls(images, labels, store.table.num_classes, mean, std)
 
+    @classmethod
+    def from_features(cls, features: np.ndarray, labels: np.ndarray, num_classes: int) -> "TensorData":
+        """Embeddings ``(N, D)`` (kept in their dtype, e.g. float16) and given labels ``(N,)``."""
+        if features.ndim != 2 or len(features) != len(labels):
+            raise ConfigError(f"embeddings must be (N, D) with one row per sample ({len(labels)}); got {features.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(features))
+        as_float = tensor.float()
+        if not torch.isfinite(as_float).all():
+            raise ConfigError("the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)")
+        mean, std = as_float.mean(dim=0), as_float.std(dim=0).clamp_min(1e-6)
+        return cls(tensor, torch.from_numpy(np.array(labels, dtype=np.int64)), num_classes, mean, std)
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def is_features(self) -> bool:
+        """True for embeddings ``(N, D)``, False for images ``(N, C, S, S)``."""
+        return self.images.dim() == 2
 
     @property
     def channels(self) -> int:
@@ -135,25 +163,33 @@ class Trainer:
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        backbone = config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
-        self.backbone = backbone
-        nets = [
-            build_model(backbone, data.channels, data.num_classes, depth=config.depth, width=config.width, weights=config.weights)
-            for _ in range(networks)  # each draws its own initialisation from the seeded generator
-        ]
-        # channels_last is ~20% faster on CPU, but torch 2.14's CPU convolution backward crashes
-        # (segmentation fault) in channels_last when a layer has fewer than 16 channels and the
-        # batch size is odd (seen with cifar-resnet width 4, 8, 12): use it only from width 16.
-        narrow = backbone == "cifar-resnet" and config.width < 16
-        self.memory_format = torch.contiguous_format if narrow else torch.channels_last
+        if data.is_features:
+            # The backbone that made the embeddings is the scan's business; here only the head trains.
+            self.backbone = f"head-{config.head}"
+            nets = [build_head(config.head, data.channels, data.num_classes) for _ in range(networks)]
+            self.memory_format = torch.contiguous_format
+        else:
+            backbone = config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
+            self.backbone = backbone
+            nets = [
+                build_model(backbone, data.channels, data.num_classes, depth=config.depth, width=config.width,
+                            weights=config.weights)
+                for _ in range(networks)  # each draws its own initialisation from the seeded generator
+            ]
+            # channels_last is ~20% faster on CPU, but torch 2.14's CPU convolution backward crashes
+            # (segmentation fault) in channels_last when a layer has fewer than 16 channels and the
+            # batch size is odd (seen with cifar-resnet width 4, 8, 12): use it only from width 16.
+            narrow = backbone == "cifar-resnet" and config.width < 16
+            self.memory_format = torch.contiguous_format if narrow else torch.channels_last
         # With several networks the model returns (M, B, K) logits; the history keeps their mean softmax.
         self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=self.memory_format)
         self.networks = networks
         self.history = History(len(data), data.num_classes, config.history_window)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
-        self.mean = data.mean.to(self.device).view(1, -1, 1, 1)
-        self.std = data.std.to(self.device).view(1, -1, 1, 1)
+        shape = (1, -1) if data.is_features else (1, -1, 1, 1)
+        self.mean = data.mean.to(self.device).view(shape)
+        self.std = data.std.to(self.device).view(shape)
         cuda = self.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else nullcontext
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda)
@@ -164,12 +200,20 @@ class Trainer:
         self.curves: list[dict] = []
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, C, S, S)`` -> normalised float in the model's memory format."""
+        """uint8 ``(B, C, S, S)`` -> normalised float in the model's memory format; embeddings
+        ``(B, D)`` -> standardised per dimension."""
+        if self.data.is_features:
+            return batch.float().sub_(self.mean).div_(self.std)
         x = batch.float().div_(255).sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=self.memory_format)
 
     def augment(self, batch: torch.Tensor) -> torch.Tensor:
-        """Random crop with zero padding and random horizontal flip, on the whole batch at once."""
+        """Random crop with zero padding and random horizontal flip, on the whole batch at once.
+
+        Embeddings are not augmented: they come from one fixed view of each image.
+        """
+        if self.data.is_features:
+            return batch
         pad = self.config.crop_padding
         b, _, h, w = batch.shape
         if pad:
@@ -278,6 +322,7 @@ class Trainer:
         horizontally flipped view when flips are part of training), on the training images or
         on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold)."""
         flip_average = self.config.flip if flip_average is None else flip_average
+        flip_average = flip_average and not self.data.is_features  # embeddings have no flipped view
         images = self.images if images is None else images.to(self.device)
         self.model.eval()
         out = []
@@ -291,7 +336,11 @@ class Trainer:
         return torch.cat(out)
 
     def preprocessing(self) -> dict:
-        """What a loaded model needs to prepare new images the same way."""
+        """What a loaded model needs to prepare new images (or embeddings) the same way."""
+        if self.data.is_features:
+            return {"input": "embeddings", "dim": int(self.data.channels), "channels": int(self.data.channels),
+                    "mean": [float(v) for v in self.data.mean], "std": [float(v) for v in self.data.std],
+                    "image_size": 0, "flip_average": False}
         return {
             "image_size": int(self.data.images.shape[-1]),
             "channels": int(self.data.channels),

@@ -41,12 +41,16 @@ def scan_command(
     complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
     variant: Annotated[str, typer.Option("--variant", help="pmnar only: full (two networks + consistency), pm-ar (one network, adaptive reweighting) or pm (PM loss only).")] = "full",
     beta: Annotated[Optional[float], typer.Option("--beta", min=0.0, help="pmnar only: consistency weight [default: 1 up to 10 classes, 10/K above].")] = None,
-    flagger: Annotated[str, typer.Option("--flagger", help="cv-ce only: confident-learning, or cleanlab (needs the cleanlab extra).")] = "confident-learning",
+    flagger: Annotated[str, typer.Option("--flagger", help="cv-ce and --probs: confident-learning, or cleanlab (needs the cleanlab extra).")] = "confident-learning",
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Flag samples whose confidence in their label is below this fixed value (the NLNL paper uses 0.5) [default: a boundary learned from the data, see docs/methods.md].")] = None,
-    backbone: Annotated[str, typer.Option("--backbone", help="auto, cifar-resnet, resnet18, resnet34 or resnet50.")] = "auto",
+    backbone: Annotated[str, typer.Option("--backbone", help="auto (cifar-resnet up to 64 px, resnet18 above), cifar-resnet, or a pretrained network: resnet18, resnet34, resnet50, efficientnet_b0, convnext_tiny, vit_b_16 (torchvision; with --weights) or efficientnet_lite0 (weights ship in the 'pretrained' extra). See docs/pretrained.md.")] = "auto",
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Weights of a torchvision --backbone: DEFAULT or a weight name (e.g. IMAGENET1K_V1; downloaded once into torch's cache) or a local state_dict file (.pth). Without --weights a torchvision backbone trains from scratch.")] = None,
+    train: Annotated[str, typer.Option("--train", help="head: embed every image once with the frozen pretrained backbone (cached) and train a small head on the embeddings (fast on a CPU); full: train the whole network on the pixels (fine-tunes a pretrained backbone; the GPU path); auto: head for a pretrained backbone without a GPU, else full.")] = "auto",
+    head: Annotated[str, typer.Option("--head", help="Head mode: linear (a linear probe) or mlp (one hidden layer of 512).")] = "linear",
+    embeddings: Annotated[Optional[Path], typer.Option("--embeddings", metavar="FILE", help="Your own per-sample embeddings (.npy in sample order, or parquet/CSV keyed by sample_id): a head is trained on them; images are not decoded.", readable=False)] = None,
+    probs: Annotated[Optional[Path], typer.Option("--probs", metavar="FILE", help="Out-of-sample predicted probabilities (cleanlab's pred_probs: .npy in sample order, or parquet/CSV with sample_id and one column per class): nothing is trained; flags by cv-ce's rule (--flagger) or --threshold. No model.pt is written.", readable=False)] = None,
     depth: Annotated[int, typer.Option("--depth", help="cifar-resnet depth (6n+2).")] = 8,
     width: Annotated[int, typer.Option("--width", help="cifar-resnet base width.")] = 16,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="torchvision weight name (e.g. IMAGENET1K_V1) or a local .pt state_dict, for resnet backbones.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="No horizontal-flip augmentation (e.g. digits, text).")] = False,
     crop_padding: Annotated[int, typer.Option("--crop-padding", min=0, help="Random-crop padding in pixels (0 = off).")] = 2,
@@ -88,20 +92,24 @@ def scan_command(
         epochs_scale=budget,
         threshold=threshold,
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
-                          flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed),
+                          flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed, train=train, head=head),
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
         pmnar=PMNARConfig(variant=variant, beta=beta),
         baseline=BaselineConfig(flagger=flagger),
     )
     config.validate()
+    from ..inputs import resolve_train_mode
+
+    resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)  # contradictions fail first
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     _warn_few_samples(table)
     # Checked, locked and created before decoding and training: a bad --out costs nothing.
     with RunDirectory(out if out is not None else default_run_dir(source), "scan",
-                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=weights),
+                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=weights, files=(embeddings, probs)),
                       overwrite=overwrite) as output:
         with progress_bars(not (quiet or json_output)) as progress:
-            result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress)
+            result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress,
+                          embeddings=embeddings, probs=probs)
         run_dir = write_run(result, output)
     if json_output:
         typer.echo(json_text({"run_dir": str(run_dir), **summary(result)}))
@@ -127,12 +135,25 @@ def _warn_few_samples(table) -> None:
               f"{listed}; their flags and noise rates rest on too few samples to trust", file=sys.stderr)
 
 
+def _how(result) -> str:
+    """What the scan trained, in a few words: 'nlnl', 'nlnl on efficientnet_lite0 embeddings (cached)'."""
+    inputs = result.inputs
+    if inputs["kind"] == "probs-file":
+        return "the given probabilities (no training)"
+    if inputs["kind"] == "embeddings-file":
+        return f"{result.config.method} on the given embeddings"
+    if inputs["kind"] == "embeddings":
+        how = "cached" if inputs.get("reused") else f"{inputs.get('images_per_second') or 0:.0f} images/s"
+        return f"{result.config.method} on {inputs['backbone']} embeddings ({how})"
+    return result.config.method
+
+
 def _render(result, run_dir: Path) -> None:
-    audit, table = result.audit, result.store.table
+    audit, table = result.audit, result.table
     report = audit.report
     flagged = report[report["suspected_noisy"]].sort_values("rank")
     stdout.print(
-        f"Scanned {len(table)} images in {len(table.class_names)} classes with {result.config.method} "
+        f"Scanned {len(table)} images in {len(table.class_names)} classes with {_how(result)} "
         f"in {result.seconds['total']:.0f} s ({len(table.skipped)} files skipped)."
     )
     low, high = result.noise_rate_interval
