@@ -180,7 +180,8 @@ class Backbone:
         CPU weights use the channels_last layout (feed it channels_last input). Each fold is
         checked: when the copy's features differ from :attr:`module`'s beyond float rounding, the
         plain copy is used instead. Built afresh on each call, so it follows later changes to
-        :attr:`module` (e.g. a loaded state_dict). Maps ``(B, 3, crop, crop)`` to ``(B, dim)``.
+        :attr:`module` (e.g. a loaded state_dict); being a deep copy, it keeps the forward hooks
+        registered on :attr:`module`. Maps ``(B, 3, crop, crop)`` to ``(B, dim)``.
         """
         return _inference_copy(self.module, self.preprocess.crop_size, torch.device(device))
 
@@ -222,6 +223,34 @@ def load_backbone(name: str, weights: str | os.PathLike | None = "DEFAULT") -> B
         URL to fetch elsewhere and ``--weights``); a file that is not a state_dict of ``name``;
         ``efficientnet_lite0`` without its packages.
     """
+    weights = _check_args(name, weights)
+    if name == "efficientnet_lite0":
+        module, preprocess, weights_id = _load_lite0(weights)
+    else:
+        module, preprocess, weights_id = _load_torchvision(name, weights)
+    dim = _drop_head(module.net if name == "efficientnet_lite0" else module, _HEADS[name])
+    module.eval().requires_grad_(False)
+    return Backbone(name=name, weights=weights, weights_id=weights_id, module=module, dim=dim, preprocess=preprocess)
+
+
+def backbone_preprocess(name: str, weights: str | os.PathLike | None = "DEFAULT") -> Preprocess:
+    """The :class:`Preprocess` that :func:`load_backbone` would attach, without loading any weights.
+
+    Reads torchvision's metadata only: works offline even for weights not downloaded yet.
+    Arguments as in :func:`load_backbone`; a weights file gets the default weights' preprocessing.
+    """
+    weights = _check_args(name, weights)
+    if name == "efficientnet_lite0":
+        return Preprocess(**_LITE0_PREPROCESS_ARGS)
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    member = _weight_member(enum, weights, name) if weights is not None else None
+    return _torchvision_preprocess(member or enum.DEFAULT)
+
+
+def _check_args(name: str, weights) -> str | None:
+    """Validate :func:`load_backbone`'s arguments; return ``weights`` as a str (or None)."""
     if name not in PRETRAINED_BACKBONES:
         raise ConfigError(f"backbone must be one of {list(PRETRAINED_BACKBONES)}; got {name!r}")
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
@@ -230,13 +259,7 @@ def load_backbone(name: str, weights: str | os.PathLike | None = "DEFAULT") -> B
         weights = os.fspath(weights)
         if not weights.strip():
             raise ConfigError(f"weights must be a weight name, a file path or None; got {weights!r}")
-    if name == "efficientnet_lite0":
-        module, preprocess, weights_id = _load_lite0(weights)
-    else:
-        module, preprocess, weights_id = _load_torchvision(name, weights)
-    dim = _drop_head(module.net if name == "efficientnet_lite0" else module, _HEADS[name])
-    module.eval().requires_grad_(False)
-    return Backbone(name=name, weights=weights, weights_id=weights_id, module=module, dim=dim, preprocess=preprocess)
+    return weights
 
 
 # --------------------------------------------------------------------------------------- torchvision

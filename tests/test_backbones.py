@@ -19,7 +19,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from labelaudit.backbones import PRETRAINED_BACKBONES, Preprocess, load_backbone
+from labelaudit.backbones import PRETRAINED_BACKBONES, Preprocess, backbone_preprocess, load_backbone
 from labelaudit.embeddings import embed_files
 from labelaudit.errors import ConfigError
 
@@ -152,6 +152,10 @@ def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch):
         load_backbone("resnet18", "DEFAULT")
     assert time.monotonic() - start < 30
     assert "\n" not in str(info.value)
+    # The preprocessing needs no download: torchvision's metadata is enough.
+    assert backbone_preprocess("resnet50", "DEFAULT") == Preprocess(232, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    assert backbone_preprocess("vit_b_16", "IMAGENET1K_SWAG_E2E_V1").crop_size == 384
+    assert backbone_preprocess("efficientnet_lite0") == load_backbone("efficientnet_lite0", None).preprocess
 
 
 def test_bad_names_are_one_line_errors(tmp_path):

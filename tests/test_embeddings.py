@@ -197,3 +197,25 @@ def test_unreadable_file_and_bad_settings_are_one_line_errors(dataset, lite0, tm
     with pytest.raises(ConfigError, match=r"cache directory .* is inside the input folder"):
         compute_embeddings(store, lite0, cache_dir=dataset / "cache")
     assert embed_files([], lite0).shape == (0, 1280)
+
+
+def test_prefetching_batches_match_sequential_ones_and_stop_cleanly(dataset, lite0, tmp_path):
+    # The GPU path decodes the next batch in a thread; same batches, same errors, no thread left behind.
+    import threading
+
+    from labelaudit.embeddings import _prefetched, _sequential
+
+    paths = sorted(str(p) for p in dataset.rglob("*.*"))
+    expected = list(_sequential(paths, lite0.preprocess, 5))
+    got = list(_prefetched(paths, lite0.preprocess, 5))
+    assert [b for b, _ in got] == [0, 5, 10]
+    for (_, a), (_, b) in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(DatasetError, match="broken.png"):
+        list(_prefetched(paths[:5] + [str(broken)], lite0.preprocess, 5))
+    batches = _prefetched(paths, lite0.preprocess, 2)
+    next(batches)
+    batches.close()  # the consumer stops early
+    assert not any(t.name == "labelaudit-embed-decode" for t in threading.enumerate())
