@@ -37,14 +37,17 @@ from .training import TensorData, TrainConfig, Trainer
 
 #: 2: summary.json holds the data fingerprint and names the matrix files instead of holding the matrices.
 RUN_FORMAT_VERSION = 2
-METHODS = ("nlnl", "pmnar", *BASELINES, "cv-ce")
+METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
+#: What ``method="auto"`` runs, by input kind: on a head over embeddings GCE beat NLNL on every
+#: measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
+AUTO_METHOD = {"images": "nlnl", "embeddings": "gce", "embeddings-file": "gce", "probs-file": "given-probs"}
 
 
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything that decides a scan's result; saved as the run's ``config.json``."""
 
-    method: str = "nlnl"
+    method: str = "auto"  # auto: nlnl on images, gce on a head over embeddings (AUTO_METHOD)
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
     threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
@@ -144,6 +147,13 @@ def scan(
     """
     config.validate()
     kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
+    if kind == "probs-file" and config.method != "auto":
+        raise ConfigError(f"--probs trains nothing, so --method {config.method} does not apply; drop --method "
+                          "(flags come from the probabilities by --flagger, or --threshold)")
+    if config.method == "auto":
+        config = replace(config, method=AUTO_METHOD[kind])
+    if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
+        config = replace(config, train=replace(config.train, weights="DEFAULT"))  # its weights ship in a package
     started = time.perf_counter()
     if isinstance(source, SampleTable):
         table = source
@@ -215,7 +225,7 @@ def scan(
     train = config.train
     if kind == "images":
         train = replace(train, backbone=trainer.backbone)
-    train = replace(train, train={"images": "full", "probs-file": "none"}.get(kind, "head"))
+    train = replace(train, train={"images": "full", "probs-file": "given-probs"}.get(kind, "head"))
     resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
     return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
                       truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs)
