@@ -131,9 +131,9 @@ def backbone_embeddings(
 
 def pretrained_image_settings(train: TrainConfig) -> tuple[int, tuple, tuple]:
     """``(crop_size, mean, std)`` of a pretrained backbone's own preprocessing (``--train full``)."""
-    from .backbones import load_backbone
+    from .backbones import backbone_preprocess
 
-    spec = load_backbone(train.backbone, train.weights if train.weights is not None else "DEFAULT").preprocess
+    spec = backbone_preprocess(train.backbone, train.weights if train.weights is not None else "DEFAULT")
     return spec.crop_size, tuple(spec.mean), tuple(spec.std)
 
 

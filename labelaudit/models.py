@@ -1,8 +1,8 @@
-"""Backbones: a small CIFAR-style ResNet for small images, torchvision ResNets for larger ones."""
+"""Networks: a small CIFAR-style ResNet for small images, pretrained backbones (:mod:`labelaudit.backbones`)
+with a fresh classifier for larger ones, and heads on embeddings."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,8 +12,6 @@ from torch import nn
 
 from .errors import ConfigError
 
-TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50")
-BACKBONES = ("cifar-resnet",) + TORCHVISION_BACKBONES
 
 
 class BasicBlock(nn.Module):
@@ -120,61 +118,31 @@ def build_model(
 
     Parameters
     ----------
-    backbone : {"cifar-resnet", "resnet18", "resnet34", "resnet50"}
+    backbone : str
+        ``cifar-resnet`` (trained from scratch), or a network of :mod:`labelaudit.backbones`
+        (``resnet18/34/50``, ``efficientnet_b0``, ``convnext_tiny``, ``vit_b_16``,
+        ``efficientnet_lite0``).
     in_channels : int
-        1 (grayscale) or 3 (RGB).
+        1 (grayscale, repeated to RGB for the pretrained networks) or 3 (RGB).
     num_classes : int
     depth, width : int
-        Depth (6n+2) and base width of ``cifar-resnet``; ignored for torchvision backbones.
+        Depth (6n+2) and base width of ``cifar-resnet``; ignored otherwise.
     weights : str, optional
-        Torchvision backbones only: a torchvision weight name (``"IMAGENET1K_V1"``, ``"DEFAULT"``;
-        downloaded on a connected machine) or a local ``.pt``/``.pth`` state_dict file. The
-        classification layer is always replaced by a fresh one with ``num_classes`` outputs.
+        Pretrained networks only: a torchvision weight name (``"IMAGENET1K_V1"``, ``"DEFAULT"``;
+        downloaded on a connected machine) or a local state_dict file, loaded by
+        :func:`labelaudit.backbones.load_backbone`; None: random initialisation (training from
+        scratch, or a ``model.pt`` state_dict loaded afterwards). The classification layer is
+        always a fresh one with ``num_classes`` outputs.
     """
     if backbone == "cifar-resnet":
         if weights:
-            raise ConfigError("--weights applies to torchvision backbones (resnet18/34/50), not cifar-resnet")
+            raise ConfigError("--weights applies to pretrained backbones (resnet18, efficientnet_lite0, ...), not cifar-resnet")
         return CifarResNet(in_channels, num_classes, depth=depth, width=width)
-    if backbone not in TORCHVISION_BACKBONES:
-        raise ConfigError(f"backbone must be one of {list(BACKBONES)}; got {backbone!r}")
-    import torchvision
+    from .backbones import PRETRAINED_BACKBONES, load_backbone
 
-    builder = getattr(torchvision.models, backbone)
-    local = weights is not None and (os.sep in weights or Path(weights).suffix in (".pt", ".pth") or Path(weights).is_file())
-    model = builder(weights=None)
-    if weights and not local:
-        try:
-            enum = torchvision.models.get_model_weights(backbone)
-            resolved = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-        except KeyError:
-            raise ConfigError(f"unknown torchvision weights {weights!r} for {backbone}; use e.g. IMAGENET1K_V1 or a local .pt file") from None
-        model.load_state_dict(_download(resolved, backbone))
-    elif local:
-        state = _read_state_dict(weights)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # same names, other shapes (another architecture)
-            shape = str(exc).strip().splitlines()[-1].strip()
-            raise ConfigError(f"weights file {weights!r} does not match {backbone} ({shape}); pass weights of a {backbone}") from None
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            detail = f"missing {missing[:3]}" if missing else f"parameters {backbone} does not have: {unexpected[:3]}"
-            raise ConfigError(f"weights file {weights!r} does not match {backbone} ({detail}); pass weights of a {backbone}")
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return _GrayToRGB(model)
-
-
-def _download(weights, backbone: str) -> dict:
-    """The state_dict of torchvision ``weights`` (an enum member), from torch's cache or downloaded."""
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"could not download torchvision weights {weights.name} for {backbone} ({reason}); download {weights.url} "
-            "on a machine with internet and pass the file with --weights path.pth"
-        ) from None
+    if backbone not in PRETRAINED_BACKBONES:
+        raise ConfigError(f"backbone must be one of {['cifar-resnet', *PRETRAINED_BACKBONES]}; got {backbone!r}")
+    return _GrayToRGB(load_backbone(backbone, weights).classifier(num_classes))
 
 
 def _read_state_dict(path: str) -> dict:

@@ -34,16 +34,17 @@ def test_local_weights_file_is_loaded_except_the_head(tmp_path):
     path = tmp_path / "r18.pt"
     torch.save(source.state_dict(), path)
     model = build_model("resnet18", 3, 4, weights=str(path))
-    assert torch.allclose(model.model.conv1.weight, torch.full_like(model.model.conv1.weight, 0.123))
-    assert model.model.fc.out_features == 4
+    features, classifier = model.model  # the pretrained network without its head, then a fresh linear layer
+    assert torch.allclose(features.conv1.weight, torch.full_like(features.conv1.weight, 0.123))
+    assert classifier.out_features == 4
 
 
 def test_weights_errors():
-    with pytest.raises(ConfigError, match="unknown torchvision weights 'NOPE'"):
+    with pytest.raises(ConfigError, match="unknown weights 'NOPE' for resnet18"):
         build_model("resnet18", 3, 4, weights="NOPE")
     with pytest.raises(ConfigError, match="does not exist"):
         build_model("resnet18", 3, 4, weights="/no/such/file.pt")
-    with pytest.raises(ConfigError, match="applies to torchvision backbones"):
+    with pytest.raises(ConfigError, match="applies to pretrained backbones"):
         build_model("cifar-resnet", 3, 4, weights="IMAGENET1K_V1")
     with pytest.raises(ConfigError, match="backbone must be one of"):
         build_model("vgg", 3, 4)

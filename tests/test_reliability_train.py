@@ -161,7 +161,7 @@ def test_torchvision_weights_offline_say_how_to_pass_a_local_file(tmp_path, monk
         message = str(exc)
     else:
         pytest.skip("the ImageNet weights could be downloaded here: the offline message cannot be tested")
-    assert message.startswith("could not download torchvision weights IMAGENET1K_V1 for resnet18 (")
+    assert message.startswith("cannot download the resnet18 weights IMAGENET1K_V1 (")
     assert "download https://download.pytorch.org/models/resnet18-f37072fd.pth on a machine with internet" in message
     assert message.endswith("pass the file with --weights path.pth") and "\n" not in message
 
@@ -186,7 +186,7 @@ def test_every_default_in_help_texts_is_shown(capsys):
     assert checked >= 13
     code, out, _ = run(["scan", "--help"], capsys)
     assert _squash("[default: ./labelaudit-runs/<source>-<time>]") in _squash(out)  # where runs go
-    assert "[default: nlnl]" in out  # Typer's own
+    assert "[default: auto]" in out  # Typer's own
     assert "--epochs" not in out and "--budget" in out  # the renamed option is hidden
     code, out, _ = run(["retrain", "--help"], capsys)
     assert "[default: 30; x>=1]" in out  # Typer's own, with the range
