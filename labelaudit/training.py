@@ -103,11 +103,14 @@ class TensorData:
         """Embeddings ``(N, D)`` (kept in their dtype, e.g. float16) and given labels ``(N,)``."""
         if features.ndim != 2 or len(features) != len(labels):
             raise ConfigError(f"embeddings must be (N, D) with one row per sample ({len(labels)}); got {features.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(features))
+        tensor = torch.from_numpy(np.array(features))  # a private copy: the cache file is read-only
         as_float = tensor.float()
         if not torch.isfinite(as_float).all():
             raise ConfigError("the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)")
-        mean, std = as_float.mean(dim=0), as_float.std(dim=0).clamp_min(1e-6)
+        mean, std = as_float.mean(dim=0), as_float.std(dim=0)
+        # A dimension that barely varies in the training set would be blown up by its own tiny
+        # spread and swamp the others on new images: floor it at a tenth of the median spread.
+        std = std.clamp_min(max(0.1 * float(std.median()), 1e-6))
         return cls(tensor, torch.from_numpy(np.array(labels, dtype=np.int64)), num_classes, mean, std)
 
     def __len__(self) -> int:
