@@ -176,8 +176,8 @@ class Backbone:
         """A copy of :attr:`module` made for fast inference on ``device``; same outputs up to float rounding.
 
         Batch norms are folded into the convolutions before them, explicit symmetric zero padding
-        becomes the convolution's own, activations run in place where that is safe, and on the
-        CPU weights use the channels_last layout (feed it channels_last input). Each fold is
+        becomes the convolution's own, activations run in place where that is safe, and the
+        weights use the channels_last layout (feed it channels_last input). Each fold is
         checked: when the copy's features differ from :attr:`module`'s beyond float rounding, the
         plain copy is used instead. Built afresh on each call, so it follows later changes to
         :attr:`module` (e.g. a loaded state_dict); being a deep copy, it keeps the forward hooks
@@ -241,6 +241,8 @@ def backbone_preprocess(name: str, weights: str | os.PathLike | None = "DEFAULT"
     """
     weights = _check_args(name, weights)
     if name == "efficientnet_lite0":
+        if weights not in (None, "DEFAULT") and not _looks_like_path(weights):
+            raise ConfigError(f"unknown weights {weights!r} for efficientnet_lite0; pass DEFAULT or the path of a .pth state_dict file")
         return Preprocess(**_LITE0_PREPROCESS_ARGS)
     import torchvision
 
@@ -292,7 +294,7 @@ def _weight_member(enum, weights: str, name: str):
         return enum.DEFAULT
     if weights in enum.__members__:
         return enum[weights]
-    if Path(weights).exists() or os.sep in weights or "/" in weights or Path(weights).suffix:
+    if _looks_like_path(weights):
         return None
     names = ["DEFAULT", *(member.name for member in enum)]
     raise ConfigError(
@@ -381,7 +383,7 @@ def _load_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, str]:
         except PackageNotFoundError:  # imported from a source tree, not installed
             release = "unknown"
         return module, preprocess, f"package:{_LITE0_PACKAGES[1]}=={release}:sha256:{_file_sha256(path)[:16]}"
-    if not (Path(weights).exists() or os.sep in weights or "/" in weights or Path(weights).suffix):
+    if not _looks_like_path(weights):
         raise ConfigError(
             f"unknown weights {weights!r} for efficientnet_lite0; pass DEFAULT (the weights in its package) "
             "or the path of a .pth state_dict file"
@@ -415,10 +417,8 @@ def _inference_copy(module: nn.Module, crop_size: int, device: torch.device) -> 
     scale = 1.0 + float(expected.abs().max())
     if got.shape != expected.shape or not float((got - expected).abs().max()) <= 1e-3 * scale:
         fast = copy.deepcopy(module).eval().requires_grad_(False)  # an unexpected graph: plain copy
-    fast = fast.to(device)
-    if device.type == "cpu":
-        fast = fast.to(memory_format=torch.channels_last)
-    return fast
+    # channels_last: ~1.7x faster convolutions on the CPU (oneDNN), and what tensor cores want.
+    return fast.to(device, memory_format=torch.channels_last)
 
 
 def _conv_bn_pairs(model: nn.Module, crop_size: int) -> list[tuple[nn.Module, str, nn.Module, str]]:
@@ -474,6 +474,12 @@ def _load_file(module: nn.Module, path: str, name: str, head: str) -> None:
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"parameters {name} does not have: {unexpected[:3]}"
         raise ConfigError(f"weights file {path!r} does not match {name} ({detail}); {fix}")
+
+
+def _looks_like_path(weights: str) -> bool:
+    """True for an existing file or a name with a folder or a suffix (``model.pth``); False for a
+    bare word such as ``IMAGENET1K_V1``, which names weights instead."""
+    return Path(weights).exists() or os.sep in weights or "/" in weights or bool(Path(weights).suffix)
 
 
 def _drop_head(model: nn.Module, head: str) -> int:

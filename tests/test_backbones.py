@@ -182,3 +182,29 @@ def test_preprocess_matches_torchvision_transforms():
     }
     with pytest.raises(ConfigError, match="interpolation must be one of"):
         Preprocess(256, 224, (0.5,) * 3, (0.5,) * 3, "nearest")
+
+
+class _SharedConvOutput(torch.nn.Module):
+    """A convolution whose output feeds a batch norm *and* a residual sum: folding would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.bn.running_mean.fill_(3.0)
+        self.bn.running_var.fill_(4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return (self.bn(y) + y).mean(dim=(2, 3))  # (B, 4)
+
+
+def test_inference_copy_never_changes_the_features():
+    preprocess = Preprocess(8, 8, (0.5,) * 3, (0.5,) * 3, "bilinear")
+    module = _SharedConvOutput().eval()
+    backbone = dataclasses.replace(load_backbone("resnet18", None), name="custom", module=module, dim=4, preprocess=preprocess)
+    x = torch.randn(3, 3, 8, 8)
+    inference = backbone.inference_module()
+    with torch.inference_mode():
+        torch.testing.assert_close(inference(x), module(x))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in inference.modules())  # the fold was undone
