@@ -99,7 +99,7 @@ def compute_embeddings(
     backbone: Backbone,
     *,
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
 ) -> Embeddings:
@@ -114,8 +114,9 @@ def compute_embeddings(
     cache_dir : path-like, optional
         Cache root; default :func:`labelaudit.images.default_cache_dir`. Must not be inside the
         input folder.
-    batch_size : int, default=64
-        Images per forward pass.
+    batch_size : int, default=32
+        Images per forward pass. On 2 CPU cores 32 measured 5-20% faster per image than 64
+        (activations stay in cache); on a GPU larger batches may pay.
     device : {"cpu", "cuda", "cuda:<n>", "auto"} or torch.device, default="cpu"
         On CUDA the forward runs under float16 autocast.
     progress : callable, optional
@@ -185,7 +186,7 @@ def embed_files(
     paths: list[str],
     backbone: Backbone,
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:

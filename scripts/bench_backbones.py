@@ -5,8 +5,12 @@
    (``Backbone.inference_module``: batch norms folded, channels_last). torchvision backbones use
    random-init weights (none can be downloaded here; speed does not depend on weight values);
    efficientnet_lite0 uses its real packaged weights.
-2. End to end: ``compute_embeddings`` with efficientnet_lite0 on N real JPEG files (decode,
-   preprocess, forward, cache write), then the same call again (cache reuse).
+2. efficientnet_lite0's inference copy at batch sizes 8 to 64.
+3. End to end: ``compute_embeddings`` with efficientnet_lite0 at its default batch size on N
+   real JPEG files (decode, preprocess, forward, cache write), then the same call again (reuse).
+
+Other processes on the machine distort every figure (2 busy OpenMP threads stall when a core is
+taken away): the load average is printed at the start and the end.
 
 Usage::
 
@@ -77,7 +81,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, help="image folder (one subfolder per class); default: made up")
     parser.add_argument("-n", type=int, default=256, help="files for the end-to-end pass (default 256)")
     parser.add_argument("--only", nargs="+", choices=PRETRAINED_BACKBONES, help="backbones to time")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="forward table batch (default 64)")
     parser.add_argument("--batches", type=int, default=2, help="timed batches per backbone after the warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     args = parser.parse_args()
@@ -99,6 +103,17 @@ def main() -> None:
         weights = "packaged ImageNet" if name == "efficientnet_lite0" else "random init"
         print(f"| {name} | {weights} | {crop}x{crop} | {backbone.dim} | {plain:.1f} | {fast:.1f} |", flush=True)
 
+    print()
+    print("efficientnet_lite0 inference copy by batch size:")
+    print()
+    lite0 = load_backbone("efficientnet_lite0")
+    fast = lite0.inference_module("cpu")
+    sizes = (8, 16, 32, 64)
+    rates = [forward_rate(fast, 224, size, max(1, args.batches * args.batch_size // size), channels_last=True) for size in sizes]
+    print("| batch | " + " | ".join(map(str, sizes)) + " |")
+    print("|---|" + "---|" * len(sizes))
+    print("| img/s | " + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
+
     work = Path(tempfile.mkdtemp(prefix="labelaudit-bench-"))
     try:
         source = args.images
@@ -114,12 +129,12 @@ def main() -> None:
         store = load_images(table, cache_dir=cache)
         decode_seconds = time.perf_counter() - start
         backbone = load_backbone("efficientnet_lite0")
-        first = compute_embeddings(store, backbone, cache_dir=cache, batch_size=args.batch_size)
-        second = compute_embeddings(store, backbone, cache_dir=cache, batch_size=args.batch_size)
-        sizes = store.files[["width", "height"]].to_numpy()
+        first = compute_embeddings(store, backbone, cache_dir=cache)
+        second = compute_embeddings(store, backbone, cache_dir=cache)
+        dims = store.files[["width", "height"]].to_numpy()
         print()
         print(f"End to end, compute_embeddings with efficientnet_lite0 on {len(store)} real JPEG files "
-              f"(median {int(np.median(sizes[:, 0]))}x{int(np.median(sizes[:, 1]))} px), batch {args.batch_size}:")
+              f"(median {int(np.median(dims[:, 0]))}x{int(np.median(dims[:, 1]))} px), default batch size:")
         print()
         print("| files | image cache (headers + small decode) s | embed s | embed img/s | reuse s |")
         print("|---|---|---|---|---|")
