@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from .images import ImageStore
 
 EMBEDDINGS_FORMAT_VERSION = 1
+#: Images per forward pass on the CPU: small batches keep activations in cache (2 cores: 16
+#: images/batch embed up to 1.5x faster than 64 with EfficientNets, as fast with ResNets).
+DEFAULT_CPU_BATCH_SIZE = 16
 _SIDECAR_META = b"labelaudit.embeddings"
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,7 @@ def compute_embeddings(
     backbone: Backbone,
     *,
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
 ) -> Embeddings:
@@ -114,9 +117,10 @@ def compute_embeddings(
     cache_dir : path-like, optional
         Cache root; default :func:`labelaudit.images.default_cache_dir`. Must not be inside the
         input folder.
-    batch_size : int, default=32
-        Images per forward pass. On 2 CPU cores 32 measured 5-20% faster per image than 64
-        (activations stay in cache); on a GPU larger batches may pay.
+    batch_size : int, optional
+        Images per forward pass; default 16 on the CPU, 64 on CUDA. On 2 CPU cores 16 measured
+        as fast as 32 or 64 for ResNets and up to 1.5x faster for EfficientNets (activations
+        stay in cache).
     device : {"cpu", "cuda", "cuda:<n>", "auto"} or torch.device, default="cpu"
         On CUDA the forward runs under float16 autocast.
     progress : callable, optional
@@ -138,8 +142,8 @@ def compute_embeddings(
     from .images import _open_entry, default_cache_dir
 
     start = time.perf_counter()
-    _check_batch_size(batch_size)
     device = _resolve_device(device)
+    batch_size = _check_batch_size(batch_size, device)
     sha1 = store.files["sha1"].astype(str).to_numpy()
     paths = store.table.samples["path"].astype(str).to_numpy()
     if len(sha1) != len(paths) or (sha1 == "").any():
@@ -186,7 +190,7 @@ def embed_files(
     paths: list[str],
     backbone: Backbone,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
@@ -213,8 +217,8 @@ def embed_files(
     DatasetError
         A file that cannot be read as an image (the message names it).
     """
-    _check_batch_size(batch_size)
     device = _resolve_device(device)
+    batch_size = _check_batch_size(batch_size, device)
     out = np.empty((len(paths), backbone.dim), dtype=np.float32)
     for begin, features in _embed(list(map(str, paths)), backbone, batch_size, device, progress):
         out[begin : begin + len(features)] = features
@@ -241,9 +245,13 @@ def open_rgb(path: str, min_side: int) -> Image.Image:
 # ------------------------------------------------------------------------------------------- private
 
 
-def _check_batch_size(batch_size: int) -> None:
+def _check_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """``batch_size`` checked, or the default for ``device``: 16 on the CPU, 64 on CUDA."""
+    if batch_size is None:
+        return 64 if device.type == "cuda" else DEFAULT_CPU_BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
         raise ConfigError(f"batch_size must be an integer in [1, 4096]; got {batch_size!r}")
+    return batch_size
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
