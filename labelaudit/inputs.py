@@ -96,17 +96,19 @@ def backbone_embeddings(
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     expect_weights_id: Optional[str] = None,
+    backbone=None,
 ) -> EmbeddingInput:
     """Embed every image of ``store`` with the pretrained backbone of ``train`` (cached on disk).
 
     ``expect_weights_id``: the weights a trained head was fitted on (``retrain``, ``predict``);
-    other weights give a ConfigError instead of silently wrong predictions.
+    other weights give a ConfigError instead of silently wrong predictions. ``backbone``: the
+    :class:`~labelaudit.backbones.Backbone` if already loaded.
     """
     from .backbones import load_backbone
     from .embeddings import compute_embeddings
 
     weights = train.weights if train.weights is not None else "DEFAULT"
-    backbone = load_backbone(train.backbone, weights)
+    backbone = backbone if backbone is not None else load_backbone(train.backbone, weights)
     if expect_weights_id is not None and backbone.weights_id != expect_weights_id:
         raise ConfigError(
             f"the {train.backbone} weights {weights!r} are not the ones this run's head was trained on "

@@ -82,14 +82,15 @@ HEAD_HIDDEN = 512
 def build_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
     """A classifier on ``(B, in_features)`` standardised embeddings returning ``(B, num_classes)`` logits.
 
-    ``linear``: one linear layer (a linear probe). ``mlp``: linear -> batch norm -> ReLU -> linear
-    with :data:`HEAD_HIDDEN` hidden units; batch norm keeps the step size of the shared training
-    loop (learning rate 0.1) stable on any embedding scale.
+    ``linear``: one linear layer (a linear probe). ``mlp``: linear -> layer norm -> ReLU -> linear
+    with :data:`HEAD_HIDDEN` hidden units; layer norm keeps the step size of the shared training
+    loop (learning rate 0.1) stable on any embedding scale and, unlike batch norm, works on a
+    last batch of one sample.
     """
     if kind == "linear":
         return nn.Linear(in_features, num_classes)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(in_features, HEAD_HIDDEN, bias=False), nn.BatchNorm1d(HEAD_HIDDEN),
+        return nn.Sequential(nn.Linear(in_features, HEAD_HIDDEN), nn.LayerNorm(HEAD_HIDDEN),
                              nn.ReLU(inplace=True), nn.Linear(HEAD_HIDDEN, num_classes))
     raise ConfigError(f"head must be one of {list(HEADS)}; got {kind!r}")
 

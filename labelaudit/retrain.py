@@ -260,9 +260,7 @@ def retrain(
                           "compute for --test images; drop --test, or scan with --backbone instead")
     store = None
     if kind == "embeddings-file":
-        from .byo import read_embeddings
-
-        features = read_embeddings(run.summary["input"]["file"], run.table)
+        features = _scan_embeddings_file(run)
     else:
         cache = run.summary.get("image_cache") or {}
         size, channels = (cache.get("image_size"), cache.get("channels")) if kind == "images" else (None, None)
@@ -289,7 +287,7 @@ def retrain(
         features = backbone_embeddings(store, train, cache_dir=cache_dir, progress=progress,
                                        expect_weights_id=weights_id).features
         if test_store is not None:
-            test_inputs = torch.from_numpy(np.ascontiguousarray(backbone_embeddings(
+            test_inputs = torch.from_numpy(np.array(backbone_embeddings(
                 test_store, train, cache_dir=cache_dir, progress=progress, expect_weights_id=weights_id).features))
     elif test_store is not None:
         test_inputs = torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)
@@ -437,6 +435,33 @@ def summary(result: RetrainResult) -> dict:
     if result.test is not None:
         out["test"] = result.test
     return out
+
+
+def _scan_embeddings_file(run: ScanRun) -> np.ndarray:
+    """``(N, D)`` rows of the scan's own ``--embeddings`` file for the run's samples, in report order.
+
+    A ``.npy`` in manifest order (one row per manifest row, skipped rows included) is indexed by the
+    report's ``manifest_row``; every other layout is read as the scan read it.
+    """
+    from .byo import read_embeddings
+
+    path = Path(run.summary["input"]["file"])
+    if path.suffix.lower() == ".npy" and "manifest_row" in run.report:
+        try:
+            rows = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the scan's embeddings file {str(path)!r} ({exc}); put it back, or scan again") from None
+        if rows.ndim == 2 and len(rows) != len(run.table):  # manifest order
+            index = run.report["manifest_row"].to_numpy()
+            if index.max(initial=-1) >= len(rows):
+                raise ConfigError(f"the scan's embeddings file {str(path)!r} has {len(rows)} rows, fewer than the manifest "
+                                  "had when it was scanned: it changed since; scan again")
+            features = np.asarray(rows[index], dtype=np.float32)
+            if not np.isfinite(features).all():
+                raise ConfigError(f"the scan's embeddings file {str(path)!r} now holds NaN or infinite values: it changed "
+                                  "since the scan; scan again")
+            return features
+    return read_embeddings(path, run.table)
 
 
 def _embedding_spec(run: ScanRun) -> dict:

@@ -154,6 +154,9 @@ def scan(
         config = replace(config, method=AUTO_METHOD[kind])
     if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
         config = replace(config, train=replace(config.train, weights="DEFAULT"))  # its weights ship in a package
+    weights = config.train.weights
+    if weights is not None and Path(weights).expanduser().exists():  # a file: recorded absolute, for retrain/predict
+        config = replace(config, train=replace(config.train, weights=str(Path(weights).expanduser().resolve())))
     started = time.perf_counter()
     if isinstance(source, SampleTable):
         table = source
@@ -175,12 +178,18 @@ def scan(
         features = read_embeddings(embeddings, table)
         inputs.update(file=str(Path(embeddings).expanduser().resolve()), dim=int(features.shape[1]))
     elif kind == "embeddings":
+        from .backbones import load_backbone
+
+        backbone = load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
         store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-        embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress)
+        embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone)
         features, inputs = embedded.features, embedded.info
     else:
         image_size, channels, normalisation = config.image_size, None, None
         if uses_pretrained(config.train):  # fine-tuning: the weights' own resolution and normalisation
+            from .backbones import load_backbone
+
+            load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
             crop, mean, std = pretrained_image_settings(config.train)
             image_size, channels, normalisation = image_size or crop, 3, (mean, std)
         store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
@@ -225,7 +234,8 @@ def scan(
     train = config.train
     if kind == "images":
         train = replace(train, backbone=trainer.backbone)
-    train = replace(train, train={"images": "full", "probs-file": "given-probs"}.get(kind, "head"))
+    if kind != "probs-file":  # a --probs scan trained nothing: its settings stay as given (retrain uses them)
+        train = replace(train, train="full" if kind == "images" else "head")
     resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
     return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
                       truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs)
@@ -380,6 +390,8 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     names = list(table.class_names)
     soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
     full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
+    if "manifest_row" in table.samples:  # lets retrain find a sample's row of a --embeddings .npy in manifest order
+        full["manifest_row"] = table.samples["manifest_row"].to_numpy()
     with atomic_path(out / "report.parquet") as tmp:
         full.to_parquet(tmp, index=False)
     write_csv(out / "report.csv", audit.report)

@@ -106,3 +106,27 @@ def test_train_full_fine_tunes_the_pretrained_network(tmp_path, capsys):
                             "--quiet"], capsys)
     assert code == 0, err
     assert len(pd.read_csv(tmp_path / "pred.csv")) == 8
+
+
+def test_a_relative_weights_file_is_recorded_absolute_and_checked_before_decoding(tmp_path, capsys, monkeypatch,
+                                                                                    isolated_cache):
+    import torch
+    import torchvision
+
+    data = _write_colour_dataset(tmp_path / "data", per_class=3)
+    monkeypatch.chdir(tmp_path)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), "r18.pth")
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), "r34.pth")
+    # Another architecture's weights fail before any image is decoded (the cache stays empty).
+    code, _, err = run_cli(["scan", data, "--backbone", "resnet18", "--weights", "r34.pth", "--out", "bad",
+                            "--workers", "1", "--quiet"], capsys)
+    assert code == 2 and "does not match resnet18" in err
+    assert not any(isolated_cache.iterdir())
+    code, out, err = run_cli(["scan", data, "--backbone", "resnet18", "--weights", "r18.pth", "--out", "run",
+                              "--workers", "1", "--quiet", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["input"]["weights"] == str(tmp_path / "r18.pth")
+    monkeypatch.chdir(tmp_path / "data")  # predict from elsewhere finds the weights file
+    code, _, err = run_cli(["predict", tmp_path / "run", data, "--out", tmp_path / "pred.csv", "--workers", "1",
+                            "--quiet"], capsys)
+    assert code == 0, err
