@@ -284,7 +284,7 @@ def _load_entry(array_file: Path, sidecar: Path, unique_sha1: np.ndarray, dim: i
     """The cached ``(U, D)`` float16 memory map when the entry is complete and whole, else None.
 
     A damaged entry (unreadable sidecar, other hashes, truncated or garbage ``.npy``, wrong
-    shape or dtype) is deleted, so it is computed again.
+    shape or dtype, NaN or infinite values) is deleted, so it is computed again.
     """
     if not sidecar.exists():
         return None  # never written, or a run in progress: the next write replaces the array
@@ -296,6 +296,7 @@ def _load_entry(array_file: Path, sidecar: Path, unique_sha1: np.ndarray, dim: i
             and features.shape == (len(unique_sha1), dim)
             and len(hashes) == len(unique_sha1)
             and bool((hashes.astype(str) == unique_sha1).all())
+            and bool(np.isfinite(features).all())  # same size, bytes overwritten: NaN would fail every scan
         )
     except Exception as exc:  # damage raises anything: ValueError, OSError, ArrowInvalid...
         log.warning("damaged embedding cache %s (%s); computing it again", array_file, exc)

@@ -150,7 +150,7 @@ def test_other_weights_get_their_own_entry(dataset, lite0, tmp_path):
     np.testing.assert_allclose(again.features, packaged.features, atol=1e-2)  # same values loaded
 
 
-@pytest.mark.parametrize("damage", ["truncate array", "garbage sidecar", "missing array"])
+@pytest.mark.parametrize("damage", ["truncate array", "garbage sidecar", "missing array", "nan values"])
 def test_damaged_entry_is_rebuilt(dataset, lite0, tmp_path, damage):
     cache = tmp_path / "cache"
     store = store_of(dataset, cache)
@@ -163,6 +163,10 @@ def test_damaged_entry_is_rebuilt(dataset, lite0, tmp_path, damage):
         first.path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage sidecar":
         sidecar.write_bytes(b"not parquet")
+    elif damage == "nan values":  # same size, values overwritten: a whole-looking file
+        array = np.load(first.path)
+        array[0, 0] = np.nan
+        np.save(first.path, array)
     else:
         first.path.unlink()
     rebuilt = compute_embeddings(store, lite0, cache_dir=cache)
