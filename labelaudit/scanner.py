@@ -38,16 +38,17 @@ from .training import TensorData, TrainConfig, Trainer
 #: 2: summary.json holds the data fingerprint and names the matrix files instead of holding the matrices.
 RUN_FORMAT_VERSION = 2
 METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
-#: What ``method="auto"`` runs, by input kind: on a head over embeddings GCE beat NLNL on every
-#: measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
-AUTO_METHOD = {"images": "nlnl", "embeddings": "gce", "embeddings-file": "gce", "probs-file": "given-probs"}
+#: What ``method="auto"`` runs, by input kind: on a head over embeddings truncated GCE beat NLNL
+#: and GCE on every measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
+AUTO_METHOD = {"images": "nlnl", "embeddings": "truncated-gce", "embeddings-file": "truncated-gce",
+               "probs-file": "given-probs"}
 
 
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything that decides a scan's result; saved as the run's ``config.json``."""
 
-    method: str = "auto"  # auto: nlnl on images, gce on a head over embeddings (AUTO_METHOD)
+    method: str = "auto"  # auto: nlnl on images, truncated-gce on a head over embeddings (AUTO_METHOD)
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
     threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold

@@ -35,7 +35,7 @@ def scan_command(
     source: SourceArg,
     out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="DIR", help="Run directory [default: ./labelaudit-runs/<source>-<time>].")] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV/parquet with sample_id (or path) and true_label: adds precision/recall/F1 and estimate errors.", readable=False)] = None,
-    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks), or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated CE + confident learning); auto: nlnl when training on the images, gce for a head on embeddings (it measured best there).")] = "auto",
+    method: Annotated[str, typer.Option("--method", help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks), or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated CE + confident learning); auto: nlnl when training on the images, truncated-gce for a head on embeddings (it measured best there).")] = "auto",
     budget: Annotated[float, typer.Option("--budget", help="Training budget as a multiple of the default schedule, in (0, 1000]: 1 = nlnl's NL/SelNL/SelPL 20/20/20 epochs, pmnar's 24, the baselines' 60; 0.5 = half as many epochs, 2 = twice as many.")] = 1.0,
     epochs: Annotated[Optional[str], typer.Option("--epochs", hidden=True, help="Renamed --budget.")] = None,
     complementary: Annotated[str, typer.Option("--complementary", help="NL complementary labels per sample: 'all' (every class but the given one) or a number of random draws (1 = the paper).")] = "all",
