@@ -329,6 +329,11 @@ def _write_entry(
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(paths), backbone.dim))
         for begin, features in _embed(paths, backbone, batch_size, device, progress):
+            if np.abs(features).max(initial=0.0) > np.finfo(np.float16).max:
+                raise ConfigError(
+                    f"the {backbone.name} weights ({backbone.weights_id}) give features beyond float16's "
+                    f"range (|x| > 65504), which the embedding cache stores; check the weights file"
+                )
             out[begin : begin + len(features)] = features  # float32 -> float16
         out.flush()
         del out
@@ -371,7 +376,14 @@ def _embed(
         x = preprocess.normalize(x.permute(0, 3, 1, 2))  # (B, 3, H, W) float32, channels_last strides
         with torch.inference_mode(), autocast:
             features = module(x)  # (B, D)
-        yield begin, features.float().cpu().numpy()
+        features = features.float().cpu().numpy()
+        bad = ~np.isfinite(features).all(axis=1)
+        if bad.any():  # damaged weights, or float16 overflow under CUDA autocast
+            raise ConfigError(
+                f"the {backbone.name} weights ({backbone.weights_id}) give NaN or infinite features for "
+                f"{paths[begin + int(np.argmax(bad))]!r}; check the weights file, or use --device cpu"
+            )
+        yield begin, features
         done += len(pixels)
         if progress:
             progress("embed", done, total, f"{done / max(time.perf_counter() - start, 1e-9):.0f} img/s")

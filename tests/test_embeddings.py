@@ -223,3 +223,14 @@ def test_prefetching_batches_match_sequential_ones_and_stop_cleanly(dataset, lit
     next(batches)
     batches.close()  # the consumer stops early
     assert not any(t.name == "labelaudit-embed-decode" for t in threading.enumerate())
+
+
+def test_weights_giving_nan_features_are_a_one_line_error(dataset, lite0, tmp_path):
+    # Not cached: a NaN entry would be "damaged" and computed again on every run.
+    broken = load_backbone("efficientnet_lite0")
+    with torch.no_grad():
+        broken.module.net._conv_head.weight[0, 0] = float("nan")
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=r"give NaN or infinite features for '.*'; check the weights file"):
+        compute_embeddings(store_of(dataset, cache), broken, cache_dir=cache)
+    assert not any((cache / "embeddings" / "efficientnet_lite0").glob("*.npy"))
