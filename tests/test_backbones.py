@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,9 @@ def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
+    # urlopen keeps the first opener it builds, proxies included, for the whole process: without
+    # this, every later urlopen in the test session (the Label Studio tests) would use the dead proxy.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     start = time.monotonic()
     with pytest.raises(ConfigError, match=r"download https://download\.pytorch\.org/models/resnet18-f37072fd\.pth .* --weights path\.pth") as info:
         load_backbone("resnet18", "DEFAULT")
