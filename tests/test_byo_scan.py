@@ -153,3 +153,15 @@ def test_embeddings_npy_in_manifest_order_with_a_skipped_row_scan_and_retrain(no
     cleaned = pd.read_parquet(tmp_path / "re" / "cleaned_labels.parquet")
     right = cleaned.merge(truth, on="sample_id")
     assert (right["cleaned_label"] == right["true_label"]).mean() > 0.9  # the rows were matched, not shifted
+
+
+def test_library_warnings_reach_the_terminal_as_labelaudit_warning_lines(noisy, tmp_path, capsys):
+    root, truth, _ = noisy
+    extra = pd.DataFrame({"sample_id": ["not-in-the-dataset"], "embedding": [np.zeros(16, np.float32)]})
+    rows = truth.assign(embedding=list(_class_signal(truth, dim=16, seed=0).astype(np.float32)))[["sample_id", "embedding"]]
+    pd.concat([rows, extra], ignore_index=True).to_parquet(tmp_path / "emb.parquet", index=False)
+    code, _, err = run_cli(["scan", root, "--embeddings", tmp_path / "emb.parquet", "--out", tmp_path / "run",
+                            "--quiet"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "ignored 1 rows" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("labelaudit: warning: "), err

@@ -7,6 +7,7 @@ The root only registers commands; each command lives in its own module. Library 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -46,8 +47,25 @@ def _root() -> None:
     """
 
 
+class _WarningLine(logging.Handler):
+    """The library's log warnings as ``labelaudit: warning: ...`` lines on stderr (the one format
+    the CLI's own warnings use), whatever ``sys.stderr`` is at the time (tests capture it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"labelaudit: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _route_library_warnings() -> None:
+    logger = logging.getLogger("labelaudit")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        handler = _WarningLine(level=logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False  # not again through Python's last-resort handler
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and ``python -m labelaudit``."""
+    _route_library_warnings()
     try:
         app(args=argv, prog_name="labelaudit")
     except LabelAuditError as exc:
