@@ -247,6 +247,11 @@ def _open_entry(root: Path, key: str) -> Path:
     return entry
 
 
+def _is_key(name: str) -> bool:
+    """A cache key: 24 lowercase hex digits."""
+    return len(name) == 24 and all(c in "0123456789abcdef" for c in name)
+
+
 def _entry_folders(root: Path) -> list[Path]:
     """The cache entries under ``root``: folders named by 24 hex digits, nothing else."""
     try:
@@ -425,7 +430,9 @@ def _decode_all(
 def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
     """Delete the cache entries under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed.
 
-    Only folders named like cache entries (24 hex digits) are removed, never anything else there.
+    Only folders named like cache entries (24 hex digits) are removed, and in
+    ``embeddings/<backbone name>/`` the embedding files named by their 24-hex-digit key (:mod:`labelaudit.embeddings`), never
+    anything else there.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if not root.is_dir():
@@ -434,4 +441,14 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
     for entry in _entry_folders(root):
         freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
         shutil.rmtree(entry)
+    from .backbones import PRETRAINED_BACKBONES
+
+    for backbone_dir in (root / "embeddings").glob("*"):
+        if backbone_dir.name not in PRETRAINED_BACKBONES or not backbone_dir.is_dir() or backbone_dir.is_symlink():
+            continue
+        for file in backbone_dir.iterdir():
+            key, _, suffix = file.name.partition(".")
+            if suffix in ("npy", "parquet") and _is_key(key) and file.is_file() and not file.is_symlink():
+                freed += file.stat().st_size
+                file.unlink()
     return freed

@@ -234,3 +234,21 @@ def test_weights_giving_nan_features_are_a_one_line_error(dataset, lite0, tmp_pa
     with pytest.raises(ConfigError, match=r"give NaN or infinite features for '.*'; check the weights file"):
         compute_embeddings(store_of(dataset, cache), broken, cache_dir=cache)
     assert not any((cache / "embeddings" / "efficientnet_lite0").glob("*.npy"))
+
+
+def test_clear_cache_removes_embedding_entries_and_nothing_else(dataset, lite0, tmp_path):
+    from labelaudit.images import clear_cache
+
+    cache = tmp_path / "cache"
+    entry = compute_embeddings(store_of(dataset, cache), lite0, cache_dir=cache)
+    keep = entry.path.parent / "notes.txt"
+    keep.write_text("mine")
+    other = cache / "embeddings" / "my-own" / "0123456789abcdef01234567.npy"  # a key's name, not a backbone's folder
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"x")
+    size = entry.path.stat().st_size + entry.path.with_suffix(".parquet").stat().st_size
+    del entry
+    freed = clear_cache(cache)
+    assert freed >= size
+    remaining = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
+    assert remaining == ["embeddings/efficientnet_lite0/notes.txt", "embeddings/my-own/0123456789abcdef01234567.npy"]
