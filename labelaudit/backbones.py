@@ -22,12 +22,15 @@ actually loaded; caches of features are keyed by it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 import functools
 import hashlib
+import io
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -320,12 +323,19 @@ def _download(member, name: str) -> dict:
     """The state_dict of torchvision weights ``member``: from torch hub's cache, else downloaded.
 
     A network that drops packets would make the download wait for ever: the socket timeout is
-    bounded by :data:`DOWNLOAD_TIMEOUT` while it runs.
+    bounded by :data:`DOWNLOAD_TIMEOUT` while it runs. A failed download is one ConfigError line,
+    without torch hub's own "Downloading: ..." line (which it prints to stdout) before it.
     """
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    # torch hub prints "Downloading: ..." to stdout, where it would break `scan --json`: it goes to
+    # stderr after a download, and nowhere after a failure (the one-line error says it all).
+    said = io.StringIO()
     try:
-        return member.get_state_dict(progress=False, check_hash=True)
+        with contextlib.redirect_stdout(said):
+            state = member.get_state_dict(progress=False, check_hash=True)
+        sys.stderr.write(said.getvalue())
+        return state
     except (OSError, RuntimeError, ValueError) as exc:  # URLError and timeouts are OSErrors; a bad hash a RuntimeError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

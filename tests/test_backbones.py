@@ -140,7 +140,7 @@ def test_a_file_of_another_architecture_is_one_line_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch):
+def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch, capsys):
     # An empty torch hub cache and a proxy that refuses connections: the download fails at once,
     # on any machine, without touching the network.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -156,6 +156,8 @@ def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch):
         load_backbone("resnet18", "DEFAULT")
     assert time.monotonic() - start < 30
     assert "\n" not in str(info.value)
+    said = capsys.readouterr()  # torch hub's own "Downloading" line (on stdout: it broke --json); the error says it all
+    assert "Downloading" not in said.out + said.err
     # The preprocessing needs no download: torchvision's metadata is enough.
     assert backbone_preprocess("resnet50", "DEFAULT") == Preprocess(232, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
     assert backbone_preprocess("vit_b_16", "IMAGENET1K_SWAG_E2E_V1").crop_size == 384
