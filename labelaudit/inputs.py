@@ -112,7 +112,8 @@ def backbone_embeddings(
     if expect_weights_id is not None and backbone.weights_id != expect_weights_id:
         raise ConfigError(
             f"the {train.backbone} weights {weights!r} are not the ones this run's head was trained on "
-            f"({backbone.weights_id} here, {expect_weights_id} in the run); pass the same weights file"
+            f"({backbone.weights_id} here, {expect_weights_id} in the run); pass the weights file the scan used "
+            "(--weights FILE, if it moved)"
         )
     device = resolve_device(train.device)
     embeddings = compute_embeddings(store, backbone, cache_dir=cache_dir, device=device, progress=progress)

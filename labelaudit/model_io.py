@@ -56,6 +56,19 @@ class LoadedModel:
     checkpoint: dict
     embedding: dict | None = None  # head models: the backbone (or file) their embeddings came from
 
+    def use_backbone_weights(self, weights: str | None) -> "LoadedModel":
+        """Embed with the backbone weights at ``weights`` (a moved or copied weights file) instead of
+        the recorded ones; they must be the same weights (checked by ``weights_id`` when embedding).
+        None: keep the recorded weights. Returns self."""
+        if weights is None:
+            return self
+        if self.embedding is None or self.embedding.get("kind") != "embeddings":
+            raise ConfigError(f"--weights applies to a head trained on a pretrained backbone's embeddings; "
+                              f"{str(self.path)!r} is not one: drop --weights")
+        local = Path(weights).expanduser()
+        self.embedding = {**self.embedding, "weights": str(local.resolve()) if local.exists() else weights}
+        return self
+
     @property
     def image_size_for_cache(self) -> int | None:
         """Image size to decode new images at: the model's, or None (automatic) for a head."""

@@ -47,6 +47,7 @@ def predict(
     progress: ProgressCallback | None = None,
     out_file: str | os.PathLike | None = None,
     overwrite: bool = False,
+    weights: str | None = None,
 ) -> Predictions:
     """Predict the class of every image under ``source`` (a folder, searched recursively, or a
     manifest's path column; labels, if any, are ignored).
@@ -65,8 +66,11 @@ def predict(
         fast.
     overwrite : bool, default=False
         With ``out_file``: whether an existing file there may be replaced.
+    weights : str, optional
+        Head models only: where the backbone's weights file is now (see
+        :meth:`LoadedModel.use_backbone_weights`).
     """
-    model = _as_model(model)
+    model = _as_model(model).use_backbone_weights(weights)
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
@@ -138,12 +142,14 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    weights: str | None = None,
 ) -> dict:
     """Accuracy, per-class accuracy and confusion matrix of ``model`` on a labelled ``source``.
 
-    The source's labels must be classes of the model; it may cover only some of them.
+    The source's labels must be classes of the model; it may cover only some of them. ``weights``
+    as in :func:`predict`.
     """
-    model = _as_model(model)
+    model = _as_model(model).use_backbone_weights(weights)
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
                         classes=model.class_names, require_all_classes=False)
     store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,

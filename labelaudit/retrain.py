@@ -219,6 +219,7 @@ def retrain(
     workers: int | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    weights: str | None = None,
 ) -> RetrainResult:
     """Train a model on the labels a scan cleaned.
 
@@ -238,10 +239,19 @@ def retrain(
         Checked before training so that a bad choice fails at once.
     progress : callable, optional
         ``progress(phase, done, total, extra="")``.
+    weights : str, optional
+        Head-mode scans: where the backbone's weights file is now, when it moved since the scan
+        (it must hold the same weights: checked by ``weights_id``).
     """
     config.validate()
     started = time.perf_counter()
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
+    if weights is not None:
+        if run.input_kind != "embeddings":
+            raise ConfigError("--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
+                              f"{str(run.path)!r} did not: drop --weights")
+        local = Path(weights).expanduser()
+        run = replace(run, train=replace(run.train, weights=str(local.resolve()) if local.exists() else weights))
     if out_dir is not None:
         check_retrain_out(run, out_dir, labels=config.labels)
     targets = None

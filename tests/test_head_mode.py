@@ -130,3 +130,18 @@ def test_a_relative_weights_file_is_recorded_absolute_and_checked_before_decodin
     code, _, err = run_cli(["predict", tmp_path / "run", data, "--out", tmp_path / "pred.csv", "--workers", "1",
                             "--quiet"], capsys)
     assert code == 0, err
+
+    # The weights file moves: a one-line error naming it; --weights says where it is now; other
+    # weights under the same name are refused.
+    (tmp_path / "r18.pth").rename(tmp_path / "moved.pth")
+    code, _, err = run_cli(["predict", tmp_path / "run", data, "--out", tmp_path / "p2.csv", "--quiet"], capsys)
+    assert code == 2 and str(tmp_path / "r18.pth") in err and not (tmp_path / "p2.csv").exists()
+    code, _, err = run_cli(["predict", tmp_path / "run", data, "--out", tmp_path / "p2.csv", "--quiet", "--weights",
+                            tmp_path / "moved.pth"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "2", "--quiet",
+                            "--weights", tmp_path / "moved.pth"], capsys)
+    assert code == 0, err
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "other.pth")  # new random init
+    code, _, err = run_cli(["evaluate", tmp_path / "run", data, "--quiet", "--weights", tmp_path / "other.pth"], capsys)
+    assert code == 2 and "not the ones this run's head was trained on" in err

@@ -34,6 +34,7 @@ def predict_command(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing predictions file at --out.")] = False,
+    weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict the class of new images: predicted_label, confidence and the soft label per image.
@@ -47,7 +48,7 @@ def predict_command(
     out = out if out is not None else f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv"
     with progress_bars(not quiet) as progress:
         result = predict(model, source, path_column=path_column, id_column=id_column, cache_dir=cache_dir,
-                         workers=workers, progress=progress, out_file=out, overwrite=overwrite)
+                         workers=workers, progress=progress, out_file=out, overwrite=overwrite, weights=weights)
     skipped_file = write_predictions(result, out, overwrite=overwrite)
     skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})." if skipped_file else ""
     counts = result.frame["predicted_label"].value_counts()
@@ -65,6 +66,7 @@ def evaluate_command(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     json_output: JsonOpt = False,
+    weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Accuracy of a model on labelled images: overall, per class, and the confusion matrix.
@@ -75,7 +77,7 @@ def evaluate_command(
 
     with progress_bars(not (quiet or json_output)) as progress:
         metrics = evaluate(model, source, path_column=path_column, label_column=label_column, id_column=id_column,
-                           cache_dir=cache_dir, workers=workers, progress=progress)
+                           cache_dir=cache_dir, workers=workers, progress=progress, weights=weights)
     if json_output:
         typer.echo(json_text(metrics))
         return

@@ -26,6 +26,7 @@ def retrain_command(
     test_label_column: Annotated[Optional[str], typer.Option("--test-label-column", help="Label column of a --test manifest.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**63 - 1, help="[default: the scan's seed]")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda [default: the scan's setting].")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode scans: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -56,7 +57,7 @@ def retrain_command(
         with progress_bars(not (quiet or json_output)) as progress:
             result = retrain(run, config, test=test, test_path_column=test_path_column,
                              test_label_column=test_label_column, cache_dir=cache_dir, workers=workers,
-                             progress=progress)
+                             progress=progress, weights=weights)
         written = write_retrain(result, output)
     if json_output:
         typer.echo(json_text({"run_dir": str(written), **summary(result)}))
