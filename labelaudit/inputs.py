@@ -21,8 +21,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pathlib import Path
+
 import numpy as np
-import torch
 
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback
@@ -35,6 +36,15 @@ def pretrained_backbones() -> tuple[str, ...]:
     from .backbones import PRETRAINED_BACKBONES
 
     return tuple(PRETRAINED_BACKBONES)
+
+
+def absolute_weights(weights: str | None) -> str | None:
+    """``weights`` as recorded in a run: a local file as its absolute path (``~`` expanded), so that
+    retrain and predict find it from any directory; a weight name (``DEFAULT``) or None unchanged."""
+    if weights is None:
+        return None
+    local = Path(weights).expanduser()
+    return str(local.resolve()) if local.exists() else weights
 
 
 def uses_pretrained(train: TrainConfig) -> bool:
@@ -138,7 +148,3 @@ def pretrained_image_settings(train: TrainConfig) -> tuple[int, tuple, tuple]:
 
     spec = backbone_preprocess(train.backbone, train.weights if train.weights is not None else "DEFAULT")
     return spec.crop_size, tuple(spec.mean), tuple(spec.std)
-
-
-def as_tensor(values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)

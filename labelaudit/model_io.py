@@ -65,8 +65,9 @@ class LoadedModel:
         if self.embedding is None or self.embedding.get("kind") != "embeddings":
             raise ConfigError(f"--weights applies to a head trained on a pretrained backbone's embeddings; "
                               f"{str(self.path)!r} is not one: drop --weights")
-        local = Path(weights).expanduser()
-        self.embedding = {**self.embedding, "weights": str(local.resolve()) if local.exists() else weights}
+        from .inputs import absolute_weights
+
+        self.embedding = {**self.embedding, "weights": absolute_weights(weights)}
         return self
 
     @property
@@ -86,12 +87,7 @@ class LoadedModel:
         """
         if self.embedding is None:
             return self.predict_proba(store.images())
-        if self.embedding.get("kind") != "embeddings":
-            raise ConfigError(
-                f"{str(self.path)!r} is a head trained on embeddings you passed to scan --embeddings; labelaudit cannot "
-                "compute those for new images: apply the head to your own embeddings with LoadedModel.predict_features, "
-                "or scan with --backbone to get a model that embeds images itself"
-            )
+        self.check_takes_images()
         from .inputs import backbone_embeddings
         from .training import TrainConfig
 
@@ -99,6 +95,17 @@ class LoadedModel:
         embedded = backbone_embeddings(store, spec, cache_dir=cache_dir, progress=progress,
                                        expect_weights_id=self.embedding.get("weights_id"))
         return self.predict_features(embedded.features)
+
+    def check_takes_images(self) -> "LoadedModel":
+        """Raise ConfigError for a head on the user's own embeddings (``scan --embeddings``), which
+        labelaudit cannot compute for new images; call it before decoding any. Returns self."""
+        if self.embedding is not None and self.embedding.get("kind") != "embeddings":
+            raise ConfigError(
+                f"{str(self.path)!r} is a head trained on embeddings you passed to scan --embeddings; labelaudit cannot "
+                "compute those for new images: apply the head to your own embeddings with LoadedModel.predict_features, "
+                "or scan with --backbone to get a model that embeds images itself"
+            )
+        return self
 
     @torch.no_grad()
     def predict_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:

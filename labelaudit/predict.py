@@ -70,7 +70,7 @@ def predict(
         Head models only: where the backbone's weights file is now (see
         :meth:`LoadedModel.use_backbone_weights`).
     """
-    model = _as_model(model).use_backbone_weights(weights)
+    model = _as_model(model).use_backbone_weights(weights).check_takes_images()  # before decoding anything
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
@@ -149,7 +149,7 @@ def evaluate(
     The source's labels must be classes of the model; it may cover only some of them. ``weights``
     as in :func:`predict`.
     """
-    model = _as_model(model).use_backbone_weights(weights)
+    model = _as_model(model).use_backbone_weights(weights).check_takes_images()  # before decoding anything
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
                         classes=model.class_names, require_all_classes=False)
     store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,

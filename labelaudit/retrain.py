@@ -38,7 +38,7 @@ from ._atomic import atomic_path
 from .correction import forward_corrected_loss
 from .errors import ConfigError, DatasetError
 from .images import ImageStore, ProgressCallback, load_images
-from .inputs import backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
+from .inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
 from .methods.nlnl import class_weights
 from .metrics import classification_metrics
 from .model_io import save_model
@@ -250,8 +250,7 @@ def retrain(
         if run.input_kind != "embeddings":
             raise ConfigError("--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
                               f"{str(run.path)!r} did not: drop --weights")
-        local = Path(weights).expanduser()
-        run = replace(run, train=replace(run.train, weights=str(local.resolve()) if local.exists() else weights))
+        run = replace(run, train=replace(run.train, weights=absolute_weights(weights)))
     if out_dir is not None:
         check_retrain_out(run, out_dir, labels=config.labels)
     targets = None

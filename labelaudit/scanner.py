@@ -23,7 +23,7 @@ from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
-from .inputs import backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
+from .inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
 from .methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, cv_flags, run_baseline
 from .methods.nlnl import NLNLConfig, run_nlnl
 from .methods.pmnar import PMNARConfig, run_pmnar
@@ -155,9 +155,7 @@ def scan(
         config = replace(config, method=AUTO_METHOD[kind])
     if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
         config = replace(config, train=replace(config.train, weights="DEFAULT"))  # its weights ship in a package
-    weights = config.train.weights
-    if weights is not None and Path(weights).expanduser().exists():  # a file: recorded absolute, for retrain/predict
-        config = replace(config, train=replace(config.train, weights=str(Path(weights).expanduser().resolve())))
+    config = replace(config, train=replace(config.train, weights=absolute_weights(config.train.weights)))
     started = time.perf_counter()
     if isinstance(source, SampleTable):
         table = source
