@@ -32,7 +32,7 @@ from .images import ProgressCallback
 from .audit import audit_from_soft_labels
 from .methods.baselines import cv_flags
 from .metrics import load_truth, ranking_metrics, truth_metrics
-from .noise import KINDS, NAMED_MAPS, inject_noise, read_map_file, write_noisy_dataset
+from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file, write_noisy_dataset
 from .reports import write_csv, write_json
 from .rundir import (FolderLock, check_not_input, check_output_folder, data_fingerprint, input_paths, output_kind,
                      output_path, write_marker)
@@ -181,8 +181,11 @@ def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) ->
             progress("benchmark", done, len(jobs), f"{method} {setting.label} seed {seed}")
         data_dir = out / "data" / f"{_slug(setting)}-seed{seed}"
         if not (data_dir / "noise.json").is_file():
-            noisy = inject_noise(labels, table.class_names, setting.kind, setting.rate,
-                                 noise_map=config.noise_map if setting.kind == "asymm" else None, seed=seed)
+            if setting.kind == "confusable":
+                noisy = confusable_noise(table, setting.rate, seed=seed, cache_dir=cache_dir)
+            else:
+                noisy = inject_noise(labels, table.class_names, setting.kind, setting.rate,
+                                     noise_map=config.noise_map if setting.kind == "asymm" else None, seed=seed)
             write_noisy_dataset(table, noisy, data_dir)
         run_dir = out / "runs" / f"{_slug(setting)}-seed{seed}" / method
         measured = _run_scan(data_dir, run_dir, method, seed, config, env)

@@ -8,10 +8,15 @@ Kinds (../shared/METHODS.md "Noise kinds for benchmarks"):
 - ``asymm``: a chosen sample of a mapped class moves to its mapped class; other classes never
   flip, so the overall rate is below ``rate``.
 - a full transition matrix ``T`` (``T[i, j] = P(given = j | true = i)``) read from a CSV file.
+- ``confusable``: instance-dependent noise, the kind a person makes: an image is mislabelled as
+  the class it resembles, and ambiguous images are mislabelled more often
+  (:func:`confusion_probabilities`, :func:`inject_noise`).
+- a flip table: the given label of each listed sample, from the user (:func:`read_flip_table`).
 
 Exactly ``round(rate * n_c)`` samples of each class ``c`` are chosen (a full ``T`` is realised
-per row by largest remainders), so the realised rates match the request up to rounding, and the
-same seed gives the same noise. The real rate is always reported.
+per row by largest remainders; ``confusable`` chooses ``round(rate * N)`` over the whole
+dataset), so the realised rates match the request up to rounding, and the same seed gives the
+same noise. The real rate is always reported.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .errors import ConfigError
 from .estimators import transition_matrix
 from .sources import SampleTable, read_table
 
-KINDS = ("symm-inc", "symm-exc", "asymm")
+KINDS = ("symm-inc", "symm-exc", "asymm", "confusable")
 
 # Asymmetric maps of the papers: (from, to) pairs by canonical class index, with the names each
 # index may carry in a dataset (compared lower-case, letters and digits only).
@@ -61,6 +66,10 @@ class NoisyLabels:
     requested_rate: float | None
     mapping: dict[str, str] | None  # asymm: class -> class it flips to
     class_names: tuple[str, ...]
+    #: confusable: ``(N,)`` each sample's probability of having been flipped (its inclusion probability)
+    flip_probability: np.ndarray | None = None
+    #: confusable: how the confusion classifier was fitted and how well it did (noise.json ``recipe``)
+    recipe: dict | None = None
 
     @property
     def is_noisy(self) -> np.ndarray:
@@ -148,6 +157,7 @@ def inject_noise(
     rate: float | None = None,
     *,
     noise_map: str | os.PathLike | None = None,
+    confusion: np.ndarray | None = None,
     seed: int = 0,
 ) -> NoisyLabels:
     """Flip labels on purpose.
@@ -156,13 +166,19 @@ def inject_noise(
     ----------
     labels : (N,) int array
         Labels assumed clean (indexes into ``class_names``).
-    kind : {"symm-inc", "symm-exc", "asymm"}
+    kind : {"symm-inc", "symm-exc", "asymm", "confusable"}
     rate : float in [0, 1]
-        Share of each class chosen for flipping (``asymm``: of each mapped class). Not used with
-        a full transition matrix.
+        Share of each class chosen for flipping (``asymm``: of each mapped class; ``confusable``:
+        of the whole dataset). Not used with a full transition matrix.
     noise_map : str or path, optional
         ``asymm`` only: a named map (``cifar10``, ``fashion-mnist``, ``mnist``) or a CSV file
         (see :func:`read_map_file`).
+    confusion : array of shape ``(N, K)``, optional
+        ``confusable`` only (and required): how much each image resembles each class, e.g.
+        :func:`confusion_probabilities`. Sample ``n`` can only move to its most probable other
+        class ``o_n``; it is flipped with probability ``min(1, s * confusion[n, o_n])``, with ``s``
+        set so that these probabilities sum to ``round(rate * N)``, and exactly that many samples
+        are drawn (systematic sampling in random order, which keeps each sample's probability).
     seed : int
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -171,6 +187,8 @@ def inject_noise(
         raise ConfigError(f"noise kind must be one of {list(KINDS)}; got {kind!r}")
     if kind != "asymm" and noise_map is not None:
         raise ConfigError(f"--map applies to --kind asymm only; got --kind {kind}")
+    if (kind == "confusable") != (confusion is not None):
+        raise ConfigError("confusion probabilities go with --kind confusable, and it needs them")
     pairs = t = None
     if kind == "asymm":
         if noise_map is None:
@@ -185,6 +203,8 @@ def inject_noise(
         raise ConfigError("a full noise matrix sets every rate itself; leave out --rate")
 
     rng = np.random.default_rng(seed)
+    if kind == "confusable":
+        return _confusable(labels, tuple(class_names), rate, confusion, rng)
     noisy = labels.copy()
     for c in range(k):
         members = np.flatnonzero(labels == c)
@@ -203,6 +223,179 @@ def inject_noise(
                 noisy[chosen] = target
     mapping = {class_names[a]: class_names[b] for a, b in pairs} if pairs else None
     return NoisyLabels(labels, noisy, kind if t is None else "matrix", rate, mapping, tuple(class_names))
+
+
+def _confusable(labels: np.ndarray, class_names: tuple[str, ...], rate: float, confusion: np.ndarray,
+                rng: np.random.Generator) -> NoisyLabels:
+    n, k = len(labels), len(class_names)
+    confusion = np.asarray(confusion, dtype=np.float64)
+    if confusion.shape != (n, k) or not np.isfinite(confusion).all() or (confusion < 0).any():
+        raise ConfigError(f"confusion probabilities must be a finite non-negative ({n}, {k}) array; got {confusion.shape}")
+    others = confusion.copy()
+    others[np.arange(n), labels] = -np.inf
+    target = others.argmax(axis=1)
+    weight = others[np.arange(n), target]
+    wanted = int(round(rate * n))
+    if wanted > int((weight > 0).sum()):
+        raise ConfigError(f"--rate {rate:g} asks for {wanted} flips but only {int((weight > 0).sum())} images resemble "
+                          "another class at all; lower --rate")
+    probability = inclusion_probabilities(weight, wanted)
+    chosen = systematic_sample(probability, rng)
+    noisy = labels.copy()
+    noisy[chosen] = target[chosen]
+    return NoisyLabels(labels, noisy, "confusable", rate, None, class_names, flip_probability=probability)
+
+
+def inclusion_probabilities(weight: np.ndarray, count: int) -> np.ndarray:
+    """``min(1, s * weight)`` with the scale ``s`` found by bisection so they sum to ``count``."""
+    weight = np.asarray(weight, dtype=np.float64)
+    if count <= 0:
+        return np.zeros_like(weight)
+    low, high = 0.0, 1.0
+    while np.minimum(1.0, high * weight).sum() < count:
+        high *= 2
+        if high > 1e300:
+            raise ConfigError(f"cannot choose {count} samples from {int((weight > 0).sum())} with a non-zero weight")
+    for _ in range(200):
+        middle = (low + high) / 2
+        if np.minimum(1.0, middle * weight).sum() < count:
+            low = middle
+        else:
+            high = middle
+    probability = np.minimum(1.0, high * weight)
+    return probability * (count / probability.sum())  # exact sum; rounding moves no value above 1 by more than 1e-12
+
+
+def systematic_sample(probability: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indexes of a sample of exactly ``round(sum(probability))`` items in which item ``i`` is
+    included with probability ``probability[i]``: systematic sampling over a random order."""
+    order = rng.permutation(len(probability))
+    edges = np.concatenate([[0.0], np.cumsum(np.clip(probability[order], 0.0, 1.0))])
+    start = rng.uniform()
+    # item j is taken when an integer + start falls in [edges[j], edges[j+1])
+    hits = np.floor(edges[1:] - start) - np.floor(edges[:-1] - start)
+    return np.sort(order[hits > 0])
+
+
+def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5,
+                            weight_decay: float = 1e-2, iterations: int = 100, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Out-of-fold class probabilities of a multinomial logistic regression: how much each image
+    resembles each class, to a simple reader of its pixels.
+
+    The features are standardised (per dimension, over all samples); each of ``folds`` seeded
+    folds is predicted by a model fitted with L-BFGS (``iterations`` steps from zero weights,
+    L2 penalty ``weight_decay / 2 * |W|^2`` on the mean cross-entropy) on the other folds, so no
+    image scores itself. Returns ``(N, K)`` probabilities and a description of the recipe with
+    the classifier's out-of-fold accuracy on the (clean) labels.
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-3)
+    y = torch.as_tensor(np.array(labels, dtype=np.int64))
+    n = len(y)
+    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    probs = torch.zeros(n, num_classes, dtype=torch.float64)
+    for fold in range(folds):  # zero start, full batches: nothing random but the folds
+        held = torch.from_numpy(fold_of == fold)
+        w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+        b = torch.zeros(num_classes, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+        x_fit, y_fit = x[~held], y[~held]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x_fit @ w + b, y_fit) + weight_decay / 2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            probs[held] = torch.softmax(x[held] @ w + b, dim=1).double()
+    result = probs.numpy()
+    recipe = {
+        "classifier": "multinomial logistic regression (L-BFGS) on standardised pixels",
+        "folds": folds, "weight_decay": weight_decay, "iterations": iterations, "features": int(x.shape[1]),
+        "out_of_fold_accuracy": float((result.argmax(1) == y.numpy()).mean()),
+    }
+    return result, recipe
+
+
+def pixel_features(store, max_side: int = 28) -> np.ndarray:
+    """``(N, D)`` float32 pixels of an :class:`~labelaudit.images.ImageStore` in ``[0, 1]``, area-averaged
+    down to at most ``max_side`` pixels a side (a logistic regression gains nothing from more)."""
+    import torch
+
+    chunks = []
+    for start in range(0, len(store), 4096):
+        batch = torch.from_numpy(store.images(slice(start, start + 4096))).permute(0, 3, 1, 2).float().div_(255)
+        if batch.shape[-1] > max_side:
+            batch = torch.nn.functional.adaptive_avg_pool2d(batch, max_side)
+        chunks.append(batch.reshape(len(batch), -1))
+    return torch.cat(chunks).numpy()
+
+
+def confusable_noise(table: SampleTable, rate: float, *, seed: int = 0, cache_dir=None, workers: int | None = None,
+                     progress=None) -> NoisyLabels:
+    """``confusable`` noise for a whole sample table: decode its images (through the image
+    cache), score them with :func:`confusion_probabilities` and draw with :func:`inject_noise`.
+
+    The classifier is the same for every ``seed`` (its folds use seed 0): the seed changes only
+    which samples are drawn. An image that cannot be decoded keeps its label (weight 0).
+    """
+    from .images import load_images
+
+    store = load_images(table, cache_dir=cache_dir, workers=workers, progress=progress, require_all_classes=False)
+    if progress:
+        progress("confusion classifier", 0, 1, "logistic regression on pixels")
+    usable = store.table.samples
+    probs, recipe = confusion_probabilities(pixel_features(store), usable["given_label"].to_numpy(), table.num_classes)
+    if progress:
+        progress("confusion classifier", 1, 1, f"accuracy {recipe['out_of_fold_accuracy']:.1%}")
+    labels = table.samples["given_label"].to_numpy().astype(np.int64)
+    confusion = np.eye(table.num_classes)[labels]  # undecodable images: no other class, never flipped
+    row = pd.Series(np.arange(len(table)), index=table.samples["sample_id"].to_numpy())
+    confusion[row.loc[usable["sample_id"].to_numpy()].to_numpy()] = probs
+    recipe["skipped_images"] = int(len(table) - len(usable))
+    noisy = inject_noise(labels, table.class_names, "confusable", rate, confusion=confusion, seed=seed)
+    return NoisyLabels(noisy.true_labels, noisy.noisy_labels, noisy.kind, rate, None, noisy.class_names,
+                       flip_probability=noisy.flip_probability, recipe=recipe)
+
+
+def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
+    """Noise given sample by sample: a CSV/parquet file with ``sample_id`` (or ``path``) and
+    ``label`` (the label to give; ``noisy_label`` and ``to`` are accepted too). Samples not listed
+    keep their label."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"flip table {str(path)!r} does not exist; pass a CSV or parquet file with sample_id,label columns")
+    frame = read_table(path, "flip table")
+    columns = {str(c).lower(): c for c in frame.columns}
+    key = next((columns[c] for c in ("sample_id", "path") if c in columns), None)
+    target = next((columns[c] for c in ("label", "noisy_label", "to") if c in columns), None)
+    if key is None or target is None:
+        raise ConfigError(f"flip table {path.name!r} needs a sample_id (or path) column and a label column; "
+                          f"it has {[str(c) for c in frame.columns]}")
+    ids = table.samples["sample_id" if key == columns.get("sample_id") else "path"].astype(str).to_numpy()
+    position = pd.Series(np.arange(len(ids)), index=ids)
+    if not position.index.is_unique:
+        raise ConfigError(f"flip table {path.name!r} names samples by {key!r}, which is not unique in the dataset; use sample_id")
+    keys, values = frame[key].astype(str).to_numpy(), frame[target].astype(str).to_numpy()
+    unknown = [v for v in keys if v not in position.index]
+    if unknown:
+        raise ConfigError(f"flip table {path.name!r} names {len(unknown)} samples that are not in the dataset "
+                          f"(first: {unknown[0]!r}); list samples by the dataset's {key}")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"flip table {path.name!r} lists a sample twice; give each sample one row")
+    index = {str(c): i for i, c in enumerate(table.class_names)}
+    bad = [v for v in values if v not in index]
+    if bad:
+        raise ConfigError(f"flip table {path.name!r} gives label {bad[0]!r}, which is not a class of the dataset "
+                          f"{list(table.class_names)}")
+    labels = table.samples["given_label"].to_numpy().astype(np.int64)
+    noisy = labels.copy()
+    noisy[position.loc[keys].to_numpy()] = [index[v] for v in values]
+    return NoisyLabels(labels, noisy, "table", None, None, tuple(table.class_names))
 
 
 def _largest_remainder(expected: np.ndarray) -> np.ndarray:
@@ -253,6 +446,8 @@ def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dic
         "true_label": names[noisy.true_labels],
         "is_noisy": noisy.is_noisy,
     })
+    if noisy.flip_probability is not None:
+        truth["flip_probability"] = noisy.flip_probability
     with atomic_path(out / "manifest.parquet") as tmp:
         truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(tmp, index=False)
     write_csv(out / "truth.csv", truth)
@@ -265,6 +460,7 @@ def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dic
         "num_samples": int(len(truth)),
         "num_flipped": int(noisy.is_noisy.sum()),
         "mapping": noisy.mapping,
+        "recipe": noisy.recipe,
         "class_names": list(noisy.class_names),
         "per_class_real_rate": {n: float(1 - t[i, i]) for i, n in enumerate(noisy.class_names)},
         "transition_matrix": {"convention": "T[i][j] = P(given = j | true = i)", "matrix": t.tolist()},

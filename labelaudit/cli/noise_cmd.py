@@ -19,13 +19,16 @@ MapOpt = Annotated[
 def inject_noise_command(
     source: SourceArg,
     out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Folder for manifest.parquet, truth.csv and noise.json (new or empty, or an earlier inject-noise output with --overwrite).")],
-    kind: Annotated[str, typer.Option("--kind", help="symm-inc (redraw over all classes), symm-exc (move to another class) or asymm (flip by --map).")] = "symm-exc",
-    rate: Annotated[Optional[float], typer.Option("--rate", min=0.0, max=1.0, help="Share of each class chosen for flipping (not with a full T).")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="symm-inc (redraw over all classes), symm-exc (move to another class; the default), asymm (flip by --map) or confusable (human-like: an image moves to the class it most resembles, ambiguous images more often; see docs/benchmarks.md).")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", min=0.0, max=1.0, help="Share of each class chosen for flipping (confusable: of the whole dataset; not with a full T or --flips).")] = None,
     noise_map: MapOpt = None,
+    flips: Annotated[Optional[str], typer.Option("--flips", metavar="FILE", help="Your own noise: a CSV/parquet with sample_id (or path) and label columns, the label to give each listed sample (instead of --kind).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    cache_dir: CacheDirOpt = None,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a copy of a dataset's labels with known noise: a manifest of the same images with the
     new labels, and a truth file to score audits with (scan --truth).
@@ -34,18 +37,46 @@ def inject_noise_command(
 
     Example: labelaudit inject-noise ./clean-images --kind symm-exc --rate 0.4 --out ./noisy40
     """
-    from ..noise import inject_noise, write_noisy_dataset
+    from ..errors import ConfigError
+    from ..images import default_cache_dir
+    from ..noise import KINDS, confusable_noise, inject_noise, read_flip_table, write_noisy_dataset
+    from ..rundir import RunDirectory, input_paths
     from ..sources import load_source
 
+    if flips is not None and (kind is not None or rate is not None or noise_map is not None):
+        raise ConfigError("--flips gives every new label itself; leave out --kind, --rate and --map")
+    kind = kind or "symm-exc"
+    if flips is None and kind not in KINDS:
+        raise ConfigError(f"--kind must be one of {list(KINDS)}; got {kind!r}")
+    if kind == "confusable" and rate is None:
+        raise ConfigError("--kind confusable needs --rate, the share of the whole dataset to flip (e.g. 0.3)")
     table = load_source(source, path_column=path_column, label_column=label_column)
-    noisy = inject_noise(table.samples["given_label"].to_numpy(), table.class_names, kind, rate,
-                         noise_map=noise_map, seed=seed)
     map_file = noise_map if noise_map is not None and Path(noise_map).exists() else None  # an input too
-    info = write_noisy_dataset(table, noisy, out, overwrite=overwrite, inputs=[map_file] if map_file else [])
+    inputs = [f for f in (map_file, flips) if f] + ([cache_dir if cache_dir is not None else default_cache_dir()]
+                                                     if kind == "confusable" and flips is None else [])
+    # The output folder is checked and locked before the (possibly long) decode and fit.
+    run = RunDirectory(out, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite).open()
+    try:
+        if flips is not None:
+            noisy = read_flip_table(flips, table)
+        elif kind == "confusable":
+            with progress_bars(not quiet) as progress:
+                noisy = confusable_noise(table, rate, seed=seed, cache_dir=cache_dir, progress=progress)
+        else:
+            noisy = inject_noise(table.samples["given_label"].to_numpy(), table.class_names, kind, rate,
+                                 noise_map=noise_map, seed=seed)
+    except BaseException:
+        run.abort()
+        raise
+    info = write_noisy_dataset(table, noisy, run)
     out = Path(out)
-    requested = "" if rate is None else f" (requested {rate:.1%} per {'mapped ' if kind == 'asymm' else ''}class)"
+    scope = "mapped class" if kind == "asymm" else "the whole dataset" if kind == "confusable" else "class"
+    requested = "" if rate is None else f" (requested {rate:.1%} {'of' if kind == 'confusable' else 'per'} {scope})"
     stdout.print(f"Flipped {info['num_flipped']} of {info['num_samples']} labels: real noise rate "
                  f"[bold]{info['real_rate']:.2%}[/]{requested}.")
+    if info.get("recipe"):
+        stdout.print(f"Confusion classifier: {info['recipe']['classifier']}, out-of-fold accuracy "
+                     f"{info['recipe']['out_of_fold_accuracy']:.1%} on the given labels.")
     if info["mapping"]:
         stdout.print("Map: " + ", ".join(f"{escape(a)} -> {escape(b)}" for a, b in info["mapping"].items()))
     stdout.print(f"Wrote {out / 'manifest.parquet'} and {out / 'truth.csv'}; scan with: labelaudit scan "
@@ -55,7 +86,7 @@ def inject_noise_command(
 def benchmark_command(
     source: SourceArg,
     out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Benchmark folder: results.csv, summary.csv/.md/.json, data/, runs/ (new or empty, or an earlier benchmark's to resume).")],
-    noise: Annotated[str, typer.Option("--noise", help="Comma-separated KIND:RATE settings, e.g. symm-exc:0.2,asymm:0.4.")] = "symm-exc:0.2",
+    noise: Annotated[str, typer.Option("--noise", help="Comma-separated KIND:RATE settings, e.g. symm-exc:0.2,asymm:0.4,confusable:0.3 (kinds as inject-noise --kind).")] = "symm-exc:0.2",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: nlnl, pmnar, ce, gce, truncated-gce, cv-ce, cleanlab (cleanlab's find_label_issues on cv-ce's out-of-fold probabilities; needs the cleanlab extra).")] = "nlnl,pmnar,ce,gce,cv-ce",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Noise draws and training seeds 0..N-1; tables show mean ± std.")] = 1,
     noise_map: MapOpt = None,
