@@ -438,6 +438,7 @@ def summary(result: RetrainResult) -> dict:
         "training_curves": result.curves,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device),
+        "precision": result.trainer.precision,
         "input": {"kind": result.run.input_kind, **({k: v for k, v in _embedding_spec(result.run).items() if k != "kind"})},
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }

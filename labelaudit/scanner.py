@@ -322,6 +322,8 @@ def summary(result: ScanResult) -> dict:
             "channels": result.store.channels, "reused": result.store.reused},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device) if result.trainer is not None else None,
+        # The arithmetic the network actually trained in (settings.train.precision may say auto).
+        "precision": result.trainer.precision if result.trainer is not None else None,
         "training_curves": result.trainer.curves if result.trainer is not None else [],
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__, "pandas": pd.__version__},

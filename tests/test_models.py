@@ -68,3 +68,39 @@ def test_narrow_network_trains_on_odd_batches(batch):
     trainer.run_phase("t", 1, 0.1, lambda logits, labels, index, ctx: (
         torch.nn.functional.cross_entropy(logits, labels), torch.tensor(len(index))))
     assert trainer.history.filled == 1
+
+
+def test_precision_is_resolved_per_device_and_input():
+    from labelaudit.training import cpu_has_fast_bfloat16, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("fp32", cpu, features=False) == "fp32"
+    assert resolve_precision("bf16", cpu, features=False) == "bf16"
+    assert resolve_precision("auto", cpu, features=False) == ("bf16" if cpu_has_fast_bfloat16() else "fp32")
+    assert resolve_precision("bf16", cpu, features=True) == "fp32"  # a head over embeddings stays float32
+    assert resolve_precision("auto", cuda, features=False) == "fp16"
+    assert resolve_precision("fp32", cuda, features=False) == "fp32"
+
+
+@pytest.mark.parametrize("batch", [33, 105])
+def test_bfloat16_training_is_deterministic_and_keeps_float32_weights(batch):
+    """bf16 autocast on the CPU (the default where the CPU computes bf16 in hardware): the same
+    seed gives the same weights and soft labels, weights stay float32, narrow networks and odd
+    batches included."""
+    from labelaudit.training import TensorData, TrainConfig, Trainer
+
+    def train(width):
+        images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
+        trainer = Trainer(data, TrainConfig(width=width, batch_size=32, precision="bf16"))
+        assert trainer.precision == "bf16"
+        trainer.run_phase("t", 2, 0.1, lambda logits, labels, index, ctx: (
+            torch.nn.functional.cross_entropy(logits, labels), torch.tensor(len(index))))
+        return trainer
+
+    for width in (8, 16):
+        a, b = train(width), train(width)
+        assert all(p.dtype == torch.float32 for p in a.model.parameters())
+        assert torch.equal(a.history.mean(), b.history.mean()) and torch.isfinite(a.history.mean()).all()
+        for p, q in zip(a.model.parameters(), b.model.parameters()):
+            assert torch.equal(p, q)
