@@ -47,7 +47,8 @@ OWNED_SCAN_OPTIONS = ("--out", "-o", "--truth", "--overwrite", "--json", "--seed
                       "--quiet", "-q")
 # Columns of the per-run table, and the ones averaged over seeds.
 METRICS = ("precision", "recall", "f1", "auroc", "auprc", "true_noise_rate", "estimated_noise_rate",
-           "noise_rate_error", "transition_matrix_mae", "relabel_accuracy", "seconds", "peak_memory_mb")
+           "noise_rate_error", "model_estimated_noise_rate", "model_noise_rate_error", "transition_matrix_mae",
+           "relabel_accuracy", "seconds", "peak_memory_mb")
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,7 @@ def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
     audit = audit_from_soft_labels(table, probs, flags=flags, flag_rule=rule)
     true = load_truth(data_dir / "truth.csv", table)
     metrics = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
-                            audit.noise_rate, audit.transition_matrix)
+                            audit.noise_rate, audit.transition_matrix, model_noise_rate=audit.model_noise_rate)
     # cleanlab's own ranking score is the self-confidence p_given.
     ranking = ranking_metrics(-probs[np.arange(len(given)), given], given != true)
     # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
@@ -384,6 +385,8 @@ def _row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> d
         "precision": truth["precision"], "recall": truth["recall"], "f1": truth["f1"], **ranking,
         "true_noise_rate": truth["true_noise_rate"], "estimated_noise_rate": truth["estimated_noise_rate"],
         "noise_rate_error": truth["noise_rate_error"], "transition_matrix_mae": truth["transition_matrix_mae"],
+        "model_estimated_noise_rate": truth.get("model_estimated_noise_rate"),
+        "model_noise_rate_error": truth.get("model_noise_rate_error"),
         "relabel_accuracy": truth["relabel_accuracy_on_noisy_flagged"],
         "seconds": seconds, "peak_memory_mb": peak_memory_mb, "error": "",
     }
@@ -407,7 +410,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table: mean ± std (std shown when there are several seeds)."""
     columns = [("precision", "precision", 3), ("recall", "recall", 3), ("f1", "F1", 3), ("auroc", "AUROC", 3),
-               ("auprc", "AUPRC", 3), ("true_noise_rate", "true noise", 3), ("estimated_noise_rate", "estimated", 3),
+               ("auprc", "AUPRC", 3), ("true_noise_rate", "true noise", 3), ("estimated_noise_rate", "flagged share", 3),
+               ("model_estimated_noise_rate", "model estimate", 3),
                ("transition_matrix_mae", "T MAE", 4), ("relabel_accuracy", "relabel acc.", 3), ("seconds", "seconds", 0),
                ("peak_memory_mb", "peak MB", 0)]
     header = ["noise", "method", "seeds"] + [title for _, title, _ in columns]

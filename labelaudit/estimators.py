@@ -180,3 +180,31 @@ def per_class_bootstrap_intervals(
         shares = rng.binomial(totals[k], flagged[k] / totals[k], size=resamples) / totals[k]
         out[k] = np.percentile(shares, [tail, 100 - tail])
     return out
+
+
+def model_noise_rate(soft_labels: np.ndarray, given_labels: np.ndarray) -> float:
+    """The noise rate the soft labels imply, apart from any flag rule: ``1 - mean(p_given)``.
+
+    If the soft labels were calibrated probabilities of the true class, ``1 - p_given`` would be
+    each sample's probability of a wrong label and this their expected share. They are not
+    calibrated (averaged training-time softmax, pulled towards labels the network learned), so
+    this estimate errs in its own way: high where the network stays unsure of right labels,
+    low where it learned wrong ones. It is reported beside the flagged share so that a user
+    sees two estimates with different failure modes; docs/benchmarks.md measures both.
+
+    Parameters
+    ----------
+    soft_labels : array of shape ``(N, K)``, rows summing to 1
+    given_labels : array of shape ``(N,)``
+
+    Returns
+    -------
+    float in ``[0, 1]``
+    """
+    soft = np.asarray(soft_labels, dtype=np.float64)
+    given = np.asarray(given_labels, dtype=np.int64)
+    if soft.ndim != 2 or soft.shape[0] != given.shape[0]:
+        raise ValueError(f"soft_labels must be (N, K) with N = len(given_labels) = {len(given)}; got {soft.shape}")
+    if len(given) == 0:
+        return float("nan")
+    return float(np.clip(1.0 - soft[np.arange(len(given)), given].mean(), 0.0, 1.0))

@@ -77,8 +77,10 @@ def truth_metrics(
     suggested: np.ndarray,
     estimated_noise_rate: float,
     estimated_t: np.ndarray,
+    model_noise_rate: float | None = None,
 ) -> dict:
-    """Compare an audit with the truth: detection P/R/F1, noise rate, T error, relabel accuracy."""
+    """Compare an audit with the truth: detection P/R/F1, noise rate (the flagged share and,
+    when given, the model's own estimate), T error, relabel accuracy."""
     num_classes = estimated_t.shape[0]
     is_noisy = np.asarray(true) != np.asarray(given)
     true_t = transition_matrix(true, given, num_classes)
@@ -89,6 +91,8 @@ def truth_metrics(
             "true_noise_rate": float(is_noisy.mean()),
             "estimated_noise_rate": float(estimated_noise_rate),
             "noise_rate_error": float(abs(estimated_noise_rate - is_noisy.mean())),
+            "model_estimated_noise_rate": None if model_noise_rate is None else float(model_noise_rate),
+            "model_noise_rate_error": None if model_noise_rate is None else float(abs(model_noise_rate - is_noisy.mean())),
             "transition_matrix_mae": float(np.abs(estimated_t - true_t).mean()),
             "true_transition_matrix": true_t.tolist(),
             "relabel_accuracy_on_noisy_flagged": (

@@ -227,7 +227,7 @@ def scan(
         # The labels the report suggests for flagged samples (never the given label itself).
         metrics = truth_metrics(
             audit.report["suspected_noisy"].to_numpy(), given, true_labels, audit.cleaned_labels, audit.noise_rate,
-            audit.transition_matrix,
+            audit.transition_matrix, model_noise_rate=audit.model_noise_rate,
         )
         metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
     train = config.train
@@ -292,6 +292,8 @@ def summary(result: ScanResult) -> dict:
         "num_flagged": flagged,
         "num_skipped": int(len(table.skipped)),
         "estimated_noise_rate": audit.noise_rate,
+        # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
+        "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
         "noise_rate_interval_95": {"low": result.noise_rate_interval[0], "high": result.noise_rate_interval[1],
                                    "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
         "flag_rule": audit.flag_rule,

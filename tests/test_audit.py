@@ -184,3 +184,48 @@ def test_mixture_boundary_ignores_the_far_left_tail_crossing():
     # out in the left tail; the boundary is the crossing between the means.
     boundary = _crossing(np.array([-8.0, 4.0]), np.array([1.0, 6.0]), np.array([0.2, 0.8]), lowest=-30.0)
     assert -8.0 < boundary < 4.0
+
+
+def test_mixture_boundary_goes_above_zero_only_for_a_component_of_disputed_labels():
+    from labelaudit.audit import MixtureFit, mixture_boundary
+
+    disputed = MixtureFit(means=(-0.5, 7.0), stds=(5.0, 2.3), weights=(0.45, 0.55), boundary=3.5)
+    hard_but_right = MixtureFit(means=(1.5, 8.0), stds=(2.0, 2.0), weights=(0.2, 0.8), boundary=4.0)
+    assert mixture_boundary(disputed) == 3.5
+    assert mixture_boundary(hard_but_right) == 0.0
+    assert mixture_boundary(MixtureFit((-8.0, 5.0), (4.0, 3.0), (0.26, 0.74), -1.9)) == -1.9
+
+
+def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
+    """Human-like noise: wrong labels the network half learned sit at small positive margins,
+    mixed with disputed ones below 0; the fitted boundary (above 0) flags them, and a flagged
+    sample whose given label is still the most likely class is suggested its strongest rival."""
+    rng = np.random.default_rng(0)
+    n_right, n_wrong = 700, 300
+    given = rng.integers(0, 3, n_right + n_wrong)
+    margin = np.concatenate([rng.normal(7.0, 1.5, n_right), rng.normal(-0.5, 1.5, n_wrong)])
+    other = (given + 1) % 3
+    soft = np.full((len(given), 3), 1e-4)
+    p_given = 1 / (1 + np.exp(-margin))
+    soft[np.arange(len(given)), given] = p_given
+    soft[np.arange(len(given)), other] = 1 - p_given
+    audit = audit_from_soft_labels(_table(list(given)), soft)
+    flags = audit.report["suspected_noisy"].to_numpy()
+    assert audit.flag_rule["margin_boundary"] > 0
+    wrong = np.arange(len(given)) >= n_right
+    assert flags[wrong].mean() > 0.85 and flags[~wrong].mean() < 0.02
+    learned = flags & (margin > 0)  # flagged though the given label is the most likely
+    assert learned.any()
+    assert (audit.report["suggested_label"].to_numpy()[learned] != audit.report["given_label"].to_numpy()[learned]).all()
+
+
+def test_model_noise_rate_is_the_expected_share_of_wrong_labels():
+    from labelaudit.estimators import model_noise_rate
+
+    soft = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    assert model_noise_rate(soft, np.array([0, 0, 1])) == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
+    audit = audit_from_soft_labels(_table([0, 0, 1], names=("a", "b")), soft, threshold=0.5)
+    assert audit.model_noise_rate == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
+    assert audit.noise_rate == pytest.approx(1 / 3)  # the flagged share stays separate
+    with pytest.raises(ValueError, match="soft_labels must be"):
+        model_noise_rate(soft, np.array([0, 1]))

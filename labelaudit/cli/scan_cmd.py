@@ -159,8 +159,9 @@ def _render(result, run_dir: Path) -> None:
         f"in {result.seconds['total']:.0f} s ({len(table.skipped)} files skipped)."
     )
     low, high = result.noise_rate_interval
+    model_rate = "" if np.isnan(audit.model_noise_rate) else f"; the soft labels alone imply {audit.model_noise_rate:.1%}"
     stdout.print(f"Flagged [bold]{len(flagged)}[/] labels as suspect: estimated noise rate [bold]{audit.noise_rate:.1%}[/] "
-                 f"(95% bootstrap interval {low:.1%}-{high:.1%}).")
+                 f"(the share flagged; 95% bootstrap interval {low:.1%}-{high:.1%}){model_rate}.")
     if len(flagged):
         top = Table(title=f"Most suspect labels (of {len(flagged)}; all in flagged.csv)", title_justify="left")
         for col in ("rank", "sample_id", "given", "confidence", "suggested", "suggested conf."):
@@ -192,8 +193,10 @@ def _render(result, run_dir: Path) -> None:
         stdout.print(
             f"Against the truth: precision [bold]{t['precision']:.3f}[/], recall [bold]{t['recall']:.3f}[/], "
             f"F1 [bold]{t['f1']:.3f}[/]; noise rate true {t['true_noise_rate']:.1%} vs estimated "
-            f"{t['estimated_noise_rate']:.1%} (error {t['noise_rate_error'] * 100:.1f} points); "
-            f"T mean absolute error {t['transition_matrix_mae']:.4f}"
+            f"{t['estimated_noise_rate']:.1%} (error {t['noise_rate_error'] * 100:.1f} points)"
+            + (f", soft labels' estimate {t['model_estimated_noise_rate']:.1%} (error "
+               f"{t['model_noise_rate_error'] * 100:.1f} points)" if t.get("model_noise_rate_error") is not None else "")
+            + f"; T mean absolute error {t['transition_matrix_mae']:.4f}"
             + (f"; suggested label right on {t['relabel_accuracy_on_noisy_flagged']:.1%} of truly wrong flagged labels"
                if t["relabel_accuracy_on_noisy_flagged"] is not None else "")
             + "."
