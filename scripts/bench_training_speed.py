@@ -26,8 +26,9 @@ from labelaudit.sources import load_source
 from labelaudit.training import TensorData, TrainConfig, Trainer, cpu_has_fast_bfloat16
 
 
-def bare_rate(data: TensorData, precision: str, steps: int = 40) -> float:
-    """Images/s of forward + loss + backward + step on one fixed normalised batch."""
+def bare_rate(data: TensorData, precision: str, steps: int = 40, repeats: int = 3) -> float:
+    """Images/s of forward + loss + backward + step on one fixed normalised batch (best of
+    ``repeats`` timings of ``steps`` steps, after 20 warm-up steps)."""
     torch.manual_seed(0)
     model = build_model("cifar-resnet", data.channels, data.num_classes, depth=8, width=16).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -44,12 +45,15 @@ def bare_rate(data: TensorData, precision: str, steps: int = 40) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(5):
+    for _ in range(20):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return 128 * steps / (time.perf_counter() - start)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        best = min(best, time.perf_counter() - start)
+    return 128 * steps / best
 
 
 def loop_rate(data: TensorData, precision: str, epochs: int) -> tuple[float, Trainer]:
@@ -112,8 +116,8 @@ def main() -> None:
           f"bfloat16 in hardware: {cpu_has_fast_bfloat16()}")
     precisions = ["fp32"] + (["bf16"] if cpu_has_fast_bfloat16() else [])
     for precision in precisions:
-        bare = bare_rate(data, precision)
         loop, trainer = loop_rate(data, precision, args.epochs)
+        bare = bare_rate(data, precision)
         stages = stage_seconds(trainer)
         per_batch = 128 / loop
         print(f"{precision}: bare forward+backward+step {bare:,.0f} img/s; training loop {loop:,.0f} img/s "

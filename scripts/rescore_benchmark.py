@@ -1,0 +1,76 @@
+"""Re-apply the current flag rule to a finished benchmark's runs, without training again.
+
+A scan's training does not depend on the flag rule: its soft labels (``report.parquet``) are
+what the method produced. This script recomputes, for every run of a ``labelaudit benchmark``
+folder, the audit from those soft labels with :func:`labelaudit.audit.audit_from_soft_labels`
+(the rule of the installed labelaudit) and scores it against the run's truth, exactly as
+``scan --truth`` would; wall time and memory are the runs' own. ``cv-ce`` and ``cleanlab`` rows
+use their own rules and are recomputed by the same code paths as the benchmark.
+
+It writes ``summary-rescored.md`` and ``results-rescored.csv`` beside the benchmark's own files
+and prints the table.
+
+Usage: python scripts/rescore_benchmark.py BENCHMARK_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.audit import audit_from_soft_labels
+from labelaudit.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
+from labelaudit.methods.baselines import cv_flags
+from labelaudit.metrics import load_truth, ranking_metrics, truth_metrics
+from labelaudit.sources import table_from_rows
+
+
+def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = summary["class_names"]
+    report = pd.read_parquet(run_dir / "report.parquet")
+    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
+                            report["given_label"].astype(str).tolist(), names, data_dir / "manifest.parquet", "parquet")
+    soft = report[[f"p_{n}" for n in names]].to_numpy(np.float64)
+    given = table.samples["given_label"].to_numpy()
+    flags = rule = None
+    if method == "cv-ce":
+        flags, rule = cv_flags(soft / soft.sum(axis=1, keepdims=True), given, "confident-learning")
+    audit = audit_from_soft_labels(table, soft, flags=flags, flag_rule=rule)
+    true = load_truth(data_dir / "truth.csv", table)
+    metrics = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
+                            audit.noise_rate, audit.transition_matrix, model_noise_rate=audit.model_noise_rate)
+    ranking = ranking_metrics(-audit.report["label_quality"].to_numpy(), _truth_is_noisy(data_dir / "truth.csv", report["sample_id"]))
+    timing = json.loads(run_dir.with_name(f"{run_dir.name}.timing.json").read_text())
+    return _row(metrics, ranking, timing["seconds"], timing["peak_memory_mb"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", type=Path)
+    args = parser.parse_args()
+    old = pd.read_csv(args.benchmark / "results.csv")
+    rows = []
+    for row in old.itertuples(index=False):
+        setting = f"{row.kind}-{row.rate:g}-seed{row.seed}"
+        data_dir = args.benchmark / "data" / setting
+        base = {"noise": row.noise, "kind": row.kind, "rate": row.rate, "seed": row.seed, "method": row.method}
+        if row.method == "cleanlab":
+            cv_dir = args.benchmark / "runs" / setting / "cv-ce"
+            timing = json.loads(cv_dir.with_name("cv-ce.timing.json").read_text())
+            rows.append({**base, **_cleanlab_row(data_dir, cv_dir, timing)})
+        else:
+            rows.append({**base, **rescore_run(args.benchmark / "runs" / setting / row.method, data_dir, row.method)})
+    results = pd.DataFrame(rows)
+    results.to_csv(args.benchmark / "results-rescored.csv", index=False)
+    table = markdown_table(summarise(results))
+    (args.benchmark / "summary-rescored.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
