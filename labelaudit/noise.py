@@ -243,6 +243,11 @@ def _confusable(labels: np.ndarray, class_names: tuple[str, ...], rate: float, c
     chosen = systematic_sample(probability, rng)
     noisy = labels.copy()
     noisy[chosen] = target[chosen]
+    emptied = [c for c in np.unique(labels) if not (noisy == c).any()]
+    if emptied:  # a class nobody is given any more vanishes from the manifest (its truth rows then fail)
+        c = int(emptied[0])
+        raise ConfigError(f"confusable noise at --rate {rate:g} moves every image of class {class_names[c]!r} "
+                          f"({int((labels == c).sum())}) elsewhere and none into it; lower --rate or try another --seed")
     return NoisyLabels(labels, noisy, "confusable", rate, None, class_names, flip_probability=probability)
 
 
@@ -290,16 +295,36 @@ def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classe
     """
     import torch
 
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64).reshape(len(features), -1))
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-3)
     y = torch.as_tensor(np.array(labels, dtype=np.int64))
     n = len(y)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     probs = torch.zeros(n, num_classes, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums depend on the thread count: one thread gives the same noise on every machine
+    try:
+        _fit_folds(x, y, fold_of, folds, num_classes, weight_decay, iterations, probs)
+    finally:
+        torch.set_num_threads(threads)
+    result = probs.numpy()
+    recipe = {
+        "classifier": "multinomial logistic regression (L-BFGS, float64, one thread) on standardised pixels",
+        "folds": folds, "weight_decay": weight_decay, "iterations": iterations, "features": int(x.shape[1]),
+        "out_of_fold_accuracy": float((result.argmax(1) == y.numpy()).mean()),
+    }
+    return result, recipe
+
+
+def _fit_folds(x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_decay: float, iterations: int,
+               probs) -> None:
+    """Fill ``probs`` (``(N, K)`` float64) fold by fold from zero-started L-BFGS fits on the other folds."""
+    import torch
+
     for fold in range(folds):  # zero start, full batches: nothing random but the folds
         held = torch.from_numpy(fold_of == fold)
-        w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
-        b = torch.zeros(num_classes, requires_grad=True)
+        w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
         x_fit, y_fit = x[~held], y[~held]
 
@@ -311,14 +336,7 @@ def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classe
 
         optimizer.step(closure)
         with torch.no_grad():
-            probs[held] = torch.softmax(x[held] @ w + b, dim=1).double()
-    result = probs.numpy()
-    recipe = {
-        "classifier": "multinomial logistic regression (L-BFGS) on standardised pixels",
-        "folds": folds, "weight_decay": weight_decay, "iterations": iterations, "features": int(x.shape[1]),
-        "out_of_fold_accuracy": float((result.argmax(1) == y.numpy()).mean()),
-    }
-    return result, recipe
+            probs[held] = torch.softmax(x[held] @ w + b, dim=1)
 
 
 def pixel_features(store, max_side: int = 28) -> np.ndarray:
@@ -376,25 +394,35 @@ def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
     if key is None or target is None:
         raise ConfigError(f"flip table {path.name!r} needs a sample_id (or path) column and a label column; "
                           f"it has {[str(c) for c in frame.columns]}")
-    ids = table.samples["sample_id" if key == columns.get("sample_id") else "path"].astype(str).to_numpy()
+    by_path = key != columns.get("sample_id")
+    ids = table.samples["path" if by_path else "sample_id"].astype(str).to_numpy()
     position = pd.Series(np.arange(len(ids)), index=ids)
     if not position.index.is_unique:
         raise ConfigError(f"flip table {path.name!r} names samples by {key!r}, which is not unique in the dataset; use sample_id")
-    keys, values = frame[key].astype(str).to_numpy(), frame[target].astype(str).to_numpy()
+    if frame[target].isna().any():
+        raise ConfigError(f"flip table {path.name!r} has an empty {target!r} cell; give every listed sample a label")
+    keys = frame[key].astype(str).str.strip().to_numpy()
+    values = frame[target].astype(str).to_numpy()
+    if by_path:  # as in a manifest or truth file: relative to the flip table's folder
+        folder = path.resolve().parent
+        keys = np.array([os.path.normpath(os.path.join(folder, k)) for k in keys])
     unknown = [v for v in keys if v not in position.index]
     if unknown:
         raise ConfigError(f"flip table {path.name!r} names {len(unknown)} samples that are not in the dataset "
                           f"(first: {unknown[0]!r}); list samples by the dataset's {key}")
     if len(set(keys)) != len(keys):
         raise ConfigError(f"flip table {path.name!r} lists a sample twice; give each sample one row")
+    from .sources import match_classes
+
     index = {str(c): i for i, c in enumerate(table.class_names)}
-    bad = [v for v in values if v not in index]
+    named = match_classes(list(values), [str(c) for c in table.class_names])  # "cat" names a folder "cat "
+    bad = [v for v in values if named[v] is None]
     if bad:
         raise ConfigError(f"flip table {path.name!r} gives label {bad[0]!r}, which is not a class of the dataset "
                           f"{list(table.class_names)}")
     labels = table.samples["given_label"].to_numpy().astype(np.int64)
     noisy = labels.copy()
-    noisy[position.loc[keys].to_numpy()] = [index[v] for v in values]
+    noisy[position.loc[keys].to_numpy()] = [index[named[v]] for v in values]
     return NoisyLabels(labels, noisy, "table", None, None, tuple(table.class_names))
 
 

@@ -53,9 +53,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", type=Path)
     args = parser.parse_args()
-    old = pd.read_csv(args.benchmark / "results.csv")
+    settings = json.loads((args.benchmark / "benchmark.json").read_text())
+    custom = [a for a in settings.get("scan_args", []) if a.split("=")[0] in ("--threshold", "--flagger")]
+    if custom:
+        raise SystemExit(f"this benchmark set {custom[0]} for its scans; rescoring applies the default flag rules only")
+    old = pd.read_csv(args.benchmark / "results.csv", keep_default_na=False)
     rows = []
     for row in old.itertuples(index=False):
+        if str(getattr(row, "error", "")).strip():  # a failed run has nothing to rescore: keep its row
+            rows.append(row._asdict())
+            continue
         setting = f"{row.kind}-{row.rate:g}-seed{row.seed}"
         data_dir = args.benchmark / "data" / setting
         base = {"noise": row.noise, "kind": row.kind, "rate": row.rate, "seed": row.seed, "method": row.method}

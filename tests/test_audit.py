@@ -189,11 +189,15 @@ def test_mixture_boundary_ignores_the_far_left_tail_crossing():
 def test_mixture_boundary_goes_above_zero_only_for_a_component_of_disputed_labels():
     from labelaudit.audit import MixtureFit, mixture_boundary
 
-    disputed = MixtureFit(means=(-0.5, 7.0), stds=(5.0, 2.3), weights=(0.45, 0.55), boundary=3.5)
-    hard_but_right = MixtureFit(means=(1.5, 8.0), stds=(2.0, 2.0), weights=(0.2, 0.8), boundary=4.0)
-    assert mixture_boundary(disputed) == 3.5
-    assert mixture_boundary(hard_but_right) == 0.0
-    assert mixture_boundary(MixtureFit((-8.0, 5.0), (4.0, 3.0), (0.26, 0.74), -1.9)) == -1.9
+    def fit(low_mean, boundary):
+        return MixtureFit(means=(low_mean, 7.0), stds=(5.0, 2.3), weights=(0.45, 0.55), boundary=boundary)
+
+    assert mixture_boundary(fit(-2.4, 3.5)) == 3.5  # clearly disputed labels: the whole crossing
+    assert mixture_boundary(fit(-0.5, 3.5)) == pytest.approx(1.75)  # half of it
+    assert mixture_boundary(fit(1.5, 4.0)) == 0.0  # hard but right labels: capped at 0
+    assert mixture_boundary(fit(-8.0, -1.9)) == -1.9  # below 0: as fitted
+    # No jump when the low component's mean crosses 0 (a shift of 0.01 moved 14% of flags before).
+    assert abs(mixture_boundary(fit(-0.005, 2.5)) - mixture_boundary(fit(0.005, 2.5))) < 0.02
 
 
 def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
@@ -203,7 +207,7 @@ def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
     rng = np.random.default_rng(0)
     n_right, n_wrong = 700, 300
     given = rng.integers(0, 3, n_right + n_wrong)
-    margin = np.concatenate([rng.normal(7.0, 1.5, n_right), rng.normal(-0.5, 1.5, n_wrong)])
+    margin = np.concatenate([rng.normal(7.0, 1.5, n_right), rng.normal(-1.5, 1.5, n_wrong)])
     other = (given + 1) % 3
     soft = np.full((len(given), 3), 1e-4)
     p_given = 1 / (1 + np.exp(-margin))

@@ -117,3 +117,58 @@ def test_inject_noise_cli_confusable_and_flips(tmp_path, capsys):
 
 def test_benchmark_accepts_confusable_settings():
     assert [s.label for s in parse_noise("confusable:0.2,symm-exc:0.4")] == ["confusable:0.2", "symm-exc:0.4"]
+
+
+def test_confusion_probabilities_do_not_depend_on_the_thread_count():
+    import torch
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(600, 64))
+    y = (x[:, :3].sum(1) > 0).astype(int) + 2 * (x[:, 3] > 0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = confusion_probabilities(x, y, 4)
+        torch.set_num_threads(2)
+        two, _ = confusion_probabilities(x, y, 4)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+    assert torch.get_num_threads() == before
+
+
+def test_confusable_refuses_to_empty_a_class():
+    labels = np.array([0] * 50 + [1] * 50 + [2])
+    confusion = np.full((len(labels), 3), 0.01)
+    confusion[np.arange(len(labels)), labels] = 0.98
+    confusion[-1] = [0.9, 0.05, 0.05]  # the one image of class 2 looks like class 0
+    with pytest.raises(ConfigError, match="moves every image of class 'c'"):
+        inject_noise(labels, ("a", "b", "c"), "confusable", 0.3, confusion=confusion, seed=0)
+
+
+def test_flips_by_relative_path_and_a_class_name_that_lost_its_space(tmp_path, capsys):
+    from conftest import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "data", classes=("cat ", "dog"), per_class=3)
+    first = sorted(root.glob("cat */*.png"))[0]
+    (tmp_path / "lists").mkdir()
+    relative = f"../data/{first.parent.name}/{first.name}"
+    pd.DataFrame({"path": [relative], "label": ["dog"]}).to_csv(tmp_path / "lists" / "flips.csv", index=False)
+    code, out, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "lists" / "flips.csv"),
+                              "--out", str(tmp_path / "o1")], capsys)
+    assert code == 0, err
+    dog = sorted(root.glob("dog/*.png"))[0]
+    pd.DataFrame({"sample_id": [f"dog/{dog.name}"], "label": ["cat"]}).to_csv(tmp_path / "f2.csv", index=False)
+    code, out, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "f2.csv"), "--out", str(tmp_path / "o2")],
+                             capsys)
+    assert code == 0, err
+    truth = pd.read_csv(tmp_path / "o2" / "truth.csv", dtype=str, keep_default_na=False)
+    assert truth.loc[truth["is_noisy"] == "True", "given_label"].tolist() == ["cat "]
+
+
+def test_map_is_refused_with_confusable(tmp_path, capsys):
+    root = tmp_path / "clean"
+    make_noisy_pattern_dataset(root, per_class=5, noise_rate=0.0, seed=0)
+    code, _, err = run_cli(["inject-noise", str(root), "--kind", "confusable", "--rate", "0.2", "--map", "cifar10",
+                            "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--map applies to --kind asymm only" in err and not (tmp_path / "o").exists()

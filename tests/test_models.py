@@ -79,7 +79,9 @@ def test_precision_is_resolved_per_device_and_input():
     assert resolve_precision("auto", cpu, features=False) == ("bf16" if cpu_has_fast_bfloat16() else "fp32")
     assert resolve_precision("bf16", cpu, features=True) == "fp32"  # a head over embeddings stays float32
     assert resolve_precision("auto", cuda, features=False) == "fp16"
+    assert resolve_precision("auto", cuda, features=True) == "fp16"
     assert resolve_precision("fp32", cuda, features=False) == "fp32"
+    assert resolve_precision("bf16", cuda, features=False) == "bf16"
 
 
 @pytest.mark.parametrize("batch", [33, 105])

@@ -46,6 +46,8 @@ def inject_noise_command(
     if flips is not None and (kind is not None or rate is not None or noise_map is not None):
         raise ConfigError("--flips gives every new label itself; leave out --kind, --rate and --map")
     kind = kind or "symm-exc"
+    if noise_map is not None and kind != "asymm":
+        raise ConfigError(f"--map applies to --kind asymm only; got --kind {kind}")
     if flips is None and kind not in KINDS:
         raise ConfigError(f"--kind must be one of {list(KINDS)}; got {kind!r}")
     if kind == "confusable" and rate is None:

@@ -55,7 +55,7 @@ def scan_command(
     no_flip: Annotated[bool, typer.Option("--no-flip", help="No horizontal-flip augmentation (e.g. digits, text).")] = False,
     crop_padding: Annotated[int, typer.Option("--crop-padding", min=0, help="Random-crop padding in pixels (0 = off).")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32; on a CPU a head over embeddings always trains in float32.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
     image_size: ImageSizeOpt = None,
     path_column: PathColumnOpt = None,
