@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -301,12 +301,10 @@ def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classe
     n = len(y)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     probs = torch.zeros(n, num_classes, dtype=torch.float64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # float sums depend on the thread count: one thread gives the same noise on every machine
-    try:
+    from .training import torch_threads
+
+    with torch_threads(1):  # float sums depend on the thread count: one thread gives the same noise on every machine
         _fit_folds(x, y, fold_of, folds, num_classes, weight_decay, iterations, probs)
-    finally:
-        torch.set_num_threads(threads)
     result = probs.numpy()
     recipe = {
         "classifier": "multinomial logistic regression (L-BFGS, float64, one thread) on standardised pixels",
@@ -376,8 +374,7 @@ def confusable_noise(table: SampleTable, rate: float, *, seed: int = 0, cache_di
     confusion[row.loc[usable["sample_id"].to_numpy()].to_numpy()] = probs
     recipe["skipped_images"] = int(len(table) - len(usable))
     noisy = inject_noise(labels, table.class_names, "confusable", rate, confusion=confusion, seed=seed)
-    return NoisyLabels(noisy.true_labels, noisy.noisy_labels, noisy.kind, rate, None, noisy.class_names,
-                       flip_probability=noisy.flip_probability, recipe=recipe)
+    return replace(noisy, recipe=recipe)
 
 
 def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:

@@ -102,6 +102,20 @@ def resolve_precision(precision: str, device: torch.device, features: bool) -> s
     return "fp32"
 
 
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` CPU threads for torch (None: leave the setting), then restore it."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU."""
     if name == "auto":
@@ -251,18 +265,9 @@ class Trainer:
         # predictions against the training labels, share of samples used, seconds.
         self.curves: list[dict] = []
 
-    @contextmanager
     def compute_threads(self):
         """Run the block with :attr:`threads` CPU threads (None: torch's setting), then restore it."""
-        if self.threads is None:
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        return torch_threads(self.threads)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> normalised float in the model's memory format; embeddings

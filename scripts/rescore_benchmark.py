@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelaudit._atomic import write_text
 from labelaudit.audit import audit_from_soft_labels
 from labelaudit.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
 from labelaudit.methods.baselines import cv_flags
 from labelaudit.metrics import load_truth, ranking_metrics, truth_metrics
+from labelaudit.reports import write_csv
 from labelaudit.sources import table_from_rows
 
 
@@ -73,9 +75,9 @@ def main() -> None:
         else:
             rows.append({**base, **rescore_run(args.benchmark / "runs" / setting / row.method, data_dir, row.method)})
     results = pd.DataFrame(rows)
-    results.to_csv(args.benchmark / "results-rescored.csv", index=False)
+    write_csv(args.benchmark / "results-rescored.csv", results)  # whole or not at all, like the benchmark's own files
     table = markdown_table(summarise(results))
-    (args.benchmark / "summary-rescored.md").write_text(table)
+    write_text(args.benchmark / "summary-rescored.md", table)
     print(table)
 
 
