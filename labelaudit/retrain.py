@@ -306,7 +306,7 @@ def retrain(
     if kind in ("embeddings", "embeddings-file"):
         data = TensorData.from_features(features, given_labels, len(run.class_names))
     else:
-        data = TensorData.from_store(store)
+        data = TensorData.from_store(store, train.max_memory)
         if uses_pretrained(train):  # fine-tuning: the weights' own normalisation
             _, mean, std = pretrained_image_settings(train)
             data = replace(data, mean=torch.tensor(mean), std=torch.tensor(std))

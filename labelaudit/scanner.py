@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels
 from .errors import ConfigError
@@ -147,6 +147,7 @@ def scan(
     ScanResult
     """
     config.validate()
+    distributed.setup(config.train.device)  # under torchrun: join the other processes (else nothing)
     kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
     if kind == "probs-file" and config.method != "auto":
         raise ConfigError(f"--probs trains nothing, so --method {config.method} does not apply; drop --method "
@@ -180,8 +181,10 @@ def scan(
         from .backbones import load_backbone
 
         backbone = load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
-        store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-        embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone)
+        with distributed.primary_first():  # rank 0 fills the caches, the other ranks read them
+            store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers,
+                                progress=progress)
+            embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone)
         features, inputs = embedded.features, embedded.info
     else:
         image_size, channels, normalisation = config.image_size, None, None
@@ -191,8 +194,9 @@ def scan(
             load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
             crop, mean, std = pretrained_image_settings(config.train)
             image_size, channels, normalisation = image_size or crop, 3, (mean, std)
-        store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
-                            progress=progress)
+        with distributed.primary_first():  # rank 0 fills the cache, the other ranks read it
+            store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
+                                progress=progress)
     table = store.table if store is not None else table
     true_labels = load_truth(truth, table) if truth is not None else None
     prepared = time.perf_counter()
@@ -208,7 +212,7 @@ def scan(
         if features is not None:
             data = TensorData.from_features(features, given, table.num_classes)
         else:
-            data = TensorData.from_store(store)
+            data = TensorData.from_store(store, config.train.max_memory)
             if normalisation is not None:  # a pretrained network expects its own normalisation
                 data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
         trainer, soft_labels, anchor_probs, config_used = _train(data, config, progress)
@@ -324,6 +328,11 @@ def summary(result: ScanResult) -> dict:
             "channels": result.store.channels, "reused": result.store.reused},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device) if result.trainer is not None else None,
+        # Processes that trained together (torchrun) and how they talked; 1 and null for one process.
+        "world_size": result.trainer.world if result.trainer is not None else 1,
+        "distributed_backend": result.trainer.distributed_backend if result.trainer is not None else None,
+        # Where the images lived while training and the dtype of the per-sample state (Trainer._memory_plan).
+        "memory": result.trainer.memory if result.trainer is not None else None,
         # The arithmetic the network actually trained in (settings.train.precision may say auto).
         "precision": result.trainer.precision if result.trainer is not None else None,
         "training_curves": result.trainer.curves if result.trainer is not None else [],

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback
 from .models import HEADS, Ensemble, build_head, build_model, default_backbone
@@ -47,6 +50,7 @@ class TrainConfig:
     train: str = "auto"  # auto | full (train the network end to end) | head (frozen backbone's embeddings + a head)
     head: str = "linear"  # head mode: linear (a linear probe) or mlp (one hidden layer)
     precision: str = "auto"  # auto | fp32 | bf16: arithmetic of a network's forward and backward (see resolve_precision)
+    max_memory: Optional[int] = None  # bytes for images and per-sample state (None: memory_budget's default)
 
     def validate(self) -> "TrainConfig":
         if self.train not in ("auto", "full", "head"):
@@ -61,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 1; got {self.batch_size!r}")
         if self.crop_padding < 0:
             raise ConfigError(f"crop_padding must be >= 0; got {self.crop_padding!r}")
+        if self.max_memory is not None and not (isinstance(self.max_memory, int) and self.max_memory >= 1):
+            raise ConfigError(f"max_memory must be a positive number of bytes; got {self.max_memory!r}")
         if self.history_window < 1:
             raise ConfigError(f"history_window must be >= 1; got {self.history_window!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -117,33 +123,150 @@ def torch_threads(threads: int | None):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
+    """``auto`` picks CUDA when available, else the CPU. Under ``torchrun`` plain ``cuda`` means
+    this process's own GPU (``cuda:LOCAL_RANK``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    if name == "cuda" and distributed.active():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
+
+
+#: Share of the available RAM a scan may fill with images and per-sample state by default.
+MEMORY_FRACTION = 0.5
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (``MemAvailable`` of /proc/meminfo; the physical RAM where there is none)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30  # no way to ask: assume a small machine
+
+
+def memory_budget(max_memory: int | None) -> int:
+    """Bytes this process may fill with images and per-sample state: ``max_memory`` when given,
+    else :data:`MEMORY_FRACTION` of the available RAM shared by the processes ``torchrun``
+    started on this machine."""
+    if max_memory is not None:
+        return int(max_memory)
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return int(MEMORY_FRACTION * available_memory() / processes)
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+               "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def parse_memory_size(text: str, option: str = "--max-memory") -> int | None:
+    """``"auto"`` -> None; ``"8GB"``, ``"512M"``, ``"1.5G"``, ``"1000000"`` -> bytes (binary units)."""
+    cleaned = text.strip().upper().replace(" ", "")
+    if cleaned == "AUTO":
+        return None
+    number = cleaned.rstrip("KMGTIB")
+    unit = cleaned[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _SIZE_UNITS or not math.isfinite(value) or value <= 0 or value * _SIZE_UNITS[unit] < 1:
+        raise ConfigError(f"{option} must be 'auto' or a size such as 8GB, 512MB or 1.5G; got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+class MappedImages:
+    """Images ``(N, C, S, S)`` uint8 read on demand from the decode cache's memory map.
+
+    A dataset larger than the memory budget stays on disk: each batch is read when it is needed
+    (the operating system keeps recently read pages cached, and drops them under memory pressure).
+    Indexing with a tensor or array of positions returns a ``(B, C, S, S)`` uint8 tensor with
+    channels_last strides, exactly as indexing the resident tensor would.
+    """
+
+    def __init__(self, pixels: np.ndarray, positions: np.ndarray) -> None:
+        self.pixels = pixels  # (M, S, S, C) uint8, memory-mapped read-only
+        self.positions = np.asarray(positions, dtype=np.int64)  # (N,) row of `pixels` of each sample
+        _, side, _, channels = pixels.shape
+        self.shape = torch.Size((len(self.positions), channels, side, side))
+        self.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def dim(self) -> int:
+        return 4
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows = self.positions[np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)]
+        return torch.from_numpy(self.pixels[rows]).permute(0, 3, 1, 2)
+
+    def subset(self, index) -> "MappedImages":
+        """The samples at ``index``, still on disk."""
+        return MappedImages(self.pixels, self.positions[np.asarray(index)])
+
+    def chunks(self, rows: int = 8192):
+        """``(n, S, S, C)`` uint8 arrays of consecutive samples: the whole set in bounded memory."""
+        for start in range(0, len(self), rows):
+            yield self.pixels[self.positions[start:start + rows]]
+
+    def load(self) -> torch.Tensor:
+        """All images in memory: ``(N, C, S, S)`` uint8 with channels_last strides."""
+        n, c, s, _ = self.shape
+        out = np.empty((n, s, s, c), dtype=np.uint8)
+        start = 0
+        for chunk in self.chunks():
+            out[start:start + len(chunk)] = chunk
+            start += len(chunk)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation ``(C,)`` in [0, 1], in float64 one chunk at a time."""
+        channels = self.shape[1]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        for chunk in self.chunks():
+            values = chunk.reshape(-1, channels).astype(np.float64) / 255
+            total += values.sum(axis=0)
+            squares += np.square(values).sum(axis=0)
+            count += len(values)
+        mean = total / count
+        variance = np.maximum(squares - count * mean**2, 0) / max(count - 1, 1)  # unbiased, as torch.std
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(variance), dtype=torch.float32).clamp_min(1e-3)
 
 
 @dataclass
 class TensorData:
-    """A dataset as tensors: ``images`` ``(N, C, S, S)`` uint8 (channels_last) or, in head mode,
-    embeddings ``(N, D)`` (float16 or float32); ``labels`` ``(N,)`` int64."""
+    """A dataset as tensors: ``images`` ``(N, C, S, S)`` uint8 (channels_last; in memory, or a
+    :class:`MappedImages` read from the cache batch by batch) or, in head mode, embeddings
+    ``(N, D)`` (float16 or float32); ``labels`` ``(N,)`` int64."""
 
-    images: torch.Tensor
+    images: torch.Tensor | MappedImages
     labels: torch.Tensor
     num_classes: int
     mean: torch.Tensor  # (C,) per-channel mean of the images in [0, 1]; (D,) per-dimension for embeddings
     std: torch.Tensor  # (C,) or (D,)
 
     @classmethod
-    def from_store(cls, store: ImageStore) -> "TensorData":
-        pixels = torch.from_numpy(store.images())  # (N, S, S, C) uint8, read once from the cache
-        images = pixels.permute(0, 3, 1, 2)  # (N, C, S, S) view with channels_last strides
-        as_float = pixels.float().div_(255)
-        mean = as_float.mean(dim=(0, 1, 2))
-        std = as_float.std(dim=(0, 1, 2)).clamp_min(1e-3)
+    def from_store(cls, store: ImageStore, max_memory: int | None = None) -> "TensorData":
+        """The decoded images of ``store``, read into memory when they fit :func:`memory_budget`
+        (``max_memory`` bytes, default a share of the available RAM), else left in the cache
+        and read batch by batch while training (same results, see :class:`MappedImages`)."""
+        mapped = MappedImages(store.pixels, store.positions)
+        mean, std = mapped.statistics()
         labels = torch.from_numpy(store.table.samples["given_label"].to_numpy().astype(np.int64))
+        images = mapped if mapped.nbytes > memory_budget(max_memory) else mapped.load()
         return cls(images, labels, store.table.num_classes, mean, std)
 
     @classmethod
@@ -164,6 +287,16 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, index: torch.Tensor) -> "TensorData":
+        """The samples at ``index`` (same normalisation statistics); on disk stays on disk."""
+        images = self.images.subset(index) if self.streamed else self.images[index]
+        return TensorData(images, self.labels[index], self.num_classes, self.mean, self.std)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images stay in the cache file and are read batch by batch."""
+        return isinstance(self.images, MappedImages)
+
     @property
     def is_features(self) -> bool:
         """True for embeddings ``(N, D)``, False for images ``(N, C, S, S)``."""
@@ -175,10 +308,14 @@ class TensorData:
 
 
 class History:
-    """Ring buffer of the last ``window`` epochs of training-time softmax, ``(N, window, K)``."""
+    """Ring buffer of the last ``window`` epochs of training-time softmax, ``(N, window, K)``.
 
-    def __init__(self, num_samples: int, num_classes: int, window: int) -> None:
-        self.buffer = torch.zeros(num_samples, window, num_classes)
+    ``dtype`` float16 halves it for many samples times many classes (a probability keeps three
+    significant digits); means are always computed in float32.
+    """
+
+    def __init__(self, num_samples: int, num_classes: int, window: int, dtype: torch.dtype = torch.float32) -> None:
+        self.buffer = torch.zeros(num_samples, window, num_classes, dtype=dtype)
         self.filled = 0
         self.window = window
 
@@ -188,15 +325,26 @@ class History:
         self.filled += 1
 
     def mean(self) -> torch.Tensor:
-        """``(N, K)`` mean over the stored epochs (uniform ``1/K`` before the first epoch)."""
+        """``(N, K)`` float32 mean over the stored epochs (uniform ``1/K`` before the first epoch)."""
         n = min(self.filled, self.window)
         if n == 0:
             return torch.full(self.buffer.shape[::2], 1.0 / self.buffer.shape[2])
-        return self.buffer[:, :n].mean(dim=1)
+        if self.buffer.dtype == torch.float32:
+            return self.buffer[:, :n].mean(dim=1)
+        out = torch.empty(self.buffer.shape[::2])
+        for rows in torch.arange(len(self.buffer)).split(65536):  # no float32 copy of the whole buffer
+            out[rows] = self.buffer[rows, :n].float().mean(dim=1)
+        return out
 
     def mean_given(self, labels: torch.Tensor) -> torch.Tensor:
         """``(N,)`` mean probability of each sample's given label."""
-        return self.mean().gather(1, labels[:, None]).squeeze(1)
+        n = min(self.filled, self.window)
+        if n == 0:
+            return torch.full((len(labels),), 1.0 / self.buffer.shape[2])
+        if self.buffer.dtype == torch.float32:
+            return self.mean().gather(1, labels[:, None]).squeeze(1)
+        given = self.buffer[:, :n].gather(2, labels.cpu()[:, None, None].expand(-1, n, 1))  # (N, n, 1)
+        return given.float().mean(dim=1).squeeze(1)
 
 
 def _with_compute_threads(method):
@@ -222,7 +370,16 @@ class Trainer:
         self.data = data
         self.device = resolve_device(config.device)
         self.progress = progress
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.distributed_backend = distributed.backend() if self.world > 1 else None
+        if len(data) < self.world:
+            raise ConfigError(f"{len(data)} samples cannot be shared by {self.world} processes; run fewer (torchrun "
+                              "--nproc-per-node) or without torchrun")
+        # The shuffled order is the same on every rank (each trains its share of every batch);
+        # augmentation and complementary-label draws differ per rank. One process: one generator.
+        self.order_generator = torch.Generator().manual_seed(config.seed)
+        self.generator = self.order_generator if self.world == 1 else torch.Generator().manual_seed(
+            int(np.random.SeedSequence([config.seed, self.rank]).generate_state(1)[0]))
         torch.manual_seed(config.seed)
         if data.is_features:
             # The backbone that made the embeddings is the scan's business; here only the head trains.
@@ -245,9 +402,22 @@ class Trainer:
         # With several networks the model returns (M, B, K) logits; the history keeps their mean softmax.
         self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=self.memory_format)
         self.networks = networks
-        self.history = History(len(data), data.num_classes, config.history_window)
-        self.images = data.images.to(self.device)
+        # What trains: the model itself, or its DistributedDataParallel wrapper under torchrun
+        # (gradients averaged over the ranks). Predictions use the model itself.
+        self.train_model = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.memory = self._memory_plan(data, networks)
+        self.state_dtype = getattr(torch, self.memory["state_dtype"])
+        self.history = History(len(data), data.num_classes, config.history_window, self.state_dtype)
+        # Images stay on the host (read or moved batch by batch) when they are on disk or would
+        # not fit the GPU; else they are copied to the device once.
+        self.images = data.images if self.memory["images"] != "resident" else data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self._tracked: list[tuple[torch.Tensor, int]] = []
         shape = (1, -1) if data.is_features else (1, -1, 1, 1)
         self.mean = data.mean.to(self.device).view(shape)
         self.std = data.std.to(self.device).view(shape)
@@ -264,6 +434,81 @@ class Trainer:
         # One row per epoch: phase, epoch, lr, mean loss, accuracy of the training-time
         # predictions against the training labels, share of samples used, seconds.
         self.curves: list[dict] = []
+
+    def _memory_plan(self, data: TensorData, networks: int) -> dict:
+        """Where the images live and the dtype of per-sample state, from :func:`memory_budget`.
+
+        Per-sample state (the softmax history of ``history_window`` epochs, the epoch's softmax,
+        a method's own ``(networks, N, K)`` arrays) is stored in float16 when in float32 it would
+        take more than a quarter of the budget.
+        """
+        budget = memory_budget(self.config.max_memory)
+        n, k = len(data), data.num_classes
+        state_float32 = 4 * n * k * (self.config.history_window + 1 + networks)
+        state_dtype = "float16" if state_float32 > budget / 4 else "float32"
+        if data.streamed:
+            images = "streamed"
+        elif self.device.type == "cuda" and data.images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]:
+            images = "host"  # in RAM, moved to the GPU batch by batch
+        else:
+            images = "resident"
+        return {"budget_bytes": budget, "images": images, "state_dtype": state_dtype,
+                "image_bytes": int(data.images.nbytes),
+                "state_bytes": state_float32 // (2 if state_dtype == "float16" else 1)}
+
+    def track_rows(self, state: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Register per-sample ``state`` (samples along ``dim``) that a loss writes for its batch.
+
+        In a data-parallel run each rank writes only the rows of its own samples; at the end of
+        every epoch the trainer copies every row from the rank that trained it to all ranks, so
+        the next epoch's selection sees the complete state. One process: nothing to do.
+        """
+        self._tracked.append((state, dim))
+        return state
+
+    def _local_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's share of each batch of ``order``: the whole batch in one process; else every
+        ``world``-th sample, a last batch too small to share merged into the one before."""
+        batches = list(order.split(self.config.batch_size))
+        if self.world == 1:
+            return batches
+        if len(batches) > 1 and len(batches[-1]) < self.world:
+            batches[-2:] = [torch.cat(batches[-2:])]
+        return [batch[self.rank::self.world] for batch in batches]
+
+    def _gather(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or embeddings) of the samples at ``index`` on the device."""
+        if self.memory["images"] == "resident":
+            return self.images[index.to(self.device)]
+        return self.images[index.cpu()].to(self.device, non_blocking=True)
+
+    def _batches(self, batches: list[torch.Tensor]):
+        """``(index on the device, images on the device)`` per batch; images read from disk are
+        read one batch ahead in a background thread while the current batch trains."""
+        if self.memory["images"] == "resident":
+            for index in batches:
+                index = index.to(self.device)
+                yield index, self.images[index]
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelaudit-prefetch") as pool:
+            ahead = pool.submit(self.images.__getitem__, batches[0]) if batches else None
+            for i, index in enumerate(batches):
+                images = ahead.result()
+                if i + 1 < len(batches):
+                    ahead = pool.submit(self.images.__getitem__, batches[i + 1])
+                yield index.to(self.device), images.to(self.device, non_blocking=True)
+
+    def _sync_epoch(self, epoch_probs: torch.Tensor, rows: torch.Tensor, loss_used: torch.Tensor) -> None:
+        """Sum each rank's share of the epoch's softmax, tracked state and loss over the ranks."""
+        if self.world == 1:
+            return
+        distributed.all_reduce_sum(epoch_probs)  # each row is non-zero on the one rank that trained it
+        distributed.all_reduce_sum(loss_used)
+        for state, dim in self._tracked:
+            shape = [1] * state.dim()
+            shape[dim] = len(rows)
+            state.mul_(rows.view(shape).to(state.device, state.dtype))
+            distributed.all_reduce_sum(state)
 
     def compute_threads(self):
         """Run the block with :attr:`threads` CPU threads (None: torch's setting), then restore it."""
@@ -334,25 +579,33 @@ class Trainer:
                 self.progress(name, epoch, epochs, extra)
             self.model.train()
             epoch_start = time.perf_counter()
-            epoch_probs = torch.zeros(n, k, device=self.device)
-            order = torch.randperm(n, generator=self.generator).to(self.device)
-            loss_sum, used_sum = torch.zeros((), device=self.device), 0  # summed on the device: no extra sync per batch
-            for index in order.split(self.config.batch_size):
-                x = self.normalize(self.augment(self.images[index]))
+            epoch_probs = torch.zeros(n, k, device=self.device, dtype=self.state_dtype)
+            order = torch.randperm(n, generator=self.order_generator)
+            batches = self._local_batches(order)
+            rows = torch.zeros(n, dtype=torch.bool)  # the samples this rank trains this epoch
+            rows[order if self.world == 1 else torch.cat(batches)] = True
+            # [sum of loss x samples, samples] on the device: no extra sync per batch in one process
+            loss_used = torch.zeros(2, device=self.device, dtype=torch.float64)
+            for index, images in self._batches(batches):
+                x = self.normalize(self.augment(images))
                 with self.autocast():
-                    logits = self.model(x)
+                    logits = self.train_model(x)
                 loss, used = loss_fn(logits.float(), self.labels[index], index, context)
-                epoch_probs[index] = _mean_softmax(logits.detach().float())
+                epoch_probs[index] = _mean_softmax(logits.detach().float()).to(self.state_dtype)
                 used = int(used.item())
-                if used == 0:
+                # Every rank steps or none does (DistributedDataParallel averages the gradients of
+                # all ranks in each step): a rank without a selected sample contributes zeros.
+                if (used if self.world == 1 else int(distributed.all_reduce_sum(torch.tensor([used]))[0])) == 0:
                     continue
-                loss_sum += loss.detach() * used
-                used_sum += used
+                loss_used[0] += loss.detach().double() * used
+                loss_used[1] += used
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
                 self.scaler.update()
-            mean_loss = float(loss_sum) / used_sum if used_sum else None  # the epoch's one sync
+            self._sync_epoch(epoch_probs, rows, loss_used)
+            loss_sum, used_sum = loss_used.tolist()  # the epoch's one sync
+            mean_loss = loss_sum / used_sum if used_sum else None
             _check_finite(self.model, mean_loss, name, epoch, epochs, optimizer.param_groups[0]["lr"])
             self.history.push(epoch_probs.cpu())
             self.epochs_done += 1
@@ -360,7 +613,7 @@ class Trainer:
                 "phase": name, "epoch": self.epochs_done, "lr": optimizer.param_groups[0]["lr"],
                 "loss": mean_loss,
                 "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
-                "used_fraction": used_sum / n, "seconds": round(time.perf_counter() - epoch_start, 3),
+                "used_fraction": int(used_sum) / n, "seconds": round(time.perf_counter() - epoch_start, 3),
             })
         if self.progress:
             self.progress(name, epochs, epochs, describe(context) if describe else "")
@@ -381,7 +634,7 @@ class Trainer:
             m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
         try:
             with self.autocast():
-                probs = torch.softmax(self.model(self.normalize(self.images[index])).float(), dim=-1)
+                probs = torch.softmax(self.model(self.normalize(self._gather(index))).float(), dim=-1)
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
@@ -389,23 +642,29 @@ class Trainer:
 
     @_with_compute_threads
     @torch.no_grad()
-    def predict(self, flip_average: bool | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(self, flip_average: bool | None = None, images: torch.Tensor | MappedImages | None = None) -> torch.Tensor:
         """``(N, K)`` softmax of the current model without augmentation (averaged with the
         horizontally flipped view when flips are part of training), on the training images or
-        on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold)."""
+        on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold).
+
+        In a data-parallel run each rank predicts its share and every rank returns all rows.
+        """
         flip_average = self.config.flip if flip_average is None else flip_average
         flip_average = flip_average and not self.data.is_features  # embeddings have no flipped view
-        images = self.images if images is None else images.to(self.device)
+        own = images is None
+        images = self.images if own else images
         self.model.eval()
-        out = []
-        for index in torch.arange(len(images), device=self.device).split(512):
-            x = self.normalize(images[index])
+        out = torch.zeros(len(images), self.data.num_classes)
+        share = torch.arange(len(images)).tensor_split(self.world)[self.rank]
+        for index in share.split(512):
+            batch = self._gather(index) if own else images[index].to(self.device)
+            x = self.normalize(batch)
             with self.autocast():
                 p = _mean_softmax(self.model(x).float())
                 if flip_average:
                     p = (p + _mean_softmax(self.model(x.flip(3)).float())) / 2
-            out.append(p.cpu())
-        return torch.cat(out)
+            out[index] = p.cpu()
+        return distributed.all_reduce_sum(out) if self.world > 1 else out
 
     def preprocessing(self) -> dict:
         """What a loaded model needs to prepare new images (or embeddings) the same way."""

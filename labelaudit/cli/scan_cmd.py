@@ -57,6 +57,7 @@ def scan_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32; on a CPU a head over embeddings always trains in float32.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
+    max_memory: Annotated[str, typer.Option("--max-memory", metavar="SIZE", help="Memory for the decoded images and per-sample state, e.g. 8GB or 512MB: larger image sets stay in the cache file and are read batch by batch (same result, prefetched), and per-sample state over a quarter of it is kept in float16 [default: auto = half of the available RAM, shared by the processes torchrun starts on the machine].")] = "auto",
     image_size: ImageSizeOpt = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -82,7 +83,8 @@ def scan_command(
     from ..rundir import RunDirectory
     from ..scanner import ScanConfig, default_run_dir, scan, scan_inputs, summary, write_run
     from ..sources import load_source
-    from ..training import TrainConfig
+    from .. import distributed
+    from ..training import TrainConfig, parse_memory_size
 
     if epochs is not None:
         raise ConfigError(f"scan --epochs was renamed --budget (a multiple of the default schedule, e.g. 0.5 = half "
@@ -94,7 +96,7 @@ def scan_command(
         threshold=threshold,
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed, train=train, head=head,
-                          precision=precision),
+                          precision=precision, max_memory=parse_memory_size(max_memory)),
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
         pmnar=PMNARConfig(variant=variant, beta=beta),
         baseline=BaselineConfig(flagger=flagger),
@@ -104,15 +106,28 @@ def scan_command(
 
     resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)  # contradictions fail first
     table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    # Under torchrun (several processes): rank 0 prints and writes the run directory; the others
+    # train their share and leave.
+    distributed.setup(device)
+    if not distributed.is_primary():
+        try:
+            scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, embeddings=embeddings, probs=probs)
+        finally:
+            distributed.shutdown()
+        return
     _warn_few_samples(table)
-    # Checked, locked and created before decoding and training: a bad --out costs nothing.
-    with RunDirectory(out if out is not None else default_run_dir(source), "scan",
-                      inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=weights, files=(embeddings, probs)),
-                      overwrite=overwrite) as output:
-        with progress_bars(not (quiet or json_output)) as progress:
-            result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress,
-                          embeddings=embeddings, probs=probs)
-        run_dir = write_run(result, output)
+    try:
+        # Checked, locked and created before decoding and training: a bad --out costs nothing.
+        with RunDirectory(out if out is not None else default_run_dir(source), "scan",
+                          inputs=scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=weights,
+                                             files=(embeddings, probs)),
+                          overwrite=overwrite) as output:
+            with progress_bars(not (quiet or json_output)) as progress:
+                result = scan(table, config, cache_dir=cache_dir, workers=workers, truth=truth, progress=progress,
+                              embeddings=embeddings, probs=probs)
+            run_dir = write_run(result, output)
+    finally:
+        distributed.shutdown()
     if json_output:
         typer.echo(json_text({"run_dir": str(run_dir), **summary(result)}))
     else:

@@ -130,10 +130,9 @@ def cross_validated_probs(
     for f in range(config.folds):
         train_idx = torch.from_numpy(np.flatnonzero(fold != f))
         held_idx = torch.from_numpy(np.flatnonzero(fold == f))
-        subset = TensorData(data.images[train_idx], data.labels[train_idx], data.num_classes, data.mean, data.std)
-        trainer = Trainer(subset, replace(train_config, seed=train_config.seed + f), progress)
+        trainer = Trainer(data.subset(train_idx), replace(train_config, seed=train_config.seed + f), progress)
         run_baseline(trainer, "ce", replace(config, epochs=config.fold_epochs), phase=f"CV fold {f + 1}/{config.folds}")
-        probs[held_idx.numpy()] = trainer.predict(images=data.images[held_idx]).numpy()
+        probs[held_idx.numpy()] = trainer.predict(images=data.subset(held_idx).images).numpy()
         if first is None:
             first = trainer
         else:  # keep every fold's wall time in the run's summary

@@ -124,7 +124,9 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
     beta = (config.beta if config.beta is not None else default_beta(k)) if config.variant == "full" else 0.0
     labels = data.labels.to(device)
     complementary = initial_complementary(data.labels, k).to(device).expand(m, n, k).clone()  # (M, N, K)
-    clean = torch.full((m, n, k), 1.0 / k, device=device)  # last epoch's un-augmented softmax
+    # Last epoch's un-augmented softmax, written per batch (tracked: complete on every rank of a
+    # data-parallel run at each epoch's end).
+    clean = trainer.track_rows(torch.full((m, n, k), 1.0 / k, device=device, dtype=trainer.state_dtype), dim=1)
     weights = torch.ones(m, n, device=device)
     epoch = {"index": 0}
 
@@ -144,7 +146,7 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
         logits = logits.view(m, len(index), k)  # one network gives (B, K): view as (1, B, K)
         probs_aug = torch.softmax(logits, dim=-1)
         probs_clean = trainer.clean_probs(index).view(m, len(index), k)
-        clean[:, index] = probs_clean
+        clean[:, index] = probs_clean.to(clean.dtype)
         target = probs_clean.mean(dim=0)  # ensemble prediction on the un-augmented view
         total = logits.new_zeros(())
         for net in range(m):
