@@ -51,10 +51,21 @@ def setup(device: str = "auto") -> None:
         return
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed; run the scan without torchrun")
+    if device.startswith("cuda:"):
+        raise ConfigError(f"--device {device} would put every torchrun process on one GPU; pass --device cuda "
+                          "(each process uses GPU LOCAL_RANK) or auto")
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
+        if local_rank() >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started process {local_rank()} on a machine with {torch.cuda.device_count()} "
+                              "GPUs; start at most one process per GPU (--nproc-per-node) or pass --device cpu")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+    try:
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+    except (RuntimeError, ValueError) as exc:  # rendezvous or backend failures
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"the torchrun processes could not join one process group ({first_line}); check "
+                          "torchrun's --rdzv-endpoint / --master-addr and that every process can reach it") from None
 
 
 def shutdown() -> None:
@@ -98,27 +109,56 @@ def barrier() -> None:
 
 @contextmanager
 def primary_first():
-    """Rank 0 runs the block first (e.g. writing a cache), the other ranks after it is done."""
+    """The first process of each machine (``LOCAL_RANK`` 0) runs the block first (e.g. filling
+    the image cache), the machine's other processes after every first process is done.
+
+    Each machine fills its own cache; on a shared cache directory the first processes of
+    several machines may decode the same entry at once, which is safe (every cache file is
+    written under a private temporary name and renamed into place) but wasted work.
+    """
     if not active():
         yield
         return
-    if not is_primary():
+    if local_rank() != 0:
         dist.barrier()
     yield
-    if is_primary():
+    if local_rank() == 0:
         dist.barrier()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place (nothing in a single process); returns it."""
-    if not active():
-        return tensor
+    if active():
+        _reduce(tensor, dist.ReduceOp.SUM)
+    return tensor
+
+
+def _reduce(tensor: torch.Tensor, op) -> None:
     if backend() == "nccl" and tensor.device.type != "cuda":  # NCCL reduces GPU tensors only
         on_gpu = tensor.to(torch.device("cuda", local_rank()))
-        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+        dist.all_reduce(on_gpu, op=op)
         tensor.copy_(on_gpu)
     else:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=op)
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Largest value over all ranks, in place (nothing in a single process); returns it."""
+    if active():
+        _reduce(tensor, dist.ReduceOp.MAX)
+    return tensor
+
+
+def broadcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``tensor`` on every rank, in place (nothing in a single process); returns it."""
+    if not active():
+        return tensor
+    if backend() == "nccl" and tensor.device.type != "cuda":
+        on_gpu = tensor.to(torch.device("cuda", local_rank()))
+        dist.broadcast(on_gpu, src=0)
+        tensor.copy_(on_gpu)
+    else:
+        dist.broadcast(tensor, src=0)
     return tensor
 
 

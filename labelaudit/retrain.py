@@ -175,7 +175,8 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
         raise ConfigError(f"cannot read {MATRIX_FILES['cleaned']} in {str(path)!r} ({exc}); scan the dataset again") from None
     table = table_from_rows(ids, report["path"].astype(str).tolist(), labels, names, source, kind)
     train_fields = {f for f in TrainConfig.__dataclass_fields__}
-    train = TrainConfig(**{k: v for k, v in settings.get("train", {}).items() if k in train_fields})
+    # The scan's memory budget belongs to the machine it ran on: retrain uses this machine's default.
+    train = TrainConfig(**{k: v for k, v in settings.get("train", {}).items() if k in train_fields and k != "max_memory"})
     return ScanRun(path=path, summary=summary, report=report, table=table, train=train, transition_matrix=transition)
 
 

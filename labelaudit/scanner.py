@@ -96,6 +96,7 @@ class ScanResult:
     anchor_transition_matrix: Optional[np.ndarray] = None  # (K, K) from the final model, no augmentation
     noise_rate_interval: tuple[float, float] = (float("nan"), float("nan"))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
+    distributed: dict = field(default_factory=distributed.description)  # world_size and backend, at scan time
     inputs: dict = field(default_factory=lambda: {"kind": "images"})
 
 
@@ -329,8 +330,8 @@ def summary(result: ScanResult) -> dict:
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device) if result.trainer is not None else None,
         # Processes that trained together (torchrun) and how they talked; 1 and null for one process.
-        "world_size": result.trainer.world if result.trainer is not None else 1,
-        "distributed_backend": result.trainer.distributed_backend if result.trainer is not None else None,
+        "world_size": result.distributed["world_size"],
+        "distributed_backend": result.distributed["distributed_backend"],
         # Where the images lived while training and the dtype of the per-sample state (Trainer._memory_plan).
         "memory": result.trainer.memory if result.trainer is not None else None,
         # The arithmetic the network actually trained in (settings.train.precision may say auto).

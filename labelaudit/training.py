@@ -13,6 +13,7 @@ the difference: both are rows of :attr:`TensorData.images`.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -29,6 +30,8 @@ from . import distributed
 from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback
 from .models import HEADS, Ensemble, build_head, build_model, default_backbone
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,16 +137,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-#: Share of the available RAM a scan may fill with images and per-sample state by default.
+#: Share of the machine's RAM a scan may fill with images and per-sample state by default.
 MEMORY_FRACTION = 0.5
+#: History epochs and networks assumed when images are placed before the trainer exists.
+_PLAN_WINDOW, _PLAN_NETWORKS = 10, 1
 
 
-def available_memory() -> int:
-    """Bytes of RAM available now (``MemAvailable`` of /proc/meminfo; the physical RAM where there is none)."""
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (``MemTotal``; a fixed figure, so the default budget and the
+    choices it makes are the same on every run)."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
+                if line.startswith("MemTotal:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -155,12 +161,22 @@ def available_memory() -> int:
 
 def memory_budget(max_memory: int | None) -> int:
     """Bytes this process may fill with images and per-sample state: ``max_memory`` when given,
-    else :data:`MEMORY_FRACTION` of the available RAM shared by the processes ``torchrun``
-    started on this machine."""
+    else :data:`MEMORY_FRACTION` of the machine's RAM shared by the processes ``torchrun``
+    started on it."""
     if max_memory is not None:
         return int(max_memory)
     processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return int(MEMORY_FRACTION * available_memory() / processes)
+    return int(MEMORY_FRACTION * physical_memory() / processes)
+
+
+def state_plan(num_samples: int, num_classes: int, window: int, networks: int, budget: int) -> tuple[str, int]:
+    """``(dtype name, bytes)`` of the per-sample state: the softmax history of ``window`` epochs,
+    the epoch's softmax and a method's ``(networks, N, K)`` arrays, in float32 unless that would
+    take more than a quarter of ``budget`` (then float16)."""
+    float32_bytes = 4 * num_samples * num_classes * (window + 1 + networks)
+    if float32_bytes > budget / 4:
+        return "float16", float32_bytes // 2
+    return "float32", float32_bytes
 
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
@@ -217,8 +233,10 @@ class MappedImages:
         """The samples at ``index``, still on disk."""
         return MappedImages(self.pixels, self.positions[np.asarray(index)])
 
-    def chunks(self, rows: int = 8192):
-        """``(n, S, S, C)`` uint8 arrays of consecutive samples: the whole set in bounded memory."""
+    def chunks(self, max_bytes: int = 64 * 2**20):
+        """``(n, S, S, C)`` uint8 arrays of consecutive samples, at most ``max_bytes`` each
+        (one sample at least): the whole set in bounded memory."""
+        rows = max(1, max_bytes // max(1, int(np.prod(self.shape[1:]))))
         for start in range(0, len(self), rows):
             yield self.pixels[self.positions[start:start + rows]]
 
@@ -233,16 +251,19 @@ class MappedImages:
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and standard deviation ``(C,)`` in [0, 1], in float64 one chunk at a time."""
+        """Per-channel mean and standard deviation ``(C,)`` in [0, 1], from exact integer sums
+        of each chunk (no float copy of the images)."""
         channels = self.shape[1]
-        total, squares, count = np.zeros(channels), np.zeros(channels), 0
-        for chunk in self.chunks():
-            values = chunk.reshape(-1, channels).astype(np.float64) / 255
-            total += values.sum(axis=0)
-            squares += np.square(values).sum(axis=0)
-            count += len(values)
-        mean = total / count
-        variance = np.maximum(squares - count * mean**2, 0) / max(count - 1, 1)  # unbiased, as torch.std
+        total, squares, count = [0] * channels, [0] * channels, 0
+        for chunk in self.chunks(16 * 2**20):  # squared as uint16: twice the chunk
+            for c in range(channels):
+                values = chunk[..., c]
+                total[c] += int(values.sum(dtype=np.uint64))
+                squares[c] += int(np.square(values, dtype=np.uint16).sum(dtype=np.uint64))
+            count += chunk[..., 0].size
+        mean = [t / count / 255 for t in total]
+        # Unbiased, as torch.std; exact integers until the final division.
+        variance = [max(q * count - t * t, 0) / (count * max(count - 1, 1)) / 255**2 for q, t in zip(squares, total)]
         return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(variance), dtype=torch.float32).clamp_min(1e-3)
 
 
@@ -260,13 +281,16 @@ class TensorData:
 
     @classmethod
     def from_store(cls, store: ImageStore, max_memory: int | None = None) -> "TensorData":
-        """The decoded images of ``store``, read into memory when they fit :func:`memory_budget`
-        (``max_memory`` bytes, default a share of the available RAM), else left in the cache
-        and read batch by batch while training (same results, see :class:`MappedImages`)."""
+        """The decoded images of ``store``, read into memory when they fit the part of
+        :func:`memory_budget` (``max_memory`` bytes, default a share of the RAM) that the
+        per-sample state leaves, else left in the cache and read batch by batch while training
+        (same results, see :class:`MappedImages`)."""
         mapped = MappedImages(store.pixels, store.positions)
         mean, std = mapped.statistics()
         labels = torch.from_numpy(store.table.samples["given_label"].to_numpy().astype(np.int64))
-        images = mapped if mapped.nbytes > memory_budget(max_memory) else mapped.load()
+        budget = memory_budget(max_memory)
+        _, state_bytes = state_plan(len(mapped), store.table.num_classes, _PLAN_WINDOW, _PLAN_NETWORKS, budget)
+        images = mapped if mapped.nbytes > budget - state_bytes else mapped.load()
         return cls(images, labels, store.table.num_classes, mean, std)
 
     @classmethod
@@ -372,9 +396,10 @@ class Trainer:
         self.progress = progress
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.distributed_backend = distributed.backend() if self.world > 1 else None
-        if len(data) < self.world:
-            raise ConfigError(f"{len(data)} samples cannot be shared by {self.world} processes; run fewer (torchrun "
-                              "--nproc-per-node) or without torchrun")
+        if len(data) < self.world or config.batch_size < self.world:
+            raise ConfigError(f"{len(data)} samples in batches of {config.batch_size} cannot be shared by {self.world} "
+                              "processes (each needs a sample of every batch); run fewer processes (torchrun "
+                              "--nproc-per-node) or raise --batch-size")
         # The shuffled order is the same on every rank (each trains its share of every batch);
         # augmentation and complementary-label draws differ per rank. One process: one generator.
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -436,16 +461,20 @@ class Trainer:
         self.curves: list[dict] = []
 
     def _memory_plan(self, data: TensorData, networks: int) -> dict:
-        """Where the images live and the dtype of per-sample state, from :func:`memory_budget`.
-
-        Per-sample state (the softmax history of ``history_window`` epochs, the epoch's softmax,
-        a method's own ``(networks, N, K)`` arrays) is stored in float16 when in float32 it would
-        take more than a quarter of the budget.
-        """
+        """Where the images live and the dtype of per-sample state (:func:`state_plan`) within
+        :func:`memory_budget`. All ranks of a data-parallel run store state in the same dtype
+        (float16 if any rank needs it): their per-epoch sums must add like with like."""
         budget = memory_budget(self.config.max_memory)
         n, k = len(data), data.num_classes
-        state_float32 = 4 * n * k * (self.config.history_window + 1 + networks)
-        state_dtype = "float16" if state_float32 > budget / 4 else "float32"
+        state_dtype, state_bytes = state_plan(n, k, self.config.history_window, networks, budget)
+        if self.world > 1:
+            half = distributed.all_reduce_max(torch.tensor([float(state_dtype == "float16")]))
+            state_dtype, state_bytes = ("float16", state_bytes // 2 if state_dtype == "float32" else state_bytes) \
+                if half.item() else (state_dtype, state_bytes)
+        if state_bytes > budget:
+            log.warning("the per-sample state of %d samples x %d classes needs %.1f GB in %s, more than the memory "
+                        "budget of %.1f GB; it may not fit in RAM (raise --max-memory if the machine has it)",
+                        n, k, state_bytes / 1e9, state_dtype, budget / 1e9)
         if data.streamed:
             images = "streamed"
         elif self.device.type == "cuda" and data.images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]:
@@ -453,8 +482,7 @@ class Trainer:
         else:
             images = "resident"
         return {"budget_bytes": budget, "images": images, "state_dtype": state_dtype,
-                "image_bytes": int(data.images.nbytes),
-                "state_bytes": state_float32 // (2 if state_dtype == "float16" else 1)}
+                "image_bytes": int(data.images.nbytes), "state_bytes": int(state_bytes)}
 
     def track_rows(self, state: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Register per-sample ``state`` (samples along ``dim``) that a loss writes for its batch.
@@ -509,6 +537,14 @@ class Trainer:
             shape[dim] = len(rows)
             state.mul_(rows.view(shape).to(state.device, state.dtype))
             distributed.all_reduce_sum(state)
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's batch-norm running statistics (DistributedDataParallel
+        broadcasts them before each forward, so after the last step they differ per rank): the
+        predictions and the saved model are then one model's."""
+        if self.world > 1:
+            for buffer in self.model.buffers():
+                distributed.broadcast(buffer)
 
     def compute_threads(self):
         """Run the block with :attr:`threads` CPU threads (None: torch's setting), then restore it."""
@@ -593,9 +629,15 @@ class Trainer:
                 loss, used = loss_fn(logits.float(), self.labels[index], index, context)
                 epoch_probs[index] = _mean_softmax(logits.detach().float()).to(self.state_dtype)
                 used = int(used.item())
-                # Every rank steps or none does (DistributedDataParallel averages the gradients of
-                # all ranks in each step): a rank without a selected sample contributes zeros.
-                if (used if self.world == 1 else int(distributed.all_reduce_sum(torch.tensor([used]))[0])) == 0:
+                if self.world > 1:
+                    # Every rank steps or none does; DistributedDataParallel averages the ranks'
+                    # gradients, so weigh each rank's mean loss by its share of the used samples:
+                    # the step is then that of the mean over the whole batch, as in one process.
+                    used_everywhere = int(distributed.all_reduce_sum(torch.tensor([used]))[0])
+                    if used_everywhere == 0:
+                        continue
+                    loss = loss * (self.world * used / used_everywhere)
+                elif used == 0:
                     continue
                 loss_used[0] += loss.detach().double() * used
                 loss_used[1] += used
@@ -615,6 +657,7 @@ class Trainer:
                 "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
                 "used_fraction": int(used_sum) / n, "seconds": round(time.perf_counter() - epoch_start, 3),
             })
+        self._sync_buffers()
         if self.progress:
             self.progress(name, epochs, epochs, describe(context) if describe else "")
         self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
@@ -639,6 +682,16 @@ class Trainer:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
         return probs
+
+    def clean_probs_all(self) -> torch.Tensor:
+        """:meth:`clean_probs` of every training sample ``(N, K)`` (one network), in batches of
+        512; in a data-parallel run each rank computes its share and every rank gets all rows."""
+        n = len(self.data)
+        out = torch.zeros(n, self.data.num_classes, device=self.device)
+        share = torch.arange(n).tensor_split(self.world)[self.rank]
+        for index in share.split(512):
+            out[index.to(self.device)] = self.clean_probs(index.to(self.device))
+        return distributed.all_reduce_sum(out) if self.world > 1 else out
 
     @_with_compute_threads
     @torch.no_grad()

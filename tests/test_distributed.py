@@ -94,5 +94,38 @@ def test_fewer_samples_than_processes_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
     data = TensorData(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0]), 2, torch.tensor([0.5]),
                       torch.tensor([0.25]))
-    with pytest.raises(ConfigError, match="3 samples cannot be shared by 4 processes"):
+    with pytest.raises(ConfigError, match="3 samples in batches of 128 cannot be shared by 4 processes"):
         Trainer(data, TrainConfig(width=4))
+    bigger = TensorData(torch.zeros(30, 1, 8, 8, dtype=torch.uint8), torch.arange(30) % 2, 2, torch.tensor([0.5]),
+                        torch.tensor([0.25]))
+    with pytest.raises(ConfigError, match="raise --batch-size"):
+        Trainer(bigger, TrainConfig(width=4, batch_size=2))
+
+
+@pytest.mark.parametrize("command", ["retrain", "inspect", "export", "inject-noise"])
+def test_commands_other_than_scan_refuse_torchrun(monkeypatch, capsys, tmp_path, command):
+    from conftest import run_cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = run_cli([command, tmp_path], capsys)
+    assert code == 2 and f"only 'labelaudit scan' runs under torchrun" in err
+    assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_two_process_scans_with_the_same_seed_are_identical(tmp_path):
+    from conftest import make_noisy_pattern_dataset
+
+    make_noisy_pattern_dataset(tmp_path / "images", per_class=40)
+    reports = []
+    for run in ("a", "b"):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                   "labelaudit", "scan", str(tmp_path / "images"), "--out", str(tmp_path / run), "--budget", "0.1",
+                   "--width", "8", "--quiet"]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "LABELAUDIT_CACHE_DIR": str(tmp_path / f"cache-{run}")})
+        assert done.returncode == 0, done.stderr[-3000:]
+        reports.append(pd.read_parquet(tmp_path / run / "report.parquet"))
+    probabilities = [c for c in reports[0] if c.startswith("p_")]
+    assert reports[0][probabilities].equals(reports[1][probabilities])
+    assert reports[0]["suspected_noisy"].equals(reports[1]["suspected_noisy"])

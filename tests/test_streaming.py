@@ -46,6 +46,18 @@ def test_image_statistics_are_computed_in_chunks_without_a_float_copy(store):
     assert data.std.item() == pytest.approx(pixels.std(ddof=1), abs=1e-6)
 
 
+def test_image_statistics_are_exact_for_large_colour_images_in_small_chunks():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(7, 40, 40, 3), dtype=np.uint8)
+    mapped = MappedImages(pixels, np.array([6, 0, 3, 3, 5]))
+    assert sum(len(chunk) for chunk in mapped.chunks(max_bytes=1)) == 5  # one image per chunk at least
+    values = pixels[[6, 0, 3, 3, 5]].reshape(-1, 3).astype(np.float64) / 255
+    mean, std = mapped.statistics()
+    assert np.allclose(mean.numpy(), values.mean(axis=0), atol=1e-7)
+    assert np.allclose(std.numpy(), values.std(axis=0, ddof=1), atol=1e-7)
+    assert torch.equal(mapped.load(), torch.from_numpy(pixels[[6, 0, 3, 3, 5]]).permute(0, 3, 1, 2))
+
+
 def test_cross_validation_folds_read_streamed_images(store):
     data = TensorData.from_store(store, max_memory=1)
     probs, trainer = cross_validated_probs(data, BaselineConfig(folds=2, fold_epochs=1), TINY)

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from ..errors import LabelAuditError
+from ..errors import ConfigError, LabelAuditError
 from . import export_cmd, inspect_cmd, model_cmd, noise_cmd, retrain_cmd, review_cmd, scan_cmd
 
 app = typer.Typer(
@@ -63,10 +63,20 @@ def _route_library_warnings() -> None:
         logger.propagate = False  # not again through Python's last-resort handler
 
 
+def _refuse_torchrun_except_scan(args: list[str]) -> None:
+    """Only ``scan`` trains data-parallel: under ``torchrun`` any other command would run once per
+    process, every copy writing the same output."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and command not in (None, "scan"):
+        raise ConfigError(f"only 'labelaudit scan' runs under torchrun (several processes); run 'labelaudit {command}' "
+                          "as one process, without torchrun")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and ``python -m labelaudit``."""
     _route_library_warnings()
     try:
+        _refuse_torchrun_except_scan(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="labelaudit")
     except LabelAuditError as exc:
         if os.environ.get("LABELAUDIT_DEBUG"):

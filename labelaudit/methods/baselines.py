@@ -85,7 +85,7 @@ def run_baseline(trainer: Trainer, method: str, config: BaselineConfig, phase: s
     def select(_: History) -> torch.Tensor:
         e = epoch["index"]
         if method == "truncated-gce" and e >= first_drop and (e - first_drop) % config.prune_every == 0:
-            p = torch.cat([trainer.clean_probs(i) for i in torch.arange(n, device=trainer.device).split(512)])
+            p = trainer.clean_probs_all()
             weights.copy_(truncation_weights(p.gather(1, trainer.labels[:, None]).squeeze(1), config.k))
         epoch["index"] += 1
         return weights
