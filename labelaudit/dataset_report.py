@@ -13,10 +13,20 @@ import pandas as pd
 
 from .images import ImageStore
 
+#: Skipped files listed in the JSON form (``num_skipped`` counts them all; ``skipped.csv`` lists
+#: them all): a manifest of a million missing paths would otherwise make a JSON "summary" of
+#: hundreds of megabytes, built in memory several times over.
+MAX_SKIPPED_IN_JSON = 1000
+
 
 @dataclass(frozen=True)
 class DatasetReport:
-    """What :func:`inspect_store` found. ``to_dict()`` gives the JSON form."""
+    """What :func:`inspect_store` found. ``to_dict()`` gives the JSON form.
+
+    ``skipped`` is a frame (columns ``path, reason, detail``, one row per skipped file): a
+    manifest whose paths are mostly missing skips as many files as it has rows, and a dict per
+    file would cost several times the frame.
+    """
 
     source: str
     kind: str
@@ -30,13 +40,16 @@ class DatasetReport:
     cache_channels: int
     cache_reused: bool
     skipped_by_reason: dict[str, int]
-    skipped: list[dict]
+    skipped: pd.DataFrame
     duplicate_groups: list[dict]
     conflicting_duplicate_groups: list[dict]
     duplicate_manifest_rows: int
     conflicting_manifest_rows: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, max_skipped: int | None = MAX_SKIPPED_IN_JSON) -> dict:
+        """The JSON form: counts and lists; ``skipped`` holds the first ``max_skipped`` skipped
+        files (all when None), ``skipped_truncated`` says whether some were left out."""
+        listed = self.skipped if max_skipped is None else self.skipped.head(max_skipped)
         return {
             "source": self.source,
             "kind": self.kind,
@@ -54,7 +67,8 @@ class DatasetReport:
             },
             "num_skipped": len(self.skipped),
             "skipped_by_reason": self.skipped_by_reason,
-            "skipped": self.skipped,
+            "skipped": listed.to_dict(orient="records"),
+            "skipped_truncated": len(listed) < len(self.skipped),
             "num_duplicate_groups": len(self.duplicate_groups),
             "duplicate_groups": self.duplicate_groups,
             "num_conflicting_duplicate_groups": len(self.conflicting_duplicate_groups),
@@ -98,7 +112,7 @@ def inspect_store(store: ImageStore, *, max_sizes: int = 10) -> DatasetReport:
         cache_channels=store.channels,
         cache_reused=store.reused,
         skipped_by_reason={k: int(v) for k, v in skipped["reason"].value_counts().items()},
-        skipped=skipped[["path", "reason", "detail"]].to_dict(orient="records"),
+        skipped=skipped[["path", "reason", "detail"]].reset_index(drop=True),
         duplicate_groups=groups,
         conflicting_duplicate_groups=[g for g in groups if len(set(g["labels"])) > 1],
         duplicate_manifest_rows=int(len(dup_rows)),

@@ -324,10 +324,13 @@ def _auto_size(readable_headers: pd.DataFrame) -> int:
 
 
 def _run_chunks(
-    task, chunks: list[tuple], sizes: list[int], workers: int, phase: str, progress: ProgressCallback | None
+    task, chunks: list[tuple], sizes: list[int], workers: int, phase: str, progress: ProgressCallback | None,
+    keep=None,
 ) -> list:
     """Run ``task(*chunk)`` over chunks of ``sizes`` files (in a process pool when worth it);
-    results in chunk order."""
+    results in chunk order, each passed through ``keep`` (if given) as it arrives, so only the
+    compact form of every chunk's result is held."""
+    keep = keep or (lambda result: result)
     total = sum(sizes)
     results: list = [None] * len(chunks)
     done = 0
@@ -343,7 +346,7 @@ def _run_chunks(
             futures = {pool.submit(task, *chunk): i for i, chunk in enumerate(chunks)}
             for future in as_completed(futures):
                 i = futures[future]
-                results[i] = future.result()
+                results[i] = keep(future.result())
                 done += sizes[i]
                 if progress:
                     progress(phase, done, total)
@@ -353,7 +356,7 @@ def _run_chunks(
         pool.shutdown(wait=True)
     else:
         for i, chunk in enumerate(chunks):
-            results[i] = task(*chunk)
+            results[i] = keep(task(*chunk))
             done += sizes[i]
             if progress:
                 progress(phase, done, total)
@@ -383,14 +386,23 @@ def _headers(
     paths = table.samples["path"].tolist()
     chunks = [(paths[i : i + _CHUNK], max_pixels) for i in range(0, len(paths), _CHUNK)]
     sizes = [len(chunk[0]) for chunk in chunks]
-    results = _run_chunks(_decode.header_chunk, chunks, sizes, workers, "read headers", progress)
-    headers = pd.DataFrame([row for chunk in results for row in chunk])
+    results = _run_chunks(_decode.header_chunk, chunks, sizes, workers, "read headers", progress, keep=_as_columns)
+    headers = pd.DataFrame(
+        {name: [value for chunk in results for value in chunk[j]] for j, name in enumerate(_HEADER_COLUMNS)}
+    )
+    del results
     headers = headers.astype({"width": "int64", "height": "int64"})
     # A permission fix changes neither size nor mtime: never cache an "unreadable" verdict.
     if not headers["reason"].isin(["unreadable", "missing"]).any():
         with atomic_path(headers_file) as tmp:
             headers.to_parquet(tmp, index=False)
     return headers
+
+
+def _as_columns(rows: list[dict]) -> list[list]:
+    """A chunk's header dicts as one list per :data:`_HEADER_COLUMNS` entry: a dict per file
+    costs ~0.4 kB, about twice its values (measured at a million files)."""
+    return [[row[name] for row in rows] for name in _HEADER_COLUMNS]
 
 
 def _decode_all(

@@ -56,12 +56,26 @@ def unescape_cell(value):
     return value
 
 
+#: What :func:`escape_cell` escapes, as a regular expression (Arrow's RE2).
+_FORMULA_PATTERN = "^'*[=+\\-@\t\r]"
+
+
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` with every text cell and column name passed through :func:`escape_cell`."""
     safe = frame.rename(columns=lambda c: escape_cell(str(c)))
     for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(escape_cell)
+        values = safe[column]
+        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) != "string":
+            safe[column] = values.map(escape_cell)  # mixed types: only the text cells change
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
+            # Text only: find the formula-like cells in one vectorised pass (a million-row
+            # skipped list has none), and call escape_cell on those alone.
+            text = values.astype("str") if values.dtype == object else values
+            risky = text.str.contains(_FORMULA_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+            if risky.any():
+                escaped = values.copy()
+                escaped[risky] = values[risky].map(escape_cell).to_numpy()
+                safe[column] = escaped
     return safe
 
 

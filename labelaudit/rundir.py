@@ -84,8 +84,9 @@ def input_paths(table=None, extra: Iterable[str | os.PathLike | None] = ()) -> l
     if table is not None:
         source = Path(table.source).resolve()
         paths.append(source)
-        folders = {os.path.dirname(p) for p in table.samples["path"]}
-        folders |= {os.path.dirname(p) for p in table.skipped["path"]}
+        from .sources import parent_folders
+
+        folders = parent_folders(table.samples["path"]) | parent_folders(table.skipped["path"])
         for folder in sorted(f for f in folders if f):
             real = Path(os.path.realpath(folder))
             if table.kind != "folder" or (real != source and source not in real.parents):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,20 @@ FEW_SAMPLES_THRESHOLD = 10
 SAMPLE_COLUMNS = ["sample_id", "path", "label", "given_label", "file_size", "mtime_ns"]
 SKIPPED_COLUMNS = ["sample_id", "path", "reason", "detail"]
 
+#: Progress phase of reading a manifest's columns and turning them into ids, paths and labels,
+#: counted in :data:`_READ_STEPS` steps (together about a second per million rows).
+READ_MANIFEST_PHASE = "read manifest"
+_READ_STEPS = 4
+#: Progress phase of the per-file ``stat`` that finds missing, empty and unreadable files.
+CHECK_FILES_PHASE = "check files"
+#: Files stat-ed between two progress reports (and per UTF-8 check of a batch of names).
+_STAT_BATCH = 4096
+#: Paths per batch in :func:`parent_folders`.
+_FOLDER_BATCH = 1 << 16
+
+ProgressCallback = Callable[..., None]
+"""``progress(phase, done, total, extra="")``: called as work advances; the CLI draws bars from it."""
+
 
 def displayable_path(path: str | os.PathLike) -> str:
     """``path`` as text every writer accepts: bytes of a name that are not valid UTF-8 become
@@ -68,6 +83,24 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def parent_folders(paths: Sequence[str]) -> set[str]:
+    """The distinct ``os.path.dirname`` of ``paths``.
+
+    Computed on Arrow strings, then ``dirname`` on the distinct remainders only: a Python call
+    per path costs seconds on a million-row manifest.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = np.asarray(paths, dtype=object)
+    heads: set[str] = set()
+    for start in range(0, len(values), _FOLDER_BATCH):  # batches: the Arrow copy stays small
+        text = pa.array(values[start : start + _FOLDER_BATCH], type=pa.string())
+        heads.update(pc.unique(pc.replace_substring_regex(text, r"[^/]*$", "")).to_pylist())  # up to the last "/"
+    _release_arrow_memory()
+    return {os.path.dirname(head) if head.rstrip("/") else head for head in heads}
 
 
 def empty_skipped() -> pd.DataFrame:
@@ -130,9 +163,8 @@ class SampleTable:
         if self.kind == "folder":
             folders = {self.source}
         else:
-            folders = {Path(p).parent for p in self.samples["path"]} | {
-                Path(p).parent for p in self.skipped["path"]
-            }
+            names = parent_folders(self.samples["path"]) | parent_folders(self.skipped["path"])
+            folders = {Path(name) for name in names}
         for candidate in (target, *target.parents):
             if candidate in folders:
                 return candidate
@@ -182,6 +214,7 @@ def load_source(
     id_column: str | None = None,
     classes: Sequence[str] | None = None,
     require_all_classes: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> SampleTable:
     """Read an image folder or a parquet/CSV manifest into a :class:`SampleTable`.
 
@@ -201,6 +234,10 @@ def load_source(
     require_all_classes : bool, default=True
         Training needs images in every class (and at least two); an evaluation set may cover
         only some of ``classes``: pass False to require just one usable image.
+    progress : callable, optional
+        ``progress(phase, done, total)``: for a manifest, phase :data:`READ_MANIFEST_PHASE` in
+        steps, then (folders too) :data:`CHECK_FILES_PHASE` per file, ``total`` = the files to
+        check (a manifest's distinct paths).
 
     Returns
     -------
@@ -220,9 +257,9 @@ def load_source(
         source, "pass an image folder (one subfolder per class) or a .parquet/.csv manifest"
     )
     if path.is_dir():
-        table = _load_folder(path, classes)
+        table = _load_folder(path, classes, progress)
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
-        table = _load_manifest(path, path_column, label_column, id_column, classes)
+        table = _load_manifest(path, path_column, label_column, id_column, classes, progress)
     else:
         raise SourceNotFoundError(
             f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; "
@@ -266,6 +303,14 @@ def _resolve_source(source: str | os.PathLike, fix: str) -> Path:
 def _raise_no_images(table: SampleTable) -> None:
     reasons = table.skipped["reason"].value_counts().to_dict() if len(table.skipped) else {}
     detail = f" ({len(table.skipped)} files skipped: {_format_counts(reasons)})" if reasons else ""
+    if table.kind != "folder" and reasons and max(reasons, key=reasons.get) == "missing":
+        # Most often the paths are relative to another folder than the manifest's.
+        first = table.skipped.loc[table.skipped["reason"] == "missing", "path"].iloc[0]
+        raise DatasetError(
+            f"no usable images found in {str(table.source)!r}{detail}; relative paths are read from "
+            f"the manifest's folder {str(table.root)!r} (first missing file: {first!r}): fix the "
+            "paths or move the manifest next to the images"
+        )
     raise DatasetError(
         f"no usable images found in {str(table.source)!r}{detail}; check the path and that "
         f"images have one of the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
@@ -292,15 +337,15 @@ def load_unlabeled(
             ) from exc
         kind = "folder"
     elif path.suffix.lower() in (".parquet", ".pq", ".csv"):
-        frame = _read_manifest(path)
-        path_col = _pick_column(frame, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
-        id_col = _pick_column(frame, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
+        frame, path_col, _, id_col = _read_manifest(path, path_column, None, id_column, with_label=False)
         frame = frame[frame[path_col].notna() & (frame[path_col].astype(str).str.strip() != "")]
-        written = frame[path_col].map(lambda p: str(p).strip())
-        absolute = written.map(lambda p: os.path.normpath(os.path.join(path.parent, os.path.expanduser(p))))
-        ids = frame[id_col].map(str) if id_col is not None else written.map(lambda p: Path(p).as_posix())
-        keep = ~absolute.duplicated(keep="first").to_numpy()
-        repeated = ids[keep][ids[keep].duplicated()]
+        written = _path_cells(frame[path_col])
+        absolute, codes = _absolute_paths(written, path.parent)
+        ids = _id_cells(frame[id_col]) if id_col is not None else _default_ids(written)
+        absolute, ids = absolute.to_numpy(dtype=object), ids.to_numpy(dtype=object)
+        keep = _first_occurrences(codes)
+        repeated = pd.Series(ids[keep], dtype=object)
+        repeated = repeated[repeated.duplicated()]
         if len(repeated):
             raise ManifestError(
                 f"manifest {path.name!r} repeats the id {repeated.iloc[0]!r} for different images "
@@ -363,32 +408,108 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("__MACOSX")
 
 
-def _stat_rows(rows: list[tuple[str, str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stat_rows(
+    rows: list[tuple[str, str, str]], progress: ProgressCallback | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stat ``(sample_id, abs_path, label)`` rows; return (present rows, skipped rows)."""
-    good, skipped = [], []
-    for sample_id, file_path, label in rows:
-        if not (is_utf8(file_path) and is_utf8(sample_id)):  # cannot be stored in a report
-            skipped.append((displayable_path(sample_id), displayable_path(file_path), "non_utf8_name",
-                            "the path is not valid UTF-8"))
-            continue
-        try:
-            st = os.stat(file_path)
-        except FileNotFoundError:
-            skipped.append((sample_id, file_path, "missing", "no such file"))
-            continue
-        except OSError as exc:
-            skipped.append((sample_id, file_path, "unreadable", str(exc)))
-            continue
-        if not os.path.isfile(file_path):
-            skipped.append((sample_id, file_path, "not_an_image", "is a directory"))
-        elif st.st_size == 0:
-            skipped.append((sample_id, file_path, "empty", "zero bytes"))
-        else:
-            good.append((sample_id, file_path, label, st.st_size, st.st_mtime_ns))
-    good_df = pd.DataFrame(good, columns=["sample_id", "path", "label", "file_size", "mtime_ns"])
-    good_df = good_df.astype({"sample_id": object, "path": object, "label": object, "file_size": "int64", "mtime_ns": "int64"})
-    skipped_df = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object)
-    return good_df, skipped_df
+    sample_ids = np.array([row[0] for row in rows], dtype=object)
+    paths = np.array([row[1] for row in rows], dtype=object)
+    labels = np.array([row[2] for row in rows], dtype=object)
+    usable, file_size, mtime_ns, skipped = _check_files(sample_ids, paths, progress)
+    good = pd.DataFrame(
+        {
+            "sample_id": pd.Series(sample_ids[usable], dtype=object),
+            "path": pd.Series(paths[usable], dtype=object),
+            "label": pd.Series(labels[usable], dtype=object),
+            "file_size": file_size[usable],
+            "mtime_ns": mtime_ns[usable],
+        }
+    )
+    return good, skipped
+
+
+# Outcomes of the per-file check, as codes in a uint8 array; the reason and detail of each skip.
+_USABLE, _MISSING, _UNREADABLE, _DIRECTORY, _NOT_REGULAR, _EMPTY, _NON_UTF8 = range(7)
+_CHECK_REASONS = np.array(["", "missing", "unreadable", "not_an_image", "not_an_image", "empty", "non_utf8_name"], dtype=object)
+_CHECK_DETAILS = np.array(
+    ["", "no such file", "", "is a directory", "not a regular file", "zero bytes", "the path is not valid UTF-8"], dtype=object
+)
+
+
+def _check_files(
+    sample_ids: np.ndarray, paths: np.ndarray, progress: ProgressCallback | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Stat every file once.
+
+    Parameters
+    ----------
+    sample_ids, paths : numpy.ndarray
+        ``(N,)`` object arrays of str: each sample's id and absolute path.
+    progress : callable, optional
+        ``progress(CHECK_FILES_PHASE, done, N)`` every :data:`_STAT_BATCH` files.
+
+    Returns
+    -------
+    usable : numpy.ndarray
+        ``(N,)`` bool: the file exists, is a regular file, is not empty and its name is UTF-8.
+    file_size, mtime_ns : numpy.ndarray
+        ``(N,)`` int64, meaningful where ``usable``.
+    skipped : pandas.DataFrame
+        The other rows, in input order, with ``SKIPPED_COLUMNS`` (object dtype).
+    """
+    total = len(paths)
+    outcome = np.zeros(total, dtype=np.uint8)
+    file_size = np.zeros(total, dtype=np.int64)
+    mtime_ns = np.zeros(total, dtype=np.int64)
+    errors: dict[int, str] = {}  # row -> the OSError text of an unreadable file
+    if progress:
+        progress(CHECK_FILES_PHASE, 0, total)
+    for start in range(0, total, _STAT_BATCH):
+        stop = min(start + _STAT_BATCH, total)
+        batch_paths, batch_ids = paths[start:stop], sample_ids[start:stop]
+        # One encode per batch: a manifest's names are UTF-8 already, only a folder walk's may not be.
+        all_utf8 = is_utf8("".join(batch_paths)) and is_utf8("".join(batch_ids))
+        for i in range(start, stop):
+            file_path = paths[i]
+            if not all_utf8 and not (is_utf8(file_path) and is_utf8(sample_ids[i])):
+                outcome[i] = _NON_UTF8  # cannot be stored in a report
+                continue
+            try:
+                st = os.stat(file_path)
+            except FileNotFoundError:
+                outcome[i] = _MISSING
+                continue
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+                outcome[i] = _UNREADABLE
+                errors[i] = str(exc)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                outcome[i] = _DIRECTORY if stat.S_ISDIR(st.st_mode) else _NOT_REGULAR
+            elif st.st_size == 0:
+                outcome[i] = _EMPTY
+            else:
+                file_size[i] = st.st_size
+                mtime_ns[i] = st.st_mtime_ns
+        if progress:
+            progress(CHECK_FILES_PHASE, stop, total)
+    usable = outcome == _USABLE
+    bad = np.flatnonzero(~usable)
+    detail = _CHECK_DETAILS[outcome[bad]]
+    if errors:
+        detail[np.searchsorted(bad, np.fromiter(errors, dtype=np.int64))] = list(errors.values())
+    skipped = pd.DataFrame(
+        {
+            "sample_id": pd.Series(sample_ids[bad], dtype=object),
+            "path": pd.Series(paths[bad], dtype=object),
+            "reason": pd.Series(_CHECK_REASONS[outcome[bad]], dtype=object),
+            "detail": pd.Series(detail, dtype=object),
+        }
+    )
+    non_utf8 = skipped["reason"] == "non_utf8_name"
+    if non_utf8.any():
+        for column in ("sample_id", "path"):
+            skipped.loc[non_utf8, column] = skipped.loc[non_utf8, column].map(displayable_path)
+    return usable, file_size, mtime_ns, skipped
 
 
 def _order_classes(labels: Sequence[str]) -> tuple[str, ...]:
@@ -437,7 +558,7 @@ def _finish(
     return SampleTable(samples, class_names, source, kind, skipped.reset_index(drop=True), **kwargs)
 
 
-def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
+def _load_folder(root: Path, classes: Sequence[str] | None, progress: ProgressCallback | None = None) -> SampleTable:
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -483,7 +604,7 @@ def _load_folder(root: Path, classes: Sequence[str] | None) -> SampleTable:
             raise DatasetError(
                 f"class folder {str(class_root)!r} contains no images{detail}; add images to it or remove it"
             )
-    samples, missing = _stat_rows(rows)
+    samples, missing = _stat_rows(rows, progress)
     skipped_df = pd.concat(
         [pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True
     )
@@ -542,24 +663,91 @@ def _has_image_ext(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def read_table(path: Path, what: str) -> pd.DataFrame:
+def read_table(path: Path, what: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a parquet (``.parquet``/``.pq``) or CSV file; CSV cells are text, and only empty
     cells are missing (class names such as ``NA`` or ``None`` stay text). A CSV cell escaped
     against spreadsheet formulas (``'=x``, as labelaudit writes them) reads back as ``=x``.
+
+    ``columns`` (names as returned, e.g. from :func:`table_columns`) reads only those columns:
+    a million-row manifest's other columns never reach memory.
 
     Raises :class:`ManifestError` naming ``what`` (e.g. "manifest") when the file cannot be read.
     """
     kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
     try:
         if kind == "csv":
+            if columns is not None:
+                return _unescape_frame(_read_csv_columns(path, list(columns)))
             return _unescape_frame(pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=None if columns is None else list(columns))
     except Exception as exc:  # pyarrow/pandas raise many types for a bad file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(
-            f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid "
-            f"{kind} file"
-        ) from exc
+        raise _unreadable(path, what, kind, exc) from exc
+
+
+def table_columns(path: Path, what: str) -> tuple[list[str], bool]:
+    """``(column names, has rows)`` of a parquet or CSV file, names as :func:`read_table` returns
+    them, without reading the rows (a CSV's first data row at most).
+
+    Raises :class:`ManifestError` naming ``what`` when the file cannot be read.
+    """
+    from .reports import unescape_cell
+
+    kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    try:
+        if kind == "csv":
+            head = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], nrows=1)
+            return [unescape_cell(str(c)) for c in head.columns], len(head) > 0
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        index_columns = {c for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        names = [name for name in parquet.schema_arrow.names if name not in index_columns]
+        return names, parquet.metadata.num_rows > 0
+    except Exception as exc:  # pyarrow/pandas raise many types for a bad file
+        raise _unreadable(path, what, kind, exc) from exc
+
+
+def _unreadable(path: Path, what: str, kind: str, exc: Exception) -> ManifestError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ManifestError(
+        f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid "
+        f"{kind} file"
+    )
+
+
+def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The CSV's ``columns`` (named as after unescaping), as text; the other columns are skipped
+    while parsing. pyarrow's multi-threaded reader when the header is plain (unique, non-empty
+    names), else (or when it refuses the file) pandas' reader, whose messages name the problem."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from .reports import unescape_cell
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next((record for record in csv.reader(fh) if record), [])
+    shown = [unescape_cell(name) for name in header]
+    if len(set(header)) == len(header) and all(header) and len(set(shown)) == len(shown):
+        raw = [header[shown.index(name)] for name in columns]
+        try:
+            table = pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=raw,
+                    column_types={name: pa.string() for name in raw},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+            frame = table.to_pandas()
+            del table
+            return frame.astype({name: "str" for name in raw})
+        except (pa.ArrowException, ValueError):
+            pass  # e.g. a short row, which pandas reads with missing cells
+    everything = [unescape_cell(str(c)) for c in pd.read_csv(path, dtype=str, nrows=0).columns]
+    positions = [everything.index(name) for name in columns]
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], usecols=positions)
 
 
 def _unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -573,15 +761,27 @@ def _unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _read_manifest(path: Path) -> pd.DataFrame:
-    frame = read_table(path, "manifest")
+def _read_manifest(
+    path: Path, path_column: str | None, label_column: str | None, id_column: str | None, *, with_label: bool = True
+) -> tuple[pd.DataFrame, str, str | None, str | None]:
+    """``(frame, path column, label column, id column)``: only the columns needed are read."""
+    columns, has_rows = table_columns(path, "manifest")
+    if not has_rows:
+        raise ManifestError(f"manifest {str(path)!r} has no rows; add one row per image")
+    path_col = _pick_column(columns, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
+    label_col = None
+    if with_label:
+        label_col = _pick_column(columns, label_column, LABEL_COLUMN_CANDIDATES, "label", "--label-column", path)
+    id_col = _pick_column(columns, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
+    needed = list(dict.fromkeys(c for c in (path_col, label_col, id_col) if c is not None))
+    frame = read_table(path, "manifest", columns=needed)
     if frame.empty:
         raise ManifestError(f"manifest {str(path)!r} has no rows; add one row per image")
-    return frame
+    return frame, path_col, label_col, id_col
 
 
-def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates: Sequence[str], role: str, option: str, path: Path, required: bool = True) -> str | None:
-    columns = [str(c) for c in frame.columns]
+def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str, option: str, path: Path, required: bool = True) -> str | None:
+    columns = [str(c) for c in columns]
     if wanted is not None:
         if wanted in columns:
             return wanted
@@ -658,12 +858,17 @@ def _load_manifest(
     label_column: str | None,
     id_column: str | None,
     classes: Sequence[str] | None,
+    progress: ProgressCallback | None = None,
 ) -> SampleTable:
-    frame = _read_manifest(path)
-    path_col = _pick_column(frame, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
-    label_col = _pick_column(frame, label_column, LABEL_COLUMN_CANDIDATES, "label", "--label-column", path)
-    id_col = _pick_column(frame, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
+    # Column-wise throughout: a million-row manifest costs seconds, and each row is held once as
+    # Python strings (its id and absolute path) plus a few numbers.
+    def step(done: int) -> None:
+        if progress:
+            progress(READ_MANIFEST_PHASE, done, _READ_STEPS)
 
+    step(0)
+    frame, path_col, label_col, id_col = _read_manifest(path, path_column, label_column, id_column)
+    step(1)
     for col, role in ((path_col, "path"), (label_col, "label")):
         blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
         if blank.any():
@@ -673,36 +878,167 @@ def _load_manifest(
                 f"{col!r} (first {_where_row(path, first)}); fill them in or drop those rows"
             )
     kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
-    labels = _labels_as_text(frame[label_col], strip=kind == "csv")
-    written = frame[path_col].map(lambda p: str(p).strip())
-    root = path.parent
-    absolute = written.map(lambda p: os.path.normpath(os.path.join(root, os.path.expanduser(p))))
+    label_codes, label_texts = _label_codes(frame[label_col], strip=kind == "csv")
+    step(2)
+    written = _path_cells(frame[path_col])
+    absolute, path_codes = _absolute_paths(written, path.parent)
+    ids = _id_cells(frame[id_col]) if id_col is not None else _default_ids(written)
+    step(3)
     if id_col is not None:
-        ids = frame[id_col].map(str)
         dup_ids = ids[ids.duplicated()]
         if len(dup_ids):
             raise ManifestError(
                 f"manifest {path.name!r} column {id_col!r} repeats the id {dup_ids.iloc[0]!r} "
                 f"({len(dup_ids)} repeats); ids must be unique"
             )
-    else:
-        ids = written.map(lambda p: Path(p).as_posix())
+    del frame, written
+    # Python strings from here on: hand the Arrow temporaries' memory back first, or the process
+    # holds both (pyarrow's allocator keeps freed blocks for reuse).
+    _release_arrow_memory()
+    absolute, ids = absolute.to_numpy(dtype=object), ids.to_numpy(dtype=object)
+    _release_arrow_memory()
+    step(4)
 
-    dup = absolute.duplicated(keep="first")
-    first_label = labels.groupby(absolute).transform("first")
-    duplicate_rows = pd.DataFrame(
+    first = _first_occurrences(path_codes)
+    duplicate_rows = _duplicate_rows(absolute, path_codes, first, label_codes, label_texts)
+    kept = np.flatnonzero(first)
+    class_names, class_of_code = _class_index(label_texts, np.unique(label_codes[kept]), classes)
+
+    usable, file_size, mtime_ns, skipped = _check_files(ids[kept], absolute[kept], progress)
+    rows = kept[usable]
+    given_label = class_of_code[label_codes[rows]]
+    samples = pd.DataFrame(
         {
-            "path": absolute[dup].to_numpy(),
-            "first_label": first_label[dup].to_numpy(),
-            "label": labels[dup].to_numpy(),
+            "sample_id": pd.Series(ids[rows], dtype=object),
+            "path": pd.Series(absolute[rows], dtype=object),
+            "label": pd.Series(np.array(class_names, dtype=object)[given_label], dtype=object),
+            "given_label": given_label,
+            "file_size": file_size[usable],
+            "mtime_ns": mtime_ns[usable],
+            # Each sample's 0-based data row in the manifest (rows that become skips or repeats
+            # count too): a user's .npy of embeddings or probabilities in manifest order is
+            # aligned by it (labelaudit.byo).
+            "manifest_row": rows.astype(np.int64),
         }
     )
-    duplicate_rows["conflicting"] = duplicate_rows["first_label"] != duplicate_rows["label"]
+    return SampleTable(samples, class_names, path, kind, skipped, duplicate_rows=duplicate_rows)
 
-    keep = ~dup
-    rows = list(zip(ids[keep], absolute[keep], labels[keep]))
-    samples, skipped = _stat_rows(rows)
-    # Each sample's 0-based data row in the manifest (rows that become skips or repeats count too):
-    # a user's .npy of embeddings or probabilities in manifest order is aligned by it (labelaudit.byo).
-    samples["manifest_row"] = samples["sample_id"].map(dict(zip(ids[keep], np.flatnonzero(keep.to_numpy())))).astype("int64")
-    return _finish(samples, skipped, path, kind, classes, list(labels[keep]), duplicate_rows)
+
+# A path cell with none of these is its own sample id and joins the manifest's folder by plain
+# concatenation; the rest (rare) go through os.path and pathlib one by one.
+_NEEDS_NORMALISING = r"//|(?:^|/)\.\.?(?:/|$)|/$|^~"
+
+
+def _path_cells(cells: pd.Series) -> pd.Series:
+    """A manifest's path cells as text without surrounding whitespace (blank cells removed before)."""
+    text = cells if pd.api.types.is_string_dtype(cells) and not cells.dtype == object else cells.map(str).astype("str")
+    return text.str.strip()
+
+
+def _absolute_paths(written: pd.Series, root: Path) -> tuple[pd.Series, np.ndarray]:
+    """``(absolute, codes)``: ``os.path.normpath(os.path.join(root, os.path.expanduser(cell)))``
+    per cell, and ``(N,)`` int codes equal for equal paths (numbered in order of first appearance)."""
+    prefix = os.path.join(str(root), "")
+    is_absolute = written.str.startswith("/").to_numpy(dtype=bool)
+    if not is_absolute.any():  # the usual manifest: one kind of path, no per-row choice to make
+        joined = prefix + written
+    elif is_absolute.all():
+        joined = written
+    else:
+        joined = written.where(is_absolute, prefix + written)
+    unusual = written.str.contains(_NEEDS_NORMALISING, regex=True).to_numpy(dtype=bool)
+    if unusual.any():
+        joined = joined.copy()
+        joined[unusual] = [os.path.normpath(os.path.join(root, os.path.expanduser(p))) for p in written[unusual]]
+    codes, _ = pd.factorize(joined)
+    return joined, codes
+
+
+def _default_ids(written: pd.Series) -> pd.Series:
+    """Sample ids of a manifest without an id column: each path cell as a POSIX path (``./a.png``
+    is ``a.png``)."""
+    unusual = written.str.contains(_NEEDS_NORMALISING, regex=True).to_numpy(dtype=bool)
+    if not unusual.any():
+        return written
+    ids = written.copy()
+    ids[unusual] = [Path(p).as_posix() for p in written[unusual]]
+    return ids
+
+
+def _id_cells(cells: pd.Series) -> pd.Series:
+    """A manifest's id cells as text (a missing cell is the text ``"nan"``)."""
+    if pd.api.types.is_string_dtype(cells) and not cells.dtype == object and not cells.isna().any():
+        return cells
+    return cells.map(str).astype(object)
+
+
+def _release_arrow_memory() -> None:
+    """Return the blocks pyarrow's allocator keeps after its arrays are freed to the system."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _first_occurrences(codes: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: True where a code appears for the first time. Codes are numbered in order of
+    first appearance (:func:`pandas.factorize`), so a first appearance raises the running maximum."""
+    running = np.maximum.accumulate(codes) if len(codes) else codes
+    first = np.ones(len(codes), dtype=bool)
+    first[1:] = running[1:] > running[:-1]
+    return first
+
+
+def _duplicate_rows(
+    absolute: np.ndarray, path_codes: np.ndarray, first: np.ndarray, label_codes: np.ndarray, label_texts: np.ndarray
+) -> pd.DataFrame:
+    """Rows repeating an earlier path: ``path, first_label, label, conflicting``."""
+    repeats = np.flatnonzero(~first)
+    first_row_of_code = np.flatnonzero(first)  # code c first appears in row first_row_of_code[c]
+    first_codes = label_codes[first_row_of_code[path_codes[repeats]]]
+    rows = pd.DataFrame(
+        {
+            "path": absolute[repeats],
+            "first_label": label_texts[first_codes],
+            "label": label_texts[label_codes[repeats]],
+        }
+    )
+    rows["conflicting"] = first_codes != label_codes[repeats]
+    return rows
+
+
+def _label_codes(values: pd.Series, *, strip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, texts)``: each label's index into ``texts``, the distinct labels as text
+    (``(N,)`` int64 and ``(L,)`` object arrays). Converts the ``L`` distinct values, not the
+    ``N`` cells, with :func:`_labels_as_text`'s rules."""
+    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
+        values = values.astype("int64")
+    codes, distinct = pd.factorize(values)
+    texts = _labels_as_text(pd.Series(distinct), strip=strip)
+    # Values that differ only by whitespace (CSV) or type (1 and "1") become one label.
+    text_codes, unique_texts = pd.factorize(texts)
+    return text_codes[codes].astype(np.int64), np.asarray(unique_texts, dtype=object)
+
+
+def _class_index(
+    label_texts: np.ndarray, used: np.ndarray, classes: Sequence[str] | None
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(class_names, class_of_code)``: the classes (:func:`_order_classes` of the labels at
+    ``used``, or ``classes``, which each used label must name) and each label's class index
+    (``(L,)`` int64, -1 for a label not in ``used``)."""
+    used_texts = [str(t) for t in label_texts[used]]
+    if classes is not None:
+        class_names = tuple(str(c) for c in classes)
+        lookup = match_classes(used_texts, class_names)
+        unknown = sorted(label for label, name in lookup.items() if name is None)
+        if unknown:
+            raise DatasetError(
+                f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
+                f"({len(unknown)} unknown labels); fix the labels or add the class"
+            )
+    else:
+        class_names = _order_classes(used_texts)
+        lookup = {text: text for text in used_texts}
+    index = {name: i for i, name in enumerate(class_names)}
+    class_of_code = np.full(len(label_texts), -1, dtype=np.int64)
+    class_of_code[used] = [index[lookup[text]] for text in used_texts]
+    return class_names, class_of_code

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..dataset_report import DatasetReport, inspect_store
+from ..dataset_report import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
 from ..images import default_cache_dir, load_images
 from ..rundir import RunDirectory, input_paths
 from ..reports import json_text, write_json, write_skipped_csv
@@ -41,7 +41,7 @@ def inspect(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     out: Annotated[
-        Optional[str], typer.Option("--out", metavar="DIR", help="Also write inspect.json and skipped.csv into this folder (new or empty, or an earlier inspect output with --overwrite).")
+        Optional[str], typer.Option("--out", metavar="DIR", help=f"Also write inspect.json and skipped.csv (every skipped file; the JSON lists the first {MAX_SKIPPED_IN_JSON:,}) into this folder (new or empty, or an earlier inspect output with --overwrite).")
     ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
@@ -53,25 +53,33 @@ def inspect(
 
     Example: labelaudit inspect ./images --out ./inspect-run
     """
-    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    bars = not (quiet or json_output)
+    with progress_bars(bars) as progress:  # a million-row manifest's file check takes seconds
+        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
+                            progress=progress)
     output = None
     if out is not None:  # checked, locked and created before decoding
         inputs = input_paths(table, [cache_dir if cache_dir is not None else default_cache_dir()])
         output = RunDirectory(out, "inspect", inputs=inputs, overwrite=overwrite).open()
     try:
-        with progress_bars(not (quiet or json_output)) as progress:
+        with progress_bars(bars) as progress:
             store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
-        report = inspect_store(store)
+            report = inspect_store(store)
+            as_dict = report.to_dict() if output is not None or json_output else None
+            if output is not None:  # a million skipped files take a second or two to list
+                progress("write output", 0, 2)
+                write_json(output.tmp / "inspect.json", as_dict)
+                progress("write output", 1, 2)
+                write_skipped_csv(output.tmp / "skipped.csv", store.table.skipped)
+                progress("write output", 2, 2)
         if output is not None:
-            write_json(output.tmp / "inspect.json", report.to_dict())
-            write_skipped_csv(output.tmp / "skipped.csv", store.table.skipped)
             out = output.commit()
     except BaseException:
         if output is not None:
             output.abort()
         raise
     if json_output:
-        typer.echo(json_text(report.to_dict()))
+        typer.echo(json_text(as_dict))
     else:
         _render(report, out)
 
@@ -103,7 +111,7 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
     stdout.print("Modes: " + ", ".join(f"{m} {n}" for m, n in report.modes.items())
                  + "; formats: " + ", ".join(f"{f} {n}" for f, n in report.formats.items()))
 
-    if report.skipped:
+    if len(report.skipped):
         skipped = Table(title=f"Skipped files ({len(report.skipped)})", title_justify="left")
         skipped.add_column("reason")
         skipped.add_column("files", justify="right")
@@ -111,8 +119,8 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
         for reason, count in report.skipped_by_reason.items():
             skipped.add_row(reason, str(count), SKIP_REASONS.get(reason, ""))
         stdout.print(skipped)
-        for row in report.skipped[:_LIST_LIMIT]:
-            stdout.print(f"  {row['reason']:<22} {row['path']}", markup=False)
+        for row in report.skipped.head(_LIST_LIMIT).itertuples(index=False):
+            stdout.print(f"  {row.reason:<22} {row.path}", markup=False)
         if len(report.skipped) > _LIST_LIMIT:
             where = f"see {out / 'skipped.csv'}" if out else "pass --out DIR for the full list"
             stdout.print(f"  ... and {len(report.skipped) - _LIST_LIMIT} more ({where})")
