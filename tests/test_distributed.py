@@ -15,7 +15,7 @@ import torch
 from labelaudit.training import TensorData, TrainConfig, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
-#: Long enough for the flags to settle (measured: 96% agreement at 0.3, 92% at 0.1), short enough for CI.
+#: Long enough for the flags to settle (measured: 96.4% agreement at 0.3, 98.0% at 1), short enough for CI.
 BUDGET = "0.3"
 
 

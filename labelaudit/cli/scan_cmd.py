@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -57,7 +58,7 @@ def scan_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32; on a CPU a head over embeddings always trains in float32.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
-    max_memory: Annotated[str, typer.Option("--max-memory", metavar="SIZE", help="Memory for the decoded images and per-sample state, e.g. 8GB or 512MB: larger image sets stay in the cache file and are read batch by batch (same result, prefetched), and per-sample state over a quarter of it is kept in float16 [default: auto = half of the available RAM, shared by the processes torchrun starts on the machine].")] = "auto",
+    max_memory: Annotated[str, typer.Option("--max-memory", metavar="SIZE", help="Memory budget per process for the decoded images and per-sample state, e.g. 8GB or 512MB: images that do not fit what the state leaves stay in the cache file and are read batch by batch (same result, prefetched); per-sample state over a quarter of it is kept in float16. See docs/scale.md [default: auto = half of the machine's RAM, divided among the processes torchrun starts on it].")] = "auto",
     image_size: ImageSizeOpt = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -105,7 +106,10 @@ def scan_command(
     from ..inputs import resolve_train_mode
 
     resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)  # contradictions fail first
-    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    shown = not (quiet or json_output) and os.environ.get("RANK", "0") == "0"  # under torchrun: rank 0 only
+    with progress_bars(shown) as progress:  # a million-row manifest's file check takes seconds
+        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
+                            progress=progress)
     # Under torchrun (several processes): rank 0 prints and writes the run directory; the others
     # train their share and leave.
     distributed.setup(device)
