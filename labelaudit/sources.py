@@ -540,12 +540,7 @@ def _finish(
     if classes is not None:
         class_names = tuple(str(c) for c in classes)
         lookup = match_classes(all_labels, class_names)
-        unknown = sorted(label for label, name in lookup.items() if name is None)
-        if unknown:
-            raise DatasetError(
-                f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
-                f"({len(unknown)} unknown labels); fix the labels or add the class"
-            )
+        _refuse_unknown_labels(lookup, class_names)
         samples["label"] = samples["label"].map(lookup).astype(object)  # a class's name exactly
     else:
         class_names = _order_classes(all_labels)
@@ -1029,12 +1024,7 @@ def _class_index(
     if classes is not None:
         class_names = tuple(str(c) for c in classes)
         lookup = match_classes(used_texts, class_names)
-        unknown = sorted(label for label, name in lookup.items() if name is None)
-        if unknown:
-            raise DatasetError(
-                f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
-                f"({len(unknown)} unknown labels); fix the labels or add the class"
-            )
+        _refuse_unknown_labels(lookup, class_names)
     else:
         class_names = _order_classes(used_texts)
         lookup = {text: text for text in used_texts}
@@ -1042,3 +1032,13 @@ def _class_index(
     class_of_code = np.full(len(label_texts), -1, dtype=np.int64)
     class_of_code[used] = [index[lookup[text]] for text in used_texts]
     return class_names, class_of_code
+
+
+def _refuse_unknown_labels(lookup: dict, class_names: tuple[str, ...]) -> None:
+    """DatasetError naming the first label that ``lookup`` (from :func:`match_classes`) could not place."""
+    unknown = sorted(label for label, name in lookup.items() if name is None)
+    if unknown:
+        raise DatasetError(
+            f"label {unknown[0]!r} is not one of the given classes {list(class_names)!r} "
+            f"({len(unknown)} unknown labels); fix the labels or add the class"
+        )
