@@ -128,37 +128,30 @@ def primary_first():
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place (nothing in a single process); returns it."""
-    if active():
-        _reduce(tensor, dist.ReduceOp.SUM)
-    return tensor
-
-
-def _reduce(tensor: torch.Tensor, op) -> None:
-    if backend() == "nccl" and tensor.device.type != "cuda":  # NCCL reduces GPU tensors only
-        on_gpu = tensor.to(torch.device("cuda", local_rank()))
-        dist.all_reduce(on_gpu, op=op)
-        tensor.copy_(on_gpu)
-    else:
-        dist.all_reduce(tensor, op=op)
+    return _collective(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Largest value over all ranks, in place (nothing in a single process); returns it."""
-    if active():
-        _reduce(tensor, dist.ReduceOp.MAX)
-    return tensor
+    return _collective(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.MAX))
 
 
 def broadcast(tensor: torch.Tensor) -> torch.Tensor:
     """Rank 0's ``tensor`` on every rank, in place (nothing in a single process); returns it."""
+    return _collective(tensor, lambda t: dist.broadcast(t, src=0))
+
+
+def _collective(tensor: torch.Tensor, operation) -> torch.Tensor:
+    """Run the in-place ``operation`` on ``tensor`` across the ranks; NCCL works on GPU tensors
+    only, so a host tensor goes through this process's GPU there."""
     if not active():
         return tensor
     if backend() == "nccl" and tensor.device.type != "cuda":
         on_gpu = tensor.to(torch.device("cuda", local_rank()))
-        dist.broadcast(on_gpu, src=0)
+        operation(on_gpu)
         tensor.copy_(on_gpu)
     else:
-        dist.broadcast(tensor, src=0)
+        operation(tensor)
     return tensor
 
 

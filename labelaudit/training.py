@@ -395,7 +395,6 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.progress = progress
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        self.distributed_backend = distributed.backend() if self.world > 1 else None
         if len(data) < self.world or config.batch_size < self.world:
             raise ConfigError(f"{len(data)} samples in batches of {config.batch_size} cannot be shared by {self.world} "
                               "processes (each needs a sample of every batch); run fewer processes (torchrun "
