@@ -75,7 +75,11 @@ def default_beta(num_classes: int) -> float:
 class PMNARConfig:
     """Schedule and parts of PMNAR. ``variant``: ``pm`` (PM loss, one network), ``pm-ar`` (PM +
     adaptive reweighting from itself, one network) or ``full`` (two networks reweighting each
-    other, with consistency)."""
+    other, with consistency).
+
+    ``reweight_from``, ``shrink_sets`` and ``consistency_target`` exist to measure the paper's
+    choices against their alternatives (docs/methods.md, "Where our PMNAR differs from the
+    paper"); the defaults are the paper's."""
 
     epochs: int = 24
     warmup: int = 5
@@ -83,12 +87,19 @@ class PMNARConfig:
     schedule: str = "constant"  # measured better than the paper-shaped "step" at this budget (docs/methods.md)
     beta: float | None = None  # None: default_beta(K)
     variant: str = "full"
+    reweight_from: str = "peer"  # peer (paper) or own: whose confidence in the given label weights a sample
+    shrink_sets: bool = True  # paper: each epoch after warm-up the argmax class leaves the multi-negative set
+    consistency_target: str = "ensemble"  # ensemble (paper: mean of both networks' clean views) or own
 
     def validate(self) -> "PMNARConfig":
         if self.variant not in VARIANTS:
             raise ConfigError(f"pmnar variant must be one of {list(VARIANTS)}; got {self.variant!r}")
         if self.warmup < 0 or self.epochs < 1:
             raise ConfigError(f"pmnar needs epochs >= 1 and warmup >= 0; got {self.epochs!r}, {self.warmup!r}")
+        if self.reweight_from not in ("peer", "own"):
+            raise ConfigError(f"pmnar reweight_from must be 'peer' or 'own'; got {self.reweight_from!r}")
+        if self.consistency_target not in ("ensemble", "own"):
+            raise ConfigError(f"pmnar consistency_target must be 'ensemble' or 'own'; got {self.consistency_target!r}")
         if self.beta is not None and self.beta < 0:
             raise ConfigError(f"beta must be >= 0; got {self.beta!r}")
         return self
@@ -135,9 +146,11 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
         if epoch["index"] >= max(config.warmup, 1):
             given = clean[:, torch.arange(n, device=device), labels]  # (M, N)
             for net in range(m):
-                remove_predicted(complementary[net], clean[net])
+                if config.shrink_sets:
+                    remove_predicted(complementary[net], clean[net])
                 if config.variant != "pm":
-                    peer = (net + 1) % m  # the other network; itself when there is only one
+                    # The other network (itself when there is only one, or when measuring "own").
+                    peer = (net + 1) % m if config.reweight_from == "peer" else net
                     weights[net] = adaptive_weights(given[peer])
         epoch["index"] += 1
         return weights
@@ -152,7 +165,8 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
         for net in range(m):
             per_sample = w[net, index] * pm_loss_per_sample(probs_aug[net], batch_labels, complementary[net, index])
             if beta:
-                per_sample = per_sample + beta * consistency_kl(target, logits[net])
+                own = config.consistency_target == "own"
+                per_sample = per_sample + beta * consistency_kl(probs_clean[net] if own else target, logits[net])
             total = total + per_sample.mean()
         return total, torch.tensor(len(index))
 
