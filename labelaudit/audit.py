@@ -6,7 +6,7 @@ one place that decides what is flagged and what is estimated from them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -228,3 +228,53 @@ def audit_from_soft_labels(
         flag_rule=rule,
         model_noise_rate=model_noise_rate(soft, given),
     )
+
+
+#: Why a sample is listed for review (``reason`` column): its label looks wrong, it is a
+#: near-duplicate of a sample with another label, or it looks like no class of the dataset.
+REASONS = ("label", "duplicate_conflict", "outlier")
+
+
+def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
+    """``audit`` with the near-duplicate and outlier columns of ``issues``
+    (:class:`labelaudit.similarity.SimilarityIssues`) and a ``reason`` column, and with outliers
+    left out of the noise-rate estimates and T: an image of no class has no true class to be
+    wrong about, and counting its label as a flip would add a row of T that does not exist.
+
+    ``reason`` lists the reasons a sample should be reviewed, ``;``-separated in the order of
+    :data:`REASONS` (empty when none).
+    """
+    report = audit.report.copy()
+    ids = report["sample_id"].to_numpy()
+    has_copy = issues.duplicate_of >= 0
+    report["duplicate_group"] = issues.duplicate_group
+    report["duplicate_of"] = np.where(has_copy, ids[np.maximum(issues.duplicate_of, 0)], "")
+    report["duplicate_similarity"] = issues.duplicate_similarity
+    report["duplicate_conflict"] = issues.duplicate_conflict
+    report["outlier_score"] = issues.outlier_score
+    report["is_outlier"] = issues.is_outlier
+    report["reason"] = reason_column(report)
+    keep = ~np.asarray(issues.is_outlier, dtype=bool)
+    given = table.samples["given_label"].to_numpy()
+    flags = report["suspected_noisy"].to_numpy(dtype=bool)
+    k = table.num_classes
+    if not keep.any():  # every sample an outlier: nothing left to estimate from, keep the estimates
+        return replace(audit, report=report)
+    return replace(
+        audit,
+        report=report,
+        noise_rate=float(flags[keep].mean()),
+        per_class_noise_rates=per_class_noise_rates(flags[keep], given[keep], k),
+        transition_matrix=transition_matrix(audit.cleaned_labels[keep], given[keep], k),
+        model_noise_rate=model_noise_rate(audit.soft_labels[keep], given[keep]),
+    )
+
+
+def reason_column(report: pd.DataFrame) -> np.ndarray:
+    """``(N,)`` str: the :data:`REASONS` that apply to each row of a report, ``;``-separated."""
+    parts = [report["suspected_noisy"].to_numpy(dtype=bool)]
+    parts.append(report["duplicate_conflict"].to_numpy(dtype=bool) if "duplicate_conflict" in report
+                 else np.zeros(len(report), dtype=bool))
+    parts.append(report["is_outlier"].to_numpy(dtype=bool) if "is_outlier" in report
+                 else np.zeros(len(report), dtype=bool))
+    return np.array([";".join(r for r, on in zip(REASONS, row) if on) for row in zip(*parts)], dtype=object)

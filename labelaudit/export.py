@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
 import pandas as pd
 
 from . import __version__
@@ -49,7 +50,7 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 
 #: Columns of ``review.csv`` (the ``csv`` format); the first four are those of a decisions file.
 REVIEW_COLUMNS = ["sample_id", "decision", "new_label", "note", "given_label", "suggested_label",
-                  "suggested_confidence", "label_quality", "rank", "path"]
+                  "suggested_confidence", "label_quality", "rank", "reason", "path"]
 
 # Characters XML 1.0 cannot hold at all (not even escaped): C0 controls other than tab, LF, CR.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -83,8 +84,13 @@ class ExportResult:
 
 
 def flagged_report(report: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a scan's ``report`` with ``suspected_noisy`` true, most suspect first (by ``rank``)."""
-    flagged = report[report["suspected_noisy"].astype(bool)]
+    """The rows of a scan's ``report`` to review, most suspect label first (by ``rank``): those with
+    ``suspected_noisy`` true and, in a scan that searched them, near-duplicates of another label
+    and outliers (a non-empty ``reason``). A report without ``reason`` (an older scan) gets one."""
+    from .audit import reason_column
+
+    report = report.assign(reason=reason_column(report)) if "reason" not in report else report
+    flagged = report[report["reason"].fillna("").astype(str) != ""]
     return flagged.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
@@ -167,8 +173,11 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
     """One Label Studio task per row of ``flagged`` (a scan report's flagged rows).
 
     ``data`` holds ``image`` (the local-files reference), ``sample_id``, ``given_label``,
-    ``suggested_label``, ``suggested_confidence``, ``label_quality`` and ``rank`` (never a key
-    named like the Choices, ``label``); ``predictions`` holds the suggested label as a ``choices``
+    ``suggested_label``, ``suggested_confidence``, ``label_quality``, ``rank``, ``reason`` (why
+    it is listed: ``label``, ``duplicate_conflict``, ``outlier``, ``;``-separated) and, when the
+    scan searched them, ``duplicate_of`` (the sample id of its near-copy, or ``""``),
+    ``duplicate_similarity`` and ``outlier_score`` (never a key named like the Choices,
+    ``label``); ``predictions`` holds the suggested label as a ``choices``
     result with ``score`` = the suggested label's probability.
     """
     tasks = []
@@ -183,6 +192,7 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
                 "suggested_confidence": score,
                 "label_quality": float(row.label_quality),
                 "rank": int(row.rank),
+                **_similarity_fields(row),
             },
             "predictions": [{
                 "model_version": model_version,
@@ -194,10 +204,26 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
     return tasks
 
 
+def _similarity_fields(row) -> dict:
+    """A flagged row's ``reason`` and near-duplicate and outlier fields (JSON-safe: no NaN)."""
+    fields = {"reason": str(getattr(row, "reason", "label") or "label")}
+    if hasattr(row, "duplicate_of"):
+        similarity = float(row.duplicate_similarity)
+        fields.update(duplicate_of=str(row.duplicate_of if isinstance(row.duplicate_of, str) else ""),
+                      duplicate_similarity=None if np.isnan(similarity) else similarity,
+                      outlier_score=float(row.outlier_score))
+    return fields
+
+
+def _fiftyone_tags(row) -> list[str]:
+    reasons = str(getattr(row, "reason", "label") or "label").split(";")
+    return ["suspected_noisy" if r == "label" else r for r in reasons]
+
+
 def review_table(flagged: pd.DataFrame) -> pd.DataFrame:
     """The ``csv`` format: :data:`REVIEW_COLUMNS`, decision columns empty, worst first."""
     table = flagged[["sample_id", "given_label", "suggested_label", "suggested_confidence", "label_quality", "rank",
-                     "path"]].copy()
+                     "reason", "path"]].copy()
     for column in ("decision", "new_label", "note"):
         table[column] = ""
     return table[REVIEW_COLUMNS]
@@ -205,13 +231,14 @@ def review_table(flagged: pd.DataFrame) -> pd.DataFrame:
 
 def fiftyone_samples(flagged: pd.DataFrame, class_names: Sequence[str]) -> dict:
     """The ``fiftyone`` format: ``{"format", "classes", "samples": [...]}``; each sample has
-    ``filepath`` (absolute), ``tags`` (``["suspected_noisy"]``), ``labelaudit_id`` (the sample
+    ``filepath`` (absolute), ``tags`` (``suspected_noisy`` for a suspect label, and
+    ``duplicate_conflict`` / ``outlier`` by ``reason``), ``labelaudit_id`` (the sample
     id), ``ground_truth`` ``{"label"}`` (the given label), ``suggested`` ``{"label", "confidence"}``,
     ``label_quality`` and ``rank``: the keyword arguments of ``fiftyone.Sample`` and
     ``fiftyone.Classification``."""
     samples = [{
         "filepath": str(row.path),
-        "tags": ["suspected_noisy"],
+        "tags": _fiftyone_tags(row),
         "labelaudit_id": str(row.sample_id),
         "ground_truth": {"label": str(row.given_label)},
         "suggested": {"label": str(row.suggested_label), "confidence": float(row.suggested_confidence)},

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__, distributed
 from ._atomic import atomic_path
-from .audit import Audit, audit_from_soft_labels
+from .audit import Audit, audit_from_soft_labels, with_similarity
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
 from .inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
@@ -31,6 +31,7 @@ from .estimators import anchor_transition_matrix, bootstrap_interval
 from .metrics import load_truth, truth_metrics
 from .model_io import save_model
 from .reports import write_csv, write_json, write_matrix_csv, write_skipped_csv
+from .similarity import SimilarityIssues, find_similarity_issues
 from .rundir import RunDirectory, check_not_input, data_fingerprint, input_paths
 from .sources import SampleTable, load_source
 from .training import TensorData, TrainConfig, Trainer
@@ -52,6 +53,8 @@ class ScanConfig:
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
     threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
+    similarity: Optional[bool] = None  # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
+    duplicate_threshold: Optional[float] = None  # pixel similarity for near-duplicates; None: read from the data
     train: TrainConfig = field(default_factory=TrainConfig)
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
     pmnar: PMNARConfig = field(default_factory=PMNARConfig)
@@ -66,6 +69,8 @@ class ScanConfig:
         check_budget(self.epochs_scale)  # finite and > 0: inf would train forever
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
+        if self.duplicate_threshold is not None and not 0 < self.duplicate_threshold <= 1:
+            raise ConfigError(f"duplicate threshold must be in (0, 1]; got {self.duplicate_threshold!r}")
         self.train.validate()
         self.pmnar.validate()
         self.baseline.validate()
@@ -98,6 +103,8 @@ class ScanResult:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
     distributed: dict = field(default_factory=distributed.description)  # world_size and backend, at scan time
     inputs: dict = field(default_factory=lambda: {"kind": "images"})
+    similarity: Optional[SimilarityIssues] = None  # near-duplicates and outliers; None when not searched
+    similarity_skipped: Optional[str] = None  # why they were not searched
 
 
 def scan(
@@ -216,14 +223,25 @@ def scan(
             data = TensorData.from_store(store, config.train.max_memory)
             if normalisation is not None:  # a pretrained network expects its own normalisation
                 data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
-        trainer, soft_labels, anchor_probs, config_used = _train(data, config, progress)
+        trainer, soft_labels, anchor_probs, config_used, penultimate = _train(data, config, progress)
         if config.method == "cv-ce" and config.threshold is None:
             flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
     audit = audit_from_soft_labels(table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
+    trained = time.perf_counter()
+    similarity, similarity_skipped = None, _similarity_skipped(config, kind, len(table))
+    if similarity_skipped is None:
+        # Penultimate activations of a network trained on the pixels; a head's input is the embeddings themselves.
+        similarity = find_similarity_issues(
+            _StoreRows(store) if store is not None else None, given,
+            features=penultimate if kind == "images" else None,
+            embeddings=features if kind != "images" else None, duplicate_threshold=config.duplicate_threshold)
+        audit = with_similarity(audit, table, similarity)
     anchor_t = anchor_transition_matrix(anchor_probs)
     interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
     seconds = {"load_and_decode": prepared - started, **(trainer.phase_seconds if trainer is not None else {})}
+    if similarity is not None:
+        seconds["similarity"] = time.perf_counter() - trained
     if inputs.get("seconds") is not None:
         seconds["embed"] = inputs["seconds"]  # part of load_and_decode
     seconds["total"] = time.perf_counter() - started
@@ -242,17 +260,53 @@ def scan(
         train = replace(train, train="full" if kind == "images" else "head")
     resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
     return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
-                      truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs)
+                      truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs,
+                      similarity=similarity, similarity_skipped=similarity_skipped)
 
 
-def _train(data: TensorData, config: ScanConfig, progress) -> tuple[Trainer, np.ndarray, np.ndarray, ScanConfig]:
+#: Above this many samples the exact neighbour search (quadratic in N) is skipped unless asked for.
+SIMILARITY_MAX_SAMPLES = 200_000
+
+
+def _similarity_skipped(config: ScanConfig, kind: str, n: int) -> Optional[str]:
+    """Why near-duplicates and outliers are not searched in this scan, or None when they are."""
+    if config.similarity is False:
+        return "turned off (--no-similarity)"
+    if kind == "probs-file":
+        return "a --probs scan has no images or features to compare"
+    if n < 2:
+        return "fewer than 2 samples"
+    if not distributed.is_primary():
+        return "searched by the first process only"
+    if n > SIMILARITY_MAX_SAMPLES and config.similarity is None:
+        return (f"{n:,} samples is above {SIMILARITY_MAX_SAMPLES:,}: the exact search grows with N squared "
+                "(docs/benchmarks.md); run `labelaudit scan --similarity` to search anyway")
+    return None
+
+
+class _StoreRows:
+    """An image store read as an ``(N, S, S, C)`` array in slices (not all in memory at once)."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.store.images(index)
+
+
+def _train(data: TensorData, config: ScanConfig, progress):
     """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
-    estimator's probabilities ``(N, K)`` and the config with the schedule actually used."""
+    estimator's probabilities ``(N, K)``, the config with the schedule actually used and the
+    final network's penultimate activations ``(N, D)`` (numpy)."""
     if config.method == "cv-ce":
         baseline = config.baseline.scaled(config.epochs_scale)
         # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
         soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
-        return trainer, soft_labels, soft_labels, replace(config, baseline=baseline)
+        penultimate = trainer.predict(flip_average=False, features=True)[1].numpy()
+        return trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate
     if config.method == "nlnl":
         nlnl = config.nlnl.scaled(config.epochs_scale)
         trainer = Trainer(data, config.train, progress)
@@ -268,12 +322,13 @@ def _train(data: TensorData, config: ScanConfig, progress) -> tuple[Trainer, np.
         trainer = Trainer(data, config.train, progress)
         run_baseline(trainer, config.method, baseline)
         config = replace(config, baseline=baseline)
-    return trainer, trainer.history.mean().numpy(), trainer.predict(flip_average=False).numpy(), config
+    anchor_probs, penultimate = trainer.predict(flip_average=False, features=True)
+    return trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy()
 
 
 def summary(result: ScanResult) -> dict:
     """The run's ``summary.json`` content."""
-    audit, table = result.audit, result.table
+    audit, table, issues = result.audit, result.table, result.similarity
     names = list(table.class_names)
     flagged = int(audit.report["suspected_noisy"].sum())
     # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
@@ -302,6 +357,13 @@ def summary(result: ScanResult) -> dict:
         "noise_rate_interval_95": {"low": result.noise_rate_interval[0], "high": result.noise_rate_interval[1],
                                    "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
         "flag_rule": audit.flag_rule,
+        # Near-duplicates and images of no class (labelaudit.similarity); outliers are left out of
+        # the noise-rate estimates and T. Null counts: not searched (see similarity.skipped).
+        "n_outliers": issues.n_outliers if issues is not None else None,
+        "n_duplicate_groups": issues.n_duplicate_groups if issues is not None else None,
+        "n_duplicate_conflicts": issues.n_duplicate_conflicts if issues is not None else None,
+        "similarity": similarity_summary(issues, result.similarity_skipped),
+        "class_overlap": class_overlap(audit, table, issues),
         "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
         # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals); null: no samples.
         "per_class_noise_rate_intervals_95": {n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
@@ -344,6 +406,61 @@ def summary(result: ScanResult) -> dict:
         out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
         out["truth"]["true_transition_matrix_file"] = MATRIX_FILES["truth"]
     return out
+
+
+def review_rows(report: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a report to review, worst label first: flagged labels, and (when the scan
+    searched them) near-duplicates of another label and outliers (see the ``reason`` column)."""
+    listed = report["reason"].astype(str) != "" if "reason" in report else report["suspected_noisy"].astype(bool)
+    return report[listed.to_numpy()].sort_values("rank", kind="stable")
+
+
+def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str]) -> dict:
+    """summary.json's ``similarity`` block: what was searched, in which features, at which thresholds."""
+    if issues is None:
+        return {"searched": False, "skipped": skipped}
+    return {
+        "searched": True,
+        "features": issues.features,
+        # Pixel similarity 1 - d/255 of the aligned grey-level difference d (labelaudit.similarity).
+        "duplicate_threshold": _nan_to_none(1.0 - issues.duplicate_threshold / 255.0),
+        "duplicate_difference_threshold": _nan_to_none(issues.duplicate_threshold),
+        "n_in_duplicate_groups": int((issues.duplicate_group >= 0).sum()),
+        "n_exact_duplicates": int(issues.exact_duplicate.sum()),
+        "outlier_threshold": issues.outlier_threshold,
+    }
+
+
+def class_overlap(audit: Audit, table: SampleTable, issues: Optional[SimilarityIssues], top: int = 10) -> list[dict]:
+    """The pairs of classes most often mixed up: flagged samples suggested from one to the other
+    (either way) and near-duplicate groups holding both labels, most first (as cleanlab's
+    ``find_overlapping_classes``, from counts rather than a joint distribution). ``share`` is
+    their sum over the two classes' sample count."""
+    names = list(table.class_names)
+    k = len(names)
+    given = table.samples["given_label"].to_numpy()
+    flags = audit.report["suspected_noisy"].to_numpy(dtype=bool)
+    flips = np.zeros((k, k), dtype=np.int64)
+    np.add.at(flips, (given[flags], audit.cleaned_labels[flags]), 1)
+    shared = np.zeros((k, k), dtype=np.int64)
+    if issues is not None:
+        groups = issues.duplicate_group
+        for g in np.unique(groups[groups >= 0]):
+            members = np.unique(given[groups == g])
+            for a in range(len(members)):
+                for b in range(a + 1, len(members)):
+                    shared[members[a], members[b]] += 1
+    counts = np.bincount(given, minlength=k)
+    rows = []
+    for a in range(k):
+        for b in range(a + 1, k):
+            flipped, dup = int(flips[a, b] + flips[b, a]), int(shared[a, b] + shared[b, a])
+            if flipped + dup:
+                rows.append({"classes": [names[a], names[b]], "flagged_between": flipped,
+                             "duplicate_groups_across": dup,
+                             "share": (flipped + dup) / max(int(counts[a] + counts[b]), 1)})
+    rows.sort(key=lambda r: (-(r["flagged_between"] + r["duplicate_groups_across"]), r["classes"]))
+    return rows[:top]
 
 
 #: The run directory's matrix files, by estimator.
@@ -408,8 +525,7 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     with atomic_path(out / "report.parquet") as tmp:
         full.to_parquet(tmp, index=False)
     write_csv(out / "report.csv", audit.report)
-    flagged = audit.report[audit.report["suspected_noisy"]].sort_values("rank")
-    write_csv(out / "flagged.csv", flagged)
+    write_csv(out / "flagged.csv", review_rows(audit.report))
     write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names)
     write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names)
     if result.truth is not None:

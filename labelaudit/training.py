@@ -694,11 +694,14 @@ class Trainer:
 
     @_with_compute_threads
     @torch.no_grad()
-    def predict(self, flip_average: bool | None = None, images: torch.Tensor | MappedImages | None = None) -> torch.Tensor:
+    def predict(self, flip_average: bool | None = None, images: torch.Tensor | MappedImages | None = None,
+                *, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(N, K)`` softmax of the current model without augmentation (averaged with the
         horizontally flipped view when flips are part of training), on the training images or
         on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold).
 
+        ``features=True`` also returns the first network's penultimate activations ``(N, D)``
+        (the input of its last linear layer) on the un-flipped view, from the same forward pass.
         In a data-parallel run each rank predicts its share and every rank returns all rows.
         """
         flip_average = self.config.flip if flip_average is None else flip_average
@@ -707,16 +710,39 @@ class Trainer:
         images = self.images if own else images
         self.model.eval()
         out = torch.zeros(len(images), self.data.num_classes)
+        captured: list[torch.Tensor] = []
+        hook = None
+        if features:
+            network = self.model.networks[0] if isinstance(self.model, Ensemble) else self.model
+            last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+            hook = last.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach().float().cpu()))
         share = torch.arange(len(images)).tensor_split(self.world)[self.rank]
-        for index in share.split(512):
-            batch = self._gather(index) if own else images[index].to(self.device)
-            x = self.normalize(batch)
-            with self.autocast():
-                p = _mean_softmax(self.model(x).float())
-                if flip_average:
-                    p = (p + _mean_softmax(self.model(x.flip(3)).float())) / 2
-            out[index] = p.cpu()
-        return distributed.all_reduce_sum(out) if self.world > 1 else out
+        rows = []
+        try:
+            for index in share.split(512):
+                batch = self._gather(index) if own else images[index].to(self.device)
+                x = self.normalize(batch)
+                with self.autocast():
+                    p = _mean_softmax(self.model(x).float())
+                    if features:
+                        rows.append((index, captured.pop()))  # the un-flipped view's activations
+                    if flip_average:
+                        p = (p + _mean_softmax(self.model(x.flip(3)).float())) / 2
+                        captured.clear()
+                out[index] = p.cpu()
+        finally:
+            if hook is not None:
+                hook.remove()
+        out = distributed.all_reduce_sum(out) if self.world > 1 else out
+        if not features:
+            return out
+        dim = rows[0][1].shape[1] if rows else 0
+        activations = torch.zeros(len(images), dim)
+        for index, value in rows:
+            activations[index] = value
+        if self.world > 1:
+            activations = distributed.all_reduce_sum(activations)
+        return out, activations
 
     def preprocessing(self) -> dict:
         """What a loaded model needs to prepare new images (or embeddings) the same way."""

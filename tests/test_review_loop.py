@@ -77,7 +77,7 @@ def loop(tmp_path_factory):
         main(["scan", str(root), "--out", str(base / "run"), "--cache-dir", str(base / "cache"), *FAST])
     assert done.value.code == 0
     report = pd.read_parquet(base / "run" / "report.parquet")
-    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # flagged labels, duplicates, outliers
     assert len(flagged) >= 6 and (~report["suspected_noisy"]).sum() >= 1, "the fixture scan needs flagged and kept samples"
     return {"base": base, "root": root, "run": base / "run", "cache": base / "cache", "report": report,
             "flagged": flagged, "classes": sorted(PATTERN_CLASSES)}
@@ -98,7 +98,7 @@ def odd(tmp_path_factory):
               *BARELY_TRAINED])
     assert done.value.code == 0
     report = pd.read_parquet(base / "run" / "report.parquet")
-    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # flagged labels, duplicates, outliers
     assert len(flagged) >= 8
     return {"base": base, "root": root, "run": base / "run", "report": report, "flagged": flagged}
 
@@ -175,14 +175,15 @@ def test_csv_and_fiftyone_exports(odd, tmp_path, capsys):
     assert ",'=plain," in raw and ",=plain," not in raw  # escaped for spreadsheets
     review = read_table(tmp_path / "csv" / "review.csv", "review")
     assert list(review.columns) == ["sample_id", "decision", "new_label", "note", "given_label", "suggested_label",
-                                    "suggested_confidence", "label_quality", "rank", "path"]
+                                    "suggested_confidence", "label_quality", "rank", "reason", "path"]
     assert review["sample_id"].tolist() == flagged["sample_id"].tolist()
     assert review["given_label"].tolist() == flagged["given_label"].tolist()  # '=plain' read back raw
     assert review["decision"].isna().all()
     document = json.loads((tmp_path / "fo" / "fiftyone.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
     assert document["format"] == "labelaudit-fiftyone-1" and document["classes"] == sorted(ODD_CLASSES)
     first, row = document["samples"][0], flagged.iloc[0]
-    assert first == {"filepath": row["path"], "tags": ["suspected_noisy"], "labelaudit_id": row["sample_id"],
+    tags = ["suspected_noisy" if r == "label" else r for r in row["reason"].split(";")]
+    assert first == {"filepath": row["path"], "tags": tags, "labelaudit_id": row["sample_id"],
                      "ground_truth": {"label": row["given_label"]},
                      "suggested": {"label": row["suggested_label"], "confidence": row["suggested_confidence"]},
                      "label_quality": row["label_quality"], "rank": int(row["rank"])}

@@ -59,6 +59,8 @@ def scan_command(
     precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32; on a CPU a head over embeddings always trains in float32.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
     max_memory: Annotated[str, typer.Option("--max-memory", metavar="SIZE", help="Memory budget per process for the decoded images and per-sample state, e.g. 8GB or 512MB: images that do not fit what the state leaves stay in the cache file and are read batch by batch (same result, prefetched); per-sample state over a quarter of it is kept in float16. See docs/scale.md [default: auto = half of the machine's RAM, divided among the processes torchrun starts on it].")] = "auto",
+    similarity: Annotated[Optional[bool], typer.Option("--similarity/--no-similarity", help="Search near-duplicates (the same picture twice, e.g. under two labels) and outliers (images of no class): report columns duplicate_of, duplicate_conflict, outlier_score, is_outlier and reason; see docs/methods.md [default: on up to 200,000 samples].")] = None,
+    duplicate_threshold: Annotated[Optional[float], typer.Option("--duplicate-threshold", min=0.0, max=1.0, help="Pixel similarity (1 - aligned grey-level difference / 255) from which two images are near-duplicates [default: read from the data, summary.json similarity.duplicate_threshold].")] = None,
     image_size: ImageSizeOpt = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -95,6 +97,8 @@ def scan_command(
         image_size=image_size,
         epochs_scale=budget,
         threshold=threshold,
+        similarity=similarity,
+        duplicate_threshold=duplicate_threshold,
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed, train=train, head=head,
                           precision=precision, max_memory=parse_memory_size(max_memory)),
@@ -207,6 +211,13 @@ def _render(result, run_dir: Path) -> None:
         rates.caption = "T\\[i,i] -: no image is left in this class after cleaning (all of its images were flagged)"
         rates.caption_justify = "left"
     stdout.print(rates)
+    if result.similarity is not None:
+        issues = result.similarity
+        stdout.print(f"Near-duplicates: [bold]{issues.n_duplicate_groups}[/] groups, [bold]{issues.n_duplicate_conflicts}[/] "
+                     f"with more than one label; outliers (images unlike any class): [bold]{issues.n_outliers}[/], "
+                     "left out of the noise rate and T. All listed in flagged.csv (column reason).")
+    elif result.similarity_skipped:
+        stdout.print(f"Near-duplicates and outliers not searched: {result.similarity_skipped}.")
     if result.truth:
         t = result.truth
         stdout.print(

@@ -1,0 +1,353 @@
+"""Near-duplicates and images of no class (issue 18).
+
+Two kinds of wrong label that are not lone flips:
+
+- **Near-duplicates**: the same picture twice (re-encoded, resized, shifted or cropped by a
+  pixel or two). Candidates are each sample's nearest neighbours by cosine similarity of its
+  features (a pretrained backbone's embeddings, the user's own, or the scan network's penultimate
+  activations; exact and computed in blocks, so memory stays ``block_size x N`` floats). Features
+  of a network put every image of a class close together, so a candidate is only a near-duplicate
+  when the two decoded images match pixel for pixel: the root-mean-square difference of their
+  grey levels, at the best of the 3 x 3 one-pixel alignments and after removing any overall
+  brightness offset, is below a threshold read from the data (:func:`duplicate_threshold`).
+  Byte-identical decoded images are always duplicates (a hash of their pixels).
+- **Outliers**: an image unlike every class. Its score is the mean cosine distance to its ``k``
+  nearest neighbours in the outlier features (a backbone's embeddings when the scan has them,
+  otherwise small grey thumbnails of the images: a network trained on the classes maps a foreign
+  image onto one of them, measured in docs/benchmarks.md), divided by the median of that distance
+  over the samples given the same label, so a class that is naturally diverse does not make its
+  samples outliers.
+
+:func:`find_similarity_issues` runs both and returns a :class:`SimilarityIssues`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+#: Neighbours per sample searched for near-duplicate candidates.
+DUPLICATE_NEIGHBOURS = 20
+#: Neighbours of the outlier distance: N / 200, within these bounds (50 measured best at 10,000
+#: images; a small dataset needs fewer, or the distance averages over whole classes).
+OUTLIER_NEIGHBOURS = (5, 50)
+#: Side of the grey thumbnails used as outlier features when the scan has no embeddings.
+THUMBNAIL_SIZE = 14
+#: Largest side at which two images are compared pixel by pixel (larger images are area-averaged
+#: down to it: a copy cropped or shifted by a few pixels at full size differs by under one here).
+COMPARE_SIZE = 32
+
+
+def normalise_rows(features) -> torch.Tensor:
+    """``(N, D)`` float32 rows scaled to unit length (a zero row stays zero)."""
+    x = torch.tensor(np.asarray(features, dtype=np.float32))  # a copy: the caller's array may be read-only
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (N, D); got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("features hold NaN or infinite values")
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def nearest_neighbours(features, k: int, *, block_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of every sample by cosine similarity, itself excluded.
+
+    The similarity matrix is computed ``block_size`` rows at a time: memory is about
+    ``4 * block_size * N`` bytes besides the features. Returns ``indices`` ``(N, k)`` int64, most
+    similar first, and their ``similarities`` ``(N, k)`` float32.
+    """
+    x = normalise_rows(features)
+    n = len(x)
+    if n < 2:
+        raise ValueError("nearest neighbours need at least 2 samples")
+    k = int(min(k, n - 1))
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    indices = np.empty((n, k), dtype=np.int64)
+    similarities = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        block = x[start:stop] @ x.T  # (b, N)
+        block[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # not its own neighbour
+        top = block.topk(k, dim=1)  # sorted, most similar first
+        indices[start:stop] = top.indices.numpy()
+        similarities[start:stop] = top.values.numpy()
+    return indices, similarities
+
+
+def pixel_hashes(images, chunk: int = 4096) -> list[str]:
+    """A hash of each decoded image's pixels ``(N, ...)`` uint8: equal hashes, equal images."""
+    out = []
+    for start in range(0, len(images), chunk):
+        block = np.ascontiguousarray(images[start:start + chunk])
+        out.extend(hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() for image in block)
+    return out
+
+
+def comparison_images(images, size: int = COMPARE_SIZE, chunk: int = 4096) -> np.ndarray:
+    """``(N, s, s)`` uint8 grey versions of ``(N, H, W, C)`` uint8 images, area-averaged down to
+    ``s = min(H, size)`` (rounded to whole grey levels); read ``chunk`` images at a time."""
+    out = []
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.asarray(images[start:start + chunk])).float().mean(dim=3)  # (B, H, W)
+        if x.shape[1] > size:
+            x = torch.nn.functional.adaptive_avg_pool2d(x[:, None], size)[:, 0]
+        out.append(x.round().clamp(0, 255).to(torch.uint8).numpy())
+    return np.concatenate(out) if out else np.zeros((0, size, size), dtype=np.uint8)
+
+
+def aligned_differences(images: np.ndarray, pairs: np.ndarray, *, shift: int = 1, chunk: int = 8192) -> np.ndarray:
+    """Root-mean-square grey-level difference of each pair of images, at their best alignment.
+
+    ``images`` ``(N, H, W)`` uint8 (:func:`comparison_images`); ``pairs`` ``(P, 2)`` sample indices. Each pair is compared
+    at every offset of up to ``shift`` pixels in each direction (on the overlapping part), after
+    subtracting the mean difference (an overall brightness change is not a different picture);
+    the smallest of these differences is returned, ``(P,)`` float32 in grey levels (0..255).
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    out = np.empty(len(pairs), dtype=np.float32)
+    height, width = images.shape[1:3]
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        a = torch.from_numpy(images[part[:, 0]]).float()  # (P, H, W)
+        b = torch.from_numpy(images[part[:, 1]]).float()
+        best = torch.full((len(part),), float("inf"))
+        for dy in range(-shift, shift + 1):
+            for dx in range(-shift, shift + 1):
+                pa = a[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)].flatten(1)
+                pb = b[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)].flatten(1)
+                difference = pa - pb
+                difference = difference - difference.mean(dim=1, keepdim=True)
+                best = torch.minimum(best, difference.square().mean(dim=1).sqrt())
+        out[start:start + len(part)] = best.numpy()
+    return out
+
+
+def similarity_from_difference(difference) -> np.ndarray:
+    """Pixel similarity in [0, 1]: ``1 - difference / 255`` (1 = the same grey levels)."""
+    return 1.0 - np.asarray(difference, dtype=np.float64) / 255.0
+
+
+def duplicate_threshold(nearest_difference: np.ndarray, *, ceiling: float = 16.0, ratio: float = 0.35) -> float:
+    """The largest aligned difference (grey levels) at which two images count as near-duplicates.
+
+    ``nearest_difference`` is each sample's smallest aligned difference to its candidates.
+    Re-encoding, resizing or shifting a picture changes its grey levels by a few levels; two
+    different pictures, even the most alike of a dataset, differ by far more. The threshold is
+    ``ratio`` times the median nearest difference (what an ordinary nearest neighbour looks
+    like in this dataset), and never above ``ceiling`` (6% of the grey range), so a dataset of
+    very similar images cannot raise it into the range of different pictures.
+    """
+    values = np.asarray(nearest_difference, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    return float(min(ceiling, ratio * np.median(values)))
+
+
+def _union_groups(n: int, pairs: np.ndarray) -> np.ndarray:
+    """``(N,)`` group of each sample (``-1``: alone) from linked ``pairs`` ``(P, 2)``; a chain of
+    pairs is one group. Groups are numbered 0, 1, ... by their lowest sample index."""
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(n)])
+    sizes = np.bincount(roots, minlength=n)
+    groups = np.full(n, -1, dtype=np.int64)
+    numbering: dict[int, int] = {}
+    for i in np.flatnonzero(sizes[roots] > 1):
+        groups[i] = numbering.setdefault(int(roots[i]), len(numbering))
+    return groups
+
+
+def thumbnails(grey: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """``(N, size * size)`` float32 thumbnails (area averages) of ``(N, H, W)`` uint8 grey images."""
+    x = torch.from_numpy(grey).float()[:, None]
+    return torch.nn.functional.adaptive_avg_pool2d(x, size).flatten(1).numpy()
+
+
+@dataclass
+class SimilarityIssues:
+    """Per-sample near-duplicate and outlier results, aligned with the sample table.
+
+    Attributes
+    ----------
+    duplicate_group : ``(N,)`` int64, ``-1`` when the sample has no near-copy
+    duplicate_of : ``(N,)`` int64 index of its most similar near-copy, ``-1`` when none
+    duplicate_similarity : ``(N,)`` float64 pixel similarity to it (:func:`similarity_from_difference`), NaN when none
+    duplicate_conflict : ``(N,)`` bool, its group holds more than one given label
+    exact_duplicate : ``(N,)`` bool, another sample has the same decoded pixels
+    outlier_score : ``(N,)`` float64 in [0, 1], higher = less like the rest of its class
+    is_outlier : ``(N,)`` bool
+    duplicate_threshold : the largest aligned difference (grey levels) counted as a near-duplicate
+    outlier_threshold : the class-normalised distance above which a sample is an outlier
+    features : what the duplicate candidates and the outliers were searched in
+    pairs : one row per linked pair: ``a, b, difference`` (grey levels)
+    """
+
+    duplicate_group: np.ndarray
+    duplicate_of: np.ndarray
+    duplicate_similarity: np.ndarray
+    duplicate_conflict: np.ndarray
+    exact_duplicate: np.ndarray
+    outlier_score: np.ndarray
+    is_outlier: np.ndarray
+    duplicate_threshold: float
+    outlier_threshold: float
+    features: dict = field(default_factory=dict)
+    pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["a", "b", "difference"]))
+
+    @property
+    def n_duplicate_groups(self) -> int:
+        return int(len(np.unique(self.duplicate_group[self.duplicate_group >= 0])))
+
+    @property
+    def n_duplicate_conflicts(self) -> int:
+        """Groups whose members carry more than one given label."""
+        return int(len(np.unique(self.duplicate_group[self.duplicate_conflict])))
+
+    @property
+    def n_outliers(self) -> int:
+        return int(self.is_outlier.sum())
+
+
+def find_duplicates(grey: np.ndarray, hashes: list[str], spaces, labels: np.ndarray, *,
+                    threshold: float | None = None, k: int = DUPLICATE_NEIGHBOURS) -> dict:
+    """Near-duplicate groups among ``grey`` ``(N, H, W)`` uint8 images (:func:`comparison_images`).
+
+    Candidates are the ``k`` nearest neighbours in each of ``spaces`` (``(N, D)`` feature arrays),
+    verified by :func:`aligned_differences`; samples with equal pixel ``hashes`` are always linked.
+    ``threshold``: pixel similarity in (0, 1] from which two images are near-duplicates
+    (``1 - difference / 255``); None reads it from the data (:func:`duplicate_threshold`).
+    Returns the per-sample arrays of :class:`SimilarityIssues` and the pair table.
+    """
+    n = len(grey)
+    labels = np.asarray(labels)
+    found = []
+    for space in spaces:
+        neighbours, _ = nearest_neighbours(space, k)
+        first = np.repeat(np.arange(n), neighbours.shape[1])
+        found.append(np.stack([np.minimum(first, neighbours.ravel()), np.maximum(first, neighbours.ravel())], 1))
+    candidates = np.unique(np.concatenate(found), axis=0)
+    by_hash: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        by_hash.setdefault(h, []).append(i)
+    exact_pairs = np.array([(members[0], m) for members in by_hash.values() if len(members) > 1 for m in members[1:]],
+                           dtype=np.int64).reshape(-1, 2)
+    difference = aligned_differences(grey, candidates)
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, candidates[:, 0], difference)
+    np.minimum.at(nearest, candidates[:, 1], difference)
+    limit = duplicate_threshold(nearest) if threshold is None else 255.0 * (1.0 - threshold)
+    linked = difference <= limit
+    pairs = pd.DataFrame({"a": np.concatenate([candidates[linked, 0], exact_pairs[:, 0]]).astype(np.int64),
+                          "b": np.concatenate([candidates[linked, 1], exact_pairs[:, 1]]).astype(np.int64),
+                          "difference": np.concatenate([difference[linked], np.zeros(len(exact_pairs))])})
+    pairs = pairs.sort_values("difference", kind="stable").drop_duplicates(["a", "b"]).reset_index(drop=True)
+    groups = _union_groups(n, pairs[["a", "b"]].to_numpy())
+    duplicate_of = np.full(n, -1, dtype=np.int64)
+    best = np.full(n, np.inf)
+    for a, b, d in pairs.itertuples(index=False):  # sorted by difference: each sample's first link is its closest
+        for x, y in ((int(a), int(b)), (int(b), int(a))):
+            if d < best[x]:
+                best[x], duplicate_of[x] = d, y
+    conflict = np.zeros(n, dtype=bool)
+    in_group = groups >= 0
+    if in_group.any():
+        label_counts = pd.Series(labels[in_group]).groupby(groups[in_group]).nunique()
+        conflict[in_group] = label_counts.reindex(groups[in_group]).to_numpy() > 1
+    exact = np.zeros(n, dtype=bool)
+    exact[exact_pairs.ravel()] = True
+    return {"duplicate_group": groups, "duplicate_of": duplicate_of,
+            "duplicate_similarity": np.where(duplicate_of >= 0, similarity_from_difference(best), np.nan),
+            "duplicate_conflict": conflict, "exact_duplicate": exact, "duplicate_threshold": float(limit), "pairs": pairs}
+
+
+def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread: float = 3.0,
+                   per_class: bool = False) -> dict:
+    """Outlier score and flag of every sample from ``features`` ``(N, D)``.
+
+    A sample's distance is its mean cosine distance to its ``k`` nearest neighbours (default:
+    :data:`OUTLIER_NEIGHBOURS`), divided by
+    the median distance of all samples (``per_class``: of the samples given the same label; it
+    measured worse, docs/benchmarks.md). ``outlier_score`` is the rank of that ratio in [0, 1]
+    (1 = the most isolated sample); ``is_outlier``: a ratio above the median plus ``spread``
+    robust standard deviations (1.4826 x MAD) of the log ratios.
+    """
+    labels = np.asarray(labels)
+    if k is None:
+        k = int(np.clip(len(labels) // 200, *OUTLIER_NEIGHBOURS))
+    _, similarities = nearest_neighbours(features, k)
+    distance = np.maximum(1.0 - similarities.astype(np.float64).mean(axis=1), 1e-9)
+    if per_class:
+        ratio = distance / np.maximum(pd.Series(distance).groupby(labels).transform("median").to_numpy(), 1e-9)
+    else:
+        ratio = distance / max(float(np.median(distance)), 1e-9)
+    n = len(ratio)
+    score = np.empty(n)
+    score[np.argsort(ratio, kind="stable")] = np.arange(n) / max(n - 1, 1)
+    log_ratio = np.log(ratio)
+    median = float(np.median(log_ratio))
+    mad = 1.4826 * float(np.median(np.abs(log_ratio - median)))
+    threshold = float(np.exp(median + spread * max(mad, 1e-3)))
+    return {"outlier_score": score, "outlier_ratio": ratio, "is_outlier": ratio > threshold,
+            "outlier_threshold": threshold}
+
+
+def find_similarity_issues(images, labels: np.ndarray, *, features=None, embeddings=None,
+                           duplicate_threshold: float | None = None) -> SimilarityIssues:
+    """Near-duplicates and outliers of one dataset.
+
+    Parameters
+    ----------
+    images : ``(N, H, W, C)`` uint8 decoded images (an array or memory map, read in chunks), or
+        None when the scan read none (an ``--embeddings`` file): then duplicates are not
+        searched, having no pixels to verify them with
+    labels : ``(N,)`` given label indexes
+    features : ``(N, D)`` the scan network's penultimate activations, searched for duplicate
+        candidates (with the thumbnails); None: ``embeddings`` instead
+    embeddings : ``(N, D)`` a pretrained backbone's or the user's embeddings when the scan has
+        them: the outlier features and, without ``features``, the candidates' too
+    duplicate_threshold : pixel similarity in (0, 1]; None reads it from the data
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if n < 2:
+        raise ValueError("similarity issues need at least 2 samples")
+    grey = comparison_images(images) if images is not None else None
+    thumbs = thumbnails(grey) if grey is not None else None
+    outlier_features = embeddings if embeddings is not None else thumbs
+    if outlier_features is None:
+        raise ValueError("similarity issues need the images or embeddings")
+    learned = features if features is not None else embeddings
+    used = {"outliers": "embeddings" if embeddings is not None else "thumbnails",
+            "duplicate_candidates": None if grey is None else
+            ("penultimate" if features is not None else "embeddings" if embeddings is not None else None)}
+    outliers = outlier_scores(outlier_features, labels)
+    if grey is not None:
+        spaces = [thumbs] if learned is None else [learned, thumbs]
+        used["duplicate_candidates"] = "+".join(filter(None, [used["duplicate_candidates"], "thumbnails"]))
+        dup = find_duplicates(grey, pixel_hashes(images), spaces, labels, threshold=duplicate_threshold)
+    else:
+        dup = {"duplicate_group": np.full(n, -1, dtype=np.int64), "duplicate_of": np.full(n, -1, dtype=np.int64),
+               "duplicate_similarity": np.full(n, np.nan), "duplicate_conflict": np.zeros(n, dtype=bool),
+               "exact_duplicate": np.zeros(n, dtype=bool), "duplicate_threshold": float("nan"),
+               "pairs": pd.DataFrame({"a": [], "b": [], "difference": []})}
+    return SimilarityIssues(
+        duplicate_group=dup["duplicate_group"], duplicate_of=dup["duplicate_of"],
+        duplicate_similarity=dup["duplicate_similarity"], duplicate_conflict=dup["duplicate_conflict"],
+        exact_duplicate=dup["exact_duplicate"], outlier_score=outliers["outlier_score"],
+        is_outlier=outliers["is_outlier"], duplicate_threshold=dup["duplicate_threshold"],
+        outlier_threshold=outliers["outlier_threshold"], features=used, pairs=dup["pairs"])
