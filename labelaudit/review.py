@@ -73,6 +73,9 @@ DECISION_COLUMNS = ("sample_id", "decision", "new_label", "note")
 DECISIONS = ("accept", "keep", "relabel", "remove", "unsure")
 REPORT_COLUMNS = ("sample_id", "path", "given_label", "suspected_noisy", "confidence", "suggested_label",
                   "suggested_confidence", "label_quality", "rank")
+#: Near-duplicate and outlier columns, in the reports of scans that searched them.
+SIMILARITY_COLUMNS = ("duplicate_group", "duplicate_of", "duplicate_similarity", "duplicate_conflict", "outlier_score",
+                      "is_outlier", "reason")
 
 ProgressCallback = Callable[..., None]
 
@@ -81,8 +84,9 @@ ProgressCallback = Callable[..., None]
 class ReviewData:
     """What the page shows, read from a scan's run directory.
 
-    ``flagged`` holds the report rows of the flagged samples the page lists, worst first (by
-    ``rank``), at most ``limit`` of them; ``num_flagged`` counts all flagged samples.
+    ``flagged`` holds the report rows the page lists, worst first (by ``rank``), at most
+    ``limit`` of them: suspect labels, and near-duplicates of another label and outliers (a
+    non-empty ``reason``); ``num_flagged`` counts all of them.
     ``transition_matrix`` is ``(K, K)`` with ``T[i, j] = P(given = j | true = i)`` (rows = true
     class). ``histogram`` has ``HISTOGRAM_BINS + 1`` entries: ``histogram[i]`` = number of samples
     (all of them, flagged or not) with ``label_quality < i / HISTOGRAM_BINS``.
@@ -149,7 +153,11 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         raise ConfigError(f"summary.json in {str(path)!r} lacks class_names or data_fingerprint; scan the dataset again")
     names = tuple(str(n) for n in summary["class_names"])
     try:
-        report = pd.read_parquet(path / "report.parquet", columns=list(REPORT_COLUMNS))
+        import pyarrow.parquet as pq
+
+        present = set(pq.read_schema(path / "report.parquet").names)
+        extra = [c for c in SIMILARITY_COLUMNS if c in present]
+        report = pd.read_parquet(path / "report.parquet", columns=list(REPORT_COLUMNS) + extra)
     except (ValueError, OSError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot read report.parquet in {str(path)!r} ({first}); scan the dataset again") from None
@@ -166,7 +174,10 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
     quality = report["label_quality"].to_numpy(dtype=np.float64)
     edges = np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
     histogram = np.searchsorted(np.sort(quality[np.isfinite(quality)]), edges, side="left")
-    flagged = report[report["suspected_noisy"].to_numpy(dtype=bool)].sort_values("rank", kind="stable")
+    # Listed: suspect labels and, where the scan searched them, near-duplicates of another label and outliers.
+    from .export import flagged_report
+
+    flagged = flagged_report(report)
     digest = hashlib.sha256(f"labelaudit-review-v1\n{summary['data_fingerprint']}\n".encode())
     for sample_id, suggested in zip(flagged["sample_id"].astype(str), flagged["suggested_label"].astype(str)):
         digest.update(f"{sample_id}\t{suggested}\n".encode("utf-8", "surrogatepass"))
@@ -286,7 +297,9 @@ def page_data(data: ReviewData, has_thumb: Sequence[bool], unreadable: pd.DataFr
     flagged, summary = data.flagged, data.summary
     index = {name: i for i, name in enumerate(data.class_names)}
     quality = flagged["label_quality"].to_numpy(dtype=np.float64)
-    finite = quality[np.isfinite(quality)]
+    # The slider filters suspect labels; near-duplicates and outliers stay listed.
+    suspect = flagged["suspected_noisy"].to_numpy(dtype=bool) if "suspected_noisy" in flagged else np.ones(len(flagged), bool)
+    finite = quality[np.isfinite(quality) & suspect]
     rule = summary.get("flag_rule") or {}
     learned = rule.get("label_quality_threshold")
     # The learned rule is label_quality < learned: start there (rounded down to a slider step, so
@@ -337,7 +350,33 @@ def page_data(data: ReviewData, has_thumb: Sequence[bool], unreadable: pd.DataFr
             "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with i / BINS
             "rank": flagged["rank"].astype(int).tolist(),
             "thumb": [int(bool(t)) for t in has_thumb],
+            **_similarity_arrays(flagged),
         },
+        "class_overlap": summary.get("class_overlap") or [],
+    }
+
+
+def _similarity_arrays(flagged: pd.DataFrame) -> dict:
+    """The page's near-duplicate and outlier columns: ``reason`` (``;``-separated), ``group``
+    (-1: none), ``partner`` (position in the list of the near-copy, -1 when not listed),
+    ``partner_id``, ``duplicate_similarity`` and ``outlier_score`` (null when not searched)."""
+    from .audit import reason_column
+
+    n = len(flagged)
+    if "duplicate_group" not in flagged:
+        reasons = reason_column(flagged).tolist() if "suspected_noisy" in flagged else ["label"] * n
+        return {"reason": reasons, "group": [-1] * n, "partner": [-1] * n,
+                "partner_id": [""] * n, "duplicate_similarity": [None] * n, "outlier_score": [None] * n}
+    position = {sample_id: i for i, sample_id in enumerate(flagged["sample_id"].astype(str))}
+    partner_id = flagged["duplicate_of"].fillna("").astype(str)
+    similarity = flagged["duplicate_similarity"].to_numpy(dtype=np.float64)
+    return {
+        "reason": flagged["reason"].fillna("").astype(str).tolist(),
+        "group": flagged["duplicate_group"].astype(int).tolist(),
+        "partner": [position.get(p, -1) if p else -1 for p in partner_id],
+        "partner_id": partner_id.tolist(),
+        "duplicate_similarity": [None if np.isnan(v) else round(float(v), 4) for v in similarity],
+        "outlier_score": [round(float(v), 4) for v in flagged["outlier_score"].to_numpy(dtype=np.float64)],
     }
 
 

@@ -119,7 +119,7 @@ def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
 
 def test_an_unreadable_image_gets_a_placeholder_not_an_error(run_copy, tmp_path, capsys):
     report = pd.read_parquet(run_copy / "report.parquet")
-    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # labels, duplicates, outliers
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"not an image at all")
     report.loc[flagged.index[0], "path"] = str(garbage)
@@ -312,7 +312,7 @@ def test_review_page_in_a_real_browser(scanned, run_copy, browser, capsys):
     open_page(browser, index)
     assert severe_logs(browser) == []
     report = scanned["report"]
-    flagged = report[report["suspected_noisy"]].sort_values("rank")
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # labels, duplicates, outliers
     classes = json.loads((run_copy / "summary.json").read_text())["class_names"]
     assert card_ids(browser) == flagged["sample_id"].tolist()  # worst first, over all pages
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from conftest import run_cli
+from test_review_page import browser  # noqa: F401  (the real-browser fixture)
 from labelaudit.similarity import (aligned_differences, comparison_images, find_similarity_issues, nearest_neighbours,
                                    outlier_scores)
 
@@ -184,3 +185,54 @@ def test_label_studio_export_carries_the_reason(planted, tmp_path, capsys):
     copy = by_id["Coat/copy-of-bag.jpg"]
     assert "duplicate_conflict" in copy["reason"].split(";") and copy["duplicate_of"] == planted["bag"]
     assert all(set(t["data"]["reason"].split(";")) <= {"label", "duplicate_conflict", "outlier"} for t in tasks)
+
+
+def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tmp_path, capsys, browser):
+    """The review page in Chromium: the near-duplicates view shows the conflicting pair side by side
+    with both labels; "keep this, remove its copies" decides the whole group; the outliers view
+    lists the blank frame first; apply takes the exported decisions."""
+    from selenium.webdriver.support.ui import Select
+    from test_review_page import card_for, card_ids, open_page, severe_logs
+
+    out = tmp_path / "run"
+    assert run_cli(["scan", planted["root"], "--out", out, "--budget", "0.1", "--quiet"], capsys)[0] == 0
+    assert run_cli(["review", out], capsys)[0] == 0
+    report = pd.read_parquet(out / "report.parquet")
+    open_page(browser, out / "review" / "index.html")
+    assert severe_logs(browser) == []
+    listed = report[report["reason"] != ""].sort_values("rank", kind="stable")
+    assert card_ids(browser) == listed["sample_id"].tolist()  # everything listed, worst label first
+
+    view = Select(browser.find_element("id", "filter-view"))
+    assert [o.text for o in view.options][2] == "near-duplicates with another label (2)"
+    view.select_by_value("duplicate_conflict")
+    assert sorted(card_ids(browser)) == sorted(["Coat/copy-of-bag.jpg", planted["bag"]])  # the pair, side by side
+    copy = card_for(browser, "Coat/copy-of-bag.jpg")
+    assert copy.find_element("css selector", ".partner-id").text == planted["bag"]
+    assert copy.find_element("css selector", ".partner-given").text == "Bag"
+    assert copy.find_element("css selector", ".label.given").text == "Coat"
+    card_for(browser, planted["bag"]).find_element("css selector", "button[data-group-action='keep-one']").click()
+    assert card_for(browser, planted["bag"]).find_element("css selector", ".state").text == "kept \u2192 Bag"
+    assert copy.find_element("css selector", ".state").text == "remove from dataset"
+
+    view.select_by_value("outlier")
+    outliers = report[report["is_outlier"]].sort_values("outlier_score", ascending=False)["sample_id"].tolist()
+    assert card_ids(browser) == outliers and outliers[0] == "Sneaker/blank.png"
+    card_for(browser, "Sneaker/blank.png").find_element("css selector", "button[data-decision='remove']").click()
+    overlap = browser.find_element("id", "overlap").get_attribute("textContent")
+    assert "Bag \u2194 Coat" in overlap or "Coat \u2194 Bag" in overlap
+
+    browser.find_element("id", "export").click()
+    target = browser.downloads / "decisions.csv"
+    deadline = __import__("time").time() + 30
+    while not target.exists() and __import__("time").time() < deadline:
+        __import__("time").sleep(0.1)
+    decisions = pd.read_csv(target, keep_default_na=False).set_index("sample_id")
+    assert decisions.loc["Coat/copy-of-bag.jpg", "decision"] == "remove"
+    assert decisions.loc[planted["bag"], "decision"] == "keep"
+    code, _, err = run_cli(["apply", out, target, "--out", tmp_path / "cleaned"], capsys)
+    assert code == 0, err
+    cleaned = pd.read_parquet(tmp_path / "cleaned" / "cleaned.parquet").set_index("sample_id")
+    assert "Coat/copy-of-bag.jpg" not in cleaned.index and "Sneaker/blank.png" not in cleaned.index
+    assert cleaned.loc[planted["bag"], "label"] == "Bag"
+    target.unlink()  # the module's browser is shared: leave its download folder empty

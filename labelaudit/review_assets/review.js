@@ -25,6 +25,7 @@
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
+  var REASON_TEXT = { label: "suspect label", duplicate_conflict: "near-duplicate with another label", outlier: "outlier" };
   var DONE = { accept: "accepted", keep: "kept", relabel: "relabelled", remove: "remove from dataset", unsure: "unsure" };
   var KEY_DECISION = { a: "accept", g: "keep", r: "remove", u: "unsure" };
   var STORE_KEY = "labelaudit-review:" + D.review_key;
@@ -137,6 +138,13 @@
 
   function isDecided(index) { return !!(decisions[index] && decisions[index].decision); }
 
+  // A near-duplicate group's decision: keep one member (given label) and remove the others, or remove all.
+  function decideGroup(index, action) {
+    (GROUPS[S.group[index]] || [index]).forEach(function (k) {
+      decide(k, action === "keep-one" && k === index ? "keep" : "remove");
+    });
+  }
+
   // ---- decisions.csv -----------------------------------------------------------------------
   function csvCell(value) {
     var text = value === null || value === undefined ? "" : String(value);
@@ -166,7 +174,13 @@
   }
 
   // ---- filters -----------------------------------------------------------------------------
-  var filters = { given: -1, suggested: -1, state: "", threshold: D.threshold };
+  var filters = { given: -1, suggested: -1, state: "", view: "", threshold: D.threshold };
+  // Why each sample is listed: "label", "duplicate_conflict", "outlier" (older runs: label only).
+  var REASONS = (S.reason || []).map(function (r) { return r ? r.split(";") : ["label"]; });
+  function reasonsOf(k) { return REASONS[k] || ["label"]; }
+  // Every listed member of each near-duplicate group, by group number.
+  var GROUPS = {};
+  (S.group || []).forEach(function (g, k) { if (g >= 0) (GROUPS[g] = GROUPS[g] || []).push(k); });
   var matches = [];
   var page = 0;
   var cards = []; // the cards of this page, in order
@@ -179,10 +193,20 @@
     for (var k = 0; k < N; k++) {
       if (filters.given >= 0 && S.given[k] !== filters.given) continue;
       if (filters.suggested >= 0 && S.suggested[k] !== filters.suggested) continue;
-      if (!(S.label_quality[k] < limit)) continue;
+      var reasons = reasonsOf(k);
+      if (filters.view && reasons.indexOf(filters.view) < 0) continue;
+      // The slider moves the label-quality boundary: it hides suspect labels above it, never a
+      // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
+      var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
+      if (labelOnly && !(S.label_quality[k] < limit)) continue;
       if (filters.state === "decided" && !isDecided(k)) continue;
       if (filters.state === "undecided" && isDecided(k)) continue;
       list.push(k);
+    }
+    if (filters.view === "duplicate_conflict") { // each group's members side by side, worst label first
+      list.sort(function (a, b) { return (S.group[a] - S.group[b]) || (S.rank[a] - S.rank[b]); });
+    } else if (filters.view === "outlier") { // the least like any class first
+      list.sort(function (a, b) { return (S.outlier_score[b] - S.outlier_score[a]) || (S.rank[a] - S.rank[b]); });
     }
     matches = list;
     window.LABELAUDIT_TIMING.lastFilterMs = performance.now() - t0;
@@ -290,8 +314,37 @@
     suggested.appendChild(el("span", "key", " (" + fmt(S.suggested_confidence[index], 2) + ")"));
     meta.appendChild(suggested);
     meta.appendChild(el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
+    var reasons = reasonsOf(index);
+    meta.appendChild(el("div", "reasons", reasons.map(function (r) { return REASON_TEXT[r] || r; }).join(" \u00b7 ")));
+    if (reasons.indexOf("duplicate_conflict") >= 0 && S.partner_id[index]) {
+      var copy = el("div", "duplicate");
+      copy.appendChild(el("span", "key", "near-copy of "));
+      copy.appendChild(el("span", "partner-id", S.partner_id[index]));
+      var partner = S.partner[index];
+      if (partner >= 0) {
+        copy.appendChild(el("span", "key", " given "));
+        copy.appendChild(el("span", "label partner-given", CLASSES[S.given[partner]]));
+      }
+      copy.appendChild(el("span", "key", " (similarity " + fmt(S.duplicate_similarity[index], 3) + ")"));
+      meta.appendChild(copy);
+    }
+    if (reasons.indexOf("outlier") >= 0 && S.outlier_score[index] !== null) {
+      meta.appendChild(el("div", "key outlier", "outlier score " + fmt(S.outlier_score[index], 3) + " (unlike any class)"));
+    }
     top.appendChild(meta);
     card.appendChild(top);
+    if (reasons.indexOf("duplicate_conflict") >= 0 && S.group[index] >= 0) {
+      var group = el("div", "group-actions");
+      [["keep-one", "Keep this, remove its copies", "Keep this image with its given label and remove the other images of its near-duplicate group"],
+       ["remove-all", "Remove all copies", "Remove every image of this near-duplicate group"]].forEach(function (b) {
+        var button = el("button", b[0], b[1]);
+        button.type = "button";
+        button.title = b[2];
+        button.setAttribute("data-group-action", b[0]);
+        group.appendChild(button);
+      });
+      card.appendChild(group);
+    }
 
     var actions = el("div", "actions");
     [["accept", "Accept", "a", "Accept the suggested label (a)"], ["keep", "Keep", "g", "Keep the given label (g)"],
@@ -534,7 +587,23 @@
     $("filter-given").addEventListener("change", function (e) { filters.given = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
     $("filter-suggested").addEventListener("change", function (e) { filters.suggested = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
     $("filter-state").addEventListener("change", function (e) { filters.state = e.target.value; e.target.blur(); applyFilters(); });
+    $("filter-view").addEventListener("change", function (e) { filters.view = e.target.value; e.target.blur(); applyFilters(); });
+    var counts = { label: 0, duplicate_conflict: 0, outlier: 0 };
+    for (var r = 0; r < N; r++) reasonsOf(r).forEach(function (name) { counts[name] = (counts[name] || 0) + 1; });
+    Array.prototype.forEach.call($("filter-view").options, function (option) {
+      if (option.value) option.textContent += " (" + int(counts[option.value] || 0) + ")";
+    });
+    if (D.class_overlap && D.class_overlap.length) {
+      var overlap = $("overlap");
+      D.class_overlap.forEach(function (o) {
+        overlap.appendChild(el("li", null, o.classes[0] + " \u2194 " + o.classes[1] + ": " + int(o.flagged_between) +
+          " flagged between them, " + int(o.duplicate_groups_across) + " near-duplicate groups across them (" + pct(o.share) + ")"));
+      });
+      $("overlap-panel").hidden = false;
+    }
     $("clear-filters").addEventListener("click", function () {
+      filters.view = "";
+      $("filter-view").value = "";
       filters.state = "";
       $("filter-state").value = "";
       filters.threshold = D.threshold;
@@ -565,9 +634,11 @@
       if (!card) return;
       var position = cards.indexOf(card);
       var button = event.target.closest("button[data-decision]");
+      var groupButton = event.target.closest("button[data-group-action]");
       var field = event.target.closest("select, input");
-      setCurrent(position, !button && !field);
+      setCurrent(position, !button && !field && !groupButton);
       if (button) decide(+card.getAttribute("data-index"), button.getAttribute("data-decision"));
+      if (groupButton) decideGroup(+card.getAttribute("data-index"), groupButton.getAttribute("data-group-action"));
     });
     grid.addEventListener("focusin", function (event) {
       var card = event.target.closest(".card");
