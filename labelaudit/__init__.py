@@ -34,6 +34,7 @@ __all__ = [
     "SourceNotFoundError",
     "apply_decisions",
     "export_run",
+    "find_similarity_issues",
     "inspect_store",
     "load_images",
     "load_source",
@@ -48,7 +49,7 @@ __all__ = [
 # Imported on first use: most of these load torch.
 _LAZY = {"ScanConfig": "scanner", "ScanResult": "scanner", "scan": "scanner", "write_run": "scanner",
          "retrain": "retrain", "write_retrain": "retrain", "write_review": "review", "export_run": "export",
-         "apply_decisions": "apply", "write_apply": "apply"}
+         "apply_decisions": "apply", "write_apply": "apply", "find_similarity_issues": "similarity"}
 
 
 def __getattr__(name: str):
