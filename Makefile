@@ -42,7 +42,10 @@ benchmark-fashion-mnist: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[cleanlab]'
 	$(BIN)/python scripts/export_fashion_mnist.py --split train --per-class 200 --seed 0 --out $(BENCH)/fmnist-2k
 	$(BIN)/labelaudit benchmark $(BENCH)/fmnist-2k --noise symm-exc:0.2,symm-exc:0.4,symm-exc:0.6,asymm:0.2,asymm:0.4 \
-	    --map fashion-mnist --methods nlnl,pmnar,ce,gce,cv-ce,cleanlab --seeds 2 --out $(BENCH)/results
+	    --map fashion-mnist --methods nlnl,ce,gce,cv-ce,cleanlab --seeds 2 --out $(BENCH)/results
+	# pmnar at its former 24-epoch schedule, as the tables show (its 240-epoch default would take 10 times longer)
+	$(BIN)/labelaudit benchmark $(BENCH)/fmnist-2k --noise symm-exc:0.2,symm-exc:0.4,symm-exc:0.6,asymm:0.2,asymm:0.4 \
+	    --map fashion-mnist --methods pmnar --budget 0.1 --seeds 2 --out $(BENCH)/results-pmnar
 
 # docs/methods.md "Retrain": 15,000 training images with 40% symm-exc noise, scan + retrain vs CE
 # with the same epochs, tested on the 10,000 clean test images (about 45 minutes on 2 CPU cores).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 import pandas as pd
 
 from labelaudit import load_images, load_source
@@ -37,8 +38,18 @@ def main() -> None:
     for run in args.runs:
         report = pd.read_parquet(f"{run}/report.parquet").set_index("sample_id").loc[table.samples["sample_id"]]
         reported = report[[f"p_{c}" for c in table.class_names]].to_numpy()
-        final = load_model(f"{run}/model.pt").predict_store(store)
-        for name, soft in (("reported", reported), ("final model", final)):
+        model = load_model(f"{run}/model.pt")
+        final = model.predict_store(store)
+        # The same networks with batch-norm batch statistics (as PMNAR's own training-time
+        # predictions use) instead of the running averages: batches of 512 in a shuffled order.
+        order = np.random.default_rng(0).permutation(len(given))
+        model.model.train()
+        with torch.no_grad():
+            shuffled = model.predict_proba(store.images()[order])
+        model.model.eval()
+        batch_stats = np.empty_like(shuffled)
+        batch_stats[order] = shuffled
+        for name, soft in (("reported", reported), ("final model", final), ("final, batch statistics", batch_stats)):
             for threshold in (None, 0.5):
                 audit = audit_from_soft_labels(table, soft, threshold=threshold)
                 m = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from labelaudit.methods.pmnar import (
     remove_predicted,
     run_pmnar,
 )
+from labelaudit.errors import ConfigError
 from labelaudit.training import TensorData, TrainConfig, Trainer
 
 
@@ -88,3 +90,28 @@ def test_single_network_ablations_run(variant, networks):
     trainer = Trainer(_tiny_data(), TrainConfig(width=4, seed=0), networks=networks)
     run_pmnar(trainer, PMNARConfig(epochs=2, warmup=1, variant=variant))
     assert trainer.history.filled == 2
+
+
+def test_batch_norm_statistics_are_recomputed_from_the_data_after_training():
+    """After run_pmnar, every running mean is the exact average of its layer's batch means over
+    one un-augmented pass: the stem's first BN sees the stem conv's output, so its running mean
+    equals that output's per-channel mean over the data (equal batches here: 64 = 2 x 32)."""
+    data = _tiny_data()
+    trainer = Trainer(data, TrainConfig(width=4, seed=0, batch_size=32, precision="fp32"), networks=2)
+    run_pmnar(trainer, PMNARConfig(epochs=3, warmup=1))
+    net = trainer.model.networks[0]
+    with torch.no_grad():
+        conv = net.stem[0](trainer.normalize(trainer._gather(torch.arange(64))))
+    np.testing.assert_allclose(net.stem[1].running_mean.numpy(), conv.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    # The switches for measuring the paper's choices are checked at the boundary.
+    with pytest.raises(ConfigError, match="reweight_from"):
+        PMNARConfig(reweight_from="both").validate()
+    with pytest.raises(ConfigError, match="consistency_target"):
+        PMNARConfig(consistency_target="peer").validate()
+
+
+def test_sets_stay_whole_without_shrinking():
+    data = _tiny_data()
+    trainer = Trainer(data, TrainConfig(width=4, seed=0), networks=2)
+    state = run_pmnar(trainer, PMNARConfig(epochs=4, warmup=1, shrink_sets=False, reweight_from="own"))
+    assert (state.complementary.sum(dim=2) == 3).all()  # every class but the given one, throughout
