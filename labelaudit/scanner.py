@@ -305,7 +305,8 @@ def _train(data: TensorData, config: ScanConfig, progress):
         baseline = config.baseline.scaled(config.epochs_scale)
         # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
         soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
-        penultimate = trainer.predict(flip_average=False, features=True)[1].numpy()
+        # The last fold's network on every sample (its own training data is a subset).
+        penultimate = trainer.predict(flip_average=False, images=data.images, features=True)[1].numpy()
         return trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate
     if config.method == "nlnl":
         nlnl = config.nlnl.scaled(config.epochs_scale)
