@@ -35,6 +35,9 @@ DUPLICATE_NEIGHBOURS = 20
 #: Neighbours of the outlier distance: N / 200, within these bounds (50 measured best at 10,000
 #: images; a small dataset needs fewer, or the distance averages over whole classes).
 OUTLIER_NEIGHBOURS = (5, 50)
+#: Fewest samples for which ``is_outlier`` is decided: the robust spread of a few dozen
+#: distances is too unsteady (34 random blobs gave 2 "outliers"); below, only the score is given.
+MIN_OUTLIER_SAMPLES = 100
 #: Side of the grey thumbnails used as outlier features when the scan has no embeddings.
 THUMBNAIL_SIZE = 14
 #: Largest side at which two images are compared pixel by pixel (larger images are area-averaged
@@ -291,7 +294,8 @@ def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread
     the median distance of all samples (``per_class``: of the samples given the same label; it
     measured worse, docs/benchmarks.md). ``outlier_score`` is the rank of that ratio in [0, 1]
     (1 = the most isolated sample); ``is_outlier``: a ratio above the median plus ``spread``
-    robust standard deviations (1.4826 x MAD) of the log ratios. ``similarities``: the sorted
+    robust standard deviations (1.4826 x MAD) of the log ratios, decided only from
+    :data:`MIN_OUTLIER_SAMPLES` samples on. ``similarities``: the sorted
     neighbour similarities of :func:`nearest_neighbours` when already computed (``features``
     is then not searched again).
     """
@@ -313,8 +317,8 @@ def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread
     median = float(np.median(log_ratio))
     mad = 1.4826 * float(np.median(np.abs(log_ratio - median)))
     threshold = float(np.exp(median + spread * max(mad, 1e-3)))
-    return {"outlier_score": score, "outlier_ratio": ratio, "is_outlier": ratio > threshold,
-            "outlier_threshold": threshold}
+    flagged = ratio > threshold if n >= MIN_OUTLIER_SAMPLES else np.zeros(n, dtype=bool)
+    return {"outlier_score": score, "outlier_ratio": ratio, "is_outlier": flagged, "outlier_threshold": threshold}
 
 
 def find_similarity_issues(images, labels: np.ndarray, *, features=None, embeddings=None,
