@@ -270,6 +270,15 @@ def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
     )
 
 
+def review_mask(report: pd.DataFrame) -> np.ndarray:
+    """``(N,)`` bool: the rows of a report to review, those with a ``reason`` (suspect labels and,
+    when the scan searched them, near-duplicates of another label and outliers); a report of a
+    scan without the search has no ``reason`` column: its suspect labels."""
+    if "reason" in report:
+        return (report["reason"].fillna("").astype(str) != "").to_numpy()
+    return report["suspected_noisy"].to_numpy(dtype=bool)
+
+
 def reason_column(report: pd.DataFrame) -> np.ndarray:
     """``(N,)`` str: the :data:`REASONS` that apply to each row of a report, ``;``-separated."""
     parts = [report["suspected_noisy"].to_numpy(dtype=bool)]

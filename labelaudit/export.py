@@ -87,10 +87,10 @@ def flagged_report(report: pd.DataFrame) -> pd.DataFrame:
     """The rows of a scan's ``report`` to review, most suspect label first (by ``rank``): those with
     ``suspected_noisy`` true and, in a scan that searched them, near-duplicates of another label
     and outliers (a non-empty ``reason``). A report without ``reason`` (an older scan) gets one."""
-    from .audit import reason_column
+    from .audit import reason_column, review_mask
 
-    report = report.assign(reason=reason_column(report)) if "reason" not in report else report
-    flagged = report[report["reason"].fillna("").astype(str) != ""]
+    flagged = report[review_mask(report)]
+    flagged = flagged.assign(reason=reason_column(flagged)) if "reason" not in flagged else flagged
     return flagged.sort_values("rank", kind="stable").reset_index(drop=True)
 
 

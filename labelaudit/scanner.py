@@ -20,7 +20,7 @@ import torch
 
 from . import __version__, distributed
 from ._atomic import atomic_path
-from .audit import Audit, audit_from_soft_labels, with_similarity
+from .audit import Audit, audit_from_soft_labels, review_mask, with_similarity
 from .errors import ConfigError
 from .images import ImageStore, ProgressCallback, load_images
 from .inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
@@ -409,13 +409,6 @@ def summary(result: ScanResult) -> dict:
     return out
 
 
-def review_rows(report: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a report to review, worst label first: flagged labels, and (when the scan
-    searched them) near-duplicates of another label and outliers (see the ``reason`` column)."""
-    listed = report["reason"].astype(str) != "" if "reason" in report else report["suspected_noisy"].astype(bool)
-    return report[listed.to_numpy()].sort_values("rank", kind="stable")
-
-
 def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str]) -> dict:
     """summary.json's ``similarity`` block: what was searched, in which features, at which thresholds."""
     if issues is None:
@@ -526,7 +519,7 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     with atomic_path(out / "report.parquet") as tmp:
         full.to_parquet(tmp, index=False)
     write_csv(out / "report.csv", audit.report)
-    write_csv(out / "flagged.csv", review_rows(audit.report))
+    write_csv(out / "flagged.csv", audit.report[review_mask(audit.report)].sort_values("rank", kind="stable"))
     write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names)
     write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names)
     if result.truth is not None:

@@ -670,17 +670,8 @@ class Trainer:
         statistics are left untouched: early in training, or with few batches per epoch, the
         running statistics are far from the model's and eval-mode outputs are near uniform.
         """
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
-        try:
-            with self.autocast():
-                probs = torch.softmax(self.model(self.normalize(self._gather(index))).float(), dim=-1)
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-        return probs
+        with _batch_norm_momentum(self.model, 0.0), self.autocast():  # running = 1 * running + 0 * batch
+            return torch.softmax(self.model(self.normalize(self._gather(index))).float(), dim=-1)
 
     @torch.no_grad()
     def recompute_batch_norm(self) -> None:
@@ -694,23 +685,18 @@ class Trainer:
         (eval-mode accuracy 61% against 88-89% with batch statistics on the sample data,
         docs/methods.md).
         """
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = _batch_norms(self.model)
         if not norms or self.data.is_features:
             return
-        momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the batches of this pass
         self.model.train()
         order = torch.randperm(len(self.data), generator=self.order_generator)
-        try:
-            with self.compute_threads():
-                for index in order.split(self.config.batch_size):
-                    with self.autocast():
-                        self.model(self.normalize(self._gather(index.to(self.device))))
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
+        # momentum None: a cumulative average over the batches of this pass.
+        with _batch_norm_momentum(self.model, None), self.compute_threads():
+            for index in order.split(self.config.batch_size):
+                with self.autocast():
+                    self.model(self.normalize(self._gather(index.to(self.device))))
 
     def clean_probs_all(self) -> torch.Tensor:
         """:meth:`clean_probs` of every training sample ``(N, K)`` (one network), in batches of
@@ -823,6 +809,25 @@ def _check_finite(model: nn.Module, loss: float | None, phase: str, epoch: int, 
         f"training diverged in phase {phase!r} at epoch {epoch + 1} of {epochs}: {what} at learning rate {lr:g}; "
         "no model was saved: run again with a lower learning rate (retrain --lr, e.g. 10 times lower)"
     )
+
+
+def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextmanager
+def _batch_norm_momentum(model: nn.Module, momentum: float | None):
+    """Run the block with every batch-norm layer's ``momentum`` set to ``momentum``, then restore
+    each layer's own (0.0 leaves the running statistics untouched, None averages cumulatively)."""
+    norms = _batch_norms(model)
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, value in zip(norms, saved):
+            m.momentum = value
 
 
 def _mean_softmax(logits: torch.Tensor) -> torch.Tensor:
