@@ -5,6 +5,9 @@ budget not yet in ``--out`` (one process at a time, so the wall times are compar
 scan's JSON is kept, so an interrupted curve resumes), then prints a markdown table and draws
 ``--plot`` (F1 and noise-rate error against wall time, one line per method).
 
+``--budgets`` multiply each method's default schedule. docs/methods.md's pmnar rows were measured
+when that was 24 epochs; it is 240 since issue 16, so repeat them with ``--budgets 0.1,0.2,0.5,1``.
+
 Usage:
   python scripts/budget_curve.py sample_data/fashion_mnist_noisy/images \\
       --truth sample_data/fashion_mnist_noisy/truth.csv --methods pmnar,nlnl,gce --budgets 1,2,5,10 \\
@@ -19,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from labelaudit.reports import write_json
+
 
 def run_scan(source: str, truth: str, method: str, budget: float, out: Path, extra: list[str]) -> dict:
     """The summary of ``scan`` at ``budget`` (from ``out/<method>-<budget>.json`` when already run)."""
@@ -31,9 +36,7 @@ def run_scan(source: str, truth: str, method: str, budget: float, out: Path, ext
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     summary = json.loads(done.stdout)
-    tmp = result.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary))
-    tmp.replace(result)
+    write_json(result, summary)  # atomic: an interrupted run leaves no half-written file
     return summary
 
 
