@@ -81,8 +81,23 @@ def nearest_neighbours(features, k: int, *, block_size: int = 1024) -> tuple[np.
     return indices, similarities
 
 
+def distinct_rows(features, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: the index of the first sample of each distinct row of ``features``
+    ``(N, ...)`` (in order of appearance) and, per sample, the position of its row in ``first``.
+
+    Exact copies of an image have equal rows; counted once, 1,000 copies of one picture neither
+    drive the typical neighbour distance to 0 nor fill every neighbour list.
+    """
+    inverse, _ = pd.factorize(pd.Series(pixel_hashes(features, chunk), dtype=object))
+    inverse = inverse.astype(np.int64)
+    first = np.full(int(inverse.max(initial=-1)) + 1, len(inverse), dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(len(inverse)))
+    return first, inverse
+
+
 def pixel_hashes(images, chunk: int = 4096) -> list[str]:
-    """A hash of each decoded image's pixels ``(N, ...)`` uint8: equal hashes, equal images."""
+    """A hash of each row of ``images`` ``(N, ...)`` (decoded pixels, or any array): equal
+    hashes, equal rows."""
     out = []
     for start in range(0, len(images), chunk):
         block = np.ascontiguousarray(images[start:start + chunk])
@@ -252,10 +267,15 @@ def find_duplicates(grey: np.ndarray, hashes: list[str], neighbours, labels: np.
     exact_pairs = np.array([(members[0], m) for members in by_hash.values() if len(members) > 1 for m in members[1:]],
                            dtype=np.int64).reshape(-1, 2)
     difference = aligned_differences(grey, candidates)
+    # What an ordinary nearest neighbour looks like: each distinct image once, its exact copies
+    # left out (1,000 copies of one picture would put the median, and the threshold, at 0).
+    codes, _ = pd.factorize(pd.Series(hashes, dtype=object))
+    other = codes[candidates[:, 0]] != codes[candidates[:, 1]]
     nearest = np.full(n, np.inf)
-    np.minimum.at(nearest, candidates[:, 0], difference)
-    np.minimum.at(nearest, candidates[:, 1], difference)
-    limit = duplicate_threshold(nearest) if threshold is None else 255.0 * (1.0 - threshold)
+    np.minimum.at(nearest, candidates[other, 0], difference[other])
+    np.minimum.at(nearest, candidates[other, 1], difference[other])
+    first = np.unique(codes, return_index=True)[1]
+    limit = duplicate_threshold(nearest[first]) if threshold is None else 255.0 * (1.0 - threshold)
     linked = difference <= limit
     pairs = pd.DataFrame({"a": np.concatenate([candidates[linked, 0], exact_pairs[:, 0]]).astype(np.int64),
                           "b": np.concatenate([candidates[linked, 1], exact_pairs[:, 1]]).astype(np.int64),
@@ -286,38 +306,54 @@ def outlier_neighbours(n: int) -> int:
 
 
 def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread: float = 3.0,
-                   per_class: bool = False, similarities: np.ndarray | None = None) -> dict:
+                   per_class: bool = False, similarities: np.ndarray | None = None,
+                   inverse: np.ndarray | None = None) -> dict:
     """Outlier score and flag of every sample from ``features`` ``(N, D)``.
 
-    A sample's distance is its mean cosine distance to its ``k`` nearest neighbours (default:
-    :data:`OUTLIER_NEIGHBOURS`), divided by
-    the median distance of all samples (``per_class``: of the samples given the same label; it
-    measured worse, docs/benchmarks.md). ``outlier_score`` is the rank of that ratio in [0, 1]
-    (1 = the most isolated sample); ``is_outlier``: a ratio above the median plus ``spread``
-    robust standard deviations (1.4826 x MAD) of the log ratios, decided only from
-    :data:`MIN_OUTLIER_SAMPLES` samples on. ``similarities``: the sorted
-    neighbour similarities of :func:`nearest_neighbours` when already computed (``features``
-    is then not searched again).
+    Each distinct row of ``features`` counts once (:func:`distinct_rows`): exact copies share
+    their image's score and do not set the scale. A distinct image's distance is its mean
+    cosine distance to its ``k`` nearest other distinct images (default:
+    :data:`OUTLIER_NEIGHBOURS` of the number of distinct images), divided by the median distance
+    of the distinct images (``per_class``: of the samples given the same label; it measured
+    worse, docs/benchmarks.md). ``outlier_score`` is the rank of that ratio in [0, 1] (1 = the
+    most isolated sample); ``is_outlier``: a ratio above the median plus ``spread`` robust
+    standard deviations (1.4826 x MAD) of the distinct images' log ratios, decided only from
+    :data:`MIN_OUTLIER_SAMPLES` distinct images on.
+
+    ``similarities``: the sorted neighbour similarities ``(M, >= k)`` of :func:`nearest_neighbours`
+    over the distinct rows when already computed, with ``inverse`` ``(N,)`` mapping each sample to
+    its row (``features`` is then not searched again; ``inverse`` None: every sample distinct).
     """
     labels = np.asarray(labels)
-    if k is None:
-        k = outlier_neighbours(len(labels))
+    n = len(labels)
     if similarities is None:
-        _, similarities = nearest_neighbours(features, k)
-    similarities = similarities[:, :k]
-    distance = np.maximum(1.0 - similarities.astype(np.float64).mean(axis=1), 1e-9)
-    if per_class:
-        ratio = distance / np.maximum(pd.Series(distance).groupby(labels).transform("median").to_numpy(), 1e-9)
+        first, inverse = distinct_rows(np.asarray(features, dtype=np.float32))
+        if k is None:
+            k = outlier_neighbours(len(first))
+        similarities = nearest_neighbours(np.asarray(features)[first], k)[1] if len(first) > 1 else None
+    elif inverse is None:
+        inverse = np.arange(n)
+    distinct = int(inverse.max(initial=-1)) + 1
+    if similarities is None:  # one distinct image: nothing is far from anything
+        ratio = np.ones(n)
+        threshold = float("inf")
     else:
-        ratio = distance / max(float(np.median(distance)), 1e-9)
-    n = len(ratio)
+        if k is None:
+            k = outlier_neighbours(distinct)
+        distance = np.maximum(1.0 - similarities[:, :k].astype(np.float64).mean(axis=1), 1e-9)  # (M,)
+        if per_class:
+            by_sample = distance[inverse]
+            ratio = by_sample / np.maximum(pd.Series(by_sample).groupby(labels).transform("median").to_numpy(), 1e-9)
+            log_distinct = np.log(pd.Series(ratio).groupby(inverse).first().to_numpy())
+        else:
+            scaled = distance / max(float(np.median(distance)), 1e-9)
+            ratio, log_distinct = scaled[inverse], np.log(scaled)
+        median = float(np.median(log_distinct))
+        mad = 1.4826 * float(np.median(np.abs(log_distinct - median)))
+        threshold = float(np.exp(median + spread * max(mad, 1e-3)))
     score = np.empty(n)
     score[np.argsort(ratio, kind="stable")] = np.arange(n) / max(n - 1, 1)
-    log_ratio = np.log(ratio)
-    median = float(np.median(log_ratio))
-    mad = 1.4826 * float(np.median(np.abs(log_ratio - median)))
-    threshold = float(np.exp(median + spread * max(mad, 1e-3)))
-    flagged = ratio > threshold if n >= MIN_OUTLIER_SAMPLES else np.zeros(n, dtype=bool)
+    flagged = ratio > threshold if distinct >= MIN_OUTLIER_SAMPLES else np.zeros(n, dtype=bool)
     return {"outlier_score": score, "outlier_ratio": ratio, "is_outlier": flagged, "outlier_threshold": threshold}
 
 
@@ -350,11 +386,17 @@ def find_similarity_issues(images, labels: np.ndarray, *, features=None, embeddi
     used = {"outliers": "embeddings" if embeddings is not None else "thumbnails",
             "duplicate_candidates": None if grey is None else
             ("penultimate" if features is not None else "embeddings" if embeddings is not None else None)}
-    k_out = outlier_neighbours(n)
-    # One search of the outlier features serves the outliers (k_out) and, when they are also a
-    # candidate space, the duplicate candidates.
-    near, similarities = nearest_neighbours(outlier_features, max(k_out, DUPLICATE_NEIGHBOURS))
-    outliers = outlier_scores(None, labels, k=k_out, similarities=similarities)
+    # Exact copies count once: searched among the distinct images, each copy takes its image's
+    # neighbours and score. One search of the outlier features serves the outliers (k_out) and,
+    # when they are also a candidate space, the duplicate candidates.
+    first, inverse = distinct_rows(outlier_features)
+    k_out = outlier_neighbours(len(first))
+    if len(first) > 1:
+        near, similarities = nearest_neighbours(np.asarray(outlier_features)[first], max(k_out, DUPLICATE_NEIGHBOURS))
+        near = first[near][inverse]  # (N, k) sample indices: each sample's image's neighbours
+    else:  # every sample the same image: its copies are linked by their pixel hashes
+        near, similarities = np.zeros((n, 0), dtype=np.int64), None
+    outliers = outlier_scores(outlier_features, labels, k=k_out, similarities=similarities, inverse=inverse)
 
     def candidates(space) -> np.ndarray:
         return near[:, :DUPLICATE_NEIGHBOURS] if space is outlier_features else nearest_neighbours(space, DUPLICATE_NEIGHBOURS)[0]
