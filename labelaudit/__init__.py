@@ -15,6 +15,15 @@ Library entry points (the CLI calls exactly these):
 
 __version__ = "0.1.0"  # before the imports: submodules read it
 
+import sys as _sys
+
+if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("labelaudit", "labelaudit.exe", "-m"):
+    # The console script or `python -m labelaudit` is starting: hold a Ctrl-C until the CLI can
+    # answer it (labelaudit._interrupt); a program importing labelaudit is left alone.
+    from . import _interrupt
+
+    _interrupt.hold_while_importing()
+
 from .dataset_report import DatasetReport, inspect_store
 from .errors import ConfigError, DatasetError, LabelAuditError, ManifestError, SourceNotFoundError
 from .images import ImageStore, load_images

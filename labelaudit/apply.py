@@ -27,7 +27,6 @@ suggestion, ``keep`` when it is the given label, ``relabel`` otherwise.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ import pandas as pd
 
 from . import __version__
 from ._atomic import atomic_path
-from .errors import ConfigError, ManifestError
-from .reports import write_csv, write_json
+from .errors import ConfigError, ManifestError, some
+from .reports import read_json, write_csv, write_json
 from .rundir import RunDirectory, data_fingerprint, input_paths
 from .sources import _where_row, read_table
 
@@ -157,7 +156,7 @@ def read_decisions_table(path: Path, run) -> Decisions:
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
         raise ManifestError(f"decisions file {path.name!r} relabels to {labels.iloc[i]!r} {line(i)}, which "
-                            f"is not a class of the scan ({_some(run.class_names)}); use one of its classes")
+                            f"is not a class of the scan ({some(run.class_names)}); use one of its classes")
     out = pd.DataFrame({"sample_id": ids, "decision": decision, "new_label": labels.where(relabel, ""), "note": note})
     return Decisions(out[out["decision"] != ""].reset_index(drop=True), path, "decisions-csv")
 
@@ -168,7 +167,7 @@ def read_label_studio_export(path: Path, run, *, choices_name: str = "label") ->
     See the module docstring for the rules; tasks are joined on ``data.sample_id``.
     """
     try:
-        tasks = json.loads(Path(path).read_text(encoding="utf-8"))
+        tasks = read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ManifestError(f"cannot read Label Studio export {str(path)!r}: {exc}; export the project with "
                             "Export -> JSON") from None
@@ -203,7 +202,7 @@ def read_label_studio_export(path: Path, run, *, choices_name: str = "label") ->
                 continue
             if choice not in classes:
                 raise ManifestError(f"{where} of {path.name!r} (sample_id {sample_id!r}) chose {choice!r}, which is not "
-                                    f"a class of the scan ({_some(run.class_names)}); label with the label_config.xml "
+                                    f"a class of the scan ({some(run.class_names)}); label with the label_config.xml "
                                     "of labelaudit export")
             chosen[sample_id].append(((_when(annotation.get("updated_at")), _when(annotation.get("created_at")),
                                        _number(annotation.get("id")), position, k), choice))
@@ -416,7 +415,7 @@ def read_labels(path: str | os.PathLike, run) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise ManifestError(f"--labels file {file.name!r} has the label {labels.iloc[i]!r} {_where_row(file, i)}, which "
-                            f"is not a class of the scan ({_some(run.class_names)}); use the scan's classes")
+                            f"is not a class of the scan ({some(run.class_names)}); use the scan's classes")
     targets = np.full(len(run.report), -1, dtype=np.int64)
     position = pd.Series(np.arange(len(run.report)), index=run.report["sample_id"].astype(str).to_numpy())
     targets[position[ids.to_numpy()].to_numpy()] = labels.map(index).to_numpy(dtype=np.int64)
@@ -480,8 +479,3 @@ def _when(text) -> float:
 def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -math.inf
 
-
-def _some(names, limit: int = 8) -> str:
-    """The first ``limit`` class names, for a message."""
-    shown = ", ".join(repr(n) for n in list(names)[:limit])
-    return shown + (f", ... {len(names)} in all" if len(names) > limit else "")

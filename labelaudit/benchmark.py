@@ -28,12 +28,12 @@ import pandas as pd
 from ._atomic import write_text
 from ._decode import die_with_parent, libc_prctl
 from .errors import ConfigError, OutputError
-from .images import ProgressCallback
+from .images import ProgressCallback, cache_root
 from .audit import audit_from_soft_labels
 from .methods.baselines import cv_flags
 from .metrics import load_truth, ranking_metrics, truth_metrics
 from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file, write_noisy_dataset
-from .reports import write_csv, write_json
+from .reports import read_json, write_csv, write_json
 from .rundir import (FolderLock, check_not_input, check_output_folder, data_fingerprint, input_paths, output_kind,
                      output_path, write_marker)
 from .sources import load_source, read_table, table_from_rows
@@ -152,9 +152,7 @@ def run_benchmark(
     """
     config.validate()
     table = load_source(source, path_column=path_column, label_column=label_column)
-    from .images import default_cache_dir
-
-    inputs = input_paths(table, [cache_dir if cache_dir is not None else default_cache_dir(),
+    inputs = input_paths(table, [cache_root(cache_dir),
                                  None if config.noise_map in NAMED_MAPS else config.noise_map])
     out = check_not_input(output_path(out_dir), inputs)
     if any(s.kind == "asymm" for s in config.settings) and config.noise_map not in NAMED_MAPS:
@@ -176,7 +174,7 @@ def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) ->
     rows: list[dict] = []
     env = dict(os.environ)
     if cache_dir is not None:
-        env["LABELAUDIT_CACHE_DIR"] = str(Path(cache_dir).expanduser().resolve())
+        env["LABELAUDIT_CACHE_DIR"] = str(cache_root(cache_dir).resolve())
     for done, (seed, setting, method) in enumerate(jobs):
         if progress:
             progress("benchmark", done, len(jobs), f"{method} {setting.label} seed {seed}")
@@ -249,7 +247,7 @@ def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
     marker = out / "benchmark.json"
     if marker.exists():
         try:
-            previous = json.loads(marker.read_text(encoding="utf-8"))
+            previous = read_json(marker)
             problem = None if isinstance(previous, dict) else f"a JSON {type(previous).__name__}, not an object"
         except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
             problem = f"cannot be read as JSON: {getattr(exc, 'strerror', None) or exc}"
@@ -302,8 +300,8 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
         # ru_maxrss is in kilobytes on Linux, bytes on macOS.
         peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
         write_json(timing_file, {"seconds": seconds, "peak_memory_mb": peak, "command": command})
-    timing = json.loads(timing_file.read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
+    timing = read_json(timing_file)
+    summary = read_json(run_dir / "summary.json")
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
     is_noisy = _truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
     return _row(summary["truth"], ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
@@ -357,7 +355,7 @@ def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
     """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities, audited like a scan."""
     if cv_measured.get("error"):
         return {"error": "cv-ce run failed"}
-    names = json.loads((run_dir / "summary.json").read_text())["class_names"]
+    names = read_json(run_dir / "summary.json")["class_names"]
     report = pd.read_parquet(run_dir / "report.parquet")
     table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
                             report["given_label"].astype(str).tolist(), names, data_dir / "manifest.parquet", "parquet")

@@ -33,7 +33,8 @@ Formats
       (parquet), or else every other column, each one numeric feature, in file order.
     - probabilities: one numeric column per class, named ``p_<class>`` (as in labelaudit's own
       ``report.parquet``) or exactly ``<class>``; all ``p_`` names are used when every class has
-      one, else all exact names; any column order; other columns are ignored.
+      one, else all exact names; any column order; other columns are ignored, except a ``p_`` column
+      naming a class the dataset lacks (an error: the rows would not sum to 1 over its classes).
 
 Rows of the file for samples that are not in the table (skipped images, repeated manifest
 paths, ids of other datasets) are ignored; how many is logged as a warning on the
@@ -59,7 +60,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, LabelAuditError
+from .errors import ConfigError, LabelAuditError, some
 from .sources import SampleTable, _where_row, displayable_path, read_table
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def read_probs(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
                 got = f"{array.shape[1]} columns" if array.ndim == 2 else f"shape {array.shape}"
                 raise ConfigError(
                     f"{what} has {got}, expected a 2-D array with one column per class ({k}: "
-                    f"{_list_classes(table.class_names)}); save pred_probs of shape (samples, {k}) "
+                    f"{some(table.class_names)}); save pred_probs of shape (samples, {k}) "
                     "with columns in that order"
                 )
             rows, name_row = _npy_rows(array.shape[0], table, what)
@@ -254,10 +255,6 @@ def _type_name(kind) -> str:
     texts = (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", None))
     return "text" if any(test is not None and test(kind) for test in texts) else str(kind)
 
-
-def _list_classes(names, limit: int = 8) -> str:
-    shown = ", ".join(map(repr, names[:limit]))
-    return shown + (f", ... {len(names)} in all" if len(names) > limit else "")
 
 
 # --- alignment -----------------------------------------------------------------------------------
@@ -350,7 +347,7 @@ class _KeyedFile:
         key = next((c for c in KEY_COLUMNS if c in self.columns), None)
         if key is None:
             raise ConfigError(
-                f"{what} has no sample_id or path column (columns: {_list_classes(self.columns)}); add "
+                f"{what} has no sample_id or path column (columns: {some(self.columns)}); add "
                 "a sample_id column with labelaudit's ids (see the report's sample_id) or a path column"
             )
         self.key = key
@@ -549,15 +546,26 @@ class _KeyedFile:
         present = set(self.values)
         prefixed = [PROB_PREFIX + name for name in class_names]
         exact = list(class_names)
-        for scheme in (prefixed, exact):
-            if all(c in present for c in scheme):
-                return scheme
+        if all(c in present for c in prefixed):
+            # A p_ column for a class the dataset lacks: the rows' mass is spread over other
+            # classes than the dataset's, so the rows would not sum to 1 over its own.
+            foreign = [c for c in self.values if c.startswith(PROB_PREFIX) and c not in set(prefixed)]
+            if foreign:
+                raise ConfigError(
+                    f"{self.what} has column {foreign[0]!r} for a class the dataset does not have "
+                    f"({len(foreign)} such column{'s' if len(foreign) > 1 else ''}; the dataset's classes are "
+                    f"{some(class_names)}); pass probabilities over the dataset's classes only (check the class "
+                    "names, or drop those columns and renormalise the rows)"
+                )
+            return prefixed
+        if all(c in present for c in exact):
+            return exact
         closer = prefixed if sum(c in present for c in prefixed) >= sum(c in present for c in exact) else exact
         missing = [name for name, c in zip(class_names, closer) if c not in present]
         raise ConfigError(
             f"{self.what} has no column for class {missing[0]!r} ({len(missing)} of {len(class_names)} "
             f"classes missing); add one column per class named {PROB_PREFIX + missing[0]!r} (or "
-            f"{missing[0]!r}): classes are {_list_classes(class_names)}"
+            f"{missing[0]!r}): classes are {some(class_names)}"
         )
 
 

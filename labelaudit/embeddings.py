@@ -139,7 +139,7 @@ def compute_embeddings(
     DatasetError
         An image that was readable when ``store`` was loaded cannot be read now.
     """
-    from .images import _open_entry, default_cache_dir
+    from .images import _open_entry, cache_root
 
     start = time.perf_counter()
     device = _resolve_device(device)
@@ -150,7 +150,7 @@ def compute_embeddings(
         raise ValueError("store.files['sha1'] must hold one content hash per row of store.table.samples")
     unique, first, inverse = np.unique(sha1, return_index=True, return_inverse=True)  # (U,), (U,), (N,)
 
-    root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).resolve()
+    root = cache_root(cache_dir).resolve()
     store.table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
     folder = _open_entry(root / "embeddings", backbone.name)  # checks it is writable; may raise ConfigError
     remove_stale_temporaries(folder)

@@ -33,4 +33,20 @@ class OutputError(ConfigError):
 
 
 class TrainingError(LabelAuditError):
-    """Training diverged (the loss or the weights stopped being finite numbers); nothing was saved."""
+    """Training diverged (the loss or the weights stopped being finite numbers); nothing was saved.
+
+    ``what`` says where it diverged, ``advice`` what to do; a caller that knows better what the
+    user can change (scan has no ``--lr``) raises a new one with its own advice.
+    """
+
+    def __init__(self, what: str, advice: str) -> None:
+        super().__init__(f"{what}; {advice}")
+        self.what, self.advice = what, advice
+
+
+def some(names, limit: int = 8) -> str:
+    """The first ``limit`` of ``names`` quoted, and how many there are in all when more: keeps a
+    message about 2,000 classes one readable line (``'a', 'b', ... 2000 in all``)."""
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... {len(names)} in all" if len(names) > limit else "")

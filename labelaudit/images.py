@@ -35,6 +35,7 @@ import pandas as pd
 from . import _decode
 from ._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from .errors import ConfigError
+from .resources import usable_cpus
 from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
 
 CACHE_FORMAT_VERSION = 1
@@ -52,6 +53,19 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[..., None]
 """``progress(phase, done, total, extra="")``: called as work advances; the CLI draws bars from it.
 ``extra`` is a short status text (e.g. the selected fraction during training)."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder to use: ``cache_dir`` (user-expanded), else :func:`default_cache_dir`.
+
+    An empty ``cache_dir`` is an error, not the current folder (``Path("")`` is ``.``).
+    """
+    if cache_dir is None:
+        return default_cache_dir()
+    if not str(cache_dir).strip():
+        raise ConfigError("--cache-dir is empty; pass a folder for the image cache, e.g. --cache-dir "
+                          "~/.cache/labelaudit, or leave it out for the default")
+    return Path(cache_dir).expanduser()
 
 
 def default_cache_dir() -> Path:
@@ -157,9 +171,8 @@ def load_images(
         raise ConfigError(f"image_size must be an integer in [4, 1024]; got {image_size!r}")
     if workers is not None and not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers must be a positive integer; got {workers!r}")
-    workers = workers or available_cores()
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root = root.resolve()
+    workers = workers or usable_cpus()
+    root = cache_root(cache_dir).resolve()
     table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
     entry = _open_entry(root, _cache_key(table))
 
@@ -217,13 +230,6 @@ def load_images(
         cache_dir=entry,
         reused=reused,
     )
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (respects affinity masks and container limits)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _open_entry(root: Path, key: str) -> Path:
@@ -446,7 +452,7 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
     ``embeddings/<backbone name>/`` the embedding files named by their 24-hex-digit key (:mod:`labelaudit.embeddings`), never
     anything else there.
     """
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     if not root.is_dir():
         return 0
     freed = 0

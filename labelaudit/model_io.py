@@ -7,7 +7,6 @@ opening a model file someone sent you cannot run code.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from torch import nn
 
 from ._atomic import atomic_path
 from .errors import ConfigError
-from .models import HEADS, Ensemble, build_head, build_model
+from .reports import read_json
+from .models import HEADS, Ensemble, build_head, build_model, load_weights_only
 
 MODEL_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "state_dict", "class_names", "backbone", "networks", "preprocessing")
@@ -155,7 +155,7 @@ def _check_same_run(target: Path, checkpoint: dict) -> None:
     if not summary_file.is_file():
         return
     try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        summary = read_json(summary_file)
         expected, run_id = summary.get("data_fingerprint"), summary.get("run_id")
     except (OSError, ValueError, AttributeError):
         return  # not a run's summary: nothing to compare with
@@ -189,7 +189,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     """
     target = resolve_model_path(path)
     try:
-        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_only(target)
     except Exception as exc:  # unpickling errors come in many types; all mean "not our file"
         raise ConfigError(f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the model.pt of a run") from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED_KEYS):

@@ -4,6 +4,7 @@ with a fresh classifier for larger ones, and heads on embeddings."""
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -146,6 +147,14 @@ def build_model(
     return _GrayToRGB(load_backbone(backbone, weights).classifier(num_classes))
 
 
+def load_weights_only(path: str | Path):
+    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings: on a file that
+    is not ours (an old pickle protocol, say) they precede the one-line error the caller gives."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _read_state_dict(path: str) -> dict:
     """A local weights file as a state_dict (parameter name -> tensor), read with ``weights_only=True``.
 
@@ -154,10 +163,13 @@ def _read_state_dict(path: str) -> dict:
     single tensor, or a dict whose values are not tensors (e.g. a training checkpoint).
     """
     fix = "save the weights with torch.save(model.state_dict(), 'weights.pth') and pass that file"
+    if Path(path).is_dir():
+        raise ConfigError(f"weights file {path!r} is a folder; pass the .pt/.pth file inside it that holds the "
+                          "state_dict, or a torchvision weight name")
     if not Path(path).is_file():
         raise ConfigError(f"weights file {path!r} does not exist; pass a torchvision weight name or a .pt state_dict")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as exc:  # the weights-only unpickler fails on arbitrary bytes with arbitrary errors
         if isinstance(exc, OSError):
             raise ConfigError(f"weights file {path!r} cannot be read ({exc.strerror or exc}); check its permissions") from None

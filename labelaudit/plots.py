@@ -28,7 +28,6 @@ pyplot's global state (nothing is shown, no figure stays registered).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -41,6 +40,8 @@ import pandas as pd
 
 from ._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from .errors import ConfigError, OutputError
+from .reports import read_json
+from .rundir import check_matrix_fingerprint
 
 #: The folder inside a run directory that holds the pictures.
 PLOTS_DIR = "plots"
@@ -208,7 +209,7 @@ class PlotData:
             raise ConfigError(f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); "
                               "pass the --out folder of a finished labelaudit scan")
         try:
-            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+            summary = read_json(path / "summary.json")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again") from None
         if not isinstance(summary, dict) or summary.get("kind") != "scan" or not isinstance(summary.get("class_names"), list):
@@ -220,6 +221,7 @@ class PlotData:
         except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors subclass these
             raise ConfigError(f"cannot read {columns} from report.parquet in {str(path)!r} ({exc}); "
                               "scan the dataset again") from None
+        check_matrix_fingerprint(path / "transition_matrix.csv", summary.get("data_fingerprint"))
         try:
             matrix = read_matrix_csv(path / "transition_matrix.csv", len(summary["class_names"]))
         except (OSError, ValueError) as exc:

@@ -95,9 +95,9 @@ def check_predictions_file(path: str | os.PathLike, table: SampleTable, model: L
     """Refuse a predictions file that is an input (manifest, model), lies in an image folder, the
     image cache or a labelaudit output folder (a run directory), is a folder, exists without
     ``overwrite``, or cannot be written; the same for its ``-skipped.csv``."""
-    from .images import default_cache_dir
+    from .images import cache_root
 
-    inputs = input_paths(table, [model.path, cache_dir if cache_dir is not None else default_cache_dir()])
+    inputs = input_paths(table, [model.path, cache_root(cache_dir)])
     out = prepare_output_file(path, inputs, overwrite=overwrite, suffixes=(".csv", ".parquet"))
     owner = output_kind(out.parent)
     if owner is not None:

@@ -24,6 +24,24 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     write_text(path, json_text(data) + "\n")
 
 
+def read_json(path: str | os.PathLike):
+    """The JSON value in the UTF-8 file ``path``.
+
+    Raises OSError when the file cannot be read, and ValueError (a one-line reason) when it is not
+    UTF-8, not JSON, or nested too deeply for Python's parser (``[[[[...`` 100,000 levels deep
+    raises RecursionError inside :mod:`json`; callers that catch ValueError then catch it too).
+    """
+    return parse_json(Path(path).read_text(encoding="utf-8"))
+
+
+def parse_json(text: str):
+    """``json.loads(text)``, with a RecursionError (absurdly deep nesting) raised as ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply to be read") from None
+
+
 def json_text(data, indent: int | None = 2) -> str:
     """``data`` as strict JSON text: NaN and infinite numbers (Python or numpy) become ``null``,
     numpy scalars and arrays become numbers and lists, paths become strings.
@@ -85,11 +103,35 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         spreadsheet_safe(frame).to_csv(tmp, index=False)
 
 
-def write_matrix_csv(path: str | os.PathLike, matrix, names, corner: str = "true \\ given") -> None:
+#: The corner cell of a matrix CSV: the orientation (a run's files add the data fingerprint, :func:`matrix_corner`).
+MATRIX_CORNER = "true \\ given"
+
+
+def write_matrix_csv(path: str | os.PathLike, matrix, names, corner: str = MATRIX_CORNER) -> None:
     """Write a ``(K, K)`` matrix with class names as header and first column (escaped), atomically."""
     frame = pd.DataFrame(matrix, columns=list(names))
     frame.insert(0, corner, list(names))
     write_csv(path, frame)
+
+
+def matrix_corner(fingerprint: str) -> str:
+    """The corner cell that makes a run's matrix CSV carry its data fingerprint (a CSV has no
+    other room for it; a copy from another dataset is then refused, a value edited by hand is not)."""
+    return f"{MATRIX_CORNER}; data {fingerprint}"
+
+
+def matrix_fingerprint(path: str | os.PathLike) -> str | None:
+    """The data fingerprint in the corner cell of a matrix CSV (:func:`matrix_corner`), or None."""
+    import csv
+    import re
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    found = re.search(r"; data (sha256:[0-9a-f]{64})$", unescape_cell(header[0])) if header else None
+    return found.group(1) if found else None
 
 
 def read_matrix_csv(path: str | os.PathLike, size: int) -> "np.ndarray":

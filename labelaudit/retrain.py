@@ -19,7 +19,6 @@ Modes (docs/methods.md "Retrain"):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -42,11 +41,11 @@ from .inputs import absolute_weights, backbone_embeddings, pretrained_image_sett
 from .methods.nlnl import class_weights
 from .metrics import classification_metrics
 from .model_io import save_model
-from .reports import read_matrix_csv, write_csv, write_json
-from .rundir import RunDirectory, check_not_input, data_fingerprint, input_paths
+from .reports import read_json, read_matrix_csv, write_csv, write_json
+from .rundir import RunDirectory, check_matrix_fingerprint, check_not_input, data_fingerprint, input_paths
 from .scanner import MATRIX_FILES, RUN_FORMAT_VERSION
 from .sources import SampleTable, load_source, table_from_rows
-from .training import TensorData, TrainConfig, Trainer, masked_mean
+from .training import TensorData, TrainConfig, Trainer, holding_cpus, masked_mean
 
 MODES = ("pseudo", "drop", "forward", "labels")
 RELABEL = ("flagged", "all")
@@ -64,6 +63,7 @@ class RetrainConfig:
     schedule: str = "step"  # lr / 10 at 40% and 80% of each network's epochs
     seed: Optional[int] = None  # None: the scan's seed
     device: Optional[str] = None  # None: the scan's device setting
+    threads: Optional[int] = None  # None: the scan's setting (training.cpu_threads)
     labels: Optional[str] = None  # mode "labels": a parquet/CSV with sample_id and label (apply's cleaned.parquet)
 
     def validate(self) -> "RetrainConfig":
@@ -77,6 +77,8 @@ class RetrainConfig:
                               f"{self.mode!r}: drop --mode (or --labels)")
         if self.relabel not in RELABEL:
             raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConfigError(f"threads must be a positive integer; got {self.threads!r}")
         if self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"retrain needs --epochs >= 1 and a finite --lr > 0; got {self.epochs!r}, {self.lr!r}")
         return self
@@ -169,6 +171,7 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             f"summary.json and report.parquet in {str(path)!r} do not belong to the same scan (their data fingerprints "
             "differ: files of two runs or datasets are mixed); scan the dataset again into a new --out"
         )
+    check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
     try:
         transition = read_matrix_csv(path / MATRIX_FILES["cleaned"], len(names))
     except (ValueError, OSError) as exc:
@@ -185,7 +188,7 @@ def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"cannot read {path.name} in {str(path.parent)!r} ({exc}); scan the dataset again") from None
     if not isinstance(data, dict):
@@ -209,6 +212,18 @@ class RetrainResult:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
 
 
+def _retrain_train_config(call: dict) -> TrainConfig:
+    """The network settings a :func:`retrain` call will train with (for :func:`holding_cpus`); loads
+    its scan run once and passes it on."""
+    call["config"].validate()  # a bad setting fails before the run is read
+    if not isinstance(call["run_dir"], ScanRun):
+        call["run_dir"] = load_run(call["run_dir"])
+    config, train = call["config"], call["run_dir"].train
+    return replace(train, threads=train.threads if config.threads is None else config.threads,
+                   device=train.device if config.device is None else config.device)
+
+
+@holding_cpus(_retrain_train_config)
 def retrain(
     run_dir: str | os.PathLike | ScanRun,
     config: RetrainConfig = RetrainConfig(),
@@ -243,6 +258,9 @@ def retrain(
     weights : str, optional
         Head-mode scans: where the backbone's weights file is now, when it moved since the scan
         (it must hold the same weights: checked by ``weights_id``).
+
+    Runs that together would need more CPU threads than the machine has take turns
+    (:func:`labelaudit.training.cpu_share`).
     """
     config.validate()
     started = time.perf_counter()
@@ -290,7 +308,8 @@ def retrain(
                                  channels=store.channels if kind == "images" else None, cache_dir=cache_dir,
                                  workers=workers, progress=progress, require_all_classes=False)
     train = replace(run.train, seed=run.train.seed if config.seed is None else config.seed,
-                    device=run.train.device if config.device is None else config.device)
+                    device=run.train.device if config.device is None else config.device,
+                    threads=run.train.threads if config.threads is None else config.threads)
     test_inputs = None
     if kind == "embeddings":  # the same backbone and weights as the scan, embeddings from the cache
         weights_id = run.summary["input"].get("weights_id")
@@ -440,6 +459,7 @@ def summary(result: RetrainResult) -> dict:
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device),
         "precision": result.trainer.precision,
+        "threads": result.trainer.threads,
         "input": {"kind": result.run.input_kind, **({k: v for k, v in _embedding_spec(result.run).items() if k != "kind"})},
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -486,10 +506,10 @@ def _embedding_spec(run: ScanRun) -> dict:
 def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None, labels=None) -> list[Path]:
     """Everything a retrain reads: the scan's run directory, its images, the test set, the cache,
     the ``--labels`` file."""
-    from .images import default_cache_dir
+    from .images import cache_root
 
     own_embeddings = (run.summary.get("input") or {}).get("file")  # scan --embeddings/--probs
-    return input_paths(run.table, [run.path, test, cache_dir if cache_dir is not None else default_cache_dir(), labels,
+    return input_paths(run.table, [run.path, test, cache_root(cache_dir), labels,
                                    own_embeddings])
 
 

@@ -29,7 +29,6 @@ beside it, is written; the images are only read.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -49,8 +48,9 @@ from . import __version__
 from ._atomic import remove_stale_temporaries, temporary_sibling
 from ._decode import GRAY_MODES, _to_channels, classify_error
 from .errors import ConfigError, LabelAuditError, OutputError
-from .reports import json_text, write_csv
-from .rundir import FolderLock, data_fingerprint, replace_folder
+from .reports import json_text, read_json, write_csv
+from .resources import usable_cpus
+from .rundir import FolderLock, check_matrix_fingerprint, data_fingerprint, replace_folder
 from .sources import read_table
 
 #: ``labelaudit.scanner.RUN_FORMAT_VERSION`` and its T file (a test keeps them equal): importing
@@ -169,6 +169,7 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
     if unknown:
         raise ConfigError(f"report.parquet in {str(path)!r} has labels that are not classes of the scan "
                           f"({unknown[:3]!r}); scan the dataset again")
+    check_matrix_fingerprint(path / MATRIX_FILE, summary["data_fingerprint"])
     transition = _read_transition_matrix(path / MATRIX_FILE, names)
 
     quality = report["label_quality"].to_numpy(dtype=np.float64)
@@ -393,7 +394,7 @@ def make_thumbnails(paths: Sequence[str], folder: Path, *, size: int = 96, worke
     has_thumb : ndarray of bool, shape (len(paths),)
     unreadable : DataFrame
     """
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or usable_cpus())
     has_thumb = np.zeros(len(paths), dtype=bool)
     failures: list[tuple[int, str, str, str]] = []
     chunk = max(1, min(256, -(-len(paths) // (4 * workers))))  # several chunks per thread, for balance
@@ -444,7 +445,7 @@ def thumbnail(source: str, target: Path, size: int) -> tuple[str, str] | None:
 
 def _read_summary(path: Path) -> dict:
     try:
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        summary = read_json(path / "summary.json")
     except (ValueError, OSError) as exc:
         raise ConfigError(f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again") from None
     if not isinstance(summary, dict):

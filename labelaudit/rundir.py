@@ -35,8 +35,10 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import _interrupt
 from ._atomic import remove_stale_temporaries, temporary_sibling
-from .errors import OutputError
+from .errors import ConfigError, OutputError
+from .reports import read_json
 
 try:  # POSIX; on other systems runs are not locked (the rename still makes them whole)
     import fcntl
@@ -119,7 +121,7 @@ def read_marker(folder: Path) -> dict | None:
     """The :data:`MARKER` labelaudit wrote into ``folder`` (or the equivalent of one for a scan or
     retrain folder of an earlier version, see :data:`LEGACY_ENTRIES`), or None."""
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        marker = read_json(folder / MARKER)
     except (OSError, ValueError):
         return _legacy_marker(folder)
     if not (isinstance(marker, dict) and marker.get("written_by") == "labelaudit" and marker.get("kind") in KINDS
@@ -130,7 +132,7 @@ def read_marker(folder: Path) -> dict | None:
 
 def _legacy_marker(folder: Path) -> dict | None:
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        summary = read_json(folder / "summary.json")
         names = set(os.listdir(folder))
     except (OSError, ValueError):
         return None
@@ -315,9 +317,12 @@ class RunDirectory:
                 raise OutputError(f"{exc}; the finished {self.kind} output was kept in {str(kept)!r}") from None
             if replacing and not any(self.path.iterdir()):
                 self.path.rmdir()  # empty: nothing to keep aside
-            replace_folder(self.tmp, self.path)
-            self.tmp = None
-            self.committed = True
+            _interrupt.check()  # a Ctrl-C lost on the way: the unfinished output must not appear
+            with _interrupt.deferred():  # a Ctrl-C now waits until the output is in place and recorded
+                replace_folder(self.tmp, self.path)
+                self.tmp = None
+                self.committed = True
+                _interrupt.committed.append(self.path)
             return self.path
         finally:
             self.abort()
@@ -405,3 +410,18 @@ def data_fingerprint(sample_ids: Sequence[str], labels: Sequence[str]) -> str:
     for sample_id, label in zip(sample_ids, labels):
         digest.update(f"{sample_id}\t{label}\n".encode("utf-8", "surrogatepass"))
     return "sha256:" + digest.hexdigest()
+
+
+
+def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
+    """ConfigError when the matrix file ``path`` carries another data fingerprint than ``expected``
+    (:func:`labelaudit.reports.matrix_fingerprint`; a file without one, as written by earlier
+    versions or by hand, and an ``expected`` of None are not checked)."""
+    from .reports import matrix_fingerprint
+
+    found = matrix_fingerprint(path)
+    if found is not None and expected is not None and found != expected:
+        raise ConfigError(
+            f"{path.name} in {str(path.parent)!r} belongs to another dataset (its data fingerprint differs from "
+            "summary.json's: copied from another run); put back the scan's own file, or scan the dataset again"
+        )

@@ -21,7 +21,7 @@ import torch
 from . import __version__, distributed
 from ._atomic import atomic_path
 from .audit import Audit, audit_from_soft_labels, review_mask, with_similarity
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback, load_images
 from .inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
 from .methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, cv_flags, run_baseline
@@ -30,11 +30,11 @@ from .methods.pmnar import PMNARConfig, run_pmnar
 from .estimators import anchor_transition_matrix, bootstrap_interval
 from .metrics import load_truth, truth_metrics
 from .model_io import save_model
-from .reports import write_csv, write_json, write_matrix_csv, write_skipped_csv
+from .reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
 from .similarity import SimilarityIssues, find_similarity_issues
 from .rundir import RunDirectory, check_not_input, data_fingerprint, input_paths
 from .sources import SampleTable, load_source
-from .training import TensorData, TrainConfig, Trainer
+from .training import TensorData, TrainConfig, Trainer, holding_cpus
 
 #: 2: summary.json holds the data fingerprint and names the matrix files instead of holding the matrices.
 RUN_FORMAT_VERSION = 2
@@ -107,6 +107,7 @@ class ScanResult:
     similarity_skipped: Optional[str] = None  # why they were not searched
 
 
+@holding_cpus(lambda call: None if call["probs"] is not None else call["config"].train)  # --probs trains nothing
 def scan(
     source: str | os.PathLike | SampleTable,
     config: ScanConfig = ScanConfig(),
@@ -149,6 +150,9 @@ def scan(
         Out-of-sample predicted probabilities (:func:`labelaudit.byo.read_probs`, cleanlab's
         ``pred_probs``): nothing is trained; flags come from them by cv-ce's rule (``--flagger``)
         or ``threshold``.
+
+    Runs that together would need more CPU threads than the machine has take turns
+    (:func:`labelaudit.training.cpu_share`): each computes with the threads it would have alone.
 
     Returns
     -------
@@ -223,7 +227,10 @@ def scan(
             data = TensorData.from_store(store, config.train.max_memory)
             if normalisation is not None:  # a pretrained network expects its own normalisation
                 data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
-        trainer, soft_labels, anchor_probs, config_used, penultimate = _train(data, config, progress)
+        try:
+            trainer, soft_labels, anchor_probs, config_used, penultimate = _train(data, config, progress)
+        except TrainingError as exc:  # scan has no --lr: say what the user can change
+            raise TrainingError(exc.what, _DIVERGED_ADVICE.get(kind, _DIVERGED_ADVICE["images"])) from None
         if config.method == "cv-ce" and config.threshold is None:
             flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
     audit = audit_from_soft_labels(table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
@@ -295,6 +302,14 @@ class _StoreRows:
 
     def __getitem__(self, index) -> np.ndarray:
         return self.store.images(index)
+
+
+#: What to do when a scan's training diverges, by input kind (its learning rates are the method's own).
+_DIVERGED_ADVICE = {
+    "embeddings-file": "the embeddings file probably holds extreme values: check how it was written, or "
+                       "standardise each dimension",
+    "images": "run again with another --seed or --method; if it diverges again, please report it with the command",
+}
 
 
 def _train(data: TensorData, config: ScanConfig, progress):
@@ -399,6 +414,8 @@ def summary(result: ScanResult) -> dict:
         "memory": result.trainer.memory if result.trainer is not None else None,
         # The arithmetic the network actually trained in (settings.train.precision may say auto).
         "precision": result.trainer.precision if result.trainer is not None else None,
+        # CPU threads the network computed with (None on a GPU left at torch's setting); results depend on it.
+        "threads": result.trainer.threads if result.trainer is not None else None,
         "training_curves": result.trainer.curves if result.trainer is not None else [],
         "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "numpy": np.__version__, "pandas": pd.__version__},
@@ -482,10 +499,10 @@ def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str 
     """Everything a scan reads, which its run directory may not be, be inside of, or hold: the
     images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file
     and ``files`` (``--embeddings``/``--probs``)."""
-    from .images import default_cache_dir
+    from .images import cache_root
 
     local_weights = weights if weights is not None and Path(weights).expanduser().exists() else None
-    return input_paths(table, [truth, cache_dir if cache_dir is not None else default_cache_dir(), local_weights, *files])
+    return input_paths(table, [truth, cache_root(cache_dir), local_weights, *files])
 
 
 def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
@@ -520,10 +537,11 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
         full.to_parquet(tmp, index=False)
     write_csv(out / "report.csv", audit.report)
     write_csv(out / "flagged.csv", audit.report[review_mask(audit.report)].sort_values("rank", kind="stable"))
-    write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names)
-    write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names)
+    corner = matrix_corner(fingerprint(table))  # the T files carry the data fingerprint too
+    write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names, corner)
+    write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names, corner)
     if result.truth is not None:
-        write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names)
+        write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names, corner)
     write_skipped_csv(out / "skipped.csv", table.skipped)
     write_json(out / "config.json", result.config.to_dict())
     info = summary(result)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,12 @@ def _resolve_source(source: str | os.PathLike, fix: str) -> Path:
     shown = displayable_path(source)
     path = Path(source).expanduser()
     try:
+        if not path.exists() and re.match(_URL_START, str(source)):  # pathlib made s3://b of s3:/b
+            url = re.sub(r"^([^:/]+:)/(?!/)", r"\1//", shown)
+            raise SourceNotFoundError(
+                f"source {url!r} is a URL, and labelaudit reads local folders and manifests only; download "
+                "the data first (e.g. aws s3 sync, gsutil rsync, wget) and pass the local copy"
+            )
         if not path.exists():
             raise SourceNotFoundError(f"source {shown!r} does not exist; {fix}")
         path = path.resolve()
@@ -340,6 +347,7 @@ def load_unlabeled(
         frame, path_col, _, id_col = _read_manifest(path, path_column, None, id_column, with_label=False)
         frame = frame[frame[path_col].notna() & (frame[path_col].astype(str).str.strip() != "")]
         written = _path_cells(frame[path_col])
+        _refuse_urls(written, path, path_col)
         absolute, codes = _absolute_paths(written, path.parent)
         ids = _id_cells(frame[id_col]) if id_col is not None else _default_ids(written)
         absolute, ids = absolute.to_numpy(dtype=object), ids.to_numpy(dtype=object)
@@ -876,6 +884,7 @@ def _load_manifest(
     label_codes, label_texts = _label_codes(frame[label_col], strip=kind == "csv")
     step(2)
     written = _path_cells(frame[path_col])
+    _refuse_urls(written, path, path_col)
     absolute, path_codes = _absolute_paths(written, path.parent)
     ids = _id_cells(frame[id_col]) if id_col is not None else _default_ids(written)
     step(3)
@@ -928,6 +937,27 @@ def _path_cells(cells: pd.Series) -> pd.Series:
     """A manifest's path cells as text without surrounding whitespace (blank cells removed before)."""
     text = cells if pd.api.types.is_string_dtype(cells) and not cells.dtype == object else cells.map(str).astype("str")
     return text.str.strip()
+
+
+#: A URL's start (``s3://``, ``https://``; ``s3:/`` once pathlib has collapsed the double slash).
+_URL_START = r"^[A-Za-z][A-Za-z0-9+.\-]*:/"
+
+
+def _refuse_urls(written: pd.Series, path: Path, column: str) -> None:
+    """ManifestError when path cells are URLs: joined to the manifest's folder they would be
+    reported as missing local files with a mangled name (``.../s3:/bucket/a.png``)."""
+    maybe = written.str.contains("://", regex=False).to_numpy(dtype=bool)  # cheap on a million rows
+    if not maybe.any():
+        return
+    is_url = np.zeros(len(written), bool)
+    is_url[maybe] = written[maybe].str.contains(_URL_START + "/", regex=True).to_numpy(dtype=bool)
+    if is_url.any():
+        first = int(np.flatnonzero(is_url)[0])
+        raise ManifestError(
+            f"manifest {path.name!r} column {column!r} holds {int(is_url.sum())} URLs (first "
+            f"{_where_row(path, int(written.index[first]))}: {written.iloc[first]!r}); labelaudit reads local "
+            "image files only: download the images (e.g. aws s3 sync, gsutil rsync, wget) and list their local paths"
+        )
 
 
 def _absolute_paths(written: pd.Series, root: Path) -> tuple[pd.Series, np.ndarray]:

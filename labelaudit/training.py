@@ -13,6 +13,7 @@ the difference: both are rows of :attr:`TensorData.images`.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ from . import distributed
 from .errors import ConfigError, TrainingError
 from .images import ImageStore, ProgressCallback
 from .models import HEADS, Ensemble, build_head, build_model, default_backbone
+from .resources import cpu_share as share_cpus, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class TrainConfig:
     head: str = "linear"  # head mode: linear (a linear probe) or mlp (one hidden layer)
     precision: str = "auto"  # auto | fp32 | bf16: arithmetic of a network's forward and backward (see resolve_precision)
     max_memory: Optional[int] = None  # bytes for images and per-sample state (None: memory_budget's default)
+    threads: Optional[int] = None  # CPU threads (None: cpu_threads' choice); results depend on the count
 
     def validate(self) -> "TrainConfig":
         if self.train not in ("auto", "full", "head"):
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"crop_padding must be >= 0; got {self.crop_padding!r}")
         if self.max_memory is not None and not (isinstance(self.max_memory, int) and self.max_memory >= 1):
             raise ConfigError(f"max_memory must be a positive number of bytes; got {self.max_memory!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConfigError(f"threads must be a positive integer; got {self.threads!r}")
         if self.history_window < 1:
             raise ConfigError(f"history_window must be >= 1; got {self.history_window!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -123,6 +128,61 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: torch's own thread count at import: physical cores, or OMP_NUM_THREADS (torchrun sets it to 1).
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def cpu_threads(config: TrainConfig, *, features: bool = False) -> int:
+    """CPU threads a network computes with: ``config.threads`` when given; 1 for a head on
+    embeddings (its matrices are too small to split); else torch's default (physical cores, or
+    ``OMP_NUM_THREADS`` when set), capped by the CPUs this process may use
+    (:func:`labelaudit.resources.usable_cpus`: affinity and a container's CPU quota, which
+    torch does not read). The same machine gives the same count, and so the same results, whatever
+    else runs: the count changes a network's sums (docs/benchmarks.md, "Sharing the CPUs")."""
+    if config.threads is not None:
+        return config.threads
+    if features:
+        return 1
+    if os.environ.get("OMP_NUM_THREADS"):
+        return _TORCH_DEFAULT_THREADS
+    return max(1, min(_TORCH_DEFAULT_THREADS, usable_cpus()))
+
+
+@contextmanager
+def cpu_share(config: TrainConfig, progress: Optional[ProgressCallback] = None):
+    """Run the block holding :func:`cpu_threads` slots of the machine's CPUs
+    (:func:`labelaudit.resources.cpu_share`): concurrent runs take turns instead of slowing each
+    other down many times. Not under torchrun (its processes must run together) nor on a GPU."""
+    several = os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1")
+    if several or resolve_device(config.validate().device).type != "cpu":
+        yield
+        return
+    with share_cpus(cpu_threads(config), progress=progress):
+        yield
+
+
+def holding_cpus(train_of: Callable[[dict], Optional[TrainConfig]]):
+    """Decorator: run the function inside :func:`cpu_share`. ``train_of(arguments)`` gets the call's
+    bound arguments (by name, defaults applied; it may replace them, e.g. with something it
+    loaded) and returns the network settings the call trains with, or None to share nothing."""
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            call = signature.bind(*args, **kwargs)
+            call.apply_defaults()
+            train = train_of(call.arguments)
+            if train is None:
+                return function(*call.args, **call.kwargs)
+            with cpu_share(train, call.arguments.get("progress")):
+                return function(*call.args, **call.kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,6 +257,38 @@ def parse_memory_size(text: str, option: str = "--max-memory") -> int | None:
     if unit not in _SIZE_UNITS or not math.isfinite(value) or value <= 0 or value * _SIZE_UNITS[unit] < 1:
         raise ConfigError(f"{option} must be 'auto' or a size such as 8GB, 512MB or 1.5G; got {text!r}")
     return int(value * _SIZE_UNITS[unit])
+
+
+def _feature_statistics(features: torch.Tensor, chunk_rows: int = 65536):
+    """Per-dimension mean, standard deviation and largest distance from the mean ``(D,)`` of
+    ``features`` ``(N, D)``, in float64 (float32 sums of values near 1e38 overflow), a chunk of
+    rows at a time (no float64 copy of a large array). ConfigError for NaN or infinite values."""
+    n = len(features)
+    total = torch.zeros(features.shape[1], dtype=torch.float64)
+    for i in range(0, n, chunk_rows):
+        chunk = features[i:i + chunk_rows].double()
+        if not torch.isfinite(chunk).all():
+            raise ConfigError("the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)")
+        total += chunk.sum(dim=0)
+    mean = total / max(n, 1)
+    squares = torch.zeros_like(mean)
+    spread = torch.zeros_like(mean)
+    for i in range(0, n, chunk_rows):
+        deviation = features[i:i + chunk_rows].double() - mean
+        squares += deviation.square().sum(dim=0)
+        spread = torch.maximum(spread, deviation.abs().amax(dim=0))
+    std = (squares / max(n - 1, 1)).sqrt()
+    return mean, std, spread
+
+
+def format_size(num_bytes: float) -> str:
+    """Bytes in the binary unit :func:`parse_memory_size` reads, with enough digits to tell sizes
+    apart: ``1024`` -> ``"1.0 KB"``, ``3 * 2**30`` -> ``"3.0 GB"``, ``200`` -> ``"200 B"``."""
+    for unit, size in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if abs(num_bytes) >= size:
+            value = num_bytes / size
+            return f"{value:.3g} {unit}" if value >= 10 else f"{value:.1f} {unit}"
+    return f"{int(num_bytes)} B"
 
 
 class MappedImages:
@@ -299,10 +391,14 @@ class TensorData:
         if features.ndim != 2 or len(features) != len(labels):
             raise ConfigError(f"embeddings must be (N, D) with one row per sample ({len(labels)}); got {features.shape}")
         tensor = torch.from_numpy(np.array(features))  # a private copy: the cache file is read-only
-        as_float = tensor.float()
-        if not torch.isfinite(as_float).all():
-            raise ConfigError("the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)")
-        mean, std = as_float.mean(dim=0), as_float.std(dim=0)
+        mean, std, spread = _feature_statistics(tensor)
+        if len(tensor) > 1 and not (std > 0).any():
+            raise ConfigError("the embeddings are the same vector for every sample, so nothing tells the samples "
+                              "apart; check how they were computed (for --embeddings, the file's values)")
+        if float(spread.max()) > 1e30:  # standardising in float32 would overflow on the way
+            raise ConfigError(f"the embeddings hold values that differ by up to {float(spread.max()):.3g}, too large "
+                              "to compute with; rescale them (e.g. standardise each dimension) and pass them again")
+        mean, std = mean.float(), std.float()
         # A dimension that barely varies in the training set would be blown up by its own tiny
         # spread and swamp the others on new images: floor it at a tenth of the median spread.
         std = std.clamp_min(max(0.1 * float(std.median()), 1e-6))
@@ -395,10 +491,14 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.progress = progress
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        if len(data) < self.world or config.batch_size < self.world:
-            raise ConfigError(f"{len(data)} samples in batches of {config.batch_size} cannot be shared by {self.world} "
-                              "processes (each needs a sample of every batch); run fewer processes (torchrun "
-                              "--nproc-per-node) or raise --batch-size")
+        if len(data) < self.world:
+            raise ConfigError(f"{len(data)} samples cannot be shared by {self.world} processes (each needs a sample "
+                              f"of every batch); run at most {len(data)} processes (torchrun --nproc-per-node), or "
+                              "one process without torchrun")
+        if config.batch_size < self.world:
+            raise ConfigError(f"batches of {config.batch_size} samples cannot be shared by {self.world} processes "
+                              f"(each needs a sample of every batch); raise --batch-size to at least {self.world} "
+                              "or run fewer processes (torchrun --nproc-per-node)")
         # The shuffled order is the same on every rank (each trains its share of every batch);
         # augmentation and complementary-label draws differ per rank. One process: one generator.
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -452,7 +552,7 @@ class Trainer:
         # A head's operations are tiny: on a CPU one thread is as fast as two on a quiet machine and
         # many times faster when another process holds a core (measured 6 s vs 40-150 s for NLNL on
         # 10,000 x 1,280 embeddings); one thread also makes the result independent of the core count.
-        self.threads = 1 if data.is_features and self.device.type == "cpu" else None
+        self.threads = cpu_threads(config, features=data.is_features) if self.device.type == "cpu" else config.threads
         self.epochs_done = 0
         self.phase_seconds: dict[str, float] = {}
         # One row per epoch: phase, epoch, lr, mean loss, accuracy of the training-time
@@ -471,9 +571,9 @@ class Trainer:
             state_dtype, state_bytes = ("float16", state_bytes // 2 if state_dtype == "float32" else state_bytes) \
                 if half.item() else (state_dtype, state_bytes)
         if state_bytes > budget:
-            log.warning("the per-sample state of %d samples x %d classes needs %.1f GB in %s, more than the memory "
-                        "budget of %.1f GB; it may not fit in RAM (raise --max-memory if the machine has it)",
-                        n, k, state_bytes / 1e9, state_dtype, budget / 1e9)
+            log.warning("the per-sample state of %d samples x %d classes needs %s in %s, more than the memory "
+                        "budget of %s; it may not fit in RAM (raise --max-memory if the machine has it)",
+                        n, k, format_size(state_bytes), state_dtype, format_size(budget))
         if data.streamed:
             images = "streamed"
         elif self.device.type == "cuda" and data.images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]:
@@ -807,7 +907,7 @@ def _check_finite(model: nn.Module, loss: float | None, phase: str, epoch: int, 
     what = f"the loss became {loss}" if loss is not None and not math.isfinite(loss) else "the weights became NaN or infinite"
     raise TrainingError(
         f"training diverged in phase {phase!r} at epoch {epoch + 1} of {epochs}: {what} at learning rate {lr:g}; "
-        "no model was saved: run again with a lower learning rate (retrain --lr, e.g. 10 times lower)"
+        "no model was saved", "run again with a lower learning rate (retrain --lr, e.g. 10 times lower)"
     )
 
 

@@ -94,8 +94,10 @@ def test_fewer_samples_than_processes_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
     data = TensorData(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0]), 2, torch.tensor([0.5]),
                       torch.tensor([0.25]))
-    with pytest.raises(ConfigError, match="3 samples in batches of 128 cannot be shared by 4 processes"):
+    with pytest.raises(ConfigError, match="3 samples cannot be shared by 4 processes") as error:
         Trainer(data, TrainConfig(width=4))
+    # Issue 25: a bigger batch cannot help when there are fewer samples than processes.
+    assert "--batch-size" not in str(error.value) and "at most 3 processes" in str(error.value)
     bigger = TensorData(torch.zeros(30, 1, 8, 8, dtype=torch.uint8), torch.arange(30) % 2, 2, torch.tensor([0.5]),
                         torch.tensor([0.25]))
     with pytest.raises(ConfigError, match="raise --batch-size"):

@@ -7,12 +7,16 @@ The root only registers commands; each command lives in its own module. Library 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
 import sys
+import threading
 
 import typer
 
+from .. import _interrupt
 from ..errors import ConfigError, LabelAuditError
 from . import export_cmd, inspect_cmd, model_cmd, noise_cmd, retrain_cmd, review_cmd, scan_cmd
 
@@ -73,36 +77,70 @@ def _refuse_torchrun_except_scan(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script and ``python -m labelaudit``."""
+    """Run one command and raise SystemExit with its status (the CLI run in-process, as the tests
+    do; the console script is :func:`run`)."""
     _route_library_warnings()
+    owner = threading.current_thread() is threading.main_thread() and not _interrupt.installed()
+    if owner:
+        _interrupt.install()
     try:
         _refuse_torchrun_except_scan(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="labelaudit")
     except LabelAuditError as exc:
         if os.environ.get("LABELAUDIT_DEBUG"):
             raise
+        if _interrupt.pending():  # an error raised while a Ctrl-C was pending: the Ctrl-C is the answer
+            _exit_interrupted()
         print(f"labelaudit: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("labelaudit: interrupted", file=sys.stderr)
         _exit_interrupted()
     except SystemExit as exc:
-        if exc.code == 130:  # Typer turns Ctrl-C into a silent exit 130: say what happened
-            print("labelaudit: interrupted (an unfinished run directory is not kept)", file=sys.stderr)
+        if exc.code == 130 or _interrupt.pending():  # Typer turns Ctrl-C into a silent exit 130
             _exit_interrupted()
         raise
+    finally:
+        if owner:
+            _interrupt.uninstall()
+
+
+def run() -> None:
+    """Entry point of the console script and ``python -m labelaudit``: :func:`main`, then leave at
+    once. The interpreter's teardown after a scan takes about a second, and a Ctrl-C in it, after
+    Python has reset its signal handlers, killed the process by the signal without a word."""
+    _interrupt.install()
+    try:
+        if _interrupt.pending():  # pressed while the imports ran
+            _exit_interrupted()
+        main()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    except KeyboardInterrupt:  # pressed after main's own handling ended
+        _exit_interrupted()
+    signal.signal(signal.SIGINT, lambda *_: _exit_interrupted())  # the command ended: say what it left
+    if isinstance(status, str):  # SystemExit("message"), as Python itself would print it
+        print(status, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()  # what Python runs at exit (log handlers, multiprocessing), without the teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status or 0)
 
 
 def _exit_interrupted() -> None:
-    """Exit with status 130 now (the unfinished output was already removed on the way up).
+    """Say what a Ctrl-C left behind, and exit with status 130 now.
 
-    A Ctrl-C that landed while the scan was still importing its modules (torch among them)
-    sometimes ended the process with SIGINT at exit (status -2) although the interrupt had been
-    handled: 4 of 8 interrupted scans in a test; after this change 11 of 12 exited 130 and one
-    ran to the end (the signal was lost during the imports). CPython marks
-    a KeyboardInterrupt as unhandled when it escapes code run through its C API and then kills
-    itself at exit; which import did that was not pinned down. Leaving at once keeps the
-    documented status."""
+    An output moved into place before the Ctrl-C is complete (:data:`labelaudit._interrupt.committed`);
+    an unfinished one was removed on the way up. Leaving with ``os._exit``: a KeyboardInterrupt
+    that escaped code run through CPython's C API (an import, a finaliser) made the interpreter
+    kill itself by SIGINT at exit although handled (4 of 8 scans interrupted during imports)."""
+    done = [str(p) for p in _interrupt.committed]
+    if done:
+        print(f"labelaudit: interrupted after the output was written in full: {', '.join(done)} is complete",
+              file=sys.stderr)
+    else:
+        print("labelaudit: interrupted (an unfinished run directory is not kept)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)

@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .. import _interrupt
+
 SourceArg = Annotated[
     Path,
     typer.Argument(help="Image folder (one subfolder per class) or a .parquet/.csv manifest.", show_default=False,
@@ -36,8 +38,8 @@ ImageSizeOpt = Annotated[
     typer.Option("--image-size", min=4, max=1024, help="Side of the square images the network sees [default: median shorter side, clamped to 16..64]."),
 ]
 CacheDirOpt = Annotated[
-    Optional[Path],
-    typer.Option("--cache-dir", readable=False, help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit]."),
+    Optional[str],  # text, not Path: Path("") would turn an empty value into the current folder
+    typer.Option("--cache-dir", help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit]."),
 ]
 WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Decoding processes [default: all cores].")
@@ -75,6 +77,7 @@ def progress_bars(enabled: bool) -> Iterator:
     tasks: dict[str, int] = {}
 
     def update(phase: str, done: int, total: int, extra: str = "") -> None:
+        _interrupt.check()  # a Ctrl-C that Python lost (raised in a finaliser) stops the work here
         if phase not in tasks:
             tasks[phase] = bars.add_task(phase, total=total, extra=extra)
         bars.update(tasks[phase], completed=done, total=total, extra=extra)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..dataset_report import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
-from ..images import default_cache_dir, load_images
+from ..images import cache_root, load_images
 from ..rundir import RunDirectory, input_paths
 from ..reports import json_text, write_json, write_skipped_csv
 from ..sources import SKIP_REASONS, load_source
@@ -59,7 +59,7 @@ def inspect(
                             progress=progress)
     output = None
     if out is not None:  # checked, locked and created before decoding
-        inputs = input_paths(table, [cache_dir if cache_dir is not None else default_cache_dir()])
+        inputs = input_paths(table, [cache_root(cache_dir)])
         output = RunDirectory(out, "inspect", inputs=inputs, overwrite=overwrite).open()
     try:
         with progress_bars(bars) as progress:

@@ -38,7 +38,7 @@ def inject_noise_command(
     Example: labelaudit inject-noise ./clean-images --kind symm-exc --rate 0.4 --out ./noisy40
     """
     from ..errors import ConfigError
-    from ..images import default_cache_dir
+    from ..images import cache_root
     from ..noise import KINDS, confusable_noise, inject_noise, read_flip_table, write_noisy_dataset
     from ..rundir import RunDirectory, input_paths
     from ..sources import load_source
@@ -54,7 +54,7 @@ def inject_noise_command(
         raise ConfigError("--kind confusable needs --rate, the share of the whole dataset to flip (e.g. 0.3)")
     table = load_source(source, path_column=path_column, label_column=label_column)
     map_file = noise_map if noise_map is not None and Path(noise_map).exists() else None  # an input too
-    inputs = [f for f in (map_file, flips) if f] + ([cache_dir if cache_dir is not None else default_cache_dir()]
+    inputs = [f for f in (map_file, flips) if f] + ([cache_root(cache_dir)]
                                                      if kind == "confusable" and flips is None else [])
     # The output folder is checked and locked before the (possibly long) decode and fit.
     run = RunDirectory(out, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite).open()

@@ -26,6 +26,7 @@ def retrain_command(
     test_label_column: Annotated[Optional[str], typer.Option("--test-label-column", help="Label column of a --test manifest.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**63 - 1, help="[default: the scan's seed]")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda [default: the scan's setting].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads [default: the scan's setting].")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode scans: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
@@ -47,7 +48,7 @@ def retrain_command(
     from ..rundir import RunDirectory
 
     mode = mode if mode is not None else "labels" if labels is not None else "pseudo"
-    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device,
+    config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device, threads=threads,
                            labels=None if labels is None else str(labels)).validate()
     run = load_run(run_dir)
     # Checked, locked and created before training: a bad --out costs nothing.

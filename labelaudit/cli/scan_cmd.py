@@ -58,6 +58,7 @@ def scan_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="Arithmetic of the network's forward and backward: auto (bfloat16 on a CPU that computes it in hardware, e.g. Intel AMX or AVX-512 BF16, float16 on CUDA, else float32), fp32 or bf16. Weights, losses and soft labels stay float32; on a CPU a head over embeddings always trains in float32.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads the network computes with [default: torch's default (physical cores), capped by the CPUs this process may use (affinity, container quota); 1 for a head on embeddings]. Results depend on the count; runs that together need more threads than there are CPUs take turns (docs/benchmarks.md).")] = None,
     max_memory: Annotated[str, typer.Option("--max-memory", metavar="SIZE", help="Memory budget per process for the decoded images and per-sample state, e.g. 8GB or 512MB: images that do not fit what the state leaves stay in the cache file and are read batch by batch (same result, prefetched); per-sample state over a quarter of it is kept in float16. See docs/scale.md [default: auto = half of the machine's RAM, divided among the processes torchrun starts on it].")] = "auto",
     similarity: Annotated[Optional[bool], typer.Option("--similarity/--no-similarity", help="Search near-duplicates (the same picture twice, e.g. under two labels) and outliers (images of no class): report columns duplicate_of, duplicate_conflict, outlier_score, is_outlier and reason; see docs/methods.md [default: on up to 200,000 samples].")] = None,
     duplicate_threshold: Annotated[Optional[float], typer.Option("--duplicate-threshold", min=0.0, max=1.0, help="Pixel similarity (1 - aligned grey-level difference / 255) from which two images are near-duplicates [default: read from the data, summary.json similarity.duplicate_threshold].")] = None,
@@ -101,7 +102,7 @@ def scan_command(
         duplicate_threshold=duplicate_threshold,
         train=TrainConfig(backbone=backbone, depth=depth, width=width, weights=weights, batch_size=batch_size,
                           flip=not no_flip, crop_padding=crop_padding, device=device, seed=seed, train=train, head=head,
-                          precision=precision, max_memory=parse_memory_size(max_memory)),
+                          precision=precision, max_memory=parse_memory_size(max_memory), threads=threads),
         nlnl=NLNLConfig(complementary=complementary if complementary == "all" else _positive_int(complementary)),
         pmnar=PMNARConfig(variant=variant, beta=beta),
         baseline=BaselineConfig(flagger=flagger),
@@ -155,9 +156,14 @@ def _warn_few_samples(table) -> None:
     few = table.few_sample_classes()
     if few:
         counts = table.class_counts()
-        listed = ", ".join(f"{name!r} ({int(counts[name])})" for name in few)
-        print(f"labelaudit: warning: fewer than {FEW_SAMPLES_THRESHOLD} images in class{'es' if len(few) > 1 else ''} "
-              f"{listed}; their flags and noise rates rest on too few samples to trust", file=sys.stderr)
+        shown = 8  # a 2,000-class dataset would otherwise print every class on one line
+        listed = ", ".join(f"{name!r} ({int(counts[name])})" for name in few[:shown])
+        if len(few) > shown:
+            listed = f"{len(few)} classes ({listed} and {len(few) - shown} more)"
+        else:
+            listed = f"class{'es' if len(few) > 1 else ''} {listed}"
+        print(f"labelaudit: warning: fewer than {FEW_SAMPLES_THRESHOLD} images in {listed}; their flags and noise "
+              "rates rest on too few samples to trust", file=sys.stderr)
 
 
 def _how(result) -> str:
