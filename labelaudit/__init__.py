@@ -24,10 +24,10 @@ if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("labelau
 
     _interrupt.hold_while_importing()
 
-from .dataset_report import DatasetReport, inspect_store
+from .data.inspect import DatasetReport, inspect_store
 from .errors import ConfigError, DatasetError, LabelAuditError, ManifestError, SourceNotFoundError
-from .images import ImageStore, load_images
-from .sources import SampleTable, load_source
+from .data.images import ImageStore, load_images
+from .data.sources import SampleTable, load_source
 
 
 __all__ = [
@@ -56,9 +56,10 @@ __all__ = [
 ]
 
 # Imported on first use: most of these load torch.
-_LAZY = {"ScanConfig": "scanner", "ScanResult": "scanner", "scan": "scanner", "write_run": "scanner",
-         "retrain": "retrain", "write_retrain": "retrain", "write_review": "review", "export_run": "export",
-         "apply_decisions": "apply", "write_apply": "apply", "find_similarity_issues": "similarity"}
+_LAZY = {"ScanConfig": "pipeline.scan", "ScanResult": "pipeline.scan", "scan": "pipeline.scan",
+         "write_run": "pipeline.scan", "retrain": "pipeline.retrain", "write_retrain": "pipeline.retrain",
+         "write_review": "review.page", "export_run": "review.export", "apply_decisions": "review.apply",
+         "write_apply": "review.apply", "find_similarity_issues": "audit.similarity"}
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ interpreter's teardown, after the handlers are reset, the process dies by the si
 The CLI calls :func:`install`. A SIGINT then records that an interrupt is pending and raises
 KeyboardInterrupt, unless a :func:`deferred` block (moving a finished output into place) is
 running, where it waits for the block's end. :func:`check` raises an interrupt that was lost;
-:class:`labelaudit.rundir.RunDirectory` calls it before it commits, so an interrupted run never
+:class:`labelaudit.runs.directory.RunDirectory` calls it before it commits, so an interrupted run never
 appears, and records each output it moved into place in :data:`committed`.
 
 Without :func:`install` (a program that imports labelaudit), nothing here changes how Ctrl-C

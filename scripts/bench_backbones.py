@@ -36,10 +36,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labelaudit.backbones import PRETRAINED_BACKBONES, load_backbone  # noqa: E402
-from labelaudit.embeddings import compute_embeddings  # noqa: E402
-from labelaudit.images import load_images  # noqa: E402
-from labelaudit.sources import load_source  # noqa: E402
+from labelaudit.nets.backbones import PRETRAINED_BACKBONES, load_backbone  # noqa: E402
+from labelaudit.nets.embeddings import compute_embeddings  # noqa: E402
+from labelaudit.data.images import load_images  # noqa: E402
+from labelaudit.data.sources import load_source  # noqa: E402
 
 DEFAULT_ORDER = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16", "efficientnet_lite0")
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "chelsea_224.jpg"

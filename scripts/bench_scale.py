@@ -90,8 +90,8 @@ def streaming(args) -> None:
     import torch
 
     from labelaudit import load_images, load_source
-    from labelaudit.methods.nlnl import NLNLConfig, run_nlnl
-    from labelaudit.training import TensorData, TrainConfig, Trainer
+    from labelaudit.train.methods.nlnl import NLNLConfig, run_nlnl
+    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
     store = load_images(load_source(args.source))
     data = {"in memory": TensorData.from_store(store), "streamed": TensorData.from_store(store, max_memory=1)}

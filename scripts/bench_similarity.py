@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labelaudit import similarity
-from labelaudit.scanner import ScanConfig, scan
+from labelaudit.audit import similarity
+from labelaudit.pipeline.scan import ScanConfig, scan
 
 DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -99,7 +99,7 @@ def read_labels(path: Path) -> np.ndarray:
 SEARCH_60K = """
 import sys, time, json
 import numpy as np
-from labelaudit.similarity import find_similarity_issues
+from labelaudit.audit.similarity import find_similarity_issues
 images = np.load(sys.argv[1], mmap_mode="r"); features = np.load(sys.argv[2]); labels = np.load(sys.argv[3])
 start = time.perf_counter()
 issues = find_similarity_issues(images, labels, features=features)

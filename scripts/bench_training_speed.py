@@ -4,7 +4,7 @@ For each precision (float32, and bfloat16 autocast where the CPU computes it in 
 prints images per second of
 
 - ``bare``: forward, cross-entropy, backward and SGD step on one fixed batch (the ceiling);
-- ``loop``: :meth:`labelaudit.training.Trainer.run_phase` with the NL loss on the real images
+- ``loop``: :meth:`labelaudit.train.trainer.Trainer.run_phase` with the NL loss on the real images
   (batch assembly, augmentation, normalisation, softmax history, per-epoch checks included);
 
 and the loop's time split by stage (measured by repeating each stage alone on the same batches).
@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from labelaudit.images import load_images
-from labelaudit.methods.nlnl import class_weights, nl_loss
-from labelaudit.models import build_model
-from labelaudit.sources import load_source
-from labelaudit.training import TensorData, TrainConfig, Trainer, cpu_has_fast_bfloat16
+from labelaudit.data.images import load_images
+from labelaudit.train.methods.nlnl import class_weights, nl_loss
+from labelaudit.nets.models import build_model
+from labelaudit.data.sources import load_source
+from labelaudit.train.trainer import TensorData, TrainConfig, Trainer, cpu_has_fast_bfloat16
 
 
 def bare_rate(data: TensorData, precision: str, steps: int = 40, repeats: int = 3) -> float:

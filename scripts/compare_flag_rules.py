@@ -2,7 +2,7 @@
 
 Reads each scan's soft labels (``report.parquet``) and the truth file it was scored against,
 and prints, per run: the flag F1 of the mixture boundary capped at 0 (the rule before issue 14)
-and of :func:`labelaudit.audit.mixture_boundary` (the current rule), and the error of each
+and of :func:`labelaudit.audit.flags.mixture_boundary` (the current rule), and the error of each
 noise-rate estimator against the true rate:
 
 - ``flagged``: the share flagged by the current rule;
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.audit import fit_two_gaussians, label_margin, mixture_boundary
+from labelaudit.audit.flags import fit_two_gaussians, label_margin, mixture_boundary
 
 
 def load_run(run: Path, truth_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 import time
 
-from labelaudit.audit import audit_from_soft_labels
-from labelaudit.images import load_images
-from labelaudit.inputs import backbone_embeddings
-from labelaudit.methods.baselines import cv_flags
-from labelaudit.metrics import load_truth, truth_metrics
-from labelaudit.scanner import ScanConfig, _train
-from labelaudit.sources import load_source
-from labelaudit.training import TensorData, TrainConfig
+from labelaudit.audit.flags import audit_from_soft_labels
+from labelaudit.data.images import load_images
+from labelaudit.train.inputs import backbone_embeddings
+from labelaudit.audit.flags import cv_flags
+from labelaudit.audit.metrics import load_truth, truth_metrics
+from labelaudit.pipeline.scan import ScanConfig, _train
+from labelaudit.data.sources import load_source
+from labelaudit.train.trainer import TensorData, TrainConfig
 
 
 def main(source: str, truth: str, settings: list[str]) -> None:

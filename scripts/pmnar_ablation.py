@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelaudit.metrics import load_truth
+from labelaudit.audit.metrics import load_truth
 from labelaudit.reports import write_json
-from labelaudit.methods.pmnar import PMNARConfig
-from labelaudit.scanner import ScanConfig, scan, summary
-from labelaudit.sources import load_source
-from labelaudit.training import TrainConfig
+from labelaudit.train.methods.pmnar import PMNARConfig
+from labelaudit.pipeline.scan import ScanConfig, scan, summary
+from labelaudit.data.sources import load_source
+from labelaudit.train.trainer import TrainConfig
 
 #: The schedule the budgets multiply: PMNAR's default before issue 16 (24 epochs, 5 of warm-up),
 #: which the documented runs used; the default is now 10 times longer (240, 50).

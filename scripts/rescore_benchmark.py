@@ -2,7 +2,7 @@
 
 A scan's training does not depend on the flag rule: its soft labels (``report.parquet``) are
 what the method produced. This script recomputes, for every run of a ``labelaudit benchmark``
-folder, the audit from those soft labels with :func:`labelaudit.audit.audit_from_soft_labels`
+folder, the audit from those soft labels with :func:`labelaudit.audit.flags.audit_from_soft_labels`
 (the rule of the installed labelaudit) and scores it against the run's truth, exactly as
 ``scan --truth`` would; wall time and memory are the runs' own. ``cv-ce`` and ``cleanlab`` rows
 use their own rules and are recomputed by the same code paths as the benchmark.
@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from labelaudit._atomic import write_text
-from labelaudit.audit import audit_from_soft_labels
-from labelaudit.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
-from labelaudit.methods.baselines import cv_flags
-from labelaudit.metrics import load_truth, ranking_metrics, truth_metrics
+from labelaudit.audit.flags import audit_from_soft_labels
+from labelaudit.pipeline.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
+from labelaudit.audit.flags import cv_flags
+from labelaudit.audit.metrics import load_truth, ranking_metrics, truth_metrics
 from labelaudit.reports import write_csv
-from labelaudit.sources import table_from_rows
+from labelaudit.data.sources import table_from_rows
 
 
 def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:

@@ -18,9 +18,9 @@ import torch
 import pandas as pd
 
 from labelaudit import load_images, load_source
-from labelaudit.audit import audit_from_soft_labels
-from labelaudit.metrics import load_truth, truth_metrics
-from labelaudit.model_io import load_model
+from labelaudit.audit.flags import audit_from_soft_labels
+from labelaudit.audit.metrics import load_truth, truth_metrics
+from labelaudit.train.checkpoint import load_model
 
 
 def main() -> None:

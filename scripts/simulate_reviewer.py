@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from labelaudit.sources import read_table  # text cells, formula escapes undone
+from labelaudit.data.sources import read_table  # text cells, formula escapes undone
 
 run, truth_file, out = sys.argv[1:4]
 flagged = read_table(Path(run) / "flagged.csv", "flagged.csv")

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.audit import audit_from_soft_labels
+from labelaudit.audit.flags import audit_from_soft_labels
 from labelaudit.errors import ManifestError
-from labelaudit.estimators import per_class_noise_rates, transition_matrix
-from labelaudit.metrics import detection_metrics, load_truth, truth_metrics
-from labelaudit.sources import SampleTable
+from labelaudit.audit.estimators import per_class_noise_rates, transition_matrix
+from labelaudit.audit.metrics import detection_metrics, load_truth, truth_metrics
+from labelaudit.data.sources import SampleTable
 
 REPORT_COLUMNS = ["sample_id", "path", "given_label", "suspected_noisy", "confidence", "suggested_label",
                   "suggested_confidence", "label_quality", "rank"]
@@ -178,7 +178,7 @@ def test_load_truth_relative_path_and_na_like_class_names(tmp_path, monkeypatch)
 
 
 def test_mixture_boundary_ignores_the_far_left_tail_crossing():
-    from labelaudit.audit import _crossing
+    from labelaudit.audit.flags import _crossing
 
     # A narrow wrong-label component and a wide right-label one cross twice: near -6 and again far
     # out in the left tail; the boundary is the crossing between the means.
@@ -187,7 +187,7 @@ def test_mixture_boundary_ignores_the_far_left_tail_crossing():
 
 
 def test_mixture_boundary_goes_above_zero_only_for_a_component_of_disputed_labels():
-    from labelaudit.audit import MixtureFit, mixture_boundary
+    from labelaudit.audit.flags import MixtureFit, mixture_boundary
 
     def fit(low_mean, boundary):
         return MixtureFit(means=(low_mean, 7.0), stds=(5.0, 2.3), weights=(0.45, 0.55), boundary=boundary)
@@ -224,7 +224,7 @@ def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
 
 
 def test_model_noise_rate_is_the_expected_share_of_wrong_labels():
-    from labelaudit.estimators import model_noise_rate
+    from labelaudit.audit.estimators import model_noise_rate
 
     soft = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     assert model_noise_rate(soft, np.array([0, 0, 1])) == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)

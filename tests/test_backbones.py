@@ -20,8 +20,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from labelaudit.backbones import PRETRAINED_BACKBONES, Preprocess, backbone_preprocess, load_backbone
-from labelaudit.embeddings import embed_files
+from labelaudit.nets.backbones import PRETRAINED_BACKBONES, Preprocess, backbone_preprocess, load_backbone
+from labelaudit.nets.embeddings import embed_files
 from labelaudit.errors import ConfigError
 
 CHELSEA = Path(__file__).parent / "data" / "chelsea_224.jpg"

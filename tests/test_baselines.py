@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from labelaudit.methods.baselines import BaselineConfig, lq_loss_per_sample, truncation_weights
-from labelaudit.scanner import ScanConfig, scan
-from labelaudit.training import TrainConfig
+from labelaudit.train.methods.baselines import BaselineConfig, lq_loss_per_sample, truncation_weights
+from labelaudit.pipeline.scan import ScanConfig, scan
+from labelaudit.train.trainer import TrainConfig
 
 LOGITS = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.05, 0.05, 0.9]]))
 LABELS = torch.tensor([0, 2, 1])
@@ -62,7 +62,7 @@ def test_baseline_scans_run_end_to_end(method, tmp_path):
 def test_stratified_folds_spread_each_class_evenly():
     import numpy as np
 
-    from labelaudit.methods.baselines import stratified_folds
+    from labelaudit.train.methods.baselines import stratified_folds
 
     labels = np.repeat([0, 1, 2], [50, 30, 20])
     fold = stratified_folds(labels, 5, seed=0)

@@ -1,4 +1,4 @@
-"""Reading user-supplied embeddings and predicted probabilities (labelaudit.byo), aligned with a
+"""Reading user-supplied embeddings and predicted probabilities (labelaudit.data.user_files), aligned with a
 real SampleTable: every format on real files, shuffled and skipped rows, every error message,
 and cleanlab's own pred_probs."""
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from labelaudit import load_source
-from labelaudit.byo import MANIFEST_ROW_COLUMN, read_embeddings, read_probs
+from labelaudit.data.user_files import MANIFEST_ROW_COLUMN, read_embeddings, read_probs
 from labelaudit.errors import ConfigError
 from labelaudit.reports import write_csv
 from conftest import make_folder_dataset, save_image
@@ -92,7 +92,7 @@ def test_parquet_list_column_shuffled_and_extra_rows_ignored(tmp_path, table, ca
     frame = pd.concat([frame, pd.DataFrame({"sample_id": ["other/x.png"], "label": [""],
                                             "embedding": [np.zeros(5, np.float32)]})])
     frame.sample(frac=1, random_state=3).to_parquet(tmp_path / "e.parquet")  # shuffled, index saved too
-    with caplog.at_level(logging.WARNING, logger="labelaudit.byo"):
+    with caplog.at_level(logging.WARNING, logger="labelaudit.data.user_files"):
         out = read_embeddings(tmp_path / "e.parquet", table)
     np.testing.assert_array_equal(out, vectors)
     assert "ignored 1 rows (0 for images the dataset skipped, 1 for samples not in the dataset)" in caplog.text
@@ -129,7 +129,7 @@ def test_npy_manifest_order_with_skipped_and_repeated_rows(tmp_path, manifest, c
     assert len(table) == 4 and len(table.skipped) == 1 and len(table.duplicate_rows) == 1
     vectors = _vectors(6)  # one row per manifest data row
     np.save(tmp_path / "e.npy", vectors)
-    with caplog.at_level(logging.WARNING, logger="labelaudit.byo"):
+    with caplog.at_level(logging.WARNING, logger="labelaudit.data.user_files"):
         out = read_embeddings(tmp_path / "e.npy", table)
     np.testing.assert_array_equal(out, vectors[[0, 1, 3, 5]].astype(np.float32))
     assert "ignored 2 rows" in caplog.text

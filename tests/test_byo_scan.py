@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_noisy_pattern_dataset, run_cli
-from labelaudit.methods.baselines import cv_flags
+from labelaudit.audit.flags import cv_flags
 
 
 def _tree_digest(*paths) -> str:

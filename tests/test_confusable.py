@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.benchmark import parse_noise
+from labelaudit.pipeline.benchmark import parse_noise
 from labelaudit.errors import ConfigError
-from labelaudit.noise import (confusable_noise, confusion_probabilities, inclusion_probabilities, inject_noise,
+from labelaudit.pipeline.noise import (confusable_noise, confusion_probabilities, inclusion_probabilities, inject_noise,
                               systematic_sample)
-from labelaudit.sources import load_source
+from labelaudit.data.sources import load_source
 from conftest import make_noisy_pattern_dataset, run_cli
 
 

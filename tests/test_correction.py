@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.correction import backward_corrected_loss, forward_corrected_loss, invert_transition
-from labelaudit.estimators import anchor_transition_matrix, bootstrap_interval, confident_learning_flags
+from labelaudit.train.losses import backward_corrected_loss, forward_corrected_loss, invert_transition
+from labelaudit.audit.estimators import anchor_transition_matrix, bootstrap_interval, confident_learning_flags
 
 TRUE_T = np.array([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]])
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from labelaudit.training import TensorData, TrainConfig, Trainer
+from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
 #: Long enough for the flags to settle (measured: 96.4% agreement at 0.3, 98.0% at 1), short enough for CI.
@@ -88,7 +88,7 @@ def test_every_sample_trains_on_exactly_one_rank_with_equal_step_counts(n, batch
 
 
 def test_fewer_samples_than_processes_is_a_clear_error(monkeypatch):
-    from labelaudit import distributed
+    from labelaudit.train import distributed
     from labelaudit.errors import ConfigError
 
     monkeypatch.setattr(distributed, "world_size", lambda: 4)

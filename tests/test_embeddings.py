@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from labelaudit import _decode
-from labelaudit.backbones import load_backbone
-from labelaudit.embeddings import compute_embeddings, embed_files, open_rgb
+from labelaudit.data import _decode
+from labelaudit.nets.backbones import load_backbone
+from labelaudit.nets.embeddings import compute_embeddings, embed_files, open_rgb
 from labelaudit.errors import ConfigError, DatasetError
-from labelaudit.images import load_images
-from labelaudit.sources import load_source
+from labelaudit.data.images import load_images
+from labelaudit.data.sources import load_source
 
 CHELSEA = Path(__file__).parent / "data" / "chelsea_224.jpg"  # CC0, see tests/test_backbones.py
 
@@ -207,7 +207,7 @@ def test_prefetching_batches_match_sequential_ones_and_stop_cleanly(dataset, lit
     # The GPU path decodes the next batch in a thread; same batches, same errors, no thread left behind.
     import threading
 
-    from labelaudit.embeddings import _prefetched, _sequential
+    from labelaudit.nets.embeddings import _prefetched, _sequential
 
     paths = sorted(str(p) for p in dataset.rglob("*.*"))
     expected = list(_sequential(paths, lite0.preprocess, 5))
@@ -237,7 +237,7 @@ def test_weights_giving_nan_features_are_a_one_line_error(dataset, lite0, tmp_pa
 
 
 def test_clear_cache_removes_embedding_entries_and_nothing_else(dataset, lite0, tmp_path):
-    from labelaudit.images import clear_cache
+    from labelaudit.nets.embeddings import clear_cache
 
     cache = tmp_path / "cache"
     entry = compute_embeddings(store_of(dataset, cache), lite0, cache_dir=cache)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from labelaudit import ConfigError, DatasetError, load_images, load_source
-from labelaudit import images as images_module
+from labelaudit.data import images as images_module
 from conftest import make_folder_dataset, save_image
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from labelaudit.errors import DatasetError
-from labelaudit.sources import CHECK_FILES_PHASE, READ_MANIFEST_PHASE, load_source, read_table, table_columns
+from labelaudit.data.sources import CHECK_FILES_PHASE, READ_MANIFEST_PHASE, load_source, read_table, table_columns
 from conftest import run_cli as run, save_image
 
 ROWS = 20_000

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from labelaudit.errors import ConfigError
-from labelaudit.models import CifarResNet, build_model, default_backbone
+from labelaudit.nets.models import CifarResNet, build_model, default_backbone
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -59,7 +59,7 @@ def test_default_backbone_by_image_size():
 def test_narrow_network_trains_on_odd_batches(batch):
     """torch's CPU channels_last backward segfaults for < 16 channels and odd batches; the
     Trainer must avoid that layout for narrow networks (a crash here kills the test run)."""
-    from labelaudit.training import TensorData, TrainConfig, Trainer
+    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
     images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8)
     data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
@@ -71,7 +71,7 @@ def test_narrow_network_trains_on_odd_batches(batch):
 
 
 def test_precision_is_resolved_per_device_and_input():
-    from labelaudit.training import cpu_has_fast_bfloat16, resolve_precision
+    from labelaudit.train.trainer import cpu_has_fast_bfloat16, resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("fp32", cpu, features=False) == "fp32"
@@ -89,7 +89,7 @@ def test_bfloat16_training_is_deterministic_and_keeps_float32_weights(batch):
     """bf16 autocast on the CPU (the default where the CPU computes bf16 in hardware): the same
     seed gives the same weights and soft labels, weights stay float32, narrow networks and odd
     batches included."""
-    from labelaudit.training import TensorData, TrainConfig, Trainer
+    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
     def train(width):
         images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from labelaudit.errors import ConfigError
-from labelaudit.methods.nlnl import (
+from labelaudit.train.methods.nlnl import (
     NLNLConfig,
     class_weights,
     draw_complementary,
@@ -18,7 +18,7 @@ from labelaudit.methods.nlnl import (
     selnl_mask,
     selpl_mask,
 )
-from labelaudit.training import History, scaled_epochs
+from labelaudit.train.trainer import History, scaled_epochs
 
 PROBS = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
 LABELS = torch.tensor([0, 1])

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.rundir import write_marker
+from labelaudit.runs.directory import write_marker
 
-from labelaudit.benchmark import BenchmarkConfig, markdown_table, parse_methods, parse_noise, run_benchmark, summarise
+from labelaudit.pipeline.benchmark import BenchmarkConfig, markdown_table, parse_methods, parse_noise, run_benchmark, summarise
 from labelaudit.cli import main
 from labelaudit.errors import ConfigError
-from labelaudit.metrics import detection_metrics, ranking_metrics
-from labelaudit.noise import inject_noise, resolve_named_map
+from labelaudit.audit.metrics import detection_metrics, ranking_metrics
+from labelaudit.pipeline.noise import inject_noise, resolve_named_map
 from conftest import make_folder_dataset, make_noisy_pattern_dataset
 
 FASHION = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot")

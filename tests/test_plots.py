@@ -1,4 +1,4 @@
-"""The run directory's pictures (labelaudit.plots) on real scans of small real images."""
+"""The run directory's pictures (labelaudit.runs.plots) on real scans of small real images."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from labelaudit.errors import ConfigError, OutputError
-from labelaudit.estimators import per_class_bootstrap_intervals
-from labelaudit.methods.baselines import BaselineConfig
-from labelaudit.methods.nlnl import NLNLConfig
-from labelaudit.methods.pmnar import PMNARConfig
-from labelaudit.plots import (
+from labelaudit.audit.estimators import per_class_bootstrap_intervals
+from labelaudit.train.methods.baselines import BaselineConfig
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.train.methods.pmnar import PMNARConfig
+from labelaudit.runs.plots import (
     PLOT_FILES,
     PLOTS_DIR,
     PlotData,
@@ -27,13 +27,13 @@ from labelaudit.plots import (
     write_plots,
     write_plots_for_run,
 )
-from labelaudit.scanner import ScanConfig, scan, write_run
-from labelaudit.training import TrainConfig
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.trainer import TrainConfig
 from conftest import make_noisy_pattern_dataset
 
 # As in test_scan.py: 240 images of 16x16 in 4 classes, ResNet-8 of width 8, 4+4+4 epochs.
 SMALL = ScanConfig(train=TrainConfig(width=8, seed=0), nlnl=NLNLConfig(epochs=(4, 4, 4)))
-# Pixel sizes for a 4-class run (labelaudit.plots.plot_sizes(4)), written out: a change is a decision.
+# Pixel sizes for a 4-class run (labelaudit.runs.plots.plot_sizes(4)), written out: a change is a decision.
 SIZES_4_CLASSES = {
     "transition_matrix.png": (700, 600),
     "class_noise_rates.png": (800, 400),
@@ -214,6 +214,6 @@ def test_pmnar_warmup_is_read_for_the_curves(run_dir, tmp_path):
 
 
 def test_importing_labelaudit_and_its_cli_does_not_load_matplotlib():
-    code = "import sys, labelaudit, labelaudit.cli, labelaudit.scanner, labelaudit.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, labelaudit, labelaudit.cli, labelaudit.pipeline.scan, labelaudit.runs.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

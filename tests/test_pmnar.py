@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.methods.pmnar import (
+from labelaudit.train.methods.pmnar import (
     PMNARConfig,
     adaptive_weights,
     consistency_kl,
@@ -19,7 +19,7 @@ from labelaudit.methods.pmnar import (
     run_pmnar,
 )
 from labelaudit.errors import ConfigError
-from labelaudit.training import TensorData, TrainConfig, Trainer
+from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
 
 def test_pm_loss_by_hand():

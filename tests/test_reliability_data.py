@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from labelaudit import ConfigError, DatasetError, ManifestError, load_images, load_source
-from labelaudit.sources import SKIP_REASONS, FEW_SAMPLES_THRESHOLD
+from labelaudit.data.sources import SKIP_REASONS, FEW_SAMPLES_THRESHOLD
 from conftest import make_folder_dataset, save_image, run_cli as run
 
 PYTHON = sys.executable
@@ -79,8 +79,8 @@ def test_inspect_skips_non_utf8_names_and_lists_them(tmp_path, capsys):
 
 
 def test_scan_and_predict_skip_non_utf8_names(tmp_path, capsys):
-    from labelaudit.scanner import ScanConfig, scan, write_run
-    from labelaudit.training import TrainConfig
+    from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+    from labelaudit.train.trainer import TrainConfig
 
     root = non_utf8_dataset(tmp_path / "data")
     result = scan(root, ScanConfig(epochs_scale=0.05, train=TrainConfig(width=4)))
@@ -313,14 +313,14 @@ def test_a_worker_whose_parent_is_gone_exits_before_its_next_file(tmp_path):
     worker started for a parent that is not its parent any more exits at once, with status 1."""
     image = save_image(tmp_path / "a.png")
     code = (
-        "import sys\nfrom labelaudit import _decode\n"
+        "import sys\nfrom labelaudit.data import _decode\n"
         "print(len(_decode.header_chunk([sys.argv[1]], 10**6)), flush=True)\n"
         "_decode._parent_pid = 1  # as if our parent had died and init had adopted us\n"
         "print(len(_decode.header_chunk([sys.argv[1]], 10**6)), flush=True)\n"
     )
     done = subprocess.run([PYTHON, "-c", code, str(image)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert (done.returncode, done.stdout) == (1, "1\n"), done.stderr
-    done = subprocess.run([PYTHON, "-c", "from labelaudit import _decode; _decode.init_worker(1); print('alive')"],
+    done = subprocess.run([PYTHON, "-c", "from labelaudit.data import _decode; _decode.init_worker(1); print('alive')"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert (done.returncode, done.stdout) == (1, ""), done.stderr
 
@@ -348,7 +348,7 @@ def test_unreadable_source_folder_is_a_one_line_error(tmp_path):
     # refuses an unreadable source path; the library call is what is tested here.)
     root = make_folder_dataset(tmp_path / "data")
     code = (
-        "import sys\nfrom labelaudit import DatasetError\nfrom labelaudit.sources import load_source, load_unlabeled\n"
+        "import sys\nfrom labelaudit import DatasetError\nfrom labelaudit.data.sources import load_source, load_unlabeled\n"
         "for load in (load_source, load_unlabeled):\n"
         "    try:\n        load(sys.argv[1])\n    except DatasetError as exc:\n        print(exc)\n"
     )

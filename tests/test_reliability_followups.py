@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.benchmark import BenchmarkConfig, BenchmarkLock, parse_noise
+from labelaudit.pipeline.benchmark import BenchmarkConfig, BenchmarkLock, parse_noise
 from labelaudit.cli import main
 from labelaudit.errors import ConfigError
-from labelaudit.metrics import load_truth, ranking_metrics
-from labelaudit.rundir import FolderLock
-from labelaudit.sources import load_source, match_classes
-from labelaudit.training import check_budget
+from labelaudit.audit.metrics import load_truth, ranking_metrics
+from labelaudit.runs.directory import FolderLock
+from labelaudit.data.sources import load_source, match_classes
+from labelaudit.train.trainer import check_budget
 from conftest import make_folder_dataset, save_image, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from labelaudit.errors import ConfigError
 from labelaudit.resources import cgroup_cpu_limit, cpu_share
-from labelaudit.similarity import find_similarity_issues
+from labelaudit.audit.similarity import find_similarity_issues
 from conftest import make_folder_dataset, make_noisy_pattern_dataset, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
@@ -231,7 +231,7 @@ def test_absurd_embeddings_blame_the_input_not_the_learning_rate(tmp_path, capsy
 
 def test_a_diverged_scan_gives_scan_advice():
     from labelaudit.errors import TrainingError
-    from labelaudit.scanner import _DIVERGED_ADVICE
+    from labelaudit.pipeline.scan import _DIVERGED_ADVICE
 
     error = TrainingError("training diverged in phase 'x' at epoch 1 of 2: the loss became nan; no model was saved",
                           _DIVERGED_ADVICE["embeddings-file"])
@@ -241,7 +241,7 @@ def test_a_diverged_scan_gives_scan_advice():
 # 10. Sizes in units that show the numbers ---------------------------------------------------------------
 
 def test_a_tiny_memory_budget_is_reported_in_readable_units(tmp_path, capsys):
-    from labelaudit.training import format_size
+    from labelaudit.train.trainer import format_size
 
     assert [format_size(v) for v in (1, 1024, 1536, 10 * 2**20, 3 * 2**30)] == ["1 B", "1.0 KB", "1.5 KB", "10 MB",
                                                                                "3.0 GB"]
@@ -294,7 +294,7 @@ def test_ctrl_c_while_the_run_is_moved_into_place_leaves_it_complete_and_says_so
     make_noisy_pattern_dataset(root, per_class=10, noise_rate=0.0, seed=0)
     done = _scan_in_child(tmp_path, root, """
         import os, signal
-        import labelaudit.rundir as rundir
+        import labelaudit.runs.directory as rundir
         original = rundir.replace_folder
         def replace_then_ctrl_c(tmp, target):
             original(tmp, target)
@@ -312,7 +312,7 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_scan(tmp_path):
     make_noisy_pattern_dataset(root, per_class=10, noise_rate=0.0, seed=0)
     done = _scan_in_child(tmp_path, root, """
         import gc, os, signal, time
-        import labelaudit.scanner as scanner
+        import labelaudit.pipeline.scan as scanner
         class Finaliser:
             def __del__(self):
                 os.kill(os.getpid(), signal.SIGINT)

@@ -16,14 +16,14 @@ import pytest
 import torch
 import typer.main
 
-from labelaudit.benchmark import failure_line
+from labelaudit.pipeline.benchmark import failure_line
 from labelaudit.cli import app
 from labelaudit.errors import ConfigError, TrainingError
-from labelaudit.methods.nlnl import NLNLConfig
-from labelaudit.models import build_model
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.nets.models import build_model
 from labelaudit.reports import write_json
-from labelaudit.scanner import ScanConfig, scan, write_run
-from labelaudit.training import TensorData, TrainConfig, Trainer
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 from conftest import make_folder_dataset, make_noisy_pattern_dataset, pattern_image, save_image, run_cli as run
 
 TINY = TrainConfig(width=8, flip=False, crop_padding=0)

@@ -12,13 +12,13 @@ import torch
 
 from labelaudit.cli import main
 from labelaudit.errors import ConfigError, DatasetError, ManifestError
-from labelaudit.methods.baselines import BaselineConfig
-from labelaudit.methods.nlnl import NLNLConfig
-from labelaudit.model_io import load_model
-from labelaudit.predict import evaluate, predict
-from labelaudit.retrain import RetrainConfig, load_run, retrain, write_retrain
-from labelaudit.scanner import ScanConfig, scan, write_run
-from labelaudit.training import TrainConfig
+from labelaudit.train.methods.baselines import BaselineConfig
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.train.checkpoint import load_model
+from labelaudit.pipeline.predict import evaluate, predict
+from labelaudit.pipeline.retrain import RetrainConfig, load_run, retrain, write_retrain
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.trainer import TrainConfig
 from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
 
 # No augmentation: plain CE then memorises the wrong labels of 240 images (test accuracy ~0.73),

@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 
 from labelaudit.cli import main
-from labelaudit.rundir import MARKER
+from labelaudit.runs.directory import MARKER
 from labelaudit.reports import write_csv
-from labelaudit.sources import read_table
+from labelaudit.data.sources import read_table
 from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image, run_cli as run
 
 FAST = ["--budget", "0.3", "--width", "8", "--quiet"]  # 0.05 (one epoch a phase) can learn nothing

@@ -28,9 +28,9 @@ from PIL import Image
 
 from labelaudit.cli import main
 from labelaudit.reports import escape_cell
-from labelaudit.review import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
-from labelaudit.rundir import FolderLock
-from labelaudit.sources import read_table
+from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
+from labelaudit.runs.directory import FolderLock
+from labelaudit.data.sources import read_table
 from conftest import make_noisy_pattern_dataset, run_cli as run
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -197,7 +197,7 @@ def test_a_review_killed_before_the_rename_leaves_the_earlier_review_whole(run_c
     before = snapshot(run_copy / "review")
     # A real SIGKILL, sent by the review process to itself after the thumbnails are written.
     script = ("import os, signal, sys\n"
-              "import labelaudit.review as review\n"
+              "import labelaudit.review.page as review\n"
               "def killed(*args, **kwargs):\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n"
               "review.page_data = killed\n"
@@ -212,10 +212,11 @@ def test_a_review_killed_before_the_rename_leaves_the_earlier_review_whole(run_c
 
 
 def test_review_constants_match_the_scanner():
-    from labelaudit import review, scanner
+    from labelaudit.pipeline import scan as scanner
+    from labelaudit.review import page as review
 
-    assert review.RUN_FORMAT_VERSION == scanner.RUN_FORMAT_VERSION
-    assert review.MATRIX_FILE == scanner.MATRIX_FILES["cleaned"]
+    assert review.RUN_FORMAT_VERSION == scanner.RUN_FORMAT_VERSION  # one source now: labelaudit.runs.format
+    assert review.MATRIX_FILES["cleaned"] == scanner.MATRIX_FILES["cleaned"] == "transition_matrix.csv"
 
 
 # ---- the page in a real browser ---------------------------------------------------------------
@@ -421,7 +422,7 @@ def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_pa
     from importlib import resources
 
     for name in ("index.html", "review.css", "review.js"):
-        (review / name).write_bytes(resources.files("labelaudit.review_assets").joinpath(name).read_bytes())
+        (review / name).write_bytes(resources.files("labelaudit.review.assets").joinpath(name).read_bytes())
     payload = page_data(data, np.zeros(n, dtype=bool), pd.DataFrame(columns=["sample_id", "path", "reason", "detail"]), [], 96)
     from labelaudit.reports import json_text
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from labelaudit.methods.nlnl import NLNLConfig
-from labelaudit.scanner import ScanConfig, scan, write_run
-from labelaudit.training import TrainConfig
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.trainer import TrainConfig
 from conftest import make_noisy_pattern_dataset
 
 # Small but real: 240 images of 16x16, ResNet-8 of width 8, 4+4+4 epochs (a few seconds).
@@ -93,7 +93,7 @@ def test_output_inside_input_is_refused(scanned):
 
 
 def test_pmnar_scan_flags_injected_noise_far_better_than_chance(noisy_patterns, tmp_path):
-    from labelaudit.methods.pmnar import PMNARConfig
+    from labelaudit.train.methods.pmnar import PMNARConfig
 
     root, _ = noisy_patterns
     config = ScanConfig(method="pmnar", train=TrainConfig(width=8, seed=0), pmnar=PMNARConfig(epochs=12, warmup=6))

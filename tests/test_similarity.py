@@ -1,4 +1,4 @@
-"""Near-duplicates and outliers (labelaudit.similarity) on real images, and in a real scan."""
+"""Near-duplicates and outliers (labelaudit.audit.similarity) on real images, and in a real scan."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from conftest import run_cli
 from test_review_page import browser  # noqa: F401  (the real-browser fixture)
-from labelaudit.similarity import (aligned_differences, comparison_images, find_similarity_issues, nearest_neighbours,
+from labelaudit.audit.similarity import (aligned_differences, comparison_images, find_similarity_issues, nearest_neighbours,
                                    outlier_scores)
 
 SAMPLE = Path(__file__).parent.parent / "sample_data" / "fashion_mnist_noisy" / "images"
@@ -97,8 +97,8 @@ def test_outlier_scores_rank_the_isolated_sample_last():
 
 
 def test_planted_duplicates_and_outliers_are_found_from_the_images(planted, tmp_path):
-    from labelaudit.images import load_images
-    from labelaudit.sources import load_source
+    from labelaudit.data.images import load_images
+    from labelaudit.data.sources import load_source
 
     store = load_images(load_source(planted["root"]), cache_dir=tmp_path / "cache")
     ids = store.table.samples["sample_id"].tolist()

@@ -10,10 +10,10 @@ import torch
 
 from labelaudit import load_images, load_source
 from labelaudit.errors import ConfigError
-from labelaudit.methods.baselines import BaselineConfig, cross_validated_probs
-from labelaudit.methods.nlnl import NLNLConfig, run_nlnl
-from labelaudit.methods.pmnar import PMNARConfig, run_pmnar
-from labelaudit.training import History, MappedImages, TensorData, TrainConfig, Trainer, parse_memory_size
+from labelaudit.train.methods.baselines import BaselineConfig, cross_validated_probs
+from labelaudit.train.methods.nlnl import NLNLConfig, run_nlnl
+from labelaudit.train.methods.pmnar import PMNARConfig, run_pmnar
+from labelaudit.train.trainer import History, MappedImages, TensorData, TrainConfig, Trainer, parse_memory_size
 
 from conftest import make_noisy_pattern_dataset, run_cli
 

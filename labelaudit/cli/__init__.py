@@ -18,7 +18,13 @@ import typer
 
 from .. import _interrupt
 from ..errors import ConfigError, LabelAuditError
-from . import export_cmd, inspect_cmd, model_cmd, noise_cmd, retrain_cmd, review_cmd, scan_cmd
+from . import export_cmd
+from . import inspect_cmd
+from . import model_cmd
+from . import noise_cmd
+from . import retrain_cmd
+from . import review_cmd
+from . import scan_cmd
 
 app = typer.Typer(
     name="labelaudit",

@@ -28,7 +28,7 @@ def export_command(
 
     Example: labelaudit export runs/audit1 --format label-studio --out runs/audit1-review
     """
-    from ..export import export_run
+    from ..review.export import export_run
 
     result = export_run(run_dir, out, format=format, document_root=document_root, overwrite=overwrite)
     if json_output:
@@ -67,9 +67,9 @@ def apply_command(
 
     Example: labelaudit apply runs/audit1 decisions.csv --accept-unreviewed given --out runs/audit1-cleaned
     """
-    from ..apply import apply_decisions, apply_inputs, apply_summary, default_apply_dir, write_apply
-    from ..retrain import load_run
-    from ..rundir import RunDirectory
+    from ..review.apply import apply_decisions, apply_inputs, apply_summary, default_apply_dir, write_apply
+    from ..runs.scan_run import load_run
+    from ..runs.directory import RunDirectory
 
     run = load_run(run_dir)
     # Checked, locked and created before reading the decisions: a bad --out costs nothing.

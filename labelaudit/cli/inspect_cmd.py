@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..dataset_report import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
-from ..images import cache_root, load_images
-from ..rundir import RunDirectory, input_paths
+from ..data.inspect import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
+from ..data.images import cache_root, load_images
+from ..runs.directory import RunDirectory, input_paths
 from ..reports import json_text, write_json, write_skipped_csv
-from ..sources import SKIP_REASONS, load_source
+from ..data.sources import SKIP_REASONS, load_source
 from ._common import (
     CacheDirOpt,
     IdColumnOpt,

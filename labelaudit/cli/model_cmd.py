@@ -43,7 +43,7 @@ def predict_command(
 
     Example: labelaudit predict runs/audit1-retrain-pseudo ./new-images --out predictions.csv
     """
-    from ..predict import predict, write_predictions
+    from ..pipeline.predict import predict, write_predictions
 
     out = out if out is not None else f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv"
     with progress_bars(not quiet) as progress:
@@ -73,7 +73,7 @@ def evaluate_command(
 
     Example: labelaudit evaluate runs/audit1-retrain-pseudo ./test-images
     """
-    from ..predict import evaluate
+    from ..pipeline.predict import evaluate
 
     with progress_bars(not (quiet or json_output)) as progress:
         metrics = evaluate(model, source, path_column=path_column, label_column=label_column, id_column=id_column,

@@ -38,10 +38,10 @@ def inject_noise_command(
     Example: labelaudit inject-noise ./clean-images --kind symm-exc --rate 0.4 --out ./noisy40
     """
     from ..errors import ConfigError
-    from ..images import cache_root
-    from ..noise import KINDS, confusable_noise, inject_noise, read_flip_table, write_noisy_dataset
-    from ..rundir import RunDirectory, input_paths
-    from ..sources import load_source
+    from ..data.images import cache_root
+    from ..pipeline.noise import KINDS, confusable_noise, inject_noise, read_flip_table, write_noisy_dataset
+    from ..runs.directory import RunDirectory, input_paths
+    from ..data.sources import load_source
 
     if flips is not None and (kind is not None or rate is not None or noise_map is not None):
         raise ConfigError("--flips gives every new label itself; leave out --kind, --rate and --map")
@@ -108,9 +108,9 @@ def benchmark_command(
 
     Example: labelaudit benchmark ./clean-images --noise symm-exc:0.2,symm-exc:0.4 --seeds 2 --out bench
     """
-    from ..benchmark import BenchmarkConfig, parse_methods, parse_noise, run_benchmark
+    from ..pipeline.benchmark import BenchmarkConfig, parse_methods, parse_noise, run_benchmark
     from ..errors import ConfigError
-    from ..training import check_budget
+    from ..train.trainer import check_budget
 
     if epochs is not None:
         raise ConfigError(f"benchmark --epochs was renamed --budget (a multiple of the default schedule, e.g. 0.5 = "

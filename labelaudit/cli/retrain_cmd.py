@@ -44,8 +44,9 @@ def retrain_command(
 
     Example: labelaudit retrain runs/audit1 --test ./test-images
     """
-    from ..retrain import RetrainConfig, default_retrain_dir, load_run, retrain, retrain_inputs, summary, write_retrain
-    from ..rundir import RunDirectory
+    from ..pipeline.retrain import RetrainConfig, default_retrain_dir, retrain, retrain_inputs, summary, write_retrain
+    from ..runs.scan_run import load_run
+    from ..runs.directory import RunDirectory
 
     mode = mode if mode is not None else "labels" if labels is not None else "pseudo"
     config = RetrainConfig(mode=mode, relabel=relabel, epochs=epochs, lr=lr, seed=seed, device=device, threads=threads,

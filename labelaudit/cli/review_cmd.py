@@ -29,7 +29,7 @@ def review_command(
 
     Example: labelaudit review runs/audit1
     """
-    from ..review import write_review
+    from ..review.page import write_review
 
     with progress_bars(not (quiet or json_output)) as progress:
         result = write_review(run_dir, overwrite=overwrite, thumb_size=thumb_size, limit=limit, workers=workers,

@@ -81,14 +81,14 @@ def scan_command(
     Example: labelaudit scan ./images --out runs/audit1
     """
     # Imported here so that `labelaudit --help` and `inspect` start without loading torch.
-    from ..methods.nlnl import NLNLConfig
-    from ..methods.baselines import BaselineConfig
-    from ..methods.pmnar import PMNARConfig
-    from ..rundir import RunDirectory
-    from ..scanner import ScanConfig, default_run_dir, scan, scan_inputs, summary, write_run
-    from ..sources import load_source
-    from .. import distributed
-    from ..training import TrainConfig, parse_memory_size
+    from ..train.methods.nlnl import NLNLConfig
+    from ..train.methods.baselines import BaselineConfig
+    from ..train.methods.pmnar import PMNARConfig
+    from ..runs.directory import RunDirectory
+    from ..pipeline.scan import ScanConfig, default_run_dir, scan, scan_inputs, summary, write_run
+    from ..data.sources import load_source
+    from ..train import distributed
+    from ..train.trainer import TrainConfig, parse_memory_size
 
     if epochs is not None:
         raise ConfigError(f"scan --epochs was renamed --budget (a multiple of the default schedule, e.g. 0.5 = half "
@@ -108,7 +108,7 @@ def scan_command(
         baseline=BaselineConfig(flagger=flagger),
     )
     config.validate()
-    from ..inputs import resolve_train_mode
+    from ..train.inputs import resolve_train_mode
 
     resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)  # contradictions fail first
     shown = not (quiet or json_output) and os.environ.get("RANK", "0") == "0"  # under torchrun: rank 0 only
@@ -151,7 +151,7 @@ def _positive_int(text: str) -> int:
 
 def _warn_few_samples(table) -> None:
     """One warning line on stderr naming the classes too small to audit reliably."""
-    from ..sources import FEW_SAMPLES_THRESHOLD
+    from ..data.sources import FEW_SAMPLES_THRESHOLD
 
     few = table.few_sample_classes()
     if few:

@@ -1,0 +1,1 @@
+"""Stage 1: sources, decoded images and the user's own files."""

@@ -1,0 +1,557 @@
+"""``scan``: source -> sample table -> image cache [-> embeddings] -> method -> audit -> run directory.
+
+:func:`scan` does the work and returns a :class:`ScanResult`; :func:`write_run` writes the run
+directory (the product's contract, see docs/run-directory.md). The CLI calls exactly these two.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..train import distributed
+from .._atomic import atomic_path
+from ..audit.flags import Audit, audit_from_soft_labels, cv_flags, review_mask, with_similarity
+from ..errors import ConfigError, TrainingError
+from ..data.images import ImageStore, ProgressCallback, load_images
+from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
+from ..train.methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, run_baseline
+from ..train.methods.nlnl import NLNLConfig, run_nlnl
+from ..train.methods.pmnar import PMNARConfig, run_pmnar
+from ..audit.estimators import anchor_transition_matrix, bootstrap_interval
+from ..audit.metrics import load_truth, truth_metrics
+from ..train.checkpoint import save_model
+from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
+from ..audit.similarity import SimilarityIssues, find_similarity_issues
+from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
+from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, input_paths
+from ..data.sources import SampleTable, load_source
+from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus
+
+METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
+#: What ``method="auto"`` runs, by input kind: on a head over embeddings truncated GCE beat NLNL
+#: and GCE on every measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
+AUTO_METHOD = {"images": "nlnl", "embeddings": "truncated-gce", "embeddings-file": "truncated-gce",
+               "probs-file": "given-probs"}
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything that decides a scan's result; saved as the run's ``config.json``."""
+
+    method: str = "auto"  # auto: nlnl on images, truncated-gce on a head over embeddings (AUTO_METHOD)
+    image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
+    epochs_scale: float = 1.0  # multiplies every phase's epochs
+    threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
+    similarity: Optional[bool] = None  # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
+    duplicate_threshold: Optional[float] = None  # pixel similarity for near-duplicates; None: read from the data
+    train: TrainConfig = field(default_factory=TrainConfig)
+    nlnl: NLNLConfig = field(default_factory=NLNLConfig)
+    pmnar: PMNARConfig = field(default_factory=PMNARConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def validate(self) -> "ScanConfig":
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {list(METHODS)}; got {self.method!r}")
+        from ..audit.flags import require_cleanlab
+        from ..train.trainer import check_budget
+
+        check_budget(self.epochs_scale)  # finite and > 0: inf would train forever
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
+        if self.duplicate_threshold is not None and not 0 < self.duplicate_threshold <= 1:
+            raise ConfigError(f"duplicate threshold must be in (0, 1]; got {self.duplicate_threshold!r}")
+        self.train.validate()
+        self.pmnar.validate()
+        self.baseline.validate()
+        if self.method == "cv-ce" and self.baseline.flagger == "cleanlab" and self.threshold is None:
+            require_cleanlab()  # before any training, not after five fold models
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ScanResult:
+    """What a scan produced: the data, the trained model, the audit and its timings.
+
+    ``store`` is None when the scan read no images (``--embeddings``/``--probs`` files) and
+    ``trainer`` is None when it trained nothing (``--probs``). ``inputs`` says what the network
+    learnt from (:mod:`labelaudit.train.inputs`).
+    """
+
+    table: SampleTable
+    store: Optional[ImageStore]
+    config: ScanConfig
+    trainer: Optional[Trainer]
+    audit: Audit
+    seconds: dict[str, float]
+    truth: Optional[dict] = None
+    anchor_transition_matrix: Optional[np.ndarray] = None  # (K, K) from the final model, no augmentation
+    noise_rate_interval: tuple[float, float] = (float("nan"), float("nan"))
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in summary.json and model.pt
+    distributed: dict = field(default_factory=distributed.description)  # world_size and backend, at scan time
+    inputs: dict = field(default_factory=lambda: {"kind": "images"})
+    similarity: Optional[SimilarityIssues] = None  # near-duplicates and outliers; None when not searched
+    similarity_skipped: Optional[str] = None  # why they were not searched
+
+
+@holding_cpus(lambda call: None if call["probs"] is not None else call["config"].train)  # --probs trains nothing
+def scan(
+    source: str | os.PathLike | SampleTable,
+    config: ScanConfig = ScanConfig(),
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    truth: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    embeddings: str | os.PathLike | None = None,
+    probs: str | os.PathLike | None = None,
+) -> ScanResult:
+    """Audit the labels of the dataset at ``source``.
+
+    Parameters
+    ----------
+    source : path-like or SampleTable
+        Image folder or parquet/CSV manifest (see :func:`labelaudit.load_source`), or its
+        already loaded sample table.
+    config : ScanConfig
+        Method, schedule, network and flagging settings.
+    path_column, label_column, id_column : str, optional
+        Manifest columns (ignored for a SampleTable).
+    cache_dir, workers :
+        Passed to :func:`labelaudit.load_images`.
+    truth : path-like, optional
+        A file with each sample's true label; adds precision/recall/F1 and estimate errors.
+    out_dir : path-like, optional
+        Where :func:`write_run` will write; checked against the inputs before training so a bad
+        choice fails fast.
+    progress : callable, optional
+        ``progress(phase, done, total, extra="")``.
+    embeddings : path-like, optional
+        The user's own per-sample embeddings (:func:`labelaudit.data.user_files.read_embeddings`): a head is
+        trained on them instead of a network on the images, which are not decoded.
+    probs : path-like, optional
+        Out-of-sample predicted probabilities (:func:`labelaudit.data.user_files.read_probs`, cleanlab's
+        ``pred_probs``): nothing is trained; flags come from them by cv-ce's rule (``--flagger``)
+        or ``threshold``.
+
+    Runs that together would need more CPU threads than the machine has take turns
+    (:func:`labelaudit.train.trainer.cpu_share`): each computes with the threads it would have alone.
+
+    Returns
+    -------
+    ScanResult
+    """
+    config.validate()
+    distributed.setup(config.train.device)  # under torchrun: join the other processes (else nothing)
+    kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
+    if kind == "probs-file" and config.method != "auto":
+        raise ConfigError(f"--probs trains nothing, so --method {config.method} does not apply; drop --method "
+                          "(flags come from the probabilities by --flagger, or --threshold)")
+    if config.method == "auto":
+        config = replace(config, method=AUTO_METHOD[kind])
+    if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
+        config = replace(config, train=replace(config.train, weights="DEFAULT"))  # its weights ship in a package
+    config = replace(config, train=replace(config.train, weights=absolute_weights(config.train.weights)))
+    started = time.perf_counter()
+    if isinstance(source, SampleTable):
+        table = source
+    else:
+        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    if out_dir is not None:  # before decoding and training, so a bad choice fails at once
+        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights,
+                                             files=(embeddings, probs)))
+    store, inputs = None, {"kind": kind}
+    given_probs = features = None
+    if kind == "probs-file":
+        from ..data.user_files import read_probs
+
+        given_probs = read_probs(probs, table)
+        inputs["file"] = str(Path(probs).expanduser().resolve())
+    elif kind == "embeddings-file":
+        from ..data.user_files import read_embeddings
+
+        features = read_embeddings(embeddings, table)
+        inputs.update(file=str(Path(embeddings).expanduser().resolve()), dim=int(features.shape[1]))
+    elif kind == "embeddings":
+        from ..nets.backbones import load_backbone
+
+        backbone = load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
+        with distributed.primary_first():  # rank 0 fills the caches, the other ranks read them
+            store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers,
+                                progress=progress)
+            embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone)
+        features, inputs = embedded.features, embedded.info
+    else:
+        image_size, channels, normalisation = config.image_size, None, None
+        if uses_pretrained(config.train):  # fine-tuning: the weights' own resolution and normalisation
+            from ..nets.backbones import load_backbone
+
+            load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
+            crop, mean, std = pretrained_image_settings(config.train)
+            image_size, channels, normalisation = image_size or crop, 3, (mean, std)
+        with distributed.primary_first():  # rank 0 fills the cache, the other ranks read it
+            store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
+                                progress=progress)
+    table = store.table if store is not None else table
+    true_labels = load_truth(truth, table) if truth is not None else None
+    prepared = time.perf_counter()
+
+    given = table.samples["given_label"].to_numpy()
+    flags = rule = None  # None: audit_from_soft_labels applies the threshold or learned boundary
+    if given_probs is not None:
+        trainer, config_used = None, config
+        soft_labels = anchor_probs = given_probs
+        if config.threshold is None:  # out-of-sample probabilities, like cv-ce's: the same rule
+            flags, rule = cv_flags(given_probs, given, config.baseline.flagger)
+    else:
+        if features is not None:
+            data = TensorData.from_features(features, given, table.num_classes)
+        else:
+            data = TensorData.from_store(store, config.train.max_memory)
+            if normalisation is not None:  # a pretrained network expects its own normalisation
+                data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
+        try:
+            trainer, soft_labels, anchor_probs, config_used, penultimate = _train(data, config, progress)
+        except TrainingError as exc:  # scan has no --lr: say what the user can change
+            raise TrainingError(exc.what, _DIVERGED_ADVICE.get(kind, _DIVERGED_ADVICE["images"])) from None
+        if config.method == "cv-ce" and config.threshold is None:
+            flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
+    audit = audit_from_soft_labels(table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
+    trained = time.perf_counter()
+    similarity, similarity_skipped = None, _similarity_skipped(config, kind, len(table))
+    if similarity_skipped is None:
+        # Penultimate activations of a network trained on the pixels; a head's input is the embeddings themselves.
+        similarity = find_similarity_issues(
+            _StoreRows(store) if store is not None else None, given,
+            features=penultimate if kind == "images" else None,
+            embeddings=features if kind != "images" else None, duplicate_threshold=config.duplicate_threshold)
+        audit = with_similarity(audit, table, similarity)
+    anchor_t = anchor_transition_matrix(anchor_probs)
+    interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
+
+    seconds = {"load_and_decode": prepared - started, **(trainer.phase_seconds if trainer is not None else {})}
+    if similarity is not None:
+        seconds["similarity"] = time.perf_counter() - trained
+    if inputs.get("seconds") is not None:
+        seconds["embed"] = inputs["seconds"]  # part of load_and_decode
+    seconds["total"] = time.perf_counter() - started
+    metrics = None
+    if true_labels is not None:
+        # The labels the report suggests for flagged samples (never the given label itself).
+        metrics = truth_metrics(
+            audit.report["suspected_noisy"].to_numpy(), given, true_labels, audit.cleaned_labels, audit.noise_rate,
+            audit.transition_matrix, model_noise_rate=audit.model_noise_rate,
+        )
+        metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
+    train = config.train
+    if kind == "images":
+        train = replace(train, backbone=trainer.backbone)
+    if kind != "probs-file":  # a --probs scan trained nothing: its settings stay as given (retrain uses them)
+        train = replace(train, train="full" if kind == "images" else "head")
+    resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
+    return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
+                      truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs,
+                      similarity=similarity, similarity_skipped=similarity_skipped)
+
+
+#: Above this many samples the exact neighbour search (quadratic in N) is skipped unless asked for.
+SIMILARITY_MAX_SAMPLES = 200_000
+
+
+def _similarity_skipped(config: ScanConfig, kind: str, n: int) -> Optional[str]:
+    """Why near-duplicates and outliers are not searched in this scan, or None when they are."""
+    if config.similarity is False:
+        return "turned off (--no-similarity)"
+    if kind == "probs-file":
+        return "a --probs scan has no images or features to compare"
+    if n < 2:
+        return "fewer than 2 samples"
+    if not distributed.is_primary():
+        return "searched by the first process only"
+    if n > SIMILARITY_MAX_SAMPLES and config.similarity is None:
+        return (f"{n:,} samples is above {SIMILARITY_MAX_SAMPLES:,}: the exact search grows with N squared "
+                "(docs/benchmarks.md); run `labelaudit scan --similarity` to search anyway")
+    return None
+
+
+class _StoreRows:
+    """An image store read as an ``(N, S, S, C)`` array in slices (not all in memory at once)."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.store.images(index)
+
+
+#: What to do when a scan's training diverges, by input kind (its learning rates are the method's own).
+_DIVERGED_ADVICE = {
+    "embeddings-file": "the embeddings file probably holds extreme values: check how it was written, or "
+                       "standardise each dimension",
+    "images": "run again with another --seed or --method; if it diverges again, please report it with the command",
+}
+
+
+def _train(data: TensorData, config: ScanConfig, progress):
+    """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
+    estimator's probabilities ``(N, K)``, the config with the schedule actually used and the
+    final network's penultimate activations ``(N, D)`` (numpy)."""
+    if config.method == "cv-ce":
+        baseline = config.baseline.scaled(config.epochs_scale)
+        # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
+        soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
+        # The last fold's network on every sample (its own training data is a subset).
+        penultimate = trainer.predict(flip_average=False, images=data.images, features=True)[1].numpy()
+        return trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate
+    if config.method == "nlnl":
+        nlnl = config.nlnl.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress)
+        run_nlnl(trainer, nlnl)
+        config = replace(config, nlnl=nlnl)
+    elif config.method == "pmnar":
+        pmnar = config.pmnar.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
+        run_pmnar(trainer, pmnar)
+        config = replace(config, pmnar=pmnar)
+    else:
+        baseline = config.baseline.scaled(config.epochs_scale)
+        trainer = Trainer(data, config.train, progress)
+        run_baseline(trainer, config.method, baseline)
+        config = replace(config, baseline=baseline)
+    anchor_probs, penultimate = trainer.predict(flip_average=False, features=True)
+    return trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy()
+
+
+def summary(result: ScanResult) -> dict:
+    """The run's ``summary.json`` content."""
+    audit, table, issues = result.audit, result.table, result.similarity
+    names = list(table.class_names)
+    flagged = int(audit.report["suspected_noisy"].sum())
+    # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
+    estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
+    from ..audit.estimators import per_class_bootstrap_intervals
+
+    class_intervals = per_class_bootstrap_intervals(audit.report["suspected_noisy"].to_numpy(),
+                                                    table.samples["given_label"].to_numpy(), len(names),
+                                                    seed=result.config.train.seed)
+    out = {
+        "kind": "scan",
+        "format_version": RUN_FORMAT_VERSION,
+        "source": str(table.source),
+        "method": result.config.method,
+        "num_samples": len(table),
+        "num_classes": len(names),
+        "class_names": names,
+        "class_counts": {n: int(c) for n, c in table.class_counts().items()},
+        "data_fingerprint": fingerprint(table),
+        "run_id": result.run_id,
+        "num_flagged": flagged,
+        "num_skipped": int(len(table.skipped)),
+        "estimated_noise_rate": audit.noise_rate,
+        # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
+        "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
+        "noise_rate_interval_95": {"low": result.noise_rate_interval[0], "high": result.noise_rate_interval[1],
+                                   "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
+        "flag_rule": audit.flag_rule,
+        # Near-duplicates and images of no class (labelaudit.audit.similarity); outliers are left out of
+        # the noise-rate estimates and T. Null counts: not searched (see similarity.skipped).
+        "n_outliers": issues.n_outliers if issues is not None else None,
+        "n_duplicate_groups": issues.n_duplicate_groups if issues is not None else None,
+        "n_duplicate_conflicts": issues.n_duplicate_conflicts if issues is not None else None,
+        "similarity": similarity_summary(issues, result.similarity_skipped),
+        "class_overlap": class_overlap(audit, table, issues),
+        "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
+        # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals); null: no samples.
+        "per_class_noise_rate_intervals_95": {n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
+                                              for n, (lo, hi) in zip(names, class_intervals)},
+        # K x K matrices live in their own CSV files: a 1,000-class summary stays small.
+        "transition_matrix": {
+            "file": MATRIX_FILES["cleaned"],
+            "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
+            "estimator": "cleaned label (suggested where flagged, else given) vs given label",
+            "per_class_noise_rates": {n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
+                                      for i, n in enumerate(names)},
+        },
+        "transition_matrix_anchor": {
+            "file": MATRIX_FILES["anchor"],
+            "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
+            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile of "
+                         "p_i under the final model without augmentation, row-normalised",
+            "per_class_noise_rates": {n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)},
+        },
+        "settings": result.config.to_dict(),
+        # What the network learnt from: images, a backbone's embeddings, or the user's files.
+        "input": result.inputs,
+        "image_cache": None if result.store is None else {
+            "dir": str(result.store.cache_dir), "image_size": result.store.image_size,
+            "channels": result.store.channels, "reused": result.store.reused},
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "device": str(result.trainer.device) if result.trainer is not None else None,
+        # Processes that trained together (torchrun) and how they talked; 1 and null for one process.
+        "world_size": result.distributed["world_size"],
+        "distributed_backend": result.distributed["distributed_backend"],
+        # Where the images lived while training and the dtype of the per-sample state (Trainer._memory_plan).
+        "memory": result.trainer.memory if result.trainer is not None else None,
+        # The arithmetic the network actually trained in (settings.train.precision may say auto).
+        "precision": result.trainer.precision if result.trainer is not None else None,
+        # CPU threads the network computed with (None on a GPU left at torch's setting); results depend on it.
+        "threads": result.trainer.threads if result.trainer is not None else None,
+        "training_curves": result.trainer.curves if result.trainer is not None else [],
+        "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                     "numpy": np.__version__, "pandas": pd.__version__},
+    }
+    if result.truth is not None:
+        out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
+        out["truth"]["true_transition_matrix_file"] = MATRIX_FILES["truth"]
+    return out
+
+
+def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str]) -> dict:
+    """summary.json's ``similarity`` block: what was searched, in which features, at which thresholds."""
+    if issues is None:
+        return {"searched": False, "skipped": skipped}
+    return {
+        "searched": True,
+        "features": issues.features,
+        # Pixel similarity 1 - d/255 of the aligned grey-level difference d (labelaudit.audit.similarity).
+        "duplicate_threshold": _nan_to_none(1.0 - issues.duplicate_threshold / 255.0),
+        "duplicate_difference_threshold": _nan_to_none(issues.duplicate_threshold),
+        "n_in_duplicate_groups": int((issues.duplicate_group >= 0).sum()),
+        "n_exact_duplicates": int(issues.exact_duplicate.sum()),
+        "outlier_threshold": issues.outlier_threshold,
+    }
+
+
+def class_overlap(audit: Audit, table: SampleTable, issues: Optional[SimilarityIssues], top: int = 10) -> list[dict]:
+    """The pairs of classes most often mixed up: flagged samples suggested from one to the other
+    (either way) and near-duplicate groups holding both labels, most first (as cleanlab's
+    ``find_overlapping_classes``, from counts rather than a joint distribution). ``share`` is
+    their sum over the two classes' sample count."""
+    names = list(table.class_names)
+    k = len(names)
+    given = table.samples["given_label"].to_numpy()
+    flags = audit.report["suspected_noisy"].to_numpy(dtype=bool)
+    flips = np.zeros((k, k), dtype=np.int64)
+    np.add.at(flips, (given[flags], audit.cleaned_labels[flags]), 1)
+    shared = np.zeros((k, k), dtype=np.int64)
+    if issues is not None:
+        groups = issues.duplicate_group
+        for g in np.unique(groups[groups >= 0]):
+            members = np.unique(given[groups == g])
+            for a in range(len(members)):
+                for b in range(a + 1, len(members)):
+                    shared[members[a], members[b]] += 1
+    counts = np.bincount(given, minlength=k)
+    rows = []
+    for a in range(k):
+        for b in range(a + 1, k):
+            flipped, dup = int(flips[a, b] + flips[b, a]), int(shared[a, b] + shared[b, a])
+            if flipped + dup:
+                rows.append({"classes": [names[a], names[b]], "flagged_between": flipped,
+                             "duplicate_groups_across": dup,
+                             "share": (flipped + dup) / max(int(counts[a] + counts[b]), 1)})
+    rows.sort(key=lambda r: (-(r["flagged_between"] + r["duplicate_groups_across"]), r["classes"]))
+    return rows[:top]
+
+
+#: The run directory's matrix files, by estimator.
+
+
+def fingerprint(table: SampleTable) -> str:
+    """:func:`labelaudit.runs.directory.data_fingerprint` of a table's sample ids and given class names."""
+    names = np.asarray(table.class_names, dtype=object)
+    return data_fingerprint(table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist())
+
+
+def _nan_to_none(value: float):
+    return None if np.isnan(value) else float(value)
+
+
+def default_run_dir(source: str | os.PathLike) -> Path:
+    """``./labelaudit-runs/<source name>-<YYYYmmdd-HHMMSS>`` in the current directory."""
+    name = Path(source).expanduser().resolve().stem or "dataset"
+    return Path("labelaudit-runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None, files=()) -> list[Path]:
+    """Everything a scan reads, which its run directory may not be, be inside of, or hold: the
+    images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file
+    and ``files`` (``--embeddings``/``--probs``)."""
+    from ..data.images import cache_root
+
+    local_weights = weights if weights is not None and Path(weights).expanduser().exists() else None
+    return input_paths(table, [truth, cache_root(cache_dir), local_weights, *files])
+
+
+def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+    """Write the run directory all or nothing (see :mod:`labelaudit.runs.directory`). Returns the directory.
+
+    ``out_dir`` is a path, or a :class:`~labelaudit.runs.directory.RunDirectory` opened before the scan
+    (the CLI does that, so a bad ``--out`` fails before training and stays locked until written).
+    ``overwrite`` replaces an earlier scan's run directory; anything else that is not empty is refused.
+    """
+    if isinstance(out_dir, RunDirectory):
+        run = out_dir
+    else:
+        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.table, weights=result.config.train.weights,
+                                                               files=[result.inputs.get("file")]),
+                           overwrite=overwrite).open()
+    try:
+        _write_run_files(result, run.tmp)
+    except BaseException:
+        run.abort()
+        raise
+    return run.commit()
+
+
+def _write_run_files(result: ScanResult, out: Path) -> None:
+    audit, table = result.audit, result.table
+    names = list(table.class_names)
+    soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
+    full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
+    if "manifest_row" in table.samples:  # lets retrain find a sample's row of a --embeddings .npy in manifest order
+        full["manifest_row"] = table.samples["manifest_row"].to_numpy()
+    with atomic_path(out / "report.parquet") as tmp:
+        full.to_parquet(tmp, index=False)
+    write_csv(out / "report.csv", audit.report)
+    write_csv(out / "flagged.csv", audit.report[review_mask(audit.report)].sort_values("rank", kind="stable"))
+    corner = matrix_corner(fingerprint(table))  # the T files carry the data fingerprint too
+    write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names, corner)
+    write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names, corner)
+    if result.truth is not None:
+        write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names, corner)
+    write_skipped_csv(out / "skipped.csv", table.skipped)
+    write_json(out / "config.json", result.config.to_dict())
+    info = summary(result)
+    write_json(out / "summary.json", info)
+    from ..runs.plots import PLOTS_DIR, PlotData, write_plots  # matplotlib loads only here, not for --help
+
+    write_plots(PlotData.from_summary(info, audit.report, audit.transition_matrix), out / PLOTS_DIR)
+    if result.trainer is None:  # --probs: nothing was trained, so there is no model to save
+        return
+    extra = {"data_fingerprint": fingerprint(table), "run_id": result.run_id}
+    if result.inputs["kind"] != "images":  # a head: what it needs to see the same embeddings again
+        extra["embedding"] = {k: v for k, v in result.inputs.items() if k not in ("cache_file", "seconds", "reused",
+                                                                             "images_per_second")}
+    save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
+               extra=extra)

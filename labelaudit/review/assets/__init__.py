@@ -1,0 +1,1 @@
+"""Static files of the review page (index.html, review.css, review.js); see labelaudit.review.page."""

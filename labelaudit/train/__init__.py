@@ -1,0 +1,1 @@
+"""Stage 3: the training loop, its settings, the methods and saved models."""

@@ -1,0 +1,1 @@
+"""The audit methods, each a schedule of phases on the shared training loop."""
