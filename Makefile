@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-tools sample-data benchmark-fashion-mnist retrain-fashion-mnist clean-venv
+.PHONY: demo test lint test-tools sample-data benchmark-fashion-mnist retrain-fashion-mnist clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff's lint rules and formatting (pyproject.toml [tool.ruff]); CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Real programs the tests drive when present (tests that need them skip with the reason otherwise):
 # Debian's chromium + chromedriver for the review page, Label Studio in its own venv (its pinned

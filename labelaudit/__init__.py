@@ -24,11 +24,10 @@ if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("labelau
 
     _interrupt.hold_while_importing()
 
-from .data.inspect import DatasetReport, inspect_store
-from .errors import ConfigError, DatasetError, LabelAuditError, ManifestError, SourceNotFoundError
 from .data.images import ImageStore, load_images
+from .data.inspect import DatasetReport, inspect_store
 from .data.sources import SampleTable, load_source
-
+from .errors import ConfigError, DatasetError, LabelAuditError, ManifestError, SourceNotFoundError
 
 __all__ = [
     "ConfigError",
@@ -56,10 +55,19 @@ __all__ = [
 ]
 
 # Imported on first use: most of these load torch.
-_LAZY = {"ScanConfig": "pipeline.scan", "ScanResult": "pipeline.scan", "scan": "pipeline.scan",
-         "write_run": "pipeline.scan", "retrain": "pipeline.retrain", "write_retrain": "pipeline.retrain",
-         "write_review": "review.page", "export_run": "review.export", "apply_decisions": "review.apply",
-         "write_apply": "review.apply", "find_similarity_issues": "audit.similarity"}
+_LAZY = {
+    "ScanConfig": "pipeline.scan",
+    "ScanResult": "pipeline.scan",
+    "scan": "pipeline.scan",
+    "write_run": "pipeline.scan",
+    "retrain": "pipeline.retrain",
+    "write_retrain": "pipeline.retrain",
+    "write_review": "review.page",
+    "export_run": "review.export",
+    "apply_decisions": "review.apply",
+    "write_apply": "review.apply",
+    "find_similarity_issues": "audit.similarity",
+}
 
 
 def __getattr__(name: str):

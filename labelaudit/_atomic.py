@@ -21,7 +21,8 @@ _TEMP_PATTERN = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8,32}\.tmp(\.[A-Za-z0-9]+)?$"
 
 
 def temporary_sibling(target: str | os.PathLike, suffix: str = "") -> Path:
-    """A new hidden name beside ``target`` tagged with this process's id: ``.<name>.<pid>-<hex>.tmp<suffix>``."""
+    """A new hidden name beside ``target`` tagged with this process's id:
+    ``.<name>.<pid>-<hex>.tmp<suffix>``."""
     target = Path(target)
     return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:16]}.tmp{suffix}")
 

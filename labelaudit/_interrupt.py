@@ -69,7 +69,9 @@ def uninstall() -> None:
     """The Ctrl-C handling from before :func:`install` again (the CLI run in-process, as the tests do)."""
     if _state["installed"]:
         handler, hook = _state["previous"]
-        signal.signal(signal.SIGINT, signal.default_int_handler if handler in (None, _record_only) else handler)
+        signal.signal(
+            signal.SIGINT, signal.default_int_handler if handler in (None, _record_only) else handler
+        )
         sys.unraisablehook = hook
         _state.update(installed=False, pending=False, deferring=0)
 

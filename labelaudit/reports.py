@@ -14,6 +14,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_path, write_text
@@ -103,7 +104,8 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         spreadsheet_safe(frame).to_csv(tmp, index=False)
 
 
-#: The corner cell of a matrix CSV: the orientation (a run's files add the data fingerprint, :func:`matrix_corner`).
+#: The corner cell of a matrix CSV: the orientation (a run's files add the data fingerprint,
+#: :func:`matrix_corner`).
 MATRIX_CORNER = "true \\ given"
 
 
@@ -134,10 +136,8 @@ def matrix_fingerprint(path: str | os.PathLike) -> str | None:
     return found.group(1) if found else None
 
 
-def read_matrix_csv(path: str | os.PathLike, size: int) -> "np.ndarray":
+def read_matrix_csv(path: str | os.PathLike, size: int) -> np.ndarray:
     """Read a ``(size, size)`` matrix written by :func:`write_matrix_csv`; ValueError when it is not one."""
-    import numpy as np
-
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     values = frame.iloc[:, 1:].to_numpy(dtype=np.float64)
     if values.shape != (size, size) or not np.isfinite(values).all():

@@ -45,7 +45,9 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
-def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: str | os.PathLike = "/proc/self/cgroup") -> Optional[float]:
+def cgroup_cpu_limit(
+    root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: str | os.PathLike = "/proc/self/cgroup"
+) -> Optional[float]:
     """The CPU quota of this process's cgroup in CPUs (``quota / period``), or None when unlimited
     or unknown. Reads cgroup v2 ``cpu.max`` and v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``,
     at this process's own cgroup path and at the mount's root (a container sees its own there)."""
@@ -62,8 +64,10 @@ def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup", self_cgroup: st
         pass
     candidates = [(root / v2_path / "cpu.max", None), (root / "cpu.max", None)]
     for v1 in ("cpu,cpuacct", "cpu"):
-        candidates += [(root / v1 / v1_path / "cpu.cfs_quota_us", root / v1 / v1_path / "cpu.cfs_period_us"),
-                       (root / v1 / "cpu.cfs_quota_us", root / v1 / "cpu.cfs_period_us")]
+        candidates += [
+            (root / v1 / v1_path / "cpu.cfs_quota_us", root / v1 / v1_path / "cpu.cfs_period_us"),
+            (root / v1 / "cpu.cfs_quota_us", root / v1 / "cpu.cfs_period_us"),
+        ]
     for quota_file, period_file in candidates:
         try:
             if period_file is None:  # v2: "max 100000" or "200000 100000"
@@ -89,8 +93,13 @@ def _slot_folder() -> Path:
 
 
 @contextmanager
-def cpu_share(threads: int, *, progress: Optional[Callable[..., None]] = None, slots: Optional[int] = None,
-              folder: Optional[Path] = None) -> Iterator[int]:
+def cpu_share(
+    threads: int,
+    *,
+    progress: Optional[Callable[..., None]] = None,
+    slots: Optional[int] = None,
+    folder: Optional[Path] = None,
+) -> Iterator[int]:
     """Hold ``threads`` of the machine's ``slots`` CPU slots (default :func:`usable_cpus`) for the block.
 
     Waits (reporting a ``waiting for CPUs`` progress phase and one log line) while other
@@ -143,10 +152,15 @@ def cpu_share(threads: int, *, progress: Optional[Callable[..., None]] = None, s
             if waited_since is None:
                 waited_since = time.monotonic()
                 holders = sorted(_holders(folder, slots) - {os.getpid()})
-                log.warning("waiting for other labelaudit runs (process%s %s) to free the CPUs: %d threads of %d "
-                            "CPUs are in use; runs share the CPUs in turn rather than slow each other down many "
-                            "times (docs/benchmarks.md)", "es" if len(holders) > 1 else "",
-                            ", ".join(map(str, holders)) or "?", slots, slots)
+                log.warning(
+                    "waiting for other labelaudit runs (process%s %s) to free the CPUs: %d threads of %d "
+                    "CPUs are in use; runs share the CPUs in turn rather than slow each other down many "
+                    "times (docs/benchmarks.md)",
+                    "es" if len(holders) > 1 else "",
+                    ", ".join(map(str, holders)) or "?",
+                    slots,
+                    slots,
+                )
             if progress:
                 progress("waiting for CPUs", 0, 1, f"{time.monotonic() - waited_since:.0f} s")
             time.sleep(_POLL_SECONDS * (0.5 + rng.random()))
@@ -175,6 +189,7 @@ def busy_cpus_of_others(window: float = 0.25) -> Optional[float]:
 
     Call it while this process is idle: its own CPU time in the window is subtracted anyway.
     """
+
     def totals() -> tuple[float, float, float]:
         with open("/proc/stat") as fh:
             fields = [float(v) for v in fh.readline().split()[1:]]

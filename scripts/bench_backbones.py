@@ -36,16 +36,18 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labelaudit.nets.backbones import PRETRAINED_BACKBONES, load_backbone  # noqa: E402
-from labelaudit.nets.embeddings import compute_embeddings  # noqa: E402
 from labelaudit.data.images import load_images  # noqa: E402
 from labelaudit.data.sources import load_source  # noqa: E402
+from labelaudit.nets.backbones import PRETRAINED_BACKBONES, load_backbone  # noqa: E402
+from labelaudit.nets.embeddings import compute_embeddings  # noqa: E402
 
 DEFAULT_ORDER = ("resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16", "efficientnet_lite0")
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "chelsea_224.jpg"
 
 
-def forward_rate(module: torch.nn.Module, crop: int, batch_size: int, batches: int, channels_last: bool) -> float:
+def forward_rate(
+    module: torch.nn.Module, crop: int, batch_size: int, batches: int, channels_last: bool
+) -> float:
     """Images per second of ``module`` on random ``(batch_size, 3, crop, crop)`` input: the fastest
     of ``batches`` timed batches after a warm-up (the best run is the one least disturbed by
     other processes, as in :mod:`timeit`)."""
@@ -73,7 +75,9 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> None:
         image = photo.crop((x0, y0, x0 + side, y0 + side))
         if rng.random() < 0.5:
             image = ImageOps.mirror(image)
-        image = Image.fromarray(np.clip(np.asarray(image) * rng.uniform(0.7, 1.3, 3), 0, 255).astype(np.uint8))
+        image = Image.fromarray(
+            np.clip(np.asarray(image) * rng.uniform(0.7, 1.3, 3), 0, 255).astype(np.uint8)
+        )
         size = (500, 375) if i % 3 else (375, 500)
         target = folder / ("a" if i % 2 else "b") / f"{i:05d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,20 +86,34 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=Path, help="image folder (one subfolder per class); default: made up")
+    parser.add_argument(
+        "--images", type=Path, help="image folder (one subfolder per class); default: made up"
+    )
     parser.add_argument("-n", type=int, default=256, help="files for the end-to-end pass (default 256)")
     parser.add_argument("--only", nargs="+", choices=PRETRAINED_BACKBONES, help="backbones to time")
     parser.add_argument("--batch-size", type=int, default=64, help="forward table batch (default 64)")
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per backbone after the warm-up (best counts)")
+    parser.add_argument(
+        "--batches", type=int, default=3, help="timed batches per backbone after the warm-up (best counts)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average at start {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average at start "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     print()
-    print(f"Forward pass only, batch {args.batch_size}, best of {args.batches} timed batches after a warm-up. torchvision backbones")
-    print("have random-init weights (speed does not depend on weight values); efficientnet_lite0 its real weights.")
+    print(
+        f"Forward pass only, batch {args.batch_size}, best of {args.batches} timed batches after a warm-up. "
+        "torchvision backbones"
+    )
+    print(
+        "have random-init weights (speed does not depend on weight values); efficientnet_lite0 its real "
+        "weights."
+    )
     print()
     print("| backbone | weights | input | D | plain module img/s | inference copy img/s |")
     print("|---|---|---|---|---|---|")
@@ -103,9 +121,13 @@ def main() -> None:
         backbone = load_backbone(name, "DEFAULT" if name == "efficientnet_lite0" else None)
         crop = backbone.preprocess.crop_size
         plain = forward_rate(backbone.module, crop, args.batch_size, args.batches, channels_last=False)
-        fast = forward_rate(backbone.inference_module("cpu"), crop, args.batch_size, args.batches, channels_last=True)
+        fast = forward_rate(
+            backbone.inference_module("cpu"), crop, args.batch_size, args.batches, channels_last=True
+        )
         weights = "packaged ImageNet" if name == "efficientnet_lite0" else "random init"
-        print(f"| {name} | {weights} | {crop}x{crop} | {backbone.dim} | {plain:.1f} | {fast:.1f} |", flush=True)
+        print(
+            f"| {name} | {weights} | {crop}x{crop} | {backbone.dim} | {plain:.1f} | {fast:.1f} |", flush=True
+        )
 
     print()
     print("efficientnet_lite0 inference copy by batch size:")
@@ -113,7 +135,10 @@ def main() -> None:
     lite0 = load_backbone("efficientnet_lite0")
     fast = lite0.inference_module("cpu")
     sizes = (8, 16, 32, 64)
-    rates = [forward_rate(fast, 224, size, max(args.batches, 2 * args.batch_size // size), channels_last=True) for size in sizes]
+    rates = [
+        forward_rate(fast, 224, size, max(args.batches, 2 * args.batch_size // size), channels_last=True)
+        for size in sizes
+    ]
     print("| batch | " + " | ".join(map(str, sizes)) + " |")
     print("|---|" + "---|" * len(sizes))
     print("| img/s | " + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
@@ -126,7 +151,9 @@ def main() -> None:
             make_photos(source, args.n)
         table = load_source(source)
         if len(table.samples) > args.n:  # keep the first n files
-            rest = table.samples.iloc[args.n :][["sample_id", "path"]].assign(reason="not_benchmarked", detail="")
+            rest = table.samples.iloc[args.n :][["sample_id", "path"]].assign(
+                reason="not_benchmarked", detail=""
+            )
             table = table.without(rest)
         cache = work / "cache"
         start = time.perf_counter()
@@ -137,12 +164,17 @@ def main() -> None:
         second = compute_embeddings(store, backbone, cache_dir=cache)
         dims = store.files[["width", "height"]].to_numpy()
         print()
-        print(f"End to end, compute_embeddings with efficientnet_lite0 on {len(store)} real JPEG files "
-              f"(median {int(np.median(dims[:, 0]))}x{int(np.median(dims[:, 1]))} px), default batch size:")
+        print(
+            f"End to end, compute_embeddings with efficientnet_lite0 on {len(store)} real JPEG files "
+            f"(median {int(np.median(dims[:, 0]))}x{int(np.median(dims[:, 1]))} px), default batch size:"
+        )
         print()
         print("| files | image cache (headers + small decode) s | embed s | embed img/s | reuse s |")
         print("|---|---|---|---|---|")
-        print(f"| {len(store)} | {decode_seconds:.1f} | {first.seconds:.1f} | {first.images_per_second:.1f} | {second.seconds:.3f} |")
+        print(
+            f"| {len(store)} | {decode_seconds:.1f} | {first.seconds:.1f} | {first.images_per_second:.1f} | "
+            f"{second.seconds:.3f} |"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()

@@ -84,7 +84,9 @@ def manifest_frame(rows: int, real_rows: int, num_classes: int, seed: int = 0):
     is_real[np.round(np.arange(real_rows) * (rows / max(real_rows, 1))).astype(np.int64)] = True
     real_index = np.cumsum(is_real) - 1
     paths = [
-        real_link(int(real_index[i])) if is_real[i] else f"data/missing/{i // LINKS_PER_FOLDER:04d}/{i:07d}.png"
+        real_link(int(real_index[i]))
+        if is_real[i]
+        else f"data/missing/{i // LINKS_PER_FOLDER:04d}/{i:07d}.png"
         for i in range(rows)
     ]
     names = np.array([f"class_{k}" for k in range(num_classes)], dtype=object)
@@ -144,7 +146,9 @@ def main() -> None:
     parser.add_argument("--real-fraction", type=float, default=0.1, help="share of rows whose file exists")
     parser.add_argument("--distinct-images", type=int, default=1000)
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--write-out", action="store_true", help="also pass --out (writes inspect.json, skipped.csv)")
+    parser.add_argument(
+        "--write-out", action="store_true", help="also pass --out (writes inspect.json, skipped.csv)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
     args = parser.parse_args()
 
@@ -154,10 +158,19 @@ def main() -> None:
         real_counts = {rows: int(round(rows * args.real_fraction)) for rows in [100, *sizes]}
         start = time.perf_counter()
         in_child("images", work, args.distinct_images, max(real_counts.values()))
-        print(f"# data in {work}: {args.distinct_images} distinct PNGs, {max(real_counts.values())} hard links "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-        print(f"# command: labelaudit inspect MANIFEST --quiet{' --out DIR' if args.write_out else ''}", flush=True)
-        print("| rows | format | files that exist | wall s | peak RSS MiB | bytes/row above baseline | slope bytes/row |")
+        print(
+            f"# data in {work}: {args.distinct_images} distinct PNGs, {max(real_counts.values())} hard links "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+        print(
+            f"# command: labelaudit inspect MANIFEST --quiet{' --out DIR' if args.write_out else ''}",
+            flush=True,
+        )
+        print(
+            "| rows | format | files that exist | wall s | peak RSS MiB | bytes/row above baseline | slope "
+            "bytes/row |"
+        )
         print("|---:|---|---:|---:|---:|---:|---:|")
         for fmt in args.formats:
             previous = baseline = None
@@ -172,8 +185,11 @@ def main() -> None:
                 above = "" if rows == 100 else f"{(peak - baseline) / rows:,.0f}"
                 slope = "" if previous is None else f"{(peak - previous[1]) / (rows - previous[0]):,.0f}"
                 label = "100 (baseline)" if rows == 100 else f"{rows:,}"
-                print(f"| {label} | {fmt} | {real_counts[rows]:,} | {seconds:.1f} | {peak / 2**20:,.0f} | "
-                      f"{above} | {slope} |", flush=True)
+                print(
+                    f"| {label} | {fmt} | {real_counts[rows]:,} | {seconds:.1f} | {peak / 2**20:,.0f} | "
+                    f"{above} | {slope} |",
+                    flush=True,
+                )
                 previous = (rows, peak)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"# this script's own peak RSS: {own:,.0f} MiB (a child's peak below it would be hidden)")

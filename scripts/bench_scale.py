@@ -42,8 +42,11 @@ def _status_kib(pid: int) -> dict[str, int]:
     """``VmRSS``, ``VmHWM``, ``RssAnon``, ``RssFile`` of a live process in KiB ({} once it has exited)."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            return {key: int(value.split()[0]) for key, value in (line.split(":", 1) for line in status)
-                    if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
+            return {
+                key: int(value.split()[0])
+                for key, value in (line.split(":", 1) for line in status)
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+            }
     except (FileNotFoundError, ProcessLookupError):
         return {}
 
@@ -58,7 +61,11 @@ def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, dict[s
             peaks[key] = max(peaks.get(key, 0), value)
         time.sleep(0.1)
     out, err = process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, out, err), peaks, time.perf_counter() - start
+    return (
+        subprocess.CompletedProcess(command, process.returncode, out, err),
+        peaks,
+        time.perf_counter() - start,
+    )
 
 
 def labelaudit(*args: str) -> list[str]:
@@ -67,23 +74,42 @@ def labelaudit(*args: str) -> list[str]:
 
 def memory(args) -> None:
     size = ["--image-size", str(args.image_size)] if args.image_size else []
-    subprocess.run(labelaudit("inspect", args.source, *size, "--quiet"), check=True,
-                   capture_output=True)  # fills the image cache: decoding is not measured below
-    print(f"| --max-memory | images | state | decoded images | peak RSS | peak anonymous | peak file-backed | s/epoch |")
+    # fills the image cache: decoding is not measured below
+    subprocess.run(labelaudit("inspect", args.source, *size, "--quiet"), check=True, capture_output=True)
+    print(
+        "| --max-memory | images | state | decoded images | peak RSS | peak anonymous | peak file-backed | "
+        "s/epoch |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for budget in args.max_memory:
         out = Path(args.work) / f"run-{budget}"
-        done, peaks, _ = run_sampled(labelaudit("scan", args.source, *size, "--out", str(out), "--overwrite",
-                                                "--budget", str(args.budget), "--max-memory", budget, "--json",
-                                                "--quiet"))
+        done, peaks, _ = run_sampled(
+            labelaudit(
+                "scan",
+                args.source,
+                *size,
+                "--out",
+                str(out),
+                "--overwrite",
+                "--budget",
+                str(args.budget),
+                "--max-memory",
+                budget,
+                "--json",
+                "--quiet",
+            )
+        )
         if done.returncode != 0:
             raise SystemExit(done.stderr)
         summary = json.loads(done.stdout)
         plan, curves = summary["memory"], summary["training_curves"]
         per_epoch = statistics.median(c["seconds"] for c in curves)
         mib = lambda kib: f"{kib / 1024:.0f} MiB"  # noqa: E731
-        print(f"| {budget} | {plan['images']} | {plan['state_dtype']} | {plan['image_bytes'] / 2**20:.0f} MiB | "
-              f"{mib(peaks['VmHWM'])} | {mib(peaks['RssAnon'])} | {mib(peaks['RssFile'])} | {per_epoch:.1f} |")
+        print(
+            f"| {budget} | {plan['images']} | {plan['state_dtype']} | {plan['image_bytes'] / 2**20:.0f} MiB "
+            "| "
+            f"{mib(peaks['VmHWM'])} | {mib(peaks['RssAnon'])} | {mib(peaks['RssFile'])} | {per_epoch:.1f} |"
+        )
 
 
 def streaming(args) -> None:
@@ -107,21 +133,45 @@ def streaming(args) -> None:
     print("| images | images/s (median) | each repeat | vs in memory |")
     print("|---|---|---|---|")
     for mode, values in rates.items():
-        print(f"| {mode} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} | "
-              f"{statistics.median(values) / base - 1:+.1%} |")
+        print(
+            f"| {mode} | {statistics.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} | "
+            f"{statistics.median(values) / base - 1:+.1%} |"
+        )
 
 
 def distributed(args) -> None:
     import pandas as pd
 
-    common = ["scan", args.source, "--truth", args.truth, "--budget", str(args.budget), "--json", "--quiet",
-              "--overwrite"]
+    common = [
+        "scan",
+        args.source,
+        "--truth",
+        args.truth,
+        "--budget",
+        str(args.budget),
+        "--json",
+        "--quiet",
+        "--overwrite",
+    ]
     results = {}
     for processes in (1, 2):
         out = str(Path(args.work) / f"dist-{processes}")
-        command = labelaudit(*common, "--out", out) if processes == 1 else [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "labelaudit", *common, "--out", out]
+        command = (
+            labelaudit(*common, "--out", out)
+            if processes == 1
+            else [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={processes}",
+                "-m",
+                "labelaudit",
+                *common,
+                "--out",
+                out,
+            ]
+        )
         done, peaks, seconds = run_sampled(command)
         if done.returncode != 0:
             raise SystemExit(done.stderr)
@@ -131,16 +181,22 @@ def distributed(args) -> None:
     print("| processes | backend | wall s | training s | F1 | flagged | noise-rate error (points) |")
     print("|---|---|---|---|---|---|---|")
     for processes, (summary, _, seconds) in results.items():
-        training = sum(v for k, v in summary["seconds"].items() if k not in ("total", "load_and_decode", "embed"))
+        training = sum(
+            v for k, v in summary["seconds"].items() if k not in ("total", "load_and_decode", "embed")
+        )
         t = summary["truth"]
-        print(f"| {processes} | {summary['distributed_backend'] or '-'} | {seconds:.0f} | {training:.0f} | "
-              f"{t['f1']:.3f} | {summary['num_flagged'] / summary['num_samples']:.1%} | "
-              f"{t['noise_rate_error'] * 100:.1f} |")
+        print(
+            f"| {processes} | {summary['distributed_backend'] or '-'} | {seconds:.0f} | {training:.0f} | "
+            f"{t['f1']:.3f} | {summary['num_flagged'] / summary['num_samples']:.1%} | "
+            f"{t['noise_rate_error'] * 100:.1f} |"
+        )
     print(f"flags agree on {agree:.1%} of {len(merged)} samples")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", default=None, help="Folder for run directories [default: a temporary one].")
     sub = parser.add_subparsers(dest="what", required=True)
     m = sub.add_parser("memory")

@@ -42,8 +42,20 @@ SETTINGS = {
 
 
 def run_scan(source: Path, out: Path, budget: str, env: dict, extra: list[str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "labelaudit", "scan", str(source), "--out", str(out), "--overwrite", "--quiet",
-               "--budget", budget, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "labelaudit",
+        "scan",
+        str(source),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        "--budget",
+        budget,
+        *extra,
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -58,8 +70,9 @@ def timed(processes: list[subprocess.Popen], started: list[float]) -> list[float
 
 
 def flags(run: Path) -> pd.Series:
-    return pd.read_parquet(run / "report.parquet", columns=["sample_id", "suspected_noisy"]).set_index("sample_id")[
-        "suspected_noisy"]
+    return pd.read_parquet(run / "report.parquet", columns=["sample_id", "suspected_noisy"]).set_index(
+        "sample_id"
+    )["suspected_noisy"]
 
 
 def main() -> None:
@@ -78,7 +91,10 @@ def main() -> None:
     start = time.perf_counter()
     alone = timed([run_scan(args.source, args.out / "alone", args.budget, base_env, [])], [start])[0]
     reference = flags(args.out / "alone")
-    print(f"default scan alone: {alone:.1f} s (threads {json.loads((args.out / 'alone' / 'summary.json').read_text())['threads']})")
+    print(
+        f"default scan alone: {alone:.1f} s (threads "
+        f"{json.loads((args.out / 'alone' / 'summary.json').read_text())['threads']})"
+    )
     results = {"alone_seconds": alone, "budget": args.budget, "settings": {}}
     for name in args.settings.split(","):
         extra_env, extra_args, own_slots = SETTINGS[name]
@@ -86,7 +102,9 @@ def main() -> None:
         own_alone = alone
         if extra_env or extra_args:
             start = time.perf_counter()
-            own_alone = timed([run_scan(args.source, args.out / f"{name}-alone", args.budget, env, extra_args)], [start])[0]
+            own_alone = timed(
+                [run_scan(args.source, args.out / f"{name}-alone", args.budget, env, extra_args)], [start]
+            )[0]
         processes, started = [], []
         for i in range(2):
             env_i = dict(env)
@@ -98,10 +116,18 @@ def main() -> None:
         pair = timed(processes, started)
         same = all(flags(args.out / f"{name}-{i}").equals(reference) for i in range(2))
         ratio = max(pair) / alone
-        results["settings"][name] = {"alone_seconds": own_alone, "pair_seconds": pair, "ratio": ratio,
-                                     "same_flags_as_default": same}
-        print(f"{name:>10}: alone {own_alone:6.1f} s | pair {pair[0]:6.1f} s, {pair[1]:6.1f} s | ratio {ratio:5.2f} "
-              f"| same flags as the default scan: {same}", flush=True)
+        results["settings"][name] = {
+            "alone_seconds": own_alone,
+            "pair_seconds": pair,
+            "ratio": ratio,
+            "same_flags_as_default": same,
+        }
+        print(
+            f"{name:>10}: alone {own_alone:6.1f} s | pair {pair[0]:6.1f} s, {pair[1]:6.1f} s | ratio "
+            f"{ratio:5.2f} "
+            f"| same flags as the default scan: {same}",
+            flush=True,
+        )
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 

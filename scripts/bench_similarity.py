@@ -47,17 +47,25 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float:
 
 def score_pairs(found: set, labels: np.ndarray, planted_pairs: set, planted_conflicts: set) -> dict:
     conflicts = {p for p in found if labels[p[0]] != labels[p[1]]}
-    return {"pairs_found": len(found), "pair_recall": len(found & planted_pairs) / len(planted_pairs),
-            "pair_precision": len(found & planted_pairs) / max(len(found), 1),
-            "conflicts_found": len(conflicts), "conflict_recall": len(conflicts & planted_conflicts) / len(planted_conflicts),
-            "conflict_precision": len(conflicts & planted_conflicts) / max(len(conflicts), 1)}
+    return {
+        "pairs_found": len(found),
+        "pair_recall": len(found & planted_pairs) / len(planted_pairs),
+        "pair_precision": len(found & planted_pairs) / max(len(found), 1),
+        "conflicts_found": len(conflicts),
+        "conflict_recall": len(conflicts & planted_conflicts) / len(planted_conflicts),
+        "conflict_precision": len(conflicts & planted_conflicts) / max(len(conflicts), 1),
+    }
 
 
 def score_outliers(digits: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict:
     top = np.argsort(-score, kind="stable")[:100]
-    return {"outlier_auroc": auroc(digits, score), "outlier_recall_at_100": float(digits[top].mean()),
-            "outliers_flagged": int(flagged.sum()), "outlier_precision": float(digits[flagged].mean()) if flagged.any() else 0.0,
-            "outlier_recall": float(flagged[digits].mean())}
+    return {
+        "outlier_auroc": auroc(digits, score),
+        "outlier_recall_at_100": float(digits[top].mean()),
+        "outliers_flagged": int(flagged.sum()),
+        "outlier_precision": float(digits[flagged].mean()) if flagged.any() else 0.0,
+        "outlier_recall": float(flagged[digits].mean()),
+    }
 
 
 def group_pairs(groups: np.ndarray) -> set:
@@ -65,7 +73,7 @@ def group_pairs(groups: np.ndarray) -> set:
     out = set()
     for g in np.unique(groups[groups >= 0]):
         members = np.flatnonzero(groups == g)
-        out |= {(int(a), int(b)) for i, a in enumerate(members) for b in members[i + 1:]}
+        out |= {(int(a), int(b)) for i, a in enumerate(members) for b in members[i + 1 :]}
     return out
 
 
@@ -82,8 +90,11 @@ def datalab(features: np.ndarray, labels: np.ndarray) -> tuple[dict, float]:
         for j in members:
             found.add((min(i, int(j)), max(i, int(j))))
     outliers = lab.get_issues("outlier")
-    return {"found": found, "outlier_score": 1.0 - outliers["outlier_score"].to_numpy(),
-            "is_outlier": outliers["is_outlier_issue"].to_numpy(dtype=bool)}, seconds
+    return {
+        "found": found,
+        "outlier_score": 1.0 - outliers["outlier_score"].to_numpy(),
+        "is_outlier": outliers["is_outlier_issue"].to_numpy(dtype=bool),
+    }, seconds
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -113,7 +124,9 @@ print(json.dumps({"seconds": seconds, "peak_rss_mib": peak,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder", type=Path, help="a folder written by make_duplicates_benchmark.py")
     parser.add_argument("--budget", type=float, default=1.0)
     parser.add_argument("--out", type=Path, required=True)
@@ -121,22 +134,31 @@ def main() -> None:
     parser.add_argument("--no-60k", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = scan(args.folder / "images", ScanConfig(epochs_scale=args.budget), truth=args.folder / "truth.csv")
+    result = scan(
+        args.folder / "images", ScanConfig(epochs_scale=args.budget), truth=args.folder / "truth.csv"
+    )
     ids = result.table.samples["sample_id"].tolist()
     labels = result.table.samples["given_label"].to_numpy()
     at = {s: i for i, s in enumerate(ids)}
     planted = pd.read_csv(args.folder / "planted.csv")
     near = planted[planted["kind"] == "near_duplicate"]
     pairs = {(min(at[a], at[b]), max(at[a], at[b])) for a, b in zip(near["sample_id"], near["source"])}
-    conflicts = {(min(at[a], at[b]), max(at[a], at[b])) for a, b, c in zip(near["sample_id"], near["source"], near["conflict"]) if c}
+    conflicts = {
+        (min(at[a], at[b]), max(at[a], at[b]))
+        for a, b, c in zip(near["sample_id"], near["source"], near["conflict"])
+        if c
+    }
     digits = np.zeros(len(ids), dtype=bool)
     digits[[at[s] for s in planted.loc[planted["kind"] == "outlier", "sample_id"]]] = True
 
     issues = result.similarity
-    ours = {"tool": "labelaudit", "features": "penultimate+thumbnails, pixel check; outliers: thumbnails",
-            "seconds": result.seconds["similarity"],
-            **score_pairs(group_pairs(issues.duplicate_group), labels, pairs, conflicts),
-            **score_outliers(digits, issues.outlier_score, issues.is_outlier)}
+    ours = {
+        "tool": "labelaudit",
+        "features": "penultimate+thumbnails, pixel check; outliers: thumbnails",
+        "seconds": result.seconds["similarity"],
+        **score_pairs(group_pairs(issues.duplicate_group), labels, pairs, conflicts),
+        **score_outliers(digits, issues.outlier_score, issues.is_outlier),
+    }
     rows = [ours]
     print(json.dumps(ours), flush=True)
     penultimate = result.trainer.predict(flip_average=False, features=True)[1].numpy()
@@ -144,20 +166,41 @@ def main() -> None:
     if not args.no_datalab:
         for name, features in (("penultimate", penultimate), ("thumbnails", thumbs)):
             found, seconds = datalab(features, labels)
-            row = {"tool": "cleanlab Datalab", "features": name, "seconds": seconds,
-                   **score_pairs(found["found"], labels, pairs, conflicts),
-                   **score_outliers(digits, found["outlier_score"], found["is_outlier"])}
+            row = {
+                "tool": "cleanlab Datalab",
+                "features": name,
+                "seconds": seconds,
+                **score_pairs(found["found"], labels, pairs, conflicts),
+                **score_outliers(digits, found["outlier_score"], found["is_outlier"]),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "similarity.csv", index=False)
-    columns = ["tool", "features", "pair_recall", "pair_precision", "conflict_recall", "conflict_precision",
-               "outlier_auroc", "outlier_recall_at_100", "outlier_precision", "outlier_recall", "seconds"]
+    columns = [
+        "tool",
+        "features",
+        "pair_recall",
+        "pair_precision",
+        "conflict_recall",
+        "conflict_precision",
+        "outlier_auroc",
+        "outlier_recall_at_100",
+        "outlier_precision",
+        "outlier_recall",
+        "seconds",
+    ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns) + " |")
-    print(f"scan F1 {result.truth['f1']:.3f}; duplicate threshold {issues.duplicate_threshold:.2f} grey levels")
+        print(
+            "| "
+            + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+            + " |"
+        )
+    print(
+        f"scan F1 {result.truth['f1']:.3f}; duplicate threshold {issues.duplicate_threshold:.2f} grey levels"
+    )
 
     if not args.no_60k:
         images = read_idx(DATASET_DIR / "train-images-idx3-ubyte.gz")[..., None]  # (60000, 28, 28, 1)
@@ -167,9 +210,19 @@ def main() -> None:
         np.save(args.out / "images60k.npy", images)
         np.save(args.out / "features60k.npy", features)
         np.save(args.out / "labels60k.npy", train_labels)
-        done = subprocess.run([sys.executable, "-c", SEARCH_60K, str(args.out / "images60k.npy"),
-                               str(args.out / "features60k.npy"), str(args.out / "labels60k.npy")],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SEARCH_60K,
+                str(args.out / "images60k.npy"),
+                str(args.out / "features60k.npy"),
+                str(args.out / "labels60k.npy"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print("60k search:", done.stdout.strip())
 
 

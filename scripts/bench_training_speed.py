@@ -20,9 +20,9 @@ import time
 import torch
 
 from labelaudit.data.images import load_images
-from labelaudit.train.methods.nlnl import class_weights, nl_loss
-from labelaudit.nets.models import build_model
 from labelaudit.data.sources import load_source
+from labelaudit.nets.models import build_model
+from labelaudit.train.methods.nlnl import class_weights, nl_loss
 from labelaudit.train.trainer import TensorData, TrainConfig, Trainer, cpu_has_fast_bfloat16
 
 
@@ -30,10 +30,13 @@ def bare_rate(data: TensorData, precision: str, steps: int = 40, repeats: int = 
     """Images/s of forward + loss + backward + step on one fixed normalised batch (best of
     ``repeats`` timings of ``steps`` steps, after 20 warm-up steps)."""
     torch.manual_seed(0)
-    model = build_model("cifar-resnet", data.channels, data.num_classes, depth=8, width=16).to(memory_format=torch.channels_last)
+    model = build_model("cifar-resnet", data.channels, data.num_classes, depth=8, width=16).to(
+        memory_format=torch.channels_last
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    x = ((data.images[:128].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)).contiguous(
-        memory_format=torch.channels_last)
+    x = (
+        (data.images[:128].float() / 255 - data.mean.view(1, -1, 1, 1)) / data.std.view(1, -1, 1, 1)
+    ).contiguous(memory_format=torch.channels_last)
     y = data.labels[:128]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -105,25 +108,34 @@ def stage_seconds(trainer: Trainer, batches: int = 40) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", default="sample_data/fashion_mnist_noisy/images")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
 
     store = load_images(load_source(args.source))
     data = TensorData.from_store(store)
-    print(f"{len(data)} images {tuple(data.images.shape[1:])}, {torch.get_num_threads()} threads, "
-          f"bfloat16 in hardware: {cpu_has_fast_bfloat16()}")
+    print(
+        f"{len(data)} images {tuple(data.images.shape[1:])}, {torch.get_num_threads()} threads, "
+        f"bfloat16 in hardware: {cpu_has_fast_bfloat16()}"
+    )
     precisions = ["fp32"] + (["bf16"] if cpu_has_fast_bfloat16() else [])
     for precision in precisions:
         loop, trainer = loop_rate(data, precision, args.epochs)
         bare = bare_rate(data, precision)
         stages = stage_seconds(trainer)
         per_batch = 128 / loop
-        print(f"{precision}: bare forward+backward+step {bare:,.0f} img/s; training loop {loop:,.0f} img/s "
-              f"({loop / bare:.0%} of bare)")
-        print("   per batch of 128: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stages.items())
-              + f"; whole loop step {per_batch * 1e3:.2f} ms")
+        print(
+            f"{precision}: bare forward+backward+step {bare:,.0f} img/s; training loop {loop:,.0f} img/s "
+            f"({loop / bare:.0%} of bare)"
+        )
+        print(
+            "   per batch of 128: "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stages.items())
+            + f"; whole loop step {per_batch * 1e3:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

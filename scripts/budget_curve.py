@@ -30,8 +30,25 @@ def run_scan(source: str, truth: str, method: str, budget: float, out: Path, ext
     result = out / f"{method}-{budget:g}.json"
     if result.exists():
         return json.loads(result.read_text())
-    command = [sys.executable, "-m", "labelaudit", "scan", source, "--truth", truth, "--method", method, "--budget",
-               f"{budget:g}", "--out", str(out / f"{method}-{budget:g}"), "--overwrite", "--json", "--quiet", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "labelaudit",
+        "scan",
+        source,
+        "--truth",
+        truth,
+        "--method",
+        method,
+        "--budget",
+        f"{budget:g}",
+        "--out",
+        str(out / f"{method}-{budget:g}"),
+        "--overwrite",
+        "--json",
+        "--quiet",
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
@@ -41,7 +58,9 @@ def run_scan(source: str, truth: str, method: str, budget: float, out: Path, ext
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source")
     parser.add_argument("--truth", required=True)
     parser.add_argument("--methods", default="pmnar,nlnl,gce")
@@ -61,12 +80,25 @@ def main() -> None:
             s = run_scan(args.source, args.truth, method, budget, out, args.scan_args)
             t = s["truth"]
             wall = s["seconds"]["total"]  # the scan's own time, from reading the source to the audit
-            rows.append((method, budget, t["f1"], t["precision"], t["recall"], t["noise_rate_error"] * 100,
-                         s["estimated_noise_rate"] * 100, wall))
+            rows.append(
+                (
+                    method,
+                    budget,
+                    t["f1"],
+                    t["precision"],
+                    t["recall"],
+                    t["noise_rate_error"] * 100,
+                    s["estimated_noise_rate"] * 100,
+                    wall,
+                )
+            )
     print("| method | budget | F1 | precision | recall | flagged % | noise-rate error (points) | scan s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for method, budget, f1, p, r, err, flagged, wall in rows:
-        print(f"| {method} | {budget:g}x | {f1:.3f} | {p:.3f} | {r:.3f} | {flagged:.1f} | {err:.1f} | {wall:.0f} |")
+        print(
+            f"| {method} | {budget:g}x | {f1:.3f} | {p:.3f} | {r:.3f} | {flagged:.1f} | {err:.1f} | "
+            f"{wall:.0f} |"
+        )
     if args.plot and rows:
         import matplotlib
 
@@ -82,8 +114,11 @@ def main() -> None:
             for r, w in zip(mine, walls):
                 left.annotate(f"{r[1]:g}x", (w, r[2]), textcoords="offset points", xytext=(3, 3), fontsize=8)
         left.set(xlabel="scan time (minutes)", ylabel="F1 of the flags", title="F1 against training time")
-        right.set(xlabel="scan time (minutes)", ylabel="|estimated - true| noise rate (points)",
-                  title="Noise-rate error against training time")
+        right.set(
+            xlabel="scan time (minutes)",
+            ylabel="|estimated - true| noise rate (points)",
+            title="Noise-rate error against training time",
+        )
         left.legend()
         left.grid(alpha=0.3)
         right.grid(alpha=0.3)

@@ -34,10 +34,18 @@ def load_run(run: Path, truth_csv: Path) -> tuple[np.ndarray, np.ndarray, np.nda
     report = pd.read_parquet(run / "report.parquet")
     names = json.loads((run / "summary.json").read_text())["class_names"]
     index = {n: i for i, n in enumerate(names)}
-    truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False).set_index("sample_id").loc[report["sample_id"]]
+    truth = (
+        pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+        .set_index("sample_id")
+        .loc[report["sample_id"]]
+    )
     soft = report[[f"p_{n}" for n in names]].to_numpy(np.float64).copy()
     soft /= soft.sum(axis=1, keepdims=True)
-    return soft, report["given_label"].map(index).to_numpy(), (truth["is_noisy"].str.lower() == "true").to_numpy()
+    return (
+        soft,
+        report["given_label"].map(index).to_numpy(),
+        (truth["is_noisy"].str.lower() == "true").to_numpy(),
+    )
 
 
 def f1(flags: np.ndarray, noisy: np.ndarray) -> float:
@@ -64,16 +72,29 @@ def measure(soft: np.ndarray, given: np.ndarray, noisy: np.ndarray) -> dict:
     flags = margin < mixture_boundary(fit)
     p_given = soft[np.arange(len(given)), given]
     true = float(noisy.mean())
-    estimates = {"flagged": float(flags.mean()), "mixture": fit.weights[0], "1-mean_py": float(1 - p_given.mean()),
-                 "confident_joint": confident_joint_rate(soft, given), "py<0.5": float((p_given < 0.5).mean())}
-    return {"true": true, "f1_capped": f1(margin < min(fit.boundary, 0.0), noisy), "f1": f1(flags, noisy),
-            **{f"err_{k}": v - true for k, v in estimates.items()}}
+    estimates = {
+        "flagged": float(flags.mean()),
+        "mixture": fit.weights[0],
+        "1-mean_py": float(1 - p_given.mean()),
+        "confident_joint": confident_joint_rate(soft, given),
+        "py<0.5": float((p_given < 0.5).mean()),
+    }
+    return {
+        "true": true,
+        "f1_capped": f1(margin < min(fit.boundary, 0.0), noisy),
+        "f1": f1(flags, noisy),
+        **{f"err_{k}": v - true for k, v in estimates.items()},
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("benchmarks", nargs="*", type=Path)
-    parser.add_argument("--run", nargs=2, action="append", type=Path, default=[], metavar=("RUN_DIR", "TRUTH_CSV"))
+    parser.add_argument(
+        "--run", nargs=2, action="append", type=Path, default=[], metavar=("RUN_DIR", "TRUTH_CSV")
+    )
     parser.add_argument("--method", default="nlnl", help="method of the benchmark runs to read [nlnl]")
     args = parser.parse_args()
     pairs = list(map(tuple, args.run))
@@ -82,11 +103,19 @@ def main() -> None:
             pairs.append((run, bench / "data" / run.parent.name / "truth.csv"))
     rows = []
     for run, truth in pairs:
-        rows.append({"run": f"{run.parent.parent.parent.name}/{run.parent.name}" if run.parent.name != "runs" else str(run),
-                     **measure(*load_run(run, truth))})
+        rows.append(
+            {
+                "run": f"{run.parent.parent.parent.name}/{run.parent.name}"
+                if run.parent.name != "runs"
+                else str(run),
+                **measure(*load_run(run, truth)),
+            }
+        )
     table = pd.DataFrame(rows)
     errors = [c for c in table.columns if c.startswith("err_")]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
         print(table.to_string(index=False))
         print("\nmean absolute error: " + ", ".join(f"{c[4:]} {table[c].abs().mean():.3f}" for c in errors))
         print("largest absolute error: " + ", ".join(f"{c[4:]} {table[c].abs().max():.3f}" for c in errors))

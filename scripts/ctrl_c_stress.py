@@ -37,8 +37,13 @@ def make_dataset(root: Path) -> None:
 def trial(root: Path, out: Path, env: dict, rng: random.Random) -> tuple[str, str]:
     shutil.rmtree(out, ignore_errors=True)
     after_line = rng.random() < 0.3
-    process = subprocess.Popen([*COMMAND, "scan", str(root), "--out", str(out), "--budget", "0.1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [*COMMAND, "scan", str(root), "--out", str(out), "--budget", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     if after_line:
         for line in process.stdout:
             if line.startswith("Run directory"):
@@ -56,12 +61,21 @@ def trial(root: Path, out: Path, env: dict, rng: random.Random) -> tuple[str, st
     leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
     if process.returncode == 0 and complete and "interrupted" not in err:
         verdict = "finished first"
-    elif (process.returncode == 130 and "labelaudit: interrupted" in err and "Traceback" not in err
-          and "Exception ignored" not in err and not leftovers and out.exists() == complete
-          and complete == ("is complete" in err)):
+    elif (
+        process.returncode == 130
+        and "labelaudit: interrupted" in err
+        and "Traceback" not in err
+        and "Exception ignored" not in err
+        and not leftovers
+        and out.exists() == complete
+        and complete == ("is complete" in err)
+    ):
         verdict = "interrupted: run complete" if complete else "interrupted: no run"
     else:
-        verdict = f"WRONG (exit {process.returncode}, run exists {out.exists()}, complete {complete}, leftovers {leftovers})"
+        verdict = (
+            f"WRONG (exit {process.returncode}, run exists {out.exists()}, complete {complete}, "
+            f"leftovers {leftovers})"
+        )
     for name in leftovers:
         shutil.rmtree(out.parent / name, ignore_errors=True)
     return verdict, f"{moment}: {verdict}; {err.strip().splitlines()[-1] if err.strip() else ''}"

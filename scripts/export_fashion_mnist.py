@@ -18,13 +18,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from make_sample_data import CLASS_NAMES, DATASET_DIR, read_idx
+from PIL import Image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", choices=("train", "test"), default="test")
     parser.add_argument("--per-class", type=int, default=None, help="images per class [default: all]")
     parser.add_argument("--seed", type=int, default=0)
@@ -40,9 +41,14 @@ def main() -> None:
         chosen = np.arange(len(labels))
     else:
         rng = np.random.default_rng(args.seed)
-        chosen = np.sort(np.concatenate([
-            rng.choice(np.flatnonzero(labels == k), size=args.per_class, replace=False) for k in range(10)
-        ]))
+        chosen = np.sort(
+            np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(labels == k), size=args.per_class, replace=False)
+                    for k in range(10)
+                ]
+            )
+        )
     if args.out.exists():
         shutil.rmtree(args.out)
     for index in chosen:

@@ -30,18 +30,28 @@ DIGIT = 20  # pixels per side
 def read_sheet(installed: Path | None, deb: Path | None) -> np.ndarray:
     """The digits sheet as a ``(1000, 2000)`` uint8 array, from the installed file or a .deb."""
     if deb is not None:
-        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
-        member = subprocess.run(["tar", "-xO", f"./{SHEET}"], input=data, check=True, capture_output=True).stdout
+        data = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True
+        ).stdout
+        member = subprocess.run(
+            ["tar", "-xO", f"./{SHEET}"], input=data, check=True, capture_output=True
+        ).stdout
         return np.array(Image.open(io.BytesIO(member)).convert("L"))
     path = installed or Path("/") / SHEET
     if not path.is_file():
-        raise SystemExit(f"{path} not found: apt-get install opencv-doc, or apt-get download opencv-doc and pass --deb")
+        raise SystemExit(
+            f"{path} not found: apt-get install opencv-doc, or apt-get download opencv-doc and pass --deb"
+        )
     return np.array(Image.open(path).convert("L"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sheet", type=Path, default=None, help="digits.png [default: the installed opencv-doc file]")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sheet", type=Path, default=None, help="digits.png [default: the installed opencv-doc file]"
+    )
     parser.add_argument("--deb", type=Path, default=None, help="an opencv-doc .deb to read digits.png from")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

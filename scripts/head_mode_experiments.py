@@ -15,13 +15,12 @@ from __future__ import annotations
 import sys
 import time
 
-from labelaudit.audit.flags import audit_from_soft_labels
-from labelaudit.data.images import load_images
-from labelaudit.train.inputs import backbone_embeddings
-from labelaudit.audit.flags import cv_flags
+from labelaudit.audit.flags import audit_from_soft_labels, cv_flags
 from labelaudit.audit.metrics import load_truth, truth_metrics
-from labelaudit.pipeline.scan import ScanConfig, _train
+from labelaudit.data.images import load_images
 from labelaudit.data.sources import load_source
+from labelaudit.pipeline.scan import ScanConfig, _train
+from labelaudit.train.inputs import backbone_embeddings
 from labelaudit.train.trainer import TensorData, TrainConfig
 
 
@@ -34,8 +33,11 @@ def main(source: str, truth: str, settings: list[str]) -> None:
     for setting in settings:
         options = dict(item.split("=", 1) for item in setting.split(","))
         method, budget = options.pop("method", "gce"), float(options.pop("budget", 1))
-        train = TrainConfig(backbone=options.pop("backbone", "efficientnet_lite0"), weights=options.pop("weights", None),
-                            head=options.pop("head", "linear"))
+        train = TrainConfig(
+            backbone=options.pop("backbone", "efficientnet_lite0"),
+            weights=options.pop("weights", None),
+            head=options.pop("head", "linear"),
+        )
         if options:
             raise SystemExit(f"unknown keys in {setting!r}: {sorted(options)}")
         key = (train.backbone, train.weights)
@@ -48,11 +50,20 @@ def main(source: str, truth: str, settings: list[str]) -> None:
         if method == "cv-ce":
             flags, rule = cv_flags(soft, given, "confident-learning")
         audit = audit_from_soft_labels(table, soft, flags=flags, flag_rule=rule)
-        m = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
-                          audit.noise_rate, audit.transition_matrix)
-        print(f"{setting:40s} F1 {m['f1']:.3f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-              f"noise rate {audit.noise_rate:.3f} (true {m['true_noise_rate']:.3f})  "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        m = truth_metrics(
+            audit.report["suspected_noisy"].to_numpy(),
+            given,
+            true,
+            audit.cleaned_labels,
+            audit.noise_rate,
+            audit.transition_matrix,
+        )
+        print(
+            f"{setting:40s} F1 {m['f1']:.3f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+            f"noise rate {audit.noise_rate:.3f} (true {m['true_noise_rate']:.3f})  "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

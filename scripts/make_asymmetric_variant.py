@@ -20,11 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FASHION_MNIST_MAP = {"Ankle-boot": "Sneaker", "Sneaker": "Sandal", "Pullover": "Shirt", "Coat": "Dress", "Dress": "Coat"}
+FASHION_MNIST_MAP = {
+    "Ankle-boot": "Sneaker",
+    "Sneaker": "Sandal",
+    "Pullover": "Shirt",
+    "Coat": "Dress",
+    "Dress": "Coat",
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", type=Path, help="a folder written by make_sample_data.py")
     parser.add_argument("out", type=Path)
     parser.add_argument("--rate", type=float, default=0.4)
@@ -43,8 +51,15 @@ def main() -> None:
         target = args.out / "images" / sample_id
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(args.source / row.path, target)
-        rows.append({"sample_id": sample_id, "path": f"images/{sample_id}", "given_label": given,
-                     "true_label": true, "is_noisy": given != true})
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "path": f"images/{sample_id}",
+                "given_label": given,
+                "true_label": true,
+                "is_noisy": given != true,
+            }
+        )
     result = pd.DataFrame(rows)
     result.to_csv(args.out / "truth.csv", index=False)
     print(f"wrote {len(result)} images to {args.out}; real noise rate {result['is_noisy'].mean():.1%}")

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-
 from export_opencv_digits import DIGIT, read_sheet
 from make_sample_data import CLASS_NAMES, DATASET_DIR, read_idx
+from PIL import Image
 
 
 def shifted_jpeg(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -40,11 +39,17 @@ def shifted_jpeg(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=10_000, help="Fashion-MNIST training images (the first N)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=int, default=10_000, help="Fashion-MNIST training images (the first N)"
+    )
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--digits", type=int, default=100)
-    parser.add_argument("--sheet", type=Path, default=None, help="OpenCV digits.png [default: installed opencv-doc]")
+    parser.add_argument(
+        "--sheet", type=Path, default=None, help="OpenCV digits.png [default: installed opencv-doc]"
+    )
     parser.add_argument("--deb", type=Path, default=None, help="an opencv-doc .deb to read digits.png from")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
@@ -75,8 +80,14 @@ def main() -> None:
         (root / CLASS_NAMES[filed]).mkdir(parents=True, exist_ok=True)
         (root / sample_id).write_bytes(shifted_jpeg(images[index], rng))
         truth.append({"sample_id": sample_id, "true_label": CLASS_NAMES[label]})
-        planted.append({"sample_id": sample_id, "kind": "near_duplicate",
-                        "source": f"{CLASS_NAMES[label]}/fmnist-{index:05d}.png", "conflict": conflict})
+        planted.append(
+            {
+                "sample_id": sample_id,
+                "kind": "near_duplicate",
+                "source": f"{CLASS_NAMES[label]}/fmnist-{index:05d}.png",
+                "conflict": conflict,
+            }
+        )
     sheet = read_sheet(args.sheet, args.deb)
     tiles = sheet.reshape(50, DIGIT, 100, DIGIT).transpose(0, 2, 1, 3).reshape(5000, DIGIT, DIGIT)
     for index in rng.choice(len(tiles), size=args.digits, replace=False):
@@ -87,7 +98,9 @@ def main() -> None:
         planted.append({"sample_id": sample_id, "kind": "outlier", "source": "", "conflict": False})
     pd.DataFrame(truth).to_csv(args.out / "truth.csv", index=False)
     pd.DataFrame(planted).to_csv(args.out / "planted.csv", index=False)
-    print(f"wrote {len(truth)} images ({args.pairs} planted near-duplicates, {args.digits} digits) under {root}")
+    print(
+        f"wrote {len(truth)} images ({args.pairs} planted near-duplicates, {args.digits} digits) under {root}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,18 @@ import pandas as pd
 from PIL import Image
 
 DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
-CLASS_NAMES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
+CLASS_NAMES = [
+    "T-shirt-top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle-boot",
+]
 OUT_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
 
 
@@ -38,7 +49,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--noise", type=float, default=0.2, help="fraction of images moved to a wrong class")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,9 +64,11 @@ def main() -> None:
     labels = read_idx(DATASET_DIR / "train-labels-idx1-ubyte.gz")
 
     rng = np.random.default_rng(args.seed)
-    chosen = np.sort(np.concatenate([
-        rng.choice(np.flatnonzero(labels == k), size=args.per_class, replace=False) for k in range(10)
-    ]))
+    chosen = np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(labels == k), size=args.per_class, replace=False) for k in range(10)]
+        )
+    )
     true = labels[chosen].astype(np.int64)
     n_noisy = int(round(args.noise * len(chosen)))
     noisy = np.zeros(len(chosen), dtype=bool)
@@ -69,8 +84,15 @@ def main() -> None:
         target = args.out / "images" / sample_id
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[index], mode="L").save(target, optimize=True)
-        rows.append({"sample_id": sample_id, "path": f"images/{sample_id}", "given_label": CLASS_NAMES[g],
-                     "true_label": CLASS_NAMES[t], "is_noisy": bool(t != g)})
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "path": f"images/{sample_id}",
+                "given_label": CLASS_NAMES[g],
+                "true_label": CLASS_NAMES[t],
+                "is_noisy": bool(t != g),
+            }
+        )
     truth = pd.DataFrame(rows)
     truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(
         args.out / "manifest.parquet", index=False

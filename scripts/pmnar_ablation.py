@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from labelaudit.audit.metrics import load_truth
+from labelaudit.data.sources import load_source
+from labelaudit.pipeline.scan import ScanConfig, scan, summary
 from labelaudit.reports import write_json
 from labelaudit.train.methods.pmnar import PMNARConfig
-from labelaudit.pipeline.scan import ScanConfig, scan, summary
-from labelaudit.data.sources import load_source
 from labelaudit.train.trainer import TrainConfig
 
 #: The schedule the budgets multiply: PMNAR's default before issue 16 (24 epochs, 5 of warm-up),
@@ -55,8 +55,12 @@ def run_variant(source, truth: str, name: str, budget: float, out: Path) -> dict
     if path.exists():
         return json.loads(path.read_text())
     _, pmnar_changes, train_changes = VARIANTS[name]
-    config = ScanConfig(method="pmnar", epochs_scale=budget, pmnar=replace(BASE, **pmnar_changes),
-                        train=replace(TrainConfig(), **train_changes))
+    config = ScanConfig(
+        method="pmnar",
+        epochs_scale=budget,
+        pmnar=replace(BASE, **pmnar_changes),
+        train=replace(TrainConfig(), **train_changes),
+    )
     start = time.perf_counter()
     result = scan(source, config, truth=truth)
     seconds = time.perf_counter() - start
@@ -67,15 +71,25 @@ def run_variant(source, truth: str, name: str, budget: float, out: Path) -> dict
     wrong, fixed = given != true, p_given < 0.5
     precision = (wrong & fixed).sum() / max(fixed.sum(), 1)
     recall = (wrong & fixed).sum() / max(wrong.sum(), 1)
-    row = {"variant": name, "budget": budget, "f1": s["truth"]["f1"], "noise_rate_error": s["truth"]["noise_rate_error"],
-           "flagged": s["estimated_noise_rate"], "f1_fixed_05": float(2 * precision * recall / max(precision + recall, 1e-12)),
-           "below_05": float(fixed.mean()), "seconds": seconds, "threads": torch.get_num_threads()}
+    row = {
+        "variant": name,
+        "budget": budget,
+        "f1": s["truth"]["f1"],
+        "noise_rate_error": s["truth"]["noise_rate_error"],
+        "flagged": s["estimated_noise_rate"],
+        "f1_fixed_05": float(2 * precision * recall / max(precision + recall, 1e-12)),
+        "below_05": float(fixed.mean()),
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+    }
     write_json(path, row)  # atomic: an interrupted run leaves no half-written file
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source")
     parser.add_argument("--truth", required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -92,11 +106,16 @@ def main() -> None:
                 raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
             rows.append(run_variant(table, args.truth, name, budget, out))
             print(json.dumps(rows[-1]), flush=True)
-    print("| variant | change | budget | F1 | noise-rate error (points) | F1 at p<0.5 | p<0.5 share | scan s |")
+    print(
+        "| variant | change | budget | F1 | noise-rate error (points) | F1 at p<0.5 | p<0.5 share | scan s |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {VARIANTS[r['variant']][0]} | {r['budget']:g}x | {r['f1']:.3f} | "
-              f"{r['noise_rate_error'] * 100:.1f} | {r['f1_fixed_05']:.3f} | {r['below_05']:.1%} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['variant']} | {VARIANTS[r['variant']][0]} | {r['budget']:g}x | {r['f1']:.3f} | "
+            f"{r['noise_rate_error'] * 100:.1f} | {r['f1_fixed_05']:.3f} | {r['below_05']:.1%} | "
+            f"{r['seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

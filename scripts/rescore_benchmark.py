@@ -23,20 +23,25 @@ import numpy as np
 import pandas as pd
 
 from labelaudit._atomic import write_text
-from labelaudit.audit.flags import audit_from_soft_labels
-from labelaudit.pipeline.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
-from labelaudit.audit.flags import cv_flags
+from labelaudit.audit.flags import audit_from_soft_labels, cv_flags
 from labelaudit.audit.metrics import load_truth, ranking_metrics, truth_metrics
-from labelaudit.reports import write_csv
 from labelaudit.data.sources import table_from_rows
+from labelaudit.pipeline.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
+from labelaudit.reports import write_csv
 
 
 def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     names = summary["class_names"]
     report = pd.read_parquet(run_dir / "report.parquet")
-    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
-                            report["given_label"].astype(str).tolist(), names, data_dir / "manifest.parquet", "parquet")
+    table = table_from_rows(
+        report["sample_id"].astype(str).tolist(),
+        report["path"].astype(str).tolist(),
+        report["given_label"].astype(str).tolist(),
+        names,
+        data_dir / "manifest.parquet",
+        "parquet",
+    )
     soft = report[[f"p_{n}" for n in names]].to_numpy(np.float64)
     given = table.samples["given_label"].to_numpy()
     flags = rule = None
@@ -44,21 +49,35 @@ def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
         flags, rule = cv_flags(soft / soft.sum(axis=1, keepdims=True), given, "confident-learning")
     audit = audit_from_soft_labels(table, soft, flags=flags, flag_rule=rule)
     true = load_truth(data_dir / "truth.csv", table)
-    metrics = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
-                            audit.noise_rate, audit.transition_matrix, model_noise_rate=audit.model_noise_rate)
-    ranking = ranking_metrics(-audit.report["label_quality"].to_numpy(), _truth_is_noisy(data_dir / "truth.csv", report["sample_id"]))
+    metrics = truth_metrics(
+        audit.report["suspected_noisy"].to_numpy(),
+        given,
+        true,
+        audit.cleaned_labels,
+        audit.noise_rate,
+        audit.transition_matrix,
+        model_noise_rate=audit.model_noise_rate,
+    )
+    ranking = ranking_metrics(
+        -audit.report["label_quality"].to_numpy(),
+        _truth_is_noisy(data_dir / "truth.csv", report["sample_id"]),
+    )
     timing = json.loads(run_dir.with_name(f"{run_dir.name}.timing.json").read_text())
     return _row(metrics, ranking, timing["seconds"], timing["peak_memory_mb"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("benchmark", type=Path)
     args = parser.parse_args()
     settings = json.loads((args.benchmark / "benchmark.json").read_text())
     custom = [a for a in settings.get("scan_args", []) if a.split("=")[0] in ("--threshold", "--flagger")]
     if custom:
-        raise SystemExit(f"this benchmark set {custom[0]} for its scans; rescoring applies the default flag rules only")
+        raise SystemExit(
+            f"this benchmark set {custom[0]} for its scans; rescoring applies the default flag rules only"
+        )
     old = pd.read_csv(args.benchmark / "results.csv", keep_default_na=False)
     rows = []
     for row in old.itertuples(index=False):
@@ -67,15 +86,24 @@ def main() -> None:
             continue
         setting = f"{row.kind}-{row.rate:g}-seed{row.seed}"
         data_dir = args.benchmark / "data" / setting
-        base = {"noise": row.noise, "kind": row.kind, "rate": row.rate, "seed": row.seed, "method": row.method}
+        base = {
+            "noise": row.noise,
+            "kind": row.kind,
+            "rate": row.rate,
+            "seed": row.seed,
+            "method": row.method,
+        }
         if row.method == "cleanlab":
             cv_dir = args.benchmark / "runs" / setting / "cv-ce"
             timing = json.loads(cv_dir.with_name("cv-ce.timing.json").read_text())
             rows.append({**base, **_cleanlab_row(data_dir, cv_dir, timing)})
         else:
-            rows.append({**base, **rescore_run(args.benchmark / "runs" / setting / row.method, data_dir, row.method)})
+            rows.append(
+                {**base, **rescore_run(args.benchmark / "runs" / setting / row.method, data_dir, row.method)}
+            )
     results = pd.DataFrame(rows)
-    write_csv(args.benchmark / "results-rescored.csv", results)  # whole or not at all, like the benchmark's own files
+    # whole or not at all, like the benchmark's own files
+    write_csv(args.benchmark / "results-rescored.csv", results)
     table = markdown_table(summarise(results))
     write_text(args.benchmark / "summary-rescored.md", table)
     print(table)

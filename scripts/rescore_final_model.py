@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 import pandas as pd
+import torch
 
 from labelaudit import load_images, load_source
 from labelaudit.audit.flags import audit_from_soft_labels
@@ -24,7 +24,9 @@ from labelaudit.train.checkpoint import load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source")
     parser.add_argument("--truth", required=True)
     parser.add_argument("runs", nargs="+")
@@ -33,10 +35,15 @@ def main() -> None:
     table = store.table
     true = load_truth(args.truth, table)
     given = table.samples["given_label"].to_numpy()
-    print("| run | soft labels | rule | F1 | precision | recall | flagged | noise-rate error (points) | p_given < 0.5 |")
+    print(
+        "| run | soft labels | rule | F1 | precision | recall | flagged | noise-rate error (points) | "
+        "p_given < 0.5 |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for run in args.runs:
-        report = pd.read_parquet(f"{run}/report.parquet").set_index("sample_id").loc[table.samples["sample_id"]]
+        report = (
+            pd.read_parquet(f"{run}/report.parquet").set_index("sample_id").loc[table.samples["sample_id"]]
+        )
         reported = report[[f"p_{c}" for c in table.class_names]].to_numpy()
         model = load_model(f"{run}/model.pt")
         final = model.predict_store(store)
@@ -49,15 +56,27 @@ def main() -> None:
         model.model.eval()
         batch_stats = np.empty_like(shuffled)
         batch_stats[order] = shuffled
-        for name, soft in (("reported", reported), ("final model", final), ("final, batch statistics", batch_stats)):
+        for name, soft in (
+            ("reported", reported),
+            ("final model", final),
+            ("final, batch statistics", batch_stats),
+        ):
             for threshold in (None, 0.5):
                 audit = audit_from_soft_labels(table, soft, threshold=threshold)
-                m = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
-                                  audit.noise_rate, audit.transition_matrix)
+                m = truth_metrics(
+                    audit.report["suspected_noisy"].to_numpy(),
+                    given,
+                    true,
+                    audit.cleaned_labels,
+                    audit.noise_rate,
+                    audit.transition_matrix,
+                )
                 low = np.mean(soft[np.arange(len(given)), given] < 0.5)
-                print(f"| {run} | {name} | {'boundary' if threshold is None else threshold} | {m['f1']:.3f} | "
-                      f"{m['precision']:.3f} | {m['recall']:.3f} | {audit.noise_rate:.1%} | "
-                      f"{m['noise_rate_error'] * 100:.1f} | {low:.1%} |")
+                print(
+                    f"| {run} | {name} | {'boundary' if threshold is None else threshold} | {m['f1']:.3f} | "
+                    f"{m['precision']:.3f} | {m['recall']:.3f} | {audit.noise_rate:.1%} | "
+                    f"{m['noise_rate_error'] * 100:.1f} | {low:.1%} |"
+                )
 
 
 if __name__ == "__main__":

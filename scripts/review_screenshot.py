@@ -34,17 +34,35 @@ def main() -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                 f"--user-data-dir={tempfile.mkdtemp()}", f"--window-size={args.width},{args.height}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+        f"--window-size={args.width},{args.height}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
         driver.get(args.index.resolve().as_uri())
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1"
+        )
         cells = driver.find_elements("css selector", "table.matrix td:not(.diagonal) button")
-        busiest = max(cells, key=lambda b: int((b.find_elements("css selector", ".count") or [None])[0].text.strip("()")
-                                              if b.find_elements("css selector", ".count") else 0))
+        busiest = max(
+            cells,
+            key=lambda b: int(
+                (b.find_elements("css selector", ".count") or [None])[0].text.strip("()")
+                if b.find_elements("css selector", ".count")
+                else 0
+            ),
+        )
         busiest.click()
         ActionChains(driver).send_keys("j").send_keys("a").perform()
         cards = driver.find_elements("css selector", "#grid .card")

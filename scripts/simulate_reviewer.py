@@ -1,7 +1,9 @@
 """A perfect reviewer for a scan with a truth file: decides every flagged sample from truth.csv.
 
-Usage: python scripts/simulate_reviewer.py RUN_DIR TRUTH_CSV DECISIONS_CSV (docs/review.md, "What a review buys").
+Usage: python scripts/simulate_reviewer.py RUN_DIR TRUTH_CSV DECISIONS_CSV (docs/review.md, "What a review
+buys").
 """
+
 import sys
 from pathlib import Path
 
@@ -21,5 +23,6 @@ for r in flagged.itertuples():
         rows.append((r.sample_id, "keep", r.given_label, ""))
     else:
         rows.append((r.sample_id, "relabel", true, ""))
-pd.DataFrame(rows, columns=["sample_id", "decision", "new_label", "note"]).to_csv(out, index=False)  # plain ids here
+# plain ids here
+pd.DataFrame(rows, columns=["sample_id", "decision", "new_label", "note"]).to_csv(out, index=False)
 print(pd.Series([d for _, d, _, _ in rows]).value_counts().to_dict())

@@ -18,7 +18,8 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
 
 
 def run_cli(argv, capsys):
-    """Run the ``labelaudit`` CLI in-process on ``argv`` (paths allowed); return (exit code, stdout, stderr)."""
+    """Run the ``labelaudit`` CLI in-process on ``argv`` (paths allowed); return (exit code, stdout,
+    stderr)."""
     from labelaudit.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
@@ -27,7 +28,9 @@ def run_cli(argv, capsys):
     return exit_info.value.code, out, err
 
 
-def save_image(path: Path, array: np.ndarray | None = None, mode: str = "L", size=(12, 12), seed: int = 0, **save_kwargs) -> Path:
+def save_image(
+    path: Path, array: np.ndarray | None = None, mode: str = "L", size=(12, 12), seed: int = 0, **save_kwargs
+) -> Path:
     """Write a real image file; random pixels unless ``array`` is given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if array is None:
@@ -91,8 +94,15 @@ def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: floa
     for i, (t, g) in enumerate(zip(true, given)):
         sample_id = f"{PATTERN_CLASSES[g]}/img_{i:04d}.png"
         save_image(root / sample_id, pattern_image(PATTERN_CLASSES[t], rng))
-        rows.append({"sample_id": sample_id, "path": str(root / sample_id), "given_label": PATTERN_CLASSES[g],
-                     "true_label": PATTERN_CLASSES[t], "is_noisy": bool(noisy[i])})
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "path": str(root / sample_id),
+                "given_label": PATTERN_CLASSES[g],
+                "true_label": PATTERN_CLASSES[t],
+                "is_noisy": bool(noisy[i]),
+            }
+        )
     truth = pd.DataFrame(rows)
     truth.to_csv(root.parent / f"{root.name}_truth.csv", index=False)
     return truth

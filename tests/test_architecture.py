@@ -31,14 +31,18 @@ def _imports() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1])
+                base = ".".join(parts[: len(parts) - node.level + 1])
                 if node.module:
                     targets.add(f"{base}.{node.module}")
                 else:  # from . import x: a module of the package, or a name of its __init__
                     for alias in node.names:
                         name = f"{base}.{alias.name}"
-                        targets.add(name if (PACKAGE.parent / name.replace(".", "/")).with_suffix(".py").exists()
-                                    or (PACKAGE.parent / name.replace(".", "/")).is_dir() else base)
+                        targets.add(
+                            name
+                            if (PACKAGE.parent / name.replace(".", "/")).with_suffix(".py").exists()
+                            or (PACKAGE.parent / name.replace(".", "/")).is_dir()
+                            else base
+                        )
             elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
                 names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 targets.update(n for n in names if n and n.startswith("labelaudit"))
@@ -51,22 +55,29 @@ def _stage(module: str) -> int:
 
 
 def test_imports_point_down_the_stages():
-    upward = sorted(f"{module} -> {target}" for module, targets in _imports().items()
-                    if module not in ("labelaudit", "labelaudit.__main__")
-                    for target in targets if _stage(target) > _stage(module))
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in _imports().items()
+        if module not in ("labelaudit", "labelaudit.__main__")
+        for target in targets
+        if _stage(target) > _stage(module)
+    )
     assert upward == []
 
 
 def test_no_import_circles():
-    graph = {m: {t for t in targets if t in _imports() and t != m} for m, targets in _imports().items()
-             if m != "labelaudit"}
+    graph = {
+        m: {t for t in targets if t in _imports() and t != m}
+        for m, targets in _imports().items()
+        if m != "labelaudit"
+    }
     for module in graph:
         graph[module].discard("labelaudit")
     seen, stack, circles = set(), [], []
 
     def visit(module: str) -> None:
         if module in stack:
-            circles.append(stack[stack.index(module):] + [module])
+            circles.append(stack[stack.index(module) :] + [module])
             return
         if module in seen:
             return
@@ -81,19 +92,33 @@ def test_no_import_circles():
     assert circles == []
 
 
-@pytest.mark.parametrize("module", ["labelaudit.runs.scan_run", "labelaudit.review.apply", "labelaudit.review.export",
-                                    "labelaudit.review.page", "labelaudit.train.config", "labelaudit.cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "labelaudit.runs.scan_run",
+        "labelaudit.review.apply",
+        "labelaudit.review.export",
+        "labelaudit.review.page",
+        "labelaudit.train.config",
+        "labelaudit.cli",
+    ],
+)
 def test_reading_a_run_and_the_command_line_do_not_load_torch(module):
-    done = subprocess.run([sys.executable, "-c", f"import sys, {module}; print('torch' in sys.modules)"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
 
 def test_one_version():
-    import labelaudit
     from importlib.metadata import version
 
+    import labelaudit
+
     pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
-    assert "dynamic = [\"version\"]" in pyproject and "\nversion = \"" not in pyproject
+    assert 'dynamic = ["version"]' in pyproject and '\nversion = "' not in pyproject
     assert version("labelaudit") == labelaudit.__version__

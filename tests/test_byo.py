@@ -12,12 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_folder_dataset, save_image
 
 from labelaudit import load_source
 from labelaudit.data.user_files import MANIFEST_ROW_COLUMN, read_embeddings, read_probs
 from labelaudit.errors import ConfigError
 from labelaudit.reports import write_csv
-from conftest import make_folder_dataset, save_image
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -49,10 +49,19 @@ def manifest(tmp_path):
     for i in range(4):
         save_image(tmp_path / "imgs" / f"{i}.png", seed=i)
     path = tmp_path / "m.csv"
-    pd.DataFrame({
-        "path": ["imgs/0.png", "imgs/1.png", "imgs/missing.png", "imgs/2.png", "imgs/1.png", "imgs/3.png"],
-        "label": ["a", "b", "a", "a", "b", "b"],
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "path": [
+                "imgs/0.png",
+                "imgs/1.png",
+                "imgs/missing.png",
+                "imgs/2.png",
+                "imgs/1.png",
+                "imgs/3.png",
+            ],
+            "label": ["a", "b", "a", "a", "b", "b"],
+        }
+    ).to_csv(path, index=False)
     return path
 
 
@@ -89,26 +98,38 @@ def test_folder_order_is_the_documented_walk_order(tmp_path):
 def test_parquet_list_column_shuffled_and_extra_rows_ignored(tmp_path, table, caplog):
     vectors = _vectors(len(table), d=5).astype(np.float32)
     frame = pd.DataFrame({"sample_id": _ids(table), "label": "ignored", "embedding": list(vectors)})
-    frame = pd.concat([frame, pd.DataFrame({"sample_id": ["other/x.png"], "label": [""],
-                                            "embedding": [np.zeros(5, np.float32)]})])
+    frame = pd.concat(
+        [
+            frame,
+            pd.DataFrame(
+                {"sample_id": ["other/x.png"], "label": [""], "embedding": [np.zeros(5, np.float32)]}
+            ),
+        ]
+    )
     frame.sample(frac=1, random_state=3).to_parquet(tmp_path / "e.parquet")  # shuffled, index saved too
     with caplog.at_level(logging.WARNING, logger="labelaudit.data.user_files"):
         out = read_embeddings(tmp_path / "e.parquet", table)
     np.testing.assert_array_equal(out, vectors)
-    assert "ignored 1 rows (0 for images the dataset skipped, 1 for samples not in the dataset)" in caplog.text
+    assert (
+        "ignored 1 rows (0 for images the dataset skipped, 1 for samples not in the dataset)" in caplog.text
+    )
 
 
 def test_parquet_fixed_size_list_and_lone_list_column(tmp_path, table):
     vectors = _vectors(len(table), d=3).astype(np.float32)
     order = np.array([5, 2, 0, 4, 1, 3])
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors[order].ravel()), 3)
-    pq.write_table(pa.table({"sample_id": np.array(_ids(table))[order], "vec": column}), tmp_path / "e.parquet")
+    pq.write_table(
+        pa.table({"sample_id": np.array(_ids(table))[order], "vec": column}), tmp_path / "e.parquet"
+    )
     np.testing.assert_array_equal(read_embeddings(tmp_path / "e.parquet", table), vectors)
 
 
 def test_parquet_numeric_columns_in_file_order(tmp_path, table):
     vectors = _vectors(len(table), d=3)
-    frame = pd.DataFrame({"f2": vectors[:, 0], "sample_id": _ids(table), "f0": vectors[:, 1], "f1": vectors[:, 2]})
+    frame = pd.DataFrame(
+        {"f2": vectors[:, 0], "sample_id": _ids(table), "f0": vectors[:, 1], "f1": vectors[:, 2]}
+    )
     frame.iloc[::-1].to_parquet(tmp_path / "e.parquet")  # the reversed index is stored: not a feature
     out = read_embeddings(tmp_path / "e.parquet", table)
     np.testing.assert_allclose(out, vectors.astype(np.float32))
@@ -121,7 +142,9 @@ def test_csv_keyed_by_relative_path(tmp_path, table):
     rel = ["../data/" + s for s in _ids(table)]
     frame = pd.DataFrame({"path": rel, "a": vectors[:, 0], "b": vectors[:, 1]}).iloc[[3, 1, 0, 5, 4, 2]]
     frame.to_csv(elsewhere / "e.csv", index=False)
-    np.testing.assert_allclose(read_embeddings(elsewhere / "e.csv", table), vectors.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(
+        read_embeddings(elsewhere / "e.csv", table), vectors.astype(np.float32), rtol=1e-6
+    )
 
 
 def test_npy_manifest_order_with_skipped_and_repeated_rows(tmp_path, manifest, caplog):
@@ -142,7 +165,10 @@ def test_npy_manifest_order_refused_when_rows_cannot_be_matched(tmp_path, manife
     table = load_source(manifest)
     table = replace(table, samples=table.samples.drop(columns=MANIFEST_ROW_COLUMN, errors="ignore"))
     np.save(tmp_path / "e.npy", _vectors(6))
-    with pytest.raises(ConfigError, match=r"has 6 rows, one per row of manifest 'm.csv', but only 4 .*drop the rows of the skipped"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has 6 rows, one per row of manifest 'm.csv', but only 4 .*drop the rows of the skipped",
+    ):
         read_embeddings(tmp_path / "e.npy", table)
 
 
@@ -160,10 +186,19 @@ def test_npy_probs(tmp_path, table):
 def test_probs_parquet_like_a_labelaudit_report(tmp_path, table):
     # report.parquet: sample_id, path, other numeric columns, soft label as float32 p_<class>.
     probs = _probs(len(table)).astype(np.float32)
-    report = pd.DataFrame({"sample_id": _ids(table), "path": table.samples["path"], "given_label": table.samples["label"],
-                           "confidence": 0.5, "rank": np.arange(6)})
+    report = pd.DataFrame(
+        {
+            "sample_id": _ids(table),
+            "path": table.samples["path"],
+            "given_label": table.samples["label"],
+            "confidence": 0.5,
+            "rank": np.arange(6),
+        }
+    )
     soft = pd.DataFrame(probs, columns=[f"p_{c}" for c in CLASSES])
-    pd.concat([report, soft], axis=1).iloc[[4, 0, 2, 5, 1, 3]].to_parquet(tmp_path / "report.parquet", index=False)
+    pd.concat([report, soft], axis=1).iloc[[4, 0, 2, 5, 1, 3]].to_parquet(
+        tmp_path / "report.parquet", index=False
+    )
     out = read_probs(tmp_path / "report.parquet", table)
     np.testing.assert_allclose(out, probs, atol=1e-6)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)  # rescaled exactly
@@ -189,7 +224,9 @@ def test_probs_rows_within_tolerance_are_rescaled(tmp_path, table):
 
 
 def test_cleanlab_pred_probs_read_back_unchanged(tmp_path):
-    cleanlab = pytest.importorskip("cleanlab", reason="cleanlab is not installed (pip install 'labelaudit[cleanlab]')")
+    cleanlab = pytest.importorskip(
+        "cleanlab", reason="cleanlab is not installed (pip install 'labelaudit[cleanlab]')"
+    )
     from cleanlab.count import estimate_cv_predicted_probabilities
     from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
@@ -209,7 +246,9 @@ def test_cleanlab_pred_probs_read_back_unchanged(tmp_path):
     np.testing.assert_array_equal(labels, given[order])
     features = rng.normal(size=(len(true), 4)) + 3.0 * np.eye(3, 4)[true]
     # cleanlab's documented way to get out-of-sample pred_probs: rows = samples, columns = labels 0..K-1.
-    pred_probs = estimate_cv_predicted_probabilities(features[order], labels, clf=LogisticRegression(), cv_n_folds=3, seed=0)
+    pred_probs = estimate_cv_predicted_probabilities(
+        features[order], labels, clf=LogisticRegression(), cv_n_folds=3, seed=0
+    )
     np.save(tmp_path / "pred_probs.npy", pred_probs)
 
     out = read_probs(tmp_path / "pred_probs.npy", table)
@@ -225,12 +264,16 @@ def test_cleanlab_pred_probs_read_back_unchanged(tmp_path):
 
 @pytest.mark.parametrize("reader", [read_embeddings, read_probs])
 def test_file_errors(tmp_path, table, reader):
-    with pytest.raises(ConfigError, match=r"file '.*nope.npy' does not exist; pass a .npy, .parquet or .csv file"):
+    with pytest.raises(
+        ConfigError, match=r"file '.*nope.npy' does not exist; pass a .npy, .parquet or .csv file"
+    ):
         reader(tmp_path / "nope.npy", table)
     with pytest.raises(ConfigError, match=r"is a folder, not a file"):
         reader(tmp_path, table)
     (tmp_path / "model.pt").write_bytes(b"\x80\x04")
-    with pytest.raises(ConfigError, match=r"is not a .npy, .parquet or .csv file \(labelaudit never unpickles"):
+    with pytest.raises(
+        ConfigError, match=r"is not a .npy, .parquet or .csv file \(labelaudit never unpickles"
+    ):
         reader(tmp_path / "model.pt", table)
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(ConfigError, match=r"cannot be read as .npy: .*save a numeric array with numpy.save"):
@@ -242,7 +285,9 @@ def test_file_errors(tmp_path, table, reader):
     with pytest.raises(ConfigError, match=r"holds <U1 values, expected numbers"):
         reader(tmp_path / "str.npy", table)
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(ConfigError, match=r"cannot be read as parquet: .*check that it is a valid parquet file"):
+    with pytest.raises(
+        ConfigError, match=r"cannot be read as parquet: .*check that it is a valid parquet file"
+    ):
         reader(tmp_path / "bad.parquet", table)
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"cannot be read as csv"):
@@ -256,12 +301,22 @@ def test_keyed_file_errors(tmp_path, table, reader):
     pd.DataFrame({"key": ids, **columns}).to_parquet(tmp_path / "nokey.parquet")
     with pytest.raises(ConfigError, match=r"has no sample_id or path column \(columns: 'key', 'p_cat'"):
         reader(tmp_path / "nokey.parquet", table)
-    pd.DataFrame({"sample_id": ids[1:5], **{k: v[1:5] for k, v in columns.items()}}).to_parquet(tmp_path / "few.parquet")
-    with pytest.raises(ConfigError, match=r"has no row for 2 of the dataset's 6 samples \(first: sample_id 'cat/cat_0.png'; "
-                                          r"its sample_ids look like 'cat/cat_1.png'\)"):
+    pd.DataFrame({"sample_id": ids[1:5], **{k: v[1:5] for k, v in columns.items()}}).to_parquet(
+        tmp_path / "few.parquet"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"has no row for 2 of the dataset's 6 samples \(first: sample_id 'cat/cat_0.png'; "
+        r"its sample_ids look like 'cat/cat_1.png'\)",
+    ):
         reader(tmp_path / "few.parquet", table)
-    pd.DataFrame({"sample_id": ids + ids[2:4], **{k: np.r_[v, v[2:4]] for k, v in columns.items()}}).to_csv(tmp_path / "dup.csv", index=False)
-    with pytest.raises(ConfigError, match=r"repeats the sample_id 'dog/dog_0.png' \(2 repeated rows\); keep one row per sample"):
+    pd.DataFrame({"sample_id": ids + ids[2:4], **{k: np.r_[v, v[2:4]] for k, v in columns.items()}}).to_csv(
+        tmp_path / "dup.csv", index=False
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"repeats the sample_id 'dog/dog_0.png' \(2 repeated rows\); keep one row per sample",
+    ):
         reader(tmp_path / "dup.csv", table)
     blank = pd.DataFrame({"sample_id": ids, **columns})
     blank.loc[3, "sample_id"] = ""
@@ -272,7 +327,9 @@ def test_keyed_file_errors(tmp_path, table, reader):
     text["p_dog"] = text["p_dog"].astype(str)
     text.loc[4, "p_dog"] = "0.2x"
     text.to_csv(tmp_path / "text.csv", index=False)
-    with pytest.raises(ConfigError, match=r"column 'p_dog' holds the text '0.2x' on line 6, expected numbers"):
+    with pytest.raises(
+        ConfigError, match=r"column 'p_dog' holds the text '0.2x' on line 6, expected numbers"
+    ):
         reader(tmp_path / "text.csv", table)
     text.to_parquet(tmp_path / "text.parquet")
     with pytest.raises(ConfigError, match=r"column 'p_dog' holds text values, expected numbers"):
@@ -281,8 +338,11 @@ def test_keyed_file_errors(tmp_path, table, reader):
     nan.iloc[1, 2] = np.nan  # file row 2 (owl/owl_0.png), the first in file order
     nan.iloc[4, 1] = np.inf
     nan.to_parquet(tmp_path / "nan.parquet")
-    with pytest.raises(ConfigError, match=r"has NaN or infinite values.* in 2 rows \(first at row 2, counting from 1, "
-                                          r"sample 'owl/owl_0.png'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has NaN or infinite values.* in 2 rows \(first at row 2, counting from 1, "
+        r"sample 'owl/owl_0.png'\)",
+    ):
         reader(tmp_path / "nan.parquet", table)
 
 
@@ -290,24 +350,36 @@ def test_keyed_file_errors(tmp_path, table, reader):
 def test_npy_row_count_errors(tmp_path, table, manifest, reader):
     np.save(tmp_path / "e.npy", _probs(5))
     np.save(tmp_path / "m.npy", _probs(5, k=2))
-    with pytest.raises(ConfigError, match=r"has 5 rows but the image folder '.*data' has 6 usable images; save one row per "
-                                          r"image in labelaudit's folder order"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has 5 rows but the image folder '.*data' has 6 usable images; save one row per "
+        r"image in labelaudit's folder order",
+    ):
         reader(tmp_path / "e.npy", table)
-    with pytest.raises(ConfigError, match=r"has 5 rows, but manifest 'm.csv' has 6 data rows \(4 usable images\); save "
-                                          r"one row per manifest row"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has 5 rows, but manifest 'm.csv' has 6 data rows \(4 usable images\); save "
+        r"one row per manifest row",
+    ):
         reader(tmp_path / "m.npy", _with_manifest_rows(load_source(manifest), [0, 1, 3, 5]))
 
 
 def test_embedding_shape_errors(tmp_path, table):
     for name, array in {"flat": np.zeros(6), "cube": np.zeros((6, 2, 2)), "none": np.zeros((6, 0))}.items():
         np.save(tmp_path / f"{name}.npy", array)
-        with pytest.raises(ConfigError, match=rf"holds an array of shape \({array.shape[0]},.*expected 2-D .*at least one feature"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"holds an array of shape \({array.shape[0]},.*expected 2-D .*at least one feature",
+        ):
             read_embeddings(tmp_path / f"{name}.npy", table)
     vectors = _vectors(6, d=3)
     vectors[4, 1] = np.nan
     np.save(tmp_path / "nan.npy", vectors)
-    with pytest.raises(ConfigError, match=r"NaN or infinite values or too large for float32 in 1 rows \(first at row 4, counting from 0, "
-                                          r"sample 'owl/owl_0.png'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"NaN or infinite values or too large for float32 in 1 rows \(first at row 4, counting from 0, "
+        r"sample 'owl/owl_0.png'\)",
+    ):
         read_embeddings(tmp_path / "nan.npy", table)
     np.save(tmp_path / "big.npy", np.full((6, 2), 1e300))
     with pytest.raises(ConfigError, match=r"too large for float32 in 6 rows"):
@@ -320,18 +392,27 @@ def test_embedding_table_errors(tmp_path, table):
     with pytest.raises(ConfigError, match=r"has no embedding columns besides 'sample_id'"):
         read_embeddings(tmp_path / "bare.parquet", table)
     pd.DataFrame({"sample_id": ids, "x": 1.0, "label": "cat"}).to_parquet(tmp_path / "label.parquet")
-    with pytest.raises(ConfigError, match=r"column 'label' holds text values, expected numbers; fix or drop that column"):
+    with pytest.raises(
+        ConfigError, match=r"column 'label' holds text values, expected numbers; fix or drop that column"
+    ):
         read_embeddings(tmp_path / "label.parquet", table)
     lists = [np.ones(3)] * 6
     pd.DataFrame({"sample_id": ids, "a": lists, "b": lists}).to_parquet(tmp_path / "two.parquet")
-    with pytest.raises(ConfigError, match=r"has list column 'a' among 2 value columns; name the embedding column 'embedding'"):
+    with pytest.raises(
+        ConfigError, match=r"has list column 'a' among 2 value columns; name the embedding column 'embedding'"
+    ):
         read_embeddings(tmp_path / "two.parquet", table)
     uneven = [np.ones(3)] * 2 + [np.ones(2)] + [np.ones(3)] * 3
     pd.DataFrame({"sample_id": ids, "embedding": uneven}).to_parquet(tmp_path / "uneven.parquet")
-    with pytest.raises(ConfigError, match=r"column 'embedding' holds 2 values at row 3, counting from 1 but 3 in the first row"):
+    with pytest.raises(
+        ConfigError,
+        match=r"column 'embedding' holds 2 values at row 3, counting from 1 but 3 in the first row",
+    ):
         read_embeddings(tmp_path / "uneven.parquet", table)
     pd.DataFrame({"sample_id": ids, "embedding": lists[:5] + [None]}).to_parquet(tmp_path / "null.parquet")
-    with pytest.raises(ConfigError, match=r"column 'embedding' has empty \(null\) rows \(first at row 6, counting from 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"column 'embedding' has empty \(null\) rows \(first at row 6, counting from 1\)"
+    ):
         read_embeddings(tmp_path / "null.parquet", table)
     pd.DataFrame({"sample_id": ids, "embedding": [["a"]] * 6}).to_parquet(tmp_path / "strs.parquet")
     with pytest.raises(ConfigError, match=r"column 'embedding' holds lists of text values"):
@@ -341,23 +422,37 @@ def test_embedding_table_errors(tmp_path, table):
 def test_probs_value_errors(tmp_path, table):
     probs = _probs(len(table))
     np.save(tmp_path / "cols.npy", probs[:, :2])
-    with pytest.raises(ConfigError, match=r"has 2 columns, expected a 2-D array with one column per class \(3: 'cat', 'dog', 'owl'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has 2 columns, expected a 2-D array with one column per class \(3: 'cat', 'dog', 'owl'\)",
+    ):
         read_probs(tmp_path / "cols.npy", table)
     np.save(tmp_path / "flat.npy", probs[:, 0])
     with pytest.raises(ConfigError, match=r"has shape \(6,\), expected a 2-D array"):
         read_probs(tmp_path / "flat.npy", table)
     logits = np.log(probs)
     np.save(tmp_path / "logits.npy", logits)
-    with pytest.raises(ConfigError, match=r"has negative values in 6 rows \(first at row 0, counting from 0, sample 'cat/cat_0.png': "
-                                          r".*\); pass probabilities \(softmax outputs\), not logits"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has negative values in 6 rows \(first at row 0, counting from 0, sample 'cat/cat_0.png': "
+        r".*\); pass probabilities \(softmax outputs\), not logits",
+    ):
         read_probs(tmp_path / "logits.npy", table)
     off = probs.copy()
     off[3] *= 1.01
     np.save(tmp_path / "off.npy", off)
-    with pytest.raises(ConfigError, match=r"has 1 rows that do not sum to 1 \(first at row 3, counting from 0, sample 'dog/dog_1.png': "
-                                          r"sum 1.01, tolerance 0.001\); pass softmax outputs, not logits: labelaudit does not renormalise"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has 1 rows that do not sum to 1 \(first at row 3, counting from 0, sample 'dog/dog_1.png': "
+        r"sum 1.01, tolerance 0.001\); pass softmax outputs, not logits: labelaudit does not renormalise",
+    ):
         read_probs(tmp_path / "off.npy", table)
-    pd.DataFrame({"sample_id": _ids(table), "p_cat": probs[:, 0], "p_dog": probs[:, 1], "owl": probs[:, 2]}).to_parquet(tmp_path / "cls.parquet")
-    with pytest.raises(ConfigError, match=r"has no column for class 'owl' \(1 of 3 classes missing\); add one column per class "
-                                          r"named 'p_owl' \(or 'owl'\)"):
+    pd.DataFrame(
+        {"sample_id": _ids(table), "p_cat": probs[:, 0], "p_dog": probs[:, 1], "owl": probs[:, 2]}
+    ).to_parquet(tmp_path / "cls.parquet")
+    with pytest.raises(
+        ConfigError,
+        match=r"has no column for class 'owl' \(1 of 3 classes missing\); add one column per class "
+        r"named 'p_owl' \(or 'owl'\)",
+    ):
         read_probs(tmp_path / "cls.parquet", table)

@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import make_noisy_pattern_dataset, run_cli
+
 from labelaudit.audit.flags import cv_flags
 
 
@@ -51,8 +51,21 @@ def test_scan_with_own_embeddings_trains_a_head_and_finds_the_wrong_labels(noisy
     shuffled[["sample_id", "embedding"]].to_parquet(emb_file, index=False)
     before = _tree_digest(root, emb_file)
 
-    code, out, err = run_cli(["scan", root, "--embeddings", emb_file, "--truth", truth_file, "--out", tmp_path / "run",
-                              "--quiet", "--json"], capsys)
+    code, out, err = run_cli(
+        [
+            "scan",
+            root,
+            "--embeddings",
+            emb_file,
+            "--truth",
+            truth_file,
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["input"]["kind"] == "embeddings-file" and summary["input"]["dim"] == 16
@@ -64,8 +77,9 @@ def test_scan_with_own_embeddings_trains_a_head_and_finds_the_wrong_labels(noisy
     code, _, err = run_cli(["predict", tmp_path / "run", root, "--out", tmp_path / "pred.csv"], capsys)
     assert code == 2 and "scan --embeddings" in err and not (tmp_path / "pred.csv").exists()
     # retrain trains a head on the same embeddings file.
-    code, out, err = run_cli(["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "3", "--quiet", "--json"],
-                             capsys)
+    code, out, err = run_cli(
+        ["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "3", "--quiet", "--json"], capsys
+    )
     assert code == 0, err
     assert json.loads(out)["input"]["kind"] == "embeddings-file"
 
@@ -80,8 +94,21 @@ def test_scan_with_given_probabilities_flags_by_the_cv_rule_and_writes_no_model(
     order = truth.sort_values("sample_id").index.to_numpy()
     np.save(probs_file, probs[order])
 
-    code, out, err = run_cli(["scan", root, "--probs", probs_file, "--truth", truth_file, "--out", tmp_path / "run",
-                              "--quiet", "--json"], capsys)
+    code, out, err = run_cli(
+        [
+            "scan",
+            root,
+            "--probs",
+            probs_file,
+            "--truth",
+            truth_file,
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["input"]["kind"] == "probs-file" and summary["training_curves"] == []
@@ -96,11 +123,14 @@ def test_scan_with_given_probabilities_flags_by_the_cv_rule_and_writes_no_model(
     assert code == 2 and "no model file" in err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--probs", "p.npy", "--embeddings", "e.npy"], "not both"),
-    (["--embeddings", "e.npy", "--backbone", "resnet18"], "--embeddings replaces the backbone"),
-    (["--train", "head"], "--train head needs a pretrained backbone"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--probs", "p.npy", "--embeddings", "e.npy"], "not both"),
+        (["--embeddings", "e.npy", "--backbone", "resnet18"], "--embeddings replaces the backbone"),
+        (["--train", "head"], "--train head needs a pretrained backbone"),
+    ],
+)
 def test_contradicting_input_options_are_one_line_errors(noisy, tmp_path, capsys, extra, message):
     root, _, _ = noisy
     code, _, err = run_cli(["scan", root, "--out", tmp_path / "run", *extra], capsys)
@@ -112,9 +142,27 @@ def test_mlp_head_with_a_last_batch_of_one_sample(noisy, tmp_path, capsys):
     root, truth, truth_file = noisy  # 160 samples: batches of 53 leave one sample for the last batch
     emb_file = tmp_path / "emb.parquet"
     truth.assign(embedding=list(_class_signal(truth, dim=16, seed=0).astype(np.float32)))[
-        ["sample_id", "embedding"]].to_parquet(emb_file, index=False)
-    code, out, err = run_cli(["scan", root, "--embeddings", emb_file, "--head", "mlp", "--batch-size", "53",
-                              "--truth", truth_file, "--out", tmp_path / "run", "--quiet", "--json"], capsys)
+        ["sample_id", "embedding"]
+    ].to_parquet(emb_file, index=False)
+    code, out, err = run_cli(
+        [
+            "scan",
+            root,
+            "--embeddings",
+            emb_file,
+            "--head",
+            "mlp",
+            "--batch-size",
+            "53",
+            "--truth",
+            truth_file,
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err  # batch norm used to fail on a batch of one
     assert json.loads(out)["truth"]["f1"] > 0.7  # measured 0.78: the mlp head fits more of the noise
 
@@ -124,10 +172,13 @@ def test_retrain_of_a_probs_scan_trains_on_the_images(noisy, tmp_path, capsys):
     order = truth.sort_values("sample_id").index.to_numpy()
     logits = _class_signal(truth, dim=4, seed=1)[order]
     np.save(tmp_path / "p.npy", np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
-    code, _, err = run_cli(["scan", root, "--probs", tmp_path / "p.npy", "--out", tmp_path / "run", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["scan", root, "--probs", tmp_path / "p.npy", "--out", tmp_path / "run", "--quiet"], capsys
+    )
     assert code == 0, err
-    code, out, err = run_cli(["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "1", "--quiet", "--json"],
-                             capsys)
+    code, out, err = run_cli(
+        ["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "1", "--quiet", "--json"], capsys
+    )
     assert code == 0, err
     assert json.loads(out)["input"]["kind"] == "images"
     assert (tmp_path / "re" / "model.pt").is_file()
@@ -136,19 +187,36 @@ def test_retrain_of_a_probs_scan_trains_on_the_images(noisy, tmp_path, capsys):
 def test_embeddings_npy_in_manifest_order_with_a_skipped_row_scan_and_retrain(noisy, tmp_path, capsys):
     root, truth, truth_file = noisy
     manifest = truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"})
-    missing = pd.DataFrame({"sample_id": ["gone"], "path": [str(root / "gone.png")], "label": [manifest["label"][0]]})
+    missing = pd.DataFrame(
+        {"sample_id": ["gone"], "path": [str(root / "gone.png")], "label": [manifest["label"][0]]}
+    )
     manifest = pd.concat([manifest.iloc[:5], missing, manifest.iloc[5:]], ignore_index=True)
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     features = _class_signal(truth, dim=16, seed=0).astype(np.float32)
-    rows = np.concatenate([features[:5], np.zeros((1, 16), np.float32), features[5:]])  # one row per manifest row
+    # one row per manifest row
+    rows = np.concatenate([features[:5], np.zeros((1, 16), np.float32), features[5:]])
     np.save(tmp_path / "emb.npy", rows)
-    code, out, err = run_cli(["scan", tmp_path / "manifest.csv", "--embeddings", tmp_path / "emb.npy", "--truth",
-                              truth_file, "--out", tmp_path / "run", "--quiet", "--json"], capsys)
+    code, out, err = run_cli(
+        [
+            "scan",
+            tmp_path / "manifest.csv",
+            "--embeddings",
+            tmp_path / "emb.npy",
+            "--truth",
+            truth_file,
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["num_samples"] == len(truth) and summary["truth"]["f1"] > 0.8
-    code, out, err = run_cli(["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "3", "--quiet", "--json"],
-                             capsys)
+    code, out, err = run_cli(
+        ["retrain", tmp_path / "run", "--out", tmp_path / "re", "--epochs", "3", "--quiet", "--json"], capsys
+    )
     assert code == 0, err
     cleaned = pd.read_parquet(tmp_path / "re" / "cleaned_labels.parquet")
     right = cleaned.merge(truth, on="sample_id")
@@ -158,10 +226,13 @@ def test_embeddings_npy_in_manifest_order_with_a_skipped_row_scan_and_retrain(no
 def test_library_warnings_reach_the_terminal_as_labelaudit_warning_lines(noisy, tmp_path, capsys):
     root, truth, _ = noisy
     extra = pd.DataFrame({"sample_id": ["not-in-the-dataset"], "embedding": [np.zeros(16, np.float32)]})
-    rows = truth.assign(embedding=list(_class_signal(truth, dim=16, seed=0).astype(np.float32)))[["sample_id", "embedding"]]
+    rows = truth.assign(embedding=list(_class_signal(truth, dim=16, seed=0).astype(np.float32)))[
+        ["sample_id", "embedding"]
+    ]
     pd.concat([rows, extra], ignore_index=True).to_parquet(tmp_path / "emb.parquet", index=False)
-    code, _, err = run_cli(["scan", root, "--embeddings", tmp_path / "emb.parquet", "--out", tmp_path / "run",
-                            "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["scan", root, "--embeddings", tmp_path / "emb.parquet", "--out", tmp_path / "run", "--quiet"], capsys
+    )
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "ignored 1 rows" in line]
     assert len(warnings) == 1 and warnings[0].startswith("labelaudit: warning: "), err

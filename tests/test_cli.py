@@ -9,9 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import make_folder_dataset, save_image
+from conftest import run_cli as run
 
 from labelaudit.cli import app
-from conftest import make_folder_dataset, save_image, run_cli as run
 
 
 def test_inspect_prints_tables_and_conflicting_duplicates(tmp_path, capsys):
@@ -45,8 +46,12 @@ def test_manifest_options_reach_the_library(tmp_path, capsys):
     for i in range(4):
         save_image(tmp_path / "imgs" / f"{i}.png", seed=i)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"img": [f"imgs/{i}.png" for i in range(4)], "y": list("abab")}).to_csv(manifest, index=False)
-    code, out, _ = run(["inspect", str(manifest), "--path-column", "img", "--label-column", "y", "--json"], capsys)
+    pd.DataFrame({"img": [f"imgs/{i}.png" for i in range(4)], "y": list("abab")}).to_csv(
+        manifest, index=False
+    )
+    code, out, _ = run(
+        ["inspect", str(manifest), "--path-column", "img", "--label-column", "y", "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["class_counts"] == {"a": 2, "b": 2}
 
 
@@ -73,11 +78,16 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys, make_args, 
 def test_console_script_entry_point_runs(tmp_path):
     root = make_folder_dataset(tmp_path / "data")
     result = subprocess.run(
-        [sys.executable, "-m", "labelaudit", "inspect", str(root), "--json"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "labelaudit", "inspect", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["num_samples"] == 6
-    missing = subprocess.run([sys.executable, "-m", "labelaudit", "inspect", str(tmp_path / "x")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "labelaudit", "inspect", str(tmp_path / "x")], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
@@ -92,8 +102,19 @@ def test_scan_command_writes_run_and_prints_truth_figures(tmp_path, capsys):
 
     root = tmp_path / "data"
     make_noisy_pattern_dataset(root, per_class=30, noise_rate=0.2, seed=1)
-    args = ["scan", str(root), "--truth", str(tmp_path / "data_truth.csv"), "--budget", "0.15", "--width", "8",
-            "--out", str(tmp_path / "run"), "--quiet"]
+    args = [
+        "scan",
+        str(root),
+        "--truth",
+        str(tmp_path / "data_truth.csv"),
+        "--budget",
+        "0.15",
+        "--width",
+        "8",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
     code, out, err = run(args, capsys)
     assert code == 0, err
     assert "Flagged" in out and "estimated noise rate" in out and "precision" in out and "F1" in out

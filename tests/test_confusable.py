@@ -7,13 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from labelaudit.pipeline.benchmark import parse_noise
-from labelaudit.errors import ConfigError
-from labelaudit.pipeline.noise import (confusable_noise, confusion_probabilities, inclusion_probabilities, inject_noise,
-                              systematic_sample)
-from labelaudit.data.sources import load_source
 from conftest import make_noisy_pattern_dataset, run_cli
+
+from labelaudit.data.sources import load_source
+from labelaudit.errors import ConfigError
+from labelaudit.pipeline.benchmark import parse_noise
+from labelaudit.pipeline.noise import (
+    confusable_noise,
+    confusion_probabilities,
+    inclusion_probabilities,
+    inject_noise,
+    systematic_sample,
+)
 
 
 def test_inclusion_probabilities_are_proportional_capped_and_sum_to_the_count():
@@ -52,7 +57,10 @@ def test_confusable_moves_exactly_the_rate_to_the_most_probable_other_class():
     assert strength[moved].mean() > strength[~moved].mean() + 0.1
     again = inject_noise(labels, names, "confusable", 0.3, confusion=confusion, seed=4)
     assert (again.noisy_labels == noisy.noisy_labels).all()
-    assert (inject_noise(labels, names, "confusable", 0.3, confusion=confusion, seed=5).noisy_labels != noisy.noisy_labels).any()
+    assert (
+        inject_noise(labels, names, "confusable", 0.3, confusion=confusion, seed=5).noisy_labels
+        != noisy.noisy_labels
+    ).any()
     with pytest.raises(ConfigError, match="go with --kind confusable"):
         inject_noise(labels, names, "confusable", 0.3, seed=4)
     one_hot = np.eye(4)[labels]
@@ -85,8 +93,20 @@ def test_inject_noise_cli_confusable_and_flips(tmp_path, capsys):
     root = tmp_path / "clean"
     make_noisy_pattern_dataset(root, per_class=20, noise_rate=0.0, seed=0)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob("*"))
-    code, out, _ = run_cli(["inject-noise", str(root), "--kind", "confusable", "--rate", "0.25", "-q",
-                            "--out", str(tmp_path / "conf")], capsys)
+    code, out, _ = run_cli(
+        [
+            "inject-noise",
+            str(root),
+            "--kind",
+            "confusable",
+            "--rate",
+            "0.25",
+            "-q",
+            "--out",
+            str(tmp_path / "conf"),
+        ],
+        capsys,
+    )
     assert code == 0 and "real noise rate 25.00%" in out and "out-of-fold accuracy" in out
     truth = pd.read_csv(tmp_path / "conf" / "truth.csv")
     assert truth["is_noisy"].sum() == 20 and "flip_probability" in truth
@@ -95,23 +115,43 @@ def test_inject_noise_cli_confusable_and_flips(tmp_path, capsys):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob("*")) == before
 
     first = truth.iloc[0]
-    pd.DataFrame({"sample_id": [first["sample_id"]], "label": ["blob" if first["true_label"] != "blob" else "checker"]}
-                 ).to_csv(tmp_path / "flips.csv", index=False)
-    code, out, _ = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "flips.csv"), "--out", str(tmp_path / "mine")], capsys)
+    pd.DataFrame(
+        {"sample_id": [first["sample_id"]], "label": ["blob" if first["true_label"] != "blob" else "checker"]}
+    ).to_csv(tmp_path / "flips.csv", index=False)
+    code, out, _ = run_cli(
+        ["inject-noise", str(root), "--flips", str(tmp_path / "flips.csv"), "--out", str(tmp_path / "mine")],
+        capsys,
+    )
     assert code == 0 and "Flipped 1 of 80" in out
     mine = pd.read_csv(tmp_path / "mine" / "truth.csv")
     assert mine["is_noisy"].tolist() == [True] + [False] * 79
     assert json.loads((tmp_path / "mine" / "noise.json").read_text())["kind"] == "table"
 
-    for rows, message in [({"sample_id": ["nope.png"], "label": ["blob"]}, "not in the dataset"),
-                          ({"sample_id": [first["sample_id"]], "label": ["zebra"]}, "not a class"),
-                          ({"sample_id": [first["sample_id"]], "target": ["blob"]}, "needs a sample_id")]:
+    for rows, message in [
+        ({"sample_id": ["nope.png"], "label": ["blob"]}, "not in the dataset"),
+        ({"sample_id": [first["sample_id"]], "label": ["zebra"]}, "not a class"),
+        ({"sample_id": [first["sample_id"]], "target": ["blob"]}, "needs a sample_id"),
+    ]:
         pd.DataFrame(rows).to_csv(tmp_path / "bad.csv", index=False)
-        code, _, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad")], capsys)
+        code, _, err = run_cli(
+            ["inject-noise", str(root), "--flips", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad")],
+            capsys,
+        )
         assert code != 0 and message in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
-    code, _, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "flips.csv"), "--rate", "0.2",
-                            "--out", str(tmp_path / "bad")], capsys)
+    code, _, err = run_cli(
+        [
+            "inject-noise",
+            str(root),
+            "--flips",
+            str(tmp_path / "flips.csv"),
+            "--rate",
+            "0.2",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        capsys,
+    )
     assert code != 0 and "leave out --kind, --rate" in err
 
 
@@ -154,13 +194,26 @@ def test_flips_by_relative_path_and_a_class_name_that_lost_its_space(tmp_path, c
     (tmp_path / "lists").mkdir()
     relative = f"../data/{first.parent.name}/{first.name}"
     pd.DataFrame({"path": [relative], "label": ["dog"]}).to_csv(tmp_path / "lists" / "flips.csv", index=False)
-    code, out, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "lists" / "flips.csv"),
-                              "--out", str(tmp_path / "o1")], capsys)
+    code, out, err = run_cli(
+        [
+            "inject-noise",
+            str(root),
+            "--flips",
+            str(tmp_path / "lists" / "flips.csv"),
+            "--out",
+            str(tmp_path / "o1"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     dog = sorted(root.glob("dog/*.png"))[0]
-    pd.DataFrame({"sample_id": [f"dog/{dog.name}"], "label": ["cat"]}).to_csv(tmp_path / "f2.csv", index=False)
-    code, out, err = run_cli(["inject-noise", str(root), "--flips", str(tmp_path / "f2.csv"), "--out", str(tmp_path / "o2")],
-                             capsys)
+    pd.DataFrame({"sample_id": [f"dog/{dog.name}"], "label": ["cat"]}).to_csv(
+        tmp_path / "f2.csv", index=False
+    )
+    code, out, err = run_cli(
+        ["inject-noise", str(root), "--flips", str(tmp_path / "f2.csv"), "--out", str(tmp_path / "o2")],
+        capsys,
+    )
     assert code == 0, err
     truth = pd.read_csv(tmp_path / "o2" / "truth.csv", dtype=str, keep_default_na=False)
     assert truth.loc[truth["is_noisy"] == "True", "given_label"].tolist() == ["cat "]
@@ -169,6 +222,19 @@ def test_flips_by_relative_path_and_a_class_name_that_lost_its_space(tmp_path, c
 def test_map_is_refused_with_confusable(tmp_path, capsys):
     root = tmp_path / "clean"
     make_noisy_pattern_dataset(root, per_class=5, noise_rate=0.0, seed=0)
-    code, _, err = run_cli(["inject-noise", str(root), "--kind", "confusable", "--rate", "0.2", "--map", "cifar10",
-                            "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        [
+            "inject-noise",
+            str(root),
+            "--kind",
+            "confusable",
+            "--rate",
+            "0.2",
+            "--map",
+            "cifar10",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 2 and "--map applies to --kind asymm only" in err and not (tmp_path / "o").exists()

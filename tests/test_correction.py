@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.train.losses import backward_corrected_loss, forward_corrected_loss, invert_transition
 from labelaudit.audit.estimators import anchor_transition_matrix, bootstrap_interval, confident_learning_flags
+from labelaudit.train.losses import backward_corrected_loss, forward_corrected_loss, invert_transition
 
 TRUE_T = np.array([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]])
 
@@ -30,15 +30,17 @@ def test_anchor_estimator_recovers_a_known_t():
 
 
 def test_confident_learning_rule_on_a_hand_made_table():
-    probs = np.array([
-        [0.9, 0.1, 0.0],     # given 0
-        [0.7, 0.2, 0.1],     # given 0
-        [0.2, 0.7, 0.1],     # given 1
-        [0.85, 0.1, 0.05],   # given 1: class 0 clears t0 = 0.8 and beats p1 -> flagged
-        [0.1, 0.1, 0.8],     # given 2
-        [0.3, 0.45, 0.25],   # given 2: class 1 clears t1 = 0.4 and beats p2 -> flagged
-        [0.5, 0.1, 0.4],     # given 2: class 0 beats p2 but misses t0 -> kept
-    ])
+    probs = np.array(
+        [
+            [0.9, 0.1, 0.0],  # given 0
+            [0.7, 0.2, 0.1],  # given 0
+            [0.2, 0.7, 0.1],  # given 1
+            [0.85, 0.1, 0.05],  # given 1: class 0 clears t0 = 0.8 and beats p1 -> flagged
+            [0.1, 0.1, 0.8],  # given 2
+            [0.3, 0.45, 0.25],  # given 2: class 1 clears t1 = 0.4 and beats p2 -> flagged
+            [0.5, 0.1, 0.4],  # given 2: class 0 beats p2 but misses t0 -> kept
+        ]
+    )
     given = np.array([0, 0, 1, 1, 2, 2, 2])
     flags = confident_learning_flags(probs, given)
     assert flags.tolist() == [False, False, False, True, False, True, False]
@@ -56,8 +58,12 @@ def test_forward_with_identity_is_cross_entropy():
     logits = torch.randn(5, 3)
     labels = torch.tensor([0, 1, 2, 1, 0])
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-    assert forward_corrected_loss(logits, labels, torch.eye(3)).tolist() == pytest.approx(ce.tolist(), rel=1e-5)
-    assert backward_corrected_loss(logits, labels, torch.eye(3)).tolist() == pytest.approx(ce.tolist(), rel=1e-5)
+    assert forward_corrected_loss(logits, labels, torch.eye(3)).tolist() == pytest.approx(
+        ce.tolist(), rel=1e-5
+    )
+    assert backward_corrected_loss(logits, labels, torch.eye(3)).tolist() == pytest.approx(
+        ce.tolist(), rel=1e-5
+    )
 
 
 def test_backward_loss_finite_at_extreme_probabilities():

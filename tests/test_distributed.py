@@ -24,12 +24,30 @@ def _snapshot(folder: Path) -> dict:
 
 
 def _scan_command(out: Path, processes: int) -> list[str]:
-    scan = ["scan", str(SAMPLE / "images"), "--truth", str(SAMPLE / "truth.csv"), "--out", str(out),
-            "--budget", BUDGET, "--json", "--quiet"]
+    scan = [
+        "scan",
+        str(SAMPLE / "images"),
+        "--truth",
+        str(SAMPLE / "truth.csv"),
+        "--out",
+        str(out),
+        "--budget",
+        BUDGET,
+        "--json",
+        "--quiet",
+    ]
     if processes == 1:
         return [sys.executable, "-m", "labelaudit", *scan]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "labelaudit", *scan]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "labelaudit",
+        *scan,
+    ]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
@@ -38,7 +56,9 @@ def test_two_process_gloo_scan_agrees_with_one_process(tmp_path):
     runs = {}
     for processes in (1, 2):
         out = tmp_path / f"run{processes}"
-        done = subprocess.run(_scan_command(out, processes), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            _scan_command(out, processes), cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         runs[processes] = (json.loads(done.stdout), pd.read_parquet(out / "report.parquet"))
     one, two = runs[1][0], runs[2][0]
@@ -47,7 +67,9 @@ def test_two_process_gloo_scan_agrees_with_one_process(tmp_path):
     assert json.loads((tmp_path / "run2" / "summary.json").read_text())["world_size"] == 2
     # Rank 0 alone wrote: one run directory, nothing else in the working directory, inputs untouched.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run1", "run2"]
-    assert sorted(p.name for p in (tmp_path / "run2").iterdir()) == sorted(p.name for p in (tmp_path / "run1").iterdir())
+    assert sorted(p.name for p in (tmp_path / "run2").iterdir()) == sorted(
+        p.name for p in (tmp_path / "run1").iterdir()
+    )
     assert _snapshot(SAMPLE) == before
     merged = runs[1][1].merge(runs[2][1], on="sample_id", suffixes=("_one", "_two"))
     assert len(merged) == len(runs[1][1]) == len(runs[2][1]) == 5000
@@ -77,7 +99,9 @@ def _trainer(world: int, rank: int, n: int, batch_size: int) -> Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("n, batch_size, world", [(10, 4, 2), (9, 4, 2), (257, 128, 2), (100, 7, 3), (5, 128, 4)])
+@pytest.mark.parametrize(
+    "n, batch_size, world", [(10, 4, 2), (9, 4, 2), (257, 128, 2), (100, 7, 3), (5, 128, 4)]
+)
 def test_every_sample_trains_on_exactly_one_rank_with_equal_step_counts(n, batch_size, world):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
     shares = [_trainer(world, rank, n, batch_size)._local_batches(order) for rank in range(world)]
@@ -88,18 +112,28 @@ def test_every_sample_trains_on_exactly_one_rank_with_equal_step_counts(n, batch
 
 
 def test_fewer_samples_than_processes_is_a_clear_error(monkeypatch):
-    from labelaudit.train import distributed
     from labelaudit.errors import ConfigError
+    from labelaudit.train import distributed
 
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
-    data = TensorData(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0]), 2, torch.tensor([0.5]),
-                      torch.tensor([0.25]))
+    data = TensorData(
+        torch.zeros(3, 1, 8, 8, dtype=torch.uint8),
+        torch.tensor([0, 1, 0]),
+        2,
+        torch.tensor([0.5]),
+        torch.tensor([0.25]),
+    )
     with pytest.raises(ConfigError, match="3 samples cannot be shared by 4 processes") as error:
         Trainer(data, TrainConfig(width=4))
     # Issue 25: a bigger batch cannot help when there are fewer samples than processes.
     assert "--batch-size" not in str(error.value) and "at most 3 processes" in str(error.value)
-    bigger = TensorData(torch.zeros(30, 1, 8, 8, dtype=torch.uint8), torch.arange(30) % 2, 2, torch.tensor([0.5]),
-                        torch.tensor([0.25]))
+    bigger = TensorData(
+        torch.zeros(30, 1, 8, 8, dtype=torch.uint8),
+        torch.arange(30) % 2,
+        2,
+        torch.tensor([0.5]),
+        torch.tensor([0.25]),
+    )
     with pytest.raises(ConfigError, match="raise --batch-size"):
         Trainer(bigger, TrainConfig(width=4, batch_size=2))
 
@@ -110,7 +144,7 @@ def test_commands_other_than_scan_refuse_torchrun(monkeypatch, capsys, tmp_path,
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = run_cli([command, tmp_path], capsys)
-    assert code == 2 and f"only 'labelaudit scan' runs under torchrun" in err
+    assert code == 2 and "only 'labelaudit scan' runs under torchrun" in err
     assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
@@ -121,11 +155,32 @@ def test_two_process_scans_with_the_same_seed_are_identical(tmp_path):
     make_noisy_pattern_dataset(tmp_path / "images", per_class=40)
     reports = []
     for run in ("a", "b"):
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-                   "labelaudit", "scan", str(tmp_path / "images"), "--out", str(tmp_path / run), "--budget", "0.1",
-                   "--width", "8", "--quiet"]
-        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "LABELAUDIT_CACHE_DIR": str(tmp_path / f"cache-{run}")})
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "labelaudit",
+            "scan",
+            str(tmp_path / "images"),
+            "--out",
+            str(tmp_path / run),
+            "--budget",
+            "0.1",
+            "--width",
+            "8",
+            "--quiet",
+        ]
+        done = subprocess.run(
+            command,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "LABELAUDIT_CACHE_DIR": str(tmp_path / f"cache-{run}")},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         reports.append(pd.read_parquet(tmp_path / run / "report.parquet"))
     probabilities = [c for c in reports[0] if c.startswith("p_")]

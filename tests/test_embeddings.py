@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageOps
 
 from labelaudit.data import _decode
-from labelaudit.nets.backbones import load_backbone
-from labelaudit.nets.embeddings import compute_embeddings, embed_files, open_rgb
-from labelaudit.errors import ConfigError, DatasetError
 from labelaudit.data.images import load_images
 from labelaudit.data.sources import load_source
+from labelaudit.errors import ConfigError, DatasetError
+from labelaudit.nets.backbones import load_backbone
+from labelaudit.nets.embeddings import compute_embeddings, embed_files, open_rgb
 
 CHELSEA = Path(__file__).parent / "data" / "chelsea_224.jpg"  # CC0, see tests/test_backbones.py
 
@@ -34,20 +34,22 @@ def write_mixed_dataset(root: Path) -> list[Path]:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     files = []
-    for i, (name, mode, size) in enumerate([
-        ("a/rgb.jpg", "RGB", (300, 200)),
-        ("a/rgb.png", "RGB", (90, 120)),
-        ("a/gray.png", "L", (64, 64)),
-        ("a/deep.png", "I;16", (80, 60)),
-        ("a/palette.png", "P", (70, 70)),
-        ("a/rgba.png", "RGBA", (100, 50)),
-        ("b/cmyk.jpg", "CMYK", (120, 160)),
-        ("b/rotated.jpg", "RGB", (160, 90)),
-        ("b/small.jpg", "RGB", (40, 30)),
-        ("b/big.jpg", "RGB", (640, 480)),
-        ("b/gray.jpg", "L", (100, 100)),
-        ("b/la.png", "LA", (50, 80)),
-    ]):
+    for i, (name, mode, size) in enumerate(
+        [
+            ("a/rgb.jpg", "RGB", (300, 200)),
+            ("a/rgb.png", "RGB", (90, 120)),
+            ("a/gray.png", "L", (64, 64)),
+            ("a/deep.png", "I;16", (80, 60)),
+            ("a/palette.png", "P", (70, 70)),
+            ("a/rgba.png", "RGBA", (100, 50)),
+            ("b/cmyk.jpg", "CMYK", (120, 160)),
+            ("b/rotated.jpg", "RGB", (160, 90)),
+            ("b/small.jpg", "RGB", (40, 30)),
+            ("b/big.jpg", "RGB", (640, 480)),
+            ("b/gray.jpg", "L", (100, 100)),
+            ("b/la.png", "LA", (50, 80)),
+        ]
+    ):
         box = (i * 7, i * 5, 224 - i * 3, 224 - i * 4)
         image = photo.crop(box).resize(size)
         path = root / name
@@ -87,7 +89,9 @@ def test_features_computed_once_then_reused(dataset, lite0, tmp_path):
     calls, events = [], []
     hook = lite0.module.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
     try:
-        first = compute_embeddings(store, lite0, cache_dir=cache, batch_size=5, progress=lambda *a: events.append(a))
+        first = compute_embeddings(
+            store, lite0, cache_dir=cache, batch_size=5, progress=lambda *a: events.append(a)
+        )
         assert calls  # the network ran (its inference copy carries the hook)
         calls.clear()
         second = compute_embeddings(store, lite0, cache_dir=cache, progress=lambda *a: events.append(a))
@@ -100,13 +104,20 @@ def test_features_computed_once_then_reused(dataset, lite0, tmp_path):
     assert not first.reused and first.images_per_second > 0
     assert second.reused and second.images_per_second is None and second.key == first.key
     np.testing.assert_array_equal(second.features, first.features)
-    assert [e[:3] for e in events] == [("embed", 0, 12), ("embed", 5, 12), ("embed", 10, 12), ("embed", 12, 12)]
+    assert [e[:3] for e in events] == [
+        ("embed", 0, 12),
+        ("embed", 5, 12),
+        ("embed", 10, 12),
+        ("embed", 12, 12),
+    ]
     assert events[-1][3].endswith(" img/s")
     assert first.path == cache.resolve() / "embeddings" / "efficientnet_lite0" / f"{first.key}.npy"
     assert first.weights_id == lite0.weights_id and first.preprocess["crop_size"] == 224
     # The same image gets the same features from embed_files (no cache), up to float16 rounding.
     paths = store.table.samples["path"].tolist()
-    np.testing.assert_allclose(embed_files(paths[:3], lite0), first.features[:3].astype(np.float32), atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(
+        embed_files(paths[:3], lite0), first.features[:3].astype(np.float32), atol=2e-2, rtol=1e-2
+    )
 
 
 def test_reordered_manifest_with_a_duplicate_reuses_the_rows(dataset, lite0, tmp_path):
@@ -118,10 +129,12 @@ def test_reordered_manifest_with_a_duplicate_reuses_the_rows(dataset, lite0, tmp
     elsewhere.mkdir()
     duplicate = shutil.copy(dataset / "a" / "rgb.png", elsewhere / "same_bytes.png")
     samples = load_source(dataset).samples.sample(frac=1.0, random_state=3)
-    manifest = pd.DataFrame({
-        "path": [*samples["path"], duplicate],
-        "label": [*samples["path"].map(lambda p: Path(p).parent.name), "b"],
-    })
+    manifest = pd.DataFrame(
+        {
+            "path": [*samples["path"], duplicate],
+            "label": [*samples["path"].map(lambda p: Path(p).parent.name), "b"],
+        }
+    )
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     shuffled = compute_embeddings(store_of(tmp_path / "manifest.csv", cache), lite0, cache_dir=cache)
     assert shuffled.reused and shuffled.key == original.key
@@ -130,7 +143,9 @@ def test_reordered_manifest_with_a_duplicate_reuses_the_rows(dataset, lite0, tmp
         np.testing.assert_array_equal(row, by_path[source])
 
     # Computed afresh, the same images in another order give the same features (deterministic).
-    fresh = compute_embeddings(store_of(tmp_path / "manifest.csv", tmp_path / "cache2"), lite0, cache_dir=tmp_path / "cache2")
+    fresh = compute_embeddings(
+        store_of(tmp_path / "manifest.csv", tmp_path / "cache2"), lite0, cache_dir=tmp_path / "cache2"
+    )
     assert not fresh.reused
     np.testing.assert_array_equal(fresh.features, shuffled.features)
 
@@ -191,7 +206,9 @@ def test_files_open_as_the_decode_cache_opens_them(dataset):
 def test_unreadable_file_and_bad_settings_are_one_line_errors(dataset, lite0, tmp_path):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("hello")
-    with pytest.raises(DatasetError, match=r"image '.*notes\.jpg' cannot be read for embedding \(not_an_image"):
+    with pytest.raises(
+        DatasetError, match=r"image '.*notes\.jpg' cannot be read for embedding \(not_an_image"
+    ):
         embed_files([str(CHELSEA), str(not_an_image)], lite0)
     with pytest.raises(ConfigError, match=r"batch_size must be an integer in \[1, 4096\]; got 0"):
         embed_files([str(CHELSEA)], lite0, batch_size=0)
@@ -243,7 +260,8 @@ def test_clear_cache_removes_embedding_entries_and_nothing_else(dataset, lite0, 
     entry = compute_embeddings(store_of(dataset, cache), lite0, cache_dir=cache)
     keep = entry.path.parent / "notes.txt"
     keep.write_text("mine")
-    other = cache / "embeddings" / "my-own" / "0123456789abcdef01234567.npy"  # a key's name, not a backbone's folder
+    # a key's name, not a backbone's folder
+    other = cache / "embeddings" / "my-own" / "0123456789abcdef01234567.npy"
     other.parent.mkdir(parents=True)
     other.write_bytes(b"x")
     size = entry.path.stat().st_size + entry.path.with_suffix(".parquet").stat().st_size
@@ -251,4 +269,7 @@ def test_clear_cache_removes_embedding_entries_and_nothing_else(dataset, lite0, 
     freed = clear_cache(cache)
     assert freed >= size
     remaining = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
-    assert remaining == ["embeddings/efficientnet_lite0/notes.txt", "embeddings/my-own/0123456789abcdef01234567.npy"]
+    assert remaining == [
+        "embeddings/efficientnet_lite0/notes.txt",
+        "embeddings/my-own/0123456789abcdef01234567.npy",
+    ]

@@ -9,11 +9,11 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import make_folder_dataset, save_image
 from PIL import Image
 
 from labelaudit import ConfigError, DatasetError, load_images, load_source
 from labelaudit.data import images as images_module
-from conftest import make_folder_dataset, save_image
 
 
 def _reasons(store) -> dict[str, str]:
@@ -28,10 +28,17 @@ def _png_bytes(array, mode) -> bytes:
 
 def _huge_png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` pixels (never decoded, so no real pixel data)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_files_are_skipped_with_reasons(tmp_path):
@@ -163,7 +170,10 @@ def test_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, isolated_ca
 
 def test_cache_never_inside_the_input(tmp_path):
     root = make_folder_dataset(tmp_path / "data")
-    with pytest.raises(ConfigError, match=r"is inside the input folder .*pass --cache-dir \(or LABELAUDIT_CACHE_DIR\) elsewhere"):
+    with pytest.raises(
+        ConfigError,
+        match=r"is inside the input folder .*pass --cache-dir \(or LABELAUDIT_CACHE_DIR\) elsewhere",
+    ):
         load_images(load_source(root), cache_dir=root / ".cache")
 
 
@@ -181,7 +191,9 @@ def test_worker_pool_matches_in_process_decode(tmp_path, monkeypatch):
     single = load_images(table, image_size=8, workers=1, cache_dir=tmp_path / "c1")
     monkeypatch.setattr(images_module, "_POOL_MIN_FILES", 0)
     seen = []
-    pooled = load_images(table, image_size=8, workers=2, cache_dir=tmp_path / "c2", progress=lambda *a: seen.append(a))
+    pooled = load_images(
+        table, image_size=8, workers=2, cache_dir=tmp_path / "c2", progress=lambda *a: seen.append(a)
+    )
     np.testing.assert_array_equal(single.images(), pooled.images())
     assert _reasons(pooled) == {"cat/bad.png": "not_an_image"}
     assert seen[-1] == ("decode", 40, 40)
@@ -219,7 +231,9 @@ def test_manifest_output_beside_the_manifest_is_fine_but_not_among_images(tmp_pa
     for i in range(4):
         save_image(tmp_path / "imgs" / f"{i}.png", seed=i)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}).to_csv(
+        manifest, index=False
+    )
     table = load_source(manifest)
     table.check_outside_input(tmp_path / "labelaudit-runs", "output folder", "--out")  # no error
     with pytest.raises(ConfigError, match=r"output folder .* is inside the input folder .*imgs'"):

@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli as run
+from conftest import save_image
 
+from labelaudit.data.sources import (
+    CHECK_FILES_PHASE,
+    READ_MANIFEST_PHASE,
+    load_source,
+    read_table,
+    table_columns,
+)
 from labelaudit.errors import DatasetError
-from labelaudit.data.sources import CHECK_FILES_PHASE, READ_MANIFEST_PHASE, load_source, read_table, table_columns
-from conftest import run_cli as run, save_image
 
 ROWS = 20_000
 REAL_EVERY = 100  # every 100th row points at a file that exists: 200 images
@@ -40,7 +47,9 @@ def big_manifest(tmp_path_factory) -> Path:
             paths.append(f"gone/{row:05d}.png")
         labels.append(CLASSES[(row // REAL_EVERY) % 2])
     manifest = root / "manifest.parquet"
-    pd.DataFrame({"path": paths, "label": labels, "caption": [f"row {r}" for r in range(ROWS)]}).to_parquet(manifest)
+    pd.DataFrame({"path": paths, "label": labels, "caption": [f"row {r}" for r in range(ROWS)]}).to_parquet(
+        manifest
+    )
     return manifest
 
 
@@ -61,14 +70,20 @@ def test_inspect_reads_a_large_manifest_and_lists_every_missing_file(big_manifes
     # The JSON summary lists the first skipped files; skipped.csv lists them all.
     assert report["skipped_truncated"] and 0 < len(report["skipped"]) < report["num_skipped"]
     skipped = read_table(out_dir / "skipped.csv", "skipped list")
-    expected = [str(big_manifest.parent / "gone" / f"{row:05d}.png") for row in range(ROWS) if row % REAL_EVERY]
+    expected = [
+        str(big_manifest.parent / "gone" / f"{row:05d}.png") for row in range(ROWS) if row % REAL_EVERY
+    ]
     assert skipped["path"].tolist() == expected
     assert set(skipped["reason"]) == {"missing"}
     assert json.loads((out_dir / "inspect.json").read_text()) == report
     # The user's manifest is untouched, and nothing half-written is left beside the output.
     assert snapshot(big_manifest) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inspect-run"]
-    assert sorted(p.name for p in out_dir.iterdir()) == [".labelaudit-output.json", "inspect.json", "skipped.csv"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        ".labelaudit-output.json",
+        "inspect.json",
+        "skipped.csv",
+    ]
 
 
 def test_human_output_names_the_missing_files_without_listing_all(big_manifest, capsys):
@@ -86,9 +101,12 @@ def test_the_file_check_reports_progress_over_the_distinct_paths(big_manifest, t
     manifest = big_manifest.parent / "with-repeats.parquet"
     repeated.to_parquet(manifest)
     reported = []
-    table = load_source(manifest, progress=lambda phase, done, total, extra="": reported.append((phase, done, total)))
+    table = load_source(
+        manifest, progress=lambda phase, done, total, extra="": reported.append((phase, done, total))
+    )
     phases = [phase for phase, _, _ in reported]
-    assert phases.index(CHECK_FILES_PHASE) > len(phases) - 1 - phases[::-1].index(READ_MANIFEST_PHASE)  # read, then check
+    # read, then check
+    assert phases.index(CHECK_FILES_PHASE) > len(phases) - 1 - phases[::-1].index(READ_MANIFEST_PHASE)
     reading = [(done, total) for phase, done, total in reported if phase == READ_MANIFEST_PHASE]
     assert reading[0][0] == 0 and reading[-1][0] == reading[-1][1]
     checks = [(done, total) for phase, done, total in reported if phase == CHECK_FILES_PHASE]
@@ -122,7 +140,14 @@ def test_path_cells_are_joined_and_normalised_like_os_path(tmp_path):
     save_image(tmp_path / "imgs" / "a.png", seed=1)
     save_image(tmp_path / "imgs" / "b.png", seed=2)
     save_image(tmp_path / "c.png", seed=3)
-    cells = ["imgs/a.png", "./imgs/b.png", "imgs//../c.png", f"{tmp_path}/imgs/./a.png", " imgs/b.png ", "imgs/x/"]
+    cells = [
+        "imgs/a.png",
+        "./imgs/b.png",
+        "imgs//../c.png",
+        f"{tmp_path}/imgs/./a.png",
+        " imgs/b.png ",
+        "imgs/x/",
+    ]
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": cells, "label": ["p", "q", "p", "q", "p", "q"]}).to_csv(manifest, index=False)
     table = load_source(manifest)
@@ -137,7 +162,7 @@ def test_path_cells_are_joined_and_normalised_like_os_path(tmp_path):
     "text",
     [
         # BOM, a quoted line break, class names that look like missing values, empty cells, a blank line
-        "\ufeffpath,label,note\n\"a\nb.png\",NA,x\n\nc.png,None,\n,cat,y\n",
+        '\ufeffpath,label,note\n"a\nb.png",NA,x\n\nc.png,None,\n,cat,y\n',
         # a header cell escaped against spreadsheet formulas, and unused columns after it
         "path,'=label,extra,more\na.png,=1,1,2\nb.png,'+2,3,\n",
         # a repeated column name and a short row: pandas' reader takes over
@@ -159,9 +184,9 @@ def test_a_missing_file_skip_is_not_fatal_and_keeps_manifest_rows(tmp_path):
     for i in range(4):
         save_image(tmp_path / f"{i}.png", seed=i)
     manifest = tmp_path / "m.parquet"
-    pd.DataFrame({"path": ["0.png", "gone.png", "1.png", "2.png", "3.png"], "label": np.array([0, 1, 0, 1, 1])}).to_parquet(
-        manifest
-    )
+    pd.DataFrame(
+        {"path": ["0.png", "gone.png", "1.png", "2.png", "3.png"], "label": np.array([0, 1, 0, 1, 1])}
+    ).to_parquet(manifest)
     table = load_source(manifest)
     assert table.class_names == ("0", "1")
     assert table.samples["manifest_row"].tolist() == [0, 2, 3, 4]
@@ -169,5 +194,7 @@ def test_a_missing_file_skip_is_not_fatal_and_keeps_manifest_rows(tmp_path):
     assert table.skipped["sample_id"].tolist() == ["gone.png"]
     only_missing = tmp_path / "only-missing.parquet"
     pd.DataFrame({"path": ["x.png", "y.png"], "label": ["a", "b"]}).to_parquet(only_missing)
-    with pytest.raises(DatasetError, match=r"no usable images .*relative paths are read from the manifest's folder"):
+    with pytest.raises(
+        DatasetError, match=r"no usable images .*relative paths are read from the manifest's folder"
+    ):
         load_source(only_missing)

@@ -65,8 +65,15 @@ def test_narrow_network_trains_on_odd_batches(batch):
     data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
     trainer = Trainer(data, TrainConfig(width=8, batch_size=128))
     assert trainer.memory_format == torch.contiguous_format
-    trainer.run_phase("t", 1, 0.1, lambda logits, labels, index, ctx: (
-        torch.nn.functional.cross_entropy(logits, labels), torch.tensor(len(index))))
+    trainer.run_phase(
+        "t",
+        1,
+        0.1,
+        lambda logits, labels, index, ctx: (
+            torch.nn.functional.cross_entropy(logits, labels),
+            torch.tensor(len(index)),
+        ),
+    )
     assert trainer.history.filled == 1
 
 
@@ -92,12 +99,21 @@ def test_bfloat16_training_is_deterministic_and_keeps_float32_weights(batch):
     from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
     def train(width):
-        images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        images = torch.randint(
+            0, 256, (batch, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+        )
         data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
         trainer = Trainer(data, TrainConfig(width=width, batch_size=32, precision="bf16"))
         assert trainer.precision == "bf16"
-        trainer.run_phase("t", 2, 0.1, lambda logits, labels, index, ctx: (
-            torch.nn.functional.cross_entropy(logits, labels), torch.tensor(len(index))))
+        trainer.run_phase(
+            "t",
+            2,
+            0.1,
+            lambda logits, labels, index, ctx: (
+                torch.nn.functional.cross_entropy(logits, labels),
+                torch.tensor(len(index)),
+            ),
+        )
         return trainer
 
     for width in (8, 16):

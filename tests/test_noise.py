@@ -7,17 +7,34 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from labelaudit.runs.directory import write_marker
-
-from labelaudit.pipeline.benchmark import BenchmarkConfig, markdown_table, parse_methods, parse_noise, run_benchmark, summarise
-from labelaudit.cli import main
-from labelaudit.errors import ConfigError
-from labelaudit.audit.metrics import detection_metrics, ranking_metrics
-from labelaudit.pipeline.noise import inject_noise, resolve_named_map
 from conftest import make_folder_dataset, make_noisy_pattern_dataset
 
-FASHION = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot")
+from labelaudit.audit.metrics import detection_metrics, ranking_metrics
+from labelaudit.cli import main
+from labelaudit.errors import ConfigError
+from labelaudit.pipeline.benchmark import (
+    BenchmarkConfig,
+    markdown_table,
+    parse_methods,
+    parse_noise,
+    run_benchmark,
+    summarise,
+)
+from labelaudit.pipeline.noise import inject_noise, resolve_named_map
+from labelaudit.runs.directory import write_marker
+
+FASHION = (
+    "T-shirt-top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle-boot",
+)
 
 
 def balanced_labels(per_class=200, k=10):
@@ -123,10 +140,16 @@ def test_parse_settings_and_methods():
 
 
 def test_summary_mean_and_spread():
-    runs = pd.DataFrame({"noise": ["s:0.2"] * 3, "method": ["a", "a", "b"], "f1": [0.8, 0.6, 0.5], "error": ["", "", ""]})
+    runs = pd.DataFrame(
+        {"noise": ["s:0.2"] * 3, "method": ["a", "a", "b"], "f1": [0.8, 0.6, 0.5], "error": ["", "", ""]}
+    )
     summary = summarise(runs)
     a = summary[summary["method"] == "a"].iloc[0]
-    assert a["seeds"] == 2 and a["f1_mean"] == pytest.approx(0.7) and a["f1_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert (
+        a["seeds"] == 2
+        and a["f1_mean"] == pytest.approx(0.7)
+        and a["f1_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    )
     assert "0.700 ± 0.141" in markdown_table(summary)
 
 
@@ -134,7 +157,18 @@ def test_inject_noise_cli_writes_manifest_truth_and_leaves_images(tmp_path, caps
     root = make_folder_dataset(tmp_path / "clean", classes=("a", "b", "c"), per_class=10)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob("*.png"))
     with pytest.raises(SystemExit) as exit_info:
-        main(["inject-noise", str(root), "--kind", "symm-exc", "--rate", "0.3", "--out", str(tmp_path / "noisy")])
+        main(
+            [
+                "inject-noise",
+                str(root),
+                "--kind",
+                "symm-exc",
+                "--rate",
+                "0.3",
+                "--out",
+                str(tmp_path / "noisy"),
+            ]
+        )
     assert exit_info.value.code == 0
     assert "real noise rate 30.00%" in capsys.readouterr().out
     manifest = pd.read_parquet(tmp_path / "noisy" / "manifest.parquet")
@@ -152,9 +186,17 @@ def test_benchmark_asymm_map_and_cleanlab_on_cv_ce_probabilities(tmp_path):
     pytest.importorskip("cleanlab")
     root = tmp_path / "clean"
     make_noisy_pattern_dataset(root, per_class=40, noise_rate=0.0, seed=0)
-    pd.DataFrame({"from": ["horizontal", "checker"], "to": ["vertical", "blob"]}).to_csv(tmp_path / "map.csv", index=False)
-    config = BenchmarkConfig(settings=tuple(parse_noise("asymm:0.4")), methods=("cleanlab",), seeds=1,
-                             noise_map=str(tmp_path / "map.csv"), epochs_scale=0.2, scan_args=("--width", "8"))
+    pd.DataFrame({"from": ["horizontal", "checker"], "to": ["vertical", "blob"]}).to_csv(
+        tmp_path / "map.csv", index=False
+    )
+    config = BenchmarkConfig(
+        settings=tuple(parse_noise("asymm:0.4")),
+        methods=("cleanlab",),
+        seeds=1,
+        noise_map=str(tmp_path / "map.csv"),
+        epochs_scale=0.2,
+        scan_args=("--width", "8"),
+    )
     results = run_benchmark(root, config, tmp_path / "bench")
     assert results["method"].tolist() == ["cleanlab"] and results["error"].tolist() == [""]
     assert results["true_noise_rate"].iloc[0] == pytest.approx(0.2)  # 2 of 4 classes at 40%
@@ -167,13 +209,24 @@ def test_benchmark_asymm_map_and_cleanlab_on_cv_ce_probabilities(tmp_path):
 def test_benchmark_refuses_bad_maps_and_other_settings_in_the_same_folder(tmp_path):
     root = tmp_path / "clean"
     make_noisy_pattern_dataset(root, per_class=5, noise_rate=0.0, seed=0)
-    config = BenchmarkConfig(settings=tuple(parse_noise("asymm:0.4")), methods=("ce",), noise_map=str(tmp_path / "none.csv"))
+    config = BenchmarkConfig(
+        settings=tuple(parse_noise("asymm:0.4")), methods=("ce",), noise_map=str(tmp_path / "none.csv")
+    )
     with pytest.raises(ConfigError, match="does not exist"):
         run_benchmark(root, config, tmp_path / "bench")
     (tmp_path / "bench").mkdir()
     write_marker(tmp_path / "bench", "benchmark", entries=[])  # an earlier benchmark's folder
-    (tmp_path / "bench" / "benchmark.json").write_text(json.dumps({"source": str(root.resolve()), "num_samples": 20,
-                                                                    "noise_map": "None", "epochs_scale": 0.5, "scan_args": []}))
+    (tmp_path / "bench" / "benchmark.json").write_text(
+        json.dumps(
+            {
+                "source": str(root.resolve()),
+                "num_samples": 20,
+                "noise_map": "None",
+                "epochs_scale": 0.5,
+                "scan_args": [],
+            }
+        )
+    )
     other = BenchmarkConfig(settings=tuple(parse_noise("symm-exc:0.2")), methods=("ce",), epochs_scale=1.0)
     with pytest.raises(ConfigError, match="other epochs_scale"):
         run_benchmark(root, other, tmp_path / "bench")
@@ -182,8 +235,13 @@ def test_benchmark_refuses_bad_maps_and_other_settings_in_the_same_folder(tmp_pa
 def test_benchmark_end_to_end_and_resume(tmp_path):
     root = tmp_path / "clean"
     make_noisy_pattern_dataset(root, per_class=40, noise_rate=0.0, seed=0)
-    config = BenchmarkConfig(settings=tuple(parse_noise("symm-exc:0.3")), methods=("nlnl", "ce"), seeds=2,
-                             epochs_scale=0.1, scan_args=("--width", "8"))
+    config = BenchmarkConfig(
+        settings=tuple(parse_noise("symm-exc:0.3")),
+        methods=("nlnl", "ce"),
+        seeds=2,
+        epochs_scale=0.1,
+        scan_args=("--width", "8"),
+    )
     seen = []
     results = run_benchmark(root, config, tmp_path / "bench", progress=lambda *a: seen.append(a))
     assert len(results) == 4 and (results["error"] == "").all()
@@ -192,7 +250,10 @@ def test_benchmark_end_to_end_and_resume(tmp_path):
     assert (results["peak_memory_mb"] > 50).all() and (results["seconds"] > 0).all()
     assert seen[0][:3] == ("benchmark", 0, 4) and "nlnl symm-exc:0.3 seed 0" in seen[0][3]
     summary = pd.read_csv(tmp_path / "bench" / "summary.csv")
-    assert summary[["noise", "method", "seeds"]].values.tolist() == [["symm-exc:0.3", "nlnl", 2], ["symm-exc:0.3", "ce", 2]]
+    assert summary[["noise", "method", "seeds"]].values.tolist() == [
+        ["symm-exc:0.3", "nlnl", 2],
+        ["symm-exc:0.3", "ce", 2],
+    ]
     assert "± " in (tmp_path / "bench" / "summary.md").read_text()
     # A second call reuses every finished run (same numbers, no new training).
     again = run_benchmark(root, config, tmp_path / "bench")

@@ -10,13 +10,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_noisy_pattern_dataset
 from PIL import Image
 
-from labelaudit.errors import ConfigError, OutputError
 from labelaudit.audit.estimators import per_class_bootstrap_intervals
-from labelaudit.train.methods.baselines import BaselineConfig
-from labelaudit.train.methods.nlnl import NLNLConfig
-from labelaudit.train.methods.pmnar import PMNARConfig
+from labelaudit.errors import ConfigError, OutputError
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
 from labelaudit.runs.plots import (
     PLOT_FILES,
     PLOTS_DIR,
@@ -27,9 +26,10 @@ from labelaudit.runs.plots import (
     write_plots,
     write_plots_for_run,
 )
-from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.methods.baselines import BaselineConfig
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.train.methods.pmnar import PMNARConfig
 from labelaudit.train.trainer import TrainConfig
-from conftest import make_noisy_pattern_dataset
 
 # As in test_scan.py: 240 images of 16x16 in 4 classes, ResNet-8 of width 8, 4+4+4 epochs.
 SMALL = ScanConfig(train=TrainConfig(width=8, seed=0), nlnl=NLNLConfig(epochs=(4, 4, 4)))
@@ -136,10 +136,13 @@ def test_rebuilding_from_the_run_directory_gives_the_same_pictures(run_dir, tmp_
     assert_pictures(plots, SIZES_4_CLASSES)
     for name in PLOT_FILES.values():  # the same seed gives the same intervals: the same pixels
         np.testing.assert_array_equal(pixels(plots / name), pixels(run_dir / PLOTS_DIR / name), err_msg=name)
-    assert not [p for p in old.iterdir() if p.name.startswith(".") and p.name != ".labelaudit-output.json"]  # no temporary left
+    # no temporary left
+    assert not [p for p in old.iterdir() if p.name.startswith(".") and p.name != ".labelaudit-output.json"]
 
 
-def test_rebuilding_refuses_existing_plots_without_overwrite_and_replaces_them_whole_with_it(run_dir, tmp_path):
+def test_rebuilding_refuses_existing_plots_without_overwrite_and_replaces_them_whole_with_it(
+    run_dir, tmp_path
+):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     with pytest.raises(OutputError, match="exists; pass overwrite=True"):
@@ -187,14 +190,18 @@ def test_class_names_with_dollars_and_other_scripts_draw(run_dir, tmp_path):
 
 
 def test_cv_ce_and_fixed_threshold_runs_draw_without_a_boundary(patterns, cache, tmp_path):
-    config = ScanConfig(method="cv-ce", train=TrainConfig(width=8, seed=0), baseline=BaselineConfig(folds=2, fold_epochs=2))
+    config = ScanConfig(
+        method="cv-ce", train=TrainConfig(width=8, seed=0), baseline=BaselineConfig(folds=2, fold_epochs=2)
+    )
     run = write_run(scan(patterns, config, cache_dir=cache), tmp_path / "cv")
     summary = json.loads((run / "summary.json").read_text())
     assert label_quality_boundary(summary["flag_rule"]) is None
     assert_pictures(run / PLOTS_DIR, SIZES_4_CLASSES)
     data = PlotData.from_run_dir(run)
     assert data.training_curves and data.training_curves[0]["phase"] == "CV fold 1/2"
-    fixed = PlotData(**{**data.__dict__, "flag_rule": {"rule": "fixed", "confidence_threshold": 0.5}, "method": "nlnl"})
+    fixed = PlotData(
+        **{**data.__dict__, "flag_rule": {"rule": "fixed", "confidence_threshold": 0.5}, "method": "nlnl"}
+    )
     write_plots(fixed, tmp_path / "fixed")
     assert_pictures(tmp_path / "fixed", SIZES_4_CLASSES)
 
@@ -214,6 +221,9 @@ def test_pmnar_warmup_is_read_for_the_curves(run_dir, tmp_path):
 
 
 def test_importing_labelaudit_and_its_cli_does_not_load_matplotlib():
-    code = "import sys, labelaudit, labelaudit.cli, labelaudit.pipeline.scan, labelaudit.runs.plots; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, labelaudit, labelaudit.cli, labelaudit.pipeline.scan, labelaudit.runs.plots; "
+        "print('matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

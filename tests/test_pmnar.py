@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from labelaudit.errors import ConfigError
 from labelaudit.train.methods.pmnar import (
     PMNARConfig,
     adaptive_weights,
@@ -18,7 +19,6 @@ from labelaudit.train.methods.pmnar import (
     remove_predicted,
     run_pmnar,
 )
-from labelaudit.errors import ConfigError
 from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
 
 
@@ -102,7 +102,9 @@ def test_batch_norm_statistics_are_recomputed_from_the_data_after_training():
     net = trainer.model.networks[0]
     with torch.no_grad():
         conv = net.stem[0](trainer.normalize(trainer._gather(torch.arange(64))))
-    np.testing.assert_allclose(net.stem[1].running_mean.numpy(), conv.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        net.stem[1].running_mean.numpy(), conv.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5
+    )
     # The switches for measuring the paper's choices are checked at the boundary.
     with pytest.raises(ConfigError, match="reweight_from"):
         PMNARConfig(reweight_from="both").validate()

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_folder_dataset, save_image
+from conftest import run_cli as run
 from PIL import Image
 
 from labelaudit import ConfigError, DatasetError, ManifestError, load_images, load_source
-from labelaudit.data.sources import SKIP_REASONS, FEW_SAMPLES_THRESHOLD
-from conftest import make_folder_dataset, save_image, run_cli as run
+from labelaudit.data.sources import FEW_SAMPLES_THRESHOLD, SKIP_REASONS
 
 PYTHON = sys.executable
 SETPRIV = shutil.which("setpriv")
@@ -117,7 +118,9 @@ def test_only_non_utf8_class_folders_is_explained(tmp_path):
     root = tmp_path / "data"
     write_bytes_path(root, b"ch\xe8vre/a.png", png_bytes(1))
     write_bytes_path(root, b"\xe9l\xe9phant/b.png", png_bytes(2))
-    with pytest.raises(DatasetError, match=r"no class subfolders \(2 folder names are not valid UTF-8: rename them\)"):
+    with pytest.raises(
+        DatasetError, match=r"no class subfolders \(2 folder names are not valid UTF-8: rename them\)"
+    ):
         load_source(root)
 
 
@@ -150,11 +153,17 @@ def without_root_powers() -> list[str]:
     return [SETPRIV, f"--inh-caps={caps}", f"--bounding-set={caps}"]
 
 
-def run_cli_process(args: list[str], *, limited: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli_process(
+    args: list[str], *, limited: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess:
     prefix = without_root_powers() if limited else []
     return subprocess.run(
-        [*prefix, PYTHON, "-m", "labelaudit", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        [*prefix, PYTHON, "-m", "labelaudit", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
@@ -201,7 +210,13 @@ def damage_headers(entry: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    [damage_truncate_pixels, damage_garbage_pixels, damage_wrong_shape_pixels, damage_decode_status, damage_headers],
+    [
+        damage_truncate_pixels,
+        damage_garbage_pixels,
+        damage_wrong_shape_pixels,
+        damage_decode_status,
+        damage_headers,
+    ],
 )
 def test_damaged_cache_entry_is_dropped_and_decoded_again(tmp_path, damage):
     # Before: ValueError/ArrowInvalid tracebacks, or "inconsistent; delete it" for a wrong shape.
@@ -215,7 +230,9 @@ def test_damaged_cache_entry_is_dropped_and_decoded_again(tmp_path, damage):
 
     again = load_images(table, image_size=8)
     np.testing.assert_array_equal(again.images(), expected)
-    assert dict(zip(again.table.skipped["sample_id"], again.table.skipped["reason"])) == {"cat/bad.png": "not_an_image"}
+    assert dict(zip(again.table.skipped["sample_id"], again.table.skipped["reason"])) == {
+        "cat/bad.png": "not_an_image"
+    }
     assert not again.reused or damage is damage_headers  # new headers, same pixel file: reuse is right
     assert load_images(table, image_size=8).reused  # repaired for good
     assert not list(again.cache_dir.glob(".*tmp*"))
@@ -229,8 +246,10 @@ def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path
     other_entry.mkdir()
     finished = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(finished.stdout)
-    stale = [entry / f".pixels-s8-c1.npy.{dead}-0123456789abcdef.tmp.npy",
-             other_entry / f".files-maxpx1.parquet.{dead}-0123456789abcdef.tmp"]
+    stale = [
+        entry / f".pixels-s8-c1.npy.{dead}-0123456789abcdef.tmp.npy",
+        other_entry / f".files-maxpx1.parquet.{dead}-0123456789abcdef.tmp",
+    ]
     live = entry / f".pixels-s8-c1.npy.{os.getpid()}-fedcba9876543210.tmp.npy"  # a run in progress
     for path in [*stale, live]:
         path.write_bytes(b"partial")
@@ -274,7 +293,10 @@ def test_killed_decoding_run_leaves_no_workers_and_next_run_cleans_up(tmp_path, 
             (root / name / f"{i}.png").write_bytes(buffer.getvalue())
     parent = subprocess.Popen(
         [PYTHON, "-m", "labelaudit", "inspect", str(root), "--workers", "2", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     workers: list[int] = []
     try:
@@ -318,10 +340,17 @@ def test_a_worker_whose_parent_is_gone_exits_before_its_next_file(tmp_path):
         "_decode._parent_pid = 1  # as if our parent had died and init had adopted us\n"
         "print(len(_decode.header_chunk([sys.argv[1]], 10**6)), flush=True)\n"
     )
-    done = subprocess.run([PYTHON, "-c", code, str(image)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    done = subprocess.run(
+        [PYTHON, "-c", code, str(image)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert (done.returncode, done.stdout) == (1, "1\n"), done.stderr
-    done = subprocess.run([PYTHON, "-c", "from labelaudit.data import _decode; _decode.init_worker(1); print('alive')"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    done = subprocess.run(
+        [PYTHON, "-c", "from labelaudit.data import _decode; _decode.init_worker(1); print('alive')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert (done.returncode, done.stdout) == (1, ""), done.stderr
 
 
@@ -348,19 +377,27 @@ def test_unreadable_source_folder_is_a_one_line_error(tmp_path):
     # refuses an unreadable source path; the library call is what is tested here.)
     root = make_folder_dataset(tmp_path / "data")
     code = (
-        "import sys\nfrom labelaudit import DatasetError\nfrom labelaudit.data.sources import load_source, load_unlabeled\n"
+        "import sys\nfrom labelaudit import DatasetError\nfrom labelaudit.data.sources import load_source, "
+        "load_unlabeled\n"
         "for load in (load_source, load_unlabeled):\n"
         "    try:\n        load(sys.argv[1])\n    except DatasetError as exc:\n        print(exc)\n"
     )
     root.chmod(0o311)  # can enter, cannot list
     try:
-        done = subprocess.run([*without_root_powers(), PYTHON, "-c", code, str(root)], capture_output=True,
-                              text=True, timeout=120, cwd=REPO)
+        done = subprocess.run(
+            [*without_root_powers(), PYTHON, "-c", code, str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
     finally:
         root.chmod(0o755)
     assert done.returncode == 0, done.stderr
-    expected = (f"folder {str(root)!r} cannot be read: Permission denied; make it readable (e.g. chmod -R u+rX) "
-                "or pass another source\n")
+    expected = (
+        f"folder {str(root)!r} cannot be read: Permission denied; make it readable (e.g. chmod -R u+rX) "
+        "or pass another source\n"
+    )
     assert done.stdout == 2 * expected
 
 
@@ -372,7 +409,9 @@ def test_unreadable_sub_folder_is_listed_as_skipped(tmp_path):
     save_image(locked / "b.png", seed=51)
     locked.chmod(0)
     try:
-        done = run_cli_process(["inspect", str(root), "--out", str(tmp_path / "run"), "--quiet"], limited=True)
+        done = run_cli_process(
+            ["inspect", str(root), "--out", str(tmp_path / "run"), "--quiet"], limited=True
+        )
     finally:
         locked.chmod(0o755)
     assert done.returncode == 0, done.stderr
@@ -392,7 +431,10 @@ def test_class_folder_whose_only_images_are_unreadable_says_so(tmp_path):
     finally:
         (root / "bird" / "2021").chmod(0o755)
     assert done.returncode == 2
-    assert "class folder" in done.stderr and "bird' contains no images it can use (1 skipped: 1 unreadable)" in done.stderr
+    assert (
+        "class folder" in done.stderr
+        and "bird' contains no images it can use (1 skipped: 1 unreadable)" in done.stderr
+    )
 
 
 # --- manifest positions and small classes ----------------------------------------------------
@@ -404,10 +446,14 @@ def test_blank_cell_is_located_by_csv_line_and_parquet_row(tmp_path):
         save_image(tmp_path / "imgs" / f"{i}.png", seed=i)
     csv_file = tmp_path / "m.csv"
     csv_file.write_text('path,label\nimgs/0.png,a\n\n"imgs/1.png",\nimgs/2.png,b\n')
-    with pytest.raises(ManifestError, match=r"1 rows with no label in column 'label' \(first on line 4\); fill"):
+    with pytest.raises(
+        ManifestError, match=r"1 rows with no label in column 'label' \(first on line 4\); fill"
+    ):
         load_source(csv_file)
     parquet_file = tmp_path / "m.parquet"
-    pd.DataFrame({"path": ["imgs/0.png", "imgs/1.png", "imgs/2.png"], "label": ["a", None, "b"]}).to_parquet(parquet_file)
+    pd.DataFrame({"path": ["imgs/0.png", "imgs/1.png", "imgs/2.png"], "label": ["a", None, "b"]}).to_parquet(
+        parquet_file
+    )
     with pytest.raises(ManifestError, match=r"\(first at row 2, counting from 1\); fill"):
         load_source(parquet_file)
 

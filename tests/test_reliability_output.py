@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_noisy_pattern_dataset, save_image
+from conftest import run_cli as run
 
 from labelaudit.cli import main
-from conftest import make_noisy_pattern_dataset, save_image, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -53,11 +54,14 @@ def manifest_beside_images(folder: Path, name: str, n: int = 8) -> Path:
         save_image(folder / "imgs" / f"{i}.png", seed=i)
     frame = pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(n)], "label": ["a", "b"] * (n // 2)})
     target = folder / name
-    frame.to_parquet(target, index=False) if target.suffix == ".parquet" else frame.to_csv(target, index=False)
+    frame.to_parquet(target, index=False) if target.suffix == ".parquet" else frame.to_csv(
+        target, index=False
+    )
     return target
 
 
 # 1. Inputs are never written --------------------------------------------------------------------
+
 
 def test_inject_noise_refuses_an_out_folder_that_holds_its_manifest(tmp_path, capsys):
     manifest = manifest_beside_images(tmp_path / "d", "manifest.parquet")
@@ -92,7 +96,9 @@ def test_predict_refuses_to_write_over_the_model(dataset, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(dataset["run"], copy)
     (copy / "model.csv").symlink_to(copy / "model.pt")  # a symlink is resolved before comparing
-    code, _, err = run(["predict", copy / "model.pt", dataset["root"], "--out", copy / "model.csv", "--overwrite"], capsys)
+    code, _, err = run(
+        ["predict", copy / "model.pt", dataset["root"], "--out", copy / "model.csv", "--overwrite"], capsys
+    )
     assert code == 2
     one_line_error(err, "is one of the inputs")
     assert (copy / "model.pt").read_bytes() == (dataset["run"] / "model.pt").read_bytes()
@@ -110,26 +116,36 @@ def test_an_out_reached_through_a_symlink_into_the_images_is_refused(dataset, tm
 
 # 2. Existing --out folders ----------------------------------------------------------------------
 
+
 def test_a_foreign_non_empty_out_folder_is_never_replaced(dataset, tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
     for extra in ([], ["--overwrite"]):
-        code, _, err = run(["scan", dataset["root"], "--out", out, "--cache-dir", dataset["cache"], *FAST, *extra], capsys)
+        code, _, err = run(
+            ["scan", dataset["root"], "--out", out, "--cache-dir", dataset["cache"], *FAST, *extra], capsys
+        )
         assert code == 2
         one_line_error(err, "files that labelaudit did not write")
     code, _, err = run(["benchmark", dataset["root"], "--methods", "ce", "--out", out], capsys)
     assert code == 2  # a benchmark resumes only an earlier benchmark's folder
     one_line_error(err, "files that labelaudit did not write")
     assert snapshot(out) == {"notes.txt": b"my notes"}
-    code, _, err = run(["retrain", dataset["run"], "--out", dataset["run"].parent / "data", "--overwrite"], capsys)
+    code, _, err = run(
+        ["retrain", dataset["run"], "--out", dataset["run"].parent / "data", "--overwrite"], capsys
+    )
     assert code == 2  # the image folder, of course, is refused too
 
 
 def test_an_empty_out_is_an_error_not_the_current_folder(dataset, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for command in (["scan", dataset["root"], *FAST], ["retrain", dataset["run"]], ["inspect", dataset["root"]],
-                    ["inject-noise", dataset["root"], "--rate", "0.1"], ["predict", dataset["run"], dataset["root"]]):
+    for command in (
+        ["scan", dataset["root"], *FAST],
+        ["retrain", dataset["run"]],
+        ["inspect", dataset["root"]],
+        ["inject-noise", dataset["root"], "--rate", "0.1"],
+        ["predict", dataset["run"], dataset["root"]],
+    ):
         code, _, err = run([*command, "--out", ""], capsys)
         assert code == 2, command
         one_line_error(err, "--out is empty")
@@ -150,7 +166,9 @@ def test_an_earlier_output_is_replaced_only_with_overwrite_and_then_whole(datase
     assert (out / "true_transition_matrix.csv").exists()
     code, _, err = run([*base, "--seed", "2", "--overwrite"], capsys)
     assert code == 0, err
-    assert not (out / "true_transition_matrix.csv").exists()  # the whole folder was replaced, not file by file
+    assert not (
+        out / "true_transition_matrix.csv"
+    ).exists()  # the whole folder was replaced, not file by file
     assert json.loads((out / "config.json").read_text())["train"]["seed"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary, no lock left
 
@@ -159,8 +177,9 @@ def test_overwrite_never_deletes_files_the_user_put_in_a_run(dataset, tmp_path, 
     out = tmp_path / "run"
     shutil.copytree(dataset["run"], out)
     (out / "flagged_reviewed.xlsx").write_text("a reviewer's afternoon")
-    code, _, err = run(["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST],
-                       capsys)
+    code, _, err = run(
+        ["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST], capsys
+    )
     assert code == 2
     one_line_error(err, "files labelaudit did not write there (flagged_reviewed.xlsx)")
     assert (out / "flagged_reviewed.xlsx").read_text() == "a reviewer's afternoon"
@@ -172,8 +191,11 @@ def test_a_folder_is_ours_only_by_our_marker_not_by_a_file_name(dataset, tmp_pat
     (project / "noise.json").write_text('{"sigma": 0.1}')
     (project / "summary.json").write_text('{"kind": "scan"}')
     (project / "thesis.tex").write_text("chapter 1")
-    for command in (["inject-noise", dataset["root"], "--rate", "0.1"], ["inspect", dataset["root"]],
-                    ["scan", dataset["root"], "--cache-dir", dataset["cache"], *FAST]):
+    for command in (
+        ["inject-noise", dataset["root"], "--rate", "0.1"],
+        ["inspect", dataset["root"]],
+        ["scan", dataset["root"], "--cache-dir", dataset["cache"], *FAST],
+    ):
         code, _, err = run([*command, "--out", project, "--overwrite"], capsys)
         assert code == 2, command
         one_line_error(err, "files that labelaudit did not write")
@@ -186,7 +208,9 @@ def test_each_command_refuses_another_commands_output(dataset, tmp_path, capsys)
     code, _, err = run(["inspect", dataset["root"], "--out", noisy], capsys)
     assert code == 2
     one_line_error(err, "holds the output of labelaudit inject-noise")
-    code, _, err = run(["inject-noise", dataset["root"], "--rate", "0.2", "--out", noisy, "--overwrite"], capsys)
+    code, _, err = run(
+        ["inject-noise", dataset["root"], "--rate", "0.2", "--out", noisy, "--overwrite"], capsys
+    )
     assert code == 0, err
     assert json.loads((noisy / "noise.json").read_text())["requested_rate"] == 0.2
 
@@ -228,8 +252,14 @@ def test_no_csv_cell_is_a_live_formula_and_parquet_keeps_raw_values(tmp_path, ca
     assert code == 0, err
     code, _, err = run(["predict", out, root, "--out", tmp_path / "pred.csv"], capsys)
     assert code == 0, err
-    written = [out / "report.csv", out / "flagged.csv", out / "transition_matrix.csv",
-               out / "transition_matrix_anchor.csv", out / "skipped.csv", tmp_path / "pred.csv"]
+    written = [
+        out / "report.csv",
+        out / "flagged.csv",
+        out / "transition_matrix.csv",
+        out / "transition_matrix_anchor.csv",
+        out / "skipped.csv",
+        tmp_path / "pred.csv",
+    ]
     for path in written:
         live = [c for c in csv_cells(path) if c.startswith(FORMULA_START) and not is_number(c)]
         assert live == [], (path.name, live[:3])
@@ -248,8 +278,19 @@ def test_escaped_csvs_read_back_exactly(tmp_path, capsys):
     noisy = tmp_path / "noisy"
     assert run(["inject-noise", root, "--rate", "0.25", "--out", noisy], capsys)[0] == 0
     assert "'-minus" in csv_cells(noisy / "truth.csv")
-    code, out, err = run(["scan", noisy / "manifest.parquet", "--truth", noisy / "truth.csv", "--out", tmp_path / "run",
-                          "--json", *FAST], capsys)
+    code, out, err = run(
+        [
+            "scan",
+            noisy / "manifest.parquet",
+            "--truth",
+            noisy / "truth.csv",
+            "--out",
+            tmp_path / "run",
+            "--json",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out)["truth"]["true_noise_rate"] == pytest.approx(0.25)
 
@@ -269,8 +310,12 @@ main(sys.argv[2:])
 
 def child_scan(signal_name: str, args: list, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "LABELAUDIT_CACHE_DIR": str(cache)}
-    return subprocess.Popen([sys.executable, "-c", STOP_BEFORE_MODEL, signal_name, "scan", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", STOP_BEFORE_MODEL, signal_name, "scan", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def temporaries(folder: Path, name: str) -> list[Path]:
@@ -281,7 +326,9 @@ def test_a_scan_killed_while_writing_leaves_the_earlier_run_whole(dataset, tmp_p
     out = tmp_path / "run"
     shutil.copytree(dataset["run"], out)
     before = snapshot(out)
-    child = child_scan("SIGKILL", [dataset["root"], "--out", out, "--overwrite", "--seed", "3", *FAST], dataset["cache"])
+    child = child_scan(
+        "SIGKILL", [dataset["root"], "--out", out, "--overwrite", "--seed", "3", *FAST], dataset["cache"]
+    )
     child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL
     assert snapshot(out) == before  # not one new file beside the old model
@@ -289,7 +336,9 @@ def test_a_scan_killed_while_writing_leaves_the_earlier_run_whole(dataset, tmp_p
     assert (partial / "report.parquet").exists() and not (partial / "model.pt").exists()
     code, out_text, err = run(["predict", out, dataset["root"], "--out", tmp_path / "p.csv"], capsys)
     assert code == 0, err  # the earlier run still works as a whole
-    code, _, err = run(["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST], capsys)
+    code, _, err = run(
+        ["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST], capsys
+    )
     assert code == 0, err
     assert temporaries(tmp_path, "run") == []  # the next run cleaned up after the killed one
 
@@ -302,15 +351,19 @@ def test_a_second_scan_into_the_same_out_fails_while_the_first_writes(dataset, t
         while _state(child.pid) != "T":  # stopped inside its write, holding the lock
             assert child.poll() is None and time.time() < deadline, child.communicate()
             time.sleep(0.05)
-        code, _, err = run(["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST],
-                           capsys)
+        code, _, err = run(
+            ["scan", dataset["root"], "--out", out, "--overwrite", "--cache-dir", dataset["cache"], *FAST],
+            capsys,
+        )
         assert code == 2
         one_line_error(err, "another labelaudit process is writing")
         assert not out.exists()
     finally:
         child.kill()
         child.communicate()
-    code, _, err = run(["scan", dataset["root"], "--out", out, "--cache-dir", dataset["cache"], *FAST], capsys)
+    code, _, err = run(
+        ["scan", dataset["root"], "--out", out, "--cache-dir", dataset["cache"], *FAST], capsys
+    )
     assert code == 0, err  # the lock died with its holder
 
 
@@ -325,7 +378,17 @@ def other_run(dataset):
     base = dataset["base"]
     make_noisy_pattern_dataset(base / "other", per_class=15, noise_rate=0.2, seed=9)
     with pytest.raises(SystemExit) as done:
-        main(["scan", str(base / "other"), "--out", str(base / "other-run"), "--cache-dir", str(dataset["cache"]), *FAST])
+        main(
+            [
+                "scan",
+                str(base / "other"),
+                "--out",
+                str(base / "other-run"),
+                "--cache-dir",
+                str(dataset["cache"]),
+                *FAST,
+            ]
+        )
     assert done.value.code == 0
     return base / "other-run"
 
@@ -344,7 +407,10 @@ def test_predict_refuses_a_model_from_another_run(dataset, other_run, tmp_path, 
     mixed = tmp_path / "mixed"
     shutil.copytree(dataset["run"], mixed)
     shutil.copy(other_run / "model.pt", mixed / "model.pt")
-    for command in (["predict", mixed, dataset["root"], "--out", tmp_path / "p.csv"], ["evaluate", mixed, dataset["root"]]):
+    for command in (
+        ["predict", mixed, dataset["root"], "--out", tmp_path / "p.csv"],
+        ["evaluate", mixed, dataset["root"]],
+    ):
         code, _, err = run(command, capsys)
         assert code == 2
         one_line_error(err, "does not belong to the run in its folder")
@@ -352,6 +418,7 @@ def test_predict_refuses_a_model_from_another_run(dataset, other_run, tmp_path, 
 
 
 # 6. Bad --out fails before any work -------------------------------------------------------------
+
 
 def test_an_out_that_is_a_file_fails_before_any_work(dataset, tmp_path, capsys, isolated_cache):
     blocker = tmp_path / "file"
@@ -377,15 +444,24 @@ def test_an_out_that_is_a_file_fails_before_any_work(dataset, tmp_path, capsys, 
 SETPRIV = shutil.which("setpriv")
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and SETPRIV is None, reason="root ignores permissions and setpriv is missing")
+@pytest.mark.skipif(
+    os.geteuid() == 0 and SETPRIV is None, reason="root ignores permissions and setpriv is missing"
+)
 def test_an_unwritable_out_fails_before_any_work(dataset, tmp_path):
     locked = tmp_path / "readonly"
     locked.mkdir()
     locked.chmod(0o555)
     cache = tmp_path / "cache"
     # As root, drop the capabilities that bypass file permissions so that 0o555 really holds.
-    prefix = [SETPRIV, "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"] \
-        if os.geteuid() == 0 else []
+    prefix = (
+        [
+            SETPRIV,
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+        ]
+        if os.geteuid() == 0
+        else []
+    )
     commands = [
         ["scan", dataset["root"], *FAST],
         ["inspect", dataset["root"]],
@@ -395,14 +471,40 @@ def test_an_unwritable_out_fails_before_any_work(dataset, tmp_path):
     ]
     try:
         for command in commands:
-            result = subprocess.run([*prefix, sys.executable, "-m", "labelaudit", *map(str, command), "--out",
-                                     str(locked / "run")], capture_output=True, text=True, timeout=300,
-                                    env={**os.environ, "LABELAUDIT_CACHE_DIR": str(cache)})
+            result = subprocess.run(
+                [
+                    *prefix,
+                    sys.executable,
+                    "-m",
+                    "labelaudit",
+                    *map(str, command),
+                    "--out",
+                    str(locked / "run"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "LABELAUDIT_CACHE_DIR": str(cache)},
+            )
             assert result.returncode == 2, (command, result.stderr)
             one_line_error(result.stderr, "cannot write --out")
-        result = subprocess.run([*prefix, sys.executable, "-m", "labelaudit", "predict", str(dataset["run"]),
-                                 str(dataset["root"]), "--out", str(locked / "p.csv")], capture_output=True, text=True,
-                                timeout=300, env={**os.environ, "LABELAUDIT_CACHE_DIR": str(cache)})
+        result = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "labelaudit",
+                "predict",
+                str(dataset["run"]),
+                str(dataset["root"]),
+                "--out",
+                str(locked / "p.csv"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "LABELAUDIT_CACHE_DIR": str(cache)},
+        )
         assert result.returncode == 2 and "cannot write --out" in result.stderr, result.stderr
     finally:
         locked.chmod(0o755)
@@ -412,9 +514,11 @@ def test_an_unwritable_out_fails_before_any_work(dataset, tmp_path):
 
 # 10. Many classes: no warning flood, a small summary ---------------------------------------------
 
+
 def test_a_thousand_class_scan_writes_a_small_summary_without_warnings(tmp_path, capsys):
-    import numpy as np
     import warnings
+
+    import numpy as np
 
     rng = np.random.default_rng(0)
     root = tmp_path / "many"
@@ -424,8 +528,22 @@ def test_a_thousand_class_scan_writes_a_small_summary_without_warnings(tmp_path,
     out = tmp_path / "run"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, _, err = run(["scan", root, "--out", out, "--budget", "0.02", "--width", "4", "--batch-size", "512",
-                            "--quiet"], capsys)
+        code, _, err = run(
+            [
+                "scan",
+                root,
+                "--out",
+                out,
+                "--budget",
+                "0.02",
+                "--width",
+                "4",
+                "--batch-size",
+                "512",
+                "--quiet",
+            ],
+            capsys,
+        )
     assert code == 0, err
     performance = [w for w in caught if w.category.__name__ == "PerformanceWarning"]
     assert performance == [], str(performance[0].message)
@@ -436,6 +554,7 @@ def test_a_thousand_class_scan_writes_a_small_summary_without_warnings(tmp_path,
 
 # 7. A diverged model saved by an older version is refused ----------------------------------------
 
+
 def test_a_model_with_non_finite_weights_is_refused(dataset, tmp_path, capsys):
     import torch
 
@@ -445,7 +564,10 @@ def test_a_model_with_non_finite_weights_is_refused(dataset, tmp_path, capsys):
     name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
     checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("nan"))
     torch.save(checkpoint, broken / "model.pt")
-    for command in (["predict", broken, dataset["root"], "--out", tmp_path / "p.csv"], ["evaluate", broken, dataset["root"]]):
+    for command in (
+        ["predict", broken, dataset["root"], "--out", tmp_path / "p.csv"],
+        ["evaluate", broken, dataset["root"]],
+    ):
         code, _, err = run(command, capsys)
         assert code == 2
         one_line_error(err, "not finite numbers")
@@ -454,9 +576,26 @@ def test_a_model_with_non_finite_weights_is_refused(dataset, tmp_path, capsys):
 def test_ctrl_c_during_a_scan_leaves_nothing_and_says_so(dataset, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "LABELAUDIT_CACHE_DIR": str(dataset["cache"])}
-    child = subprocess.Popen([sys.executable, "-m", "labelaudit", "scan", str(dataset["root"]), "--out", str(out),
-                              "--budget", "3", "--width", "8", "--quiet"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labelaudit",
+            "scan",
+            str(dataset["root"]),
+            "--out",
+            str(out),
+            "--budget",
+            "3",
+            "--width",
+            "8",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not temporaries(tmp_path, "run"):  # training has started inside the temporary folder
@@ -472,14 +611,26 @@ def test_ctrl_c_during_a_scan_leaves_nothing_and_says_so(dataset, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no run directory, no temporary, no lock file
 
 
-
 def test_more_inputs_are_protected(dataset, tmp_path, capsys):
     """A --weights file, a class folder reached through a symlink, and a predictions file in a run."""
     out = tmp_path / "run"
     shutil.copytree(dataset["run"], out)
     (out / "weights.pth").write_bytes(b"weights")
-    code, _, err = run(["scan", dataset["root"], "--backbone", "resnet18", "--weights", out / "weights.pth",
-                        "--out", out, "--overwrite", *FAST], capsys)
+    code, _, err = run(
+        [
+            "scan",
+            dataset["root"],
+            "--backbone",
+            "resnet18",
+            "--weights",
+            out / "weights.pth",
+            "--out",
+            out,
+            "--overwrite",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 2
     one_line_error(err, "holds the input")
     assert (out / "weights.pth").read_bytes() == b"weights"
@@ -493,7 +644,9 @@ def test_more_inputs_are_protected(dataset, tmp_path, capsys):
     code, _, err = run(["scan", linked, "--out", elsewhere / "blob" / "run", *FAST], capsys)
     assert code == 2
     one_line_error(err, "inside the input folder")
-    assert sorted(p.name for p in (elsewhere / "blob").iterdir()) == sorted(p.name for p in (dataset["root"] / "blob").iterdir())
+    assert sorted(p.name for p in (elsewhere / "blob").iterdir()) == sorted(
+        p.name for p in (dataset["root"] / "blob").iterdir()
+    )
 
     code, _, err = run(["predict", dataset["run"], dataset["root"], "--out", out / "predictions.csv"], capsys)
     assert code == 2
@@ -505,12 +658,16 @@ def test_predict_never_replaces_a_skipped_file_without_overwrite(dataset, tmp_pa
     code, _, err = run(["predict", dataset["run"], dataset["root"], "--out", tmp_path / "preds.csv"], capsys)
     assert code == 2
     one_line_error(err, "preds-skipped.csv' exists; pass --overwrite")
-    assert (tmp_path / "preds-skipped.csv").read_text() == "precious" and not (tmp_path / "preds.csv").exists()
+    assert (tmp_path / "preds-skipped.csv").read_text() == "precious" and not (
+        tmp_path / "preds.csv"
+    ).exists()
 
 
 def test_a_model_from_another_run_of_the_same_data_is_refused(dataset, tmp_path, capsys):
     twin = tmp_path / "twin"
-    assert run(["scan", dataset["root"], "--out", twin, "--cache-dir", dataset["cache"], *FAST], capsys)[0] == 0
+    assert (
+        run(["scan", dataset["root"], "--out", twin, "--cache-dir", dataset["cache"], *FAST], capsys)[0] == 0
+    )
     mixed = tmp_path / "mixed"
     shutil.copytree(dataset["run"], mixed)
     shutil.copy(twin / "model.pt", mixed / "model.pt")  # same data fingerprint, another run

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_folder_dataset, make_noisy_pattern_dataset
+from conftest import run_cli as run
 from PIL import Image
 
+from labelaudit.audit.similarity import find_similarity_issues
 from labelaudit.errors import ConfigError
 from labelaudit.resources import cgroup_cpu_limit, cpu_share
-from labelaudit.audit.similarity import find_similarity_issues
-from conftest import make_folder_dataset, make_noisy_pattern_dataset, run_cli as run
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
@@ -38,8 +38,14 @@ def one_line_error(err: str, fragment: str) -> str:
 
 def cli(args, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     """``python -m labelaudit ARGS`` as a real process (what a user's shell runs)."""
-    return subprocess.run([sys.executable, "-m", "labelaudit", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "labelaudit", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +54,22 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("round2")
     for seed in (0, 1):
         make_noisy_pattern_dataset(base / f"images{seed}", per_class=25, noise_rate=0.2, seed=seed)
-        code = subprocess.run([sys.executable, "-m", "labelaudit", "scan", str(base / f"images{seed}"), "--out",
-                               str(base / f"run{seed}"), "--no-similarity", *FAST], capture_output=True, text=True,
-                              env={**os.environ, "LABELAUDIT_CACHE_DIR": str(base / "cache")}).returncode
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "labelaudit",
+                "scan",
+                str(base / f"images{seed}"),
+                "--out",
+                str(base / f"run{seed}"),
+                "--no-similarity",
+                *FAST,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LABELAUDIT_CACHE_DIR": str(base / "cache")},
+        ).returncode
         assert code == 0
     return {"root": base / "images0", "run0": base / "run0", "run1": base / "run1", "base": base}
 
@@ -69,8 +88,11 @@ def test_deeply_nested_json_is_a_one_line_error_everywhere(runs, tmp_path, capsy
     deep_run = tmp_path / "deep-run"
     shutil.copytree(runs["run0"], deep_run)
     (deep_run / "summary.json").write_text(DEEP)
-    for command in (["retrain", deep_run, "--out", tmp_path / "retrained"], ["review", deep_run],
-                    ["export", deep_run, "--out", tmp_path / "exported"]):
+    for command in (
+        ["retrain", deep_run, "--out", tmp_path / "retrained"],
+        ["review", deep_run],
+        ["export", deep_run, "--out", tmp_path / "exported"],
+    ):
         code, _, err = run(command, capsys)
         assert code == 2, command
         one_line_error(err, "")
@@ -80,13 +102,17 @@ def test_deeply_nested_json_is_a_one_line_error_everywhere(runs, tmp_path, capsy
 
 # 2. An empty --cache-dir ----------------------------------------------------------------------------
 
+
 def test_an_empty_cache_dir_is_an_error_not_the_current_folder(runs, tmp_path):
     root = runs["root"]
     work = tmp_path / "work"
     work.mkdir()
-    for command in (["scan", root, "--out", work / "run", "--cache-dir", "", *FAST], ["inspect", root, "--cache-dir", ""],
-                    ["predict", runs["run0"], root, "--out", work / "p.csv", "--cache-dir", ""],
-                    ["retrain", runs["run0"], "--out", work / "re", "--cache-dir", ""]):
+    for command in (
+        ["scan", root, "--out", work / "run", "--cache-dir", "", *FAST],
+        ["inspect", root, "--cache-dir", ""],
+        ["predict", runs["run0"], root, "--out", work / "p.csv", "--cache-dir", ""],
+        ["retrain", runs["run0"], "--out", work / "re", "--cache-dir", ""],
+    ):
         done = cli(command, work)
         assert done.returncode == 2, command
         one_line_error(done.stderr, "--cache-dir is empty")
@@ -99,6 +125,7 @@ def test_an_empty_cache_dir_is_an_error_not_the_current_folder(runs, tmp_path):
 
 # 3. Exact copies do not make ordinary images outliers ------------------------------------------------
 
+
 def _fashion_images(count: int) -> np.ndarray:
     files = sorted((SAMPLE / "images").rglob("*.png"))
     pick = np.random.default_rng(0).choice(len(files), count, replace=False)
@@ -109,14 +136,15 @@ def _fashion_images(count: int) -> np.ndarray:
 def test_exact_copies_do_not_make_ordinary_images_outliers(ordinary):
     images = _fashion_images(ordinary + 1)
     copies = np.repeat(images[-1:], 1000, axis=0)
-    near = np.roll(images[0], 1, axis=1)[None]  # a near-duplicate of the first ordinary image, shifted one pixel
+    # a near-duplicate of the first ordinary image, shifted one pixel
+    near = np.roll(images[0], 1, axis=1)[None]
     x = np.concatenate([images[:ordinary], copies, near])
     labels = np.zeros(len(x), dtype=np.int64)
     labels[-1] = 1
     found = find_similarity_issues(x, labels)
     # Was: 1,000 copies drove the typical neighbour distance to 0, and 19 of 20 ordinary images were outliers.
     assert not found.is_outlier.any()
-    assert (found.duplicate_group[ordinary:ordinary + 1000] == found.duplicate_group[ordinary]).all()
+    assert (found.duplicate_group[ordinary : ordinary + 1000] == found.duplicate_group[ordinary]).all()
     # The threshold is read from distinct images: the shifted copy is still found (a 0 threshold missed it).
     assert found.duplicate_threshold > 0
     assert found.duplicate_of[-1] == 0 and found.duplicate_conflict[-1]
@@ -136,16 +164,23 @@ def test_exact_copies_change_no_other_image_s_outlier_flag():
 
 # 4. Transition matrices of another run ----------------------------------------------------------------
 
+
 def test_a_transition_matrix_from_another_dataset_is_refused(runs, tmp_path, capsys):
     from labelaudit.reports import matrix_fingerprint
 
     summary = json.loads((runs["run0"] / "summary.json").read_text())
-    for name in ("transition_matrix.csv", "transition_matrix_anchor.csv"):  # the T files carry the fingerprint
+    for name in (
+        "transition_matrix.csv",
+        "transition_matrix_anchor.csv",
+    ):  # the T files carry the fingerprint
         assert matrix_fingerprint(runs["run0"] / name) == summary["data_fingerprint"]
     mixed = tmp_path / "mixed"
     shutil.copytree(runs["run0"], mixed)
-    shutil.copy(runs["run1"] / "transition_matrix.csv", mixed / "transition_matrix.csv")  # same classes, other data
-    code, _, err = run(["retrain", mixed, "--mode", "forward", "--epochs", "1", "--out", tmp_path / "fwd"], capsys)
+    # same classes, other data
+    shutil.copy(runs["run1"] / "transition_matrix.csv", mixed / "transition_matrix.csv")
+    code, _, err = run(
+        ["retrain", mixed, "--mode", "forward", "--epochs", "1", "--out", tmp_path / "fwd"], capsys
+    )
     assert code == 2  # was: trained with the other dataset's T without a word
     one_line_error(err, "transition_matrix.csv")
     assert "belongs to another dataset" in err
@@ -157,22 +192,33 @@ def test_a_transition_matrix_from_another_dataset_is_refused(runs, tmp_path, cap
     edited = tmp_path / "edited"
     shutil.copytree(runs["run0"], edited)
     matrix = pd.read_csv(edited / "transition_matrix.csv", index_col=0)
-    pd.DataFrame(np.eye(len(matrix)), index=matrix.index, columns=matrix.columns).to_csv(edited / "transition_matrix.csv")
-    code, _, err = run(["retrain", edited, "--mode", "forward", "--epochs", "1", "--out", tmp_path / "fwd2",
-                        "--quiet"], capsys)
+    pd.DataFrame(np.eye(len(matrix)), index=matrix.index, columns=matrix.columns).to_csv(
+        edited / "transition_matrix.csv"
+    )
+    code, _, err = run(
+        ["retrain", edited, "--mode", "forward", "--epochs", "1", "--out", tmp_path / "fwd2", "--quiet"],
+        capsys,
+    )
     assert code == 0, err
 
 
 # 5. URLs -----------------------------------------------------------------------------------------------
 
+
 def test_urls_in_a_manifest_are_named_as_urls(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "data", per_class=3)
     rows = [{"path": str(p), "label": p.parent.name} for p in sorted(root.rglob("*.png"))]
-    rows += [{"path": "s3://bucket/cat/a.png", "label": "cat"}, {"path": "https://example.org/b.png", "label": "dog"}]
+    rows += [
+        {"path": "s3://bucket/cat/a.png", "label": "cat"},
+        {"path": "https://example.org/b.png", "label": "dog"},
+    ]
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    for command in (["scan", manifest, "--out", tmp_path / "run", *FAST], ["inspect", manifest],
-                    ["predict", tmp_path / "missing-run", manifest]):
+    for command in (
+        ["scan", manifest, "--out", tmp_path / "run", *FAST],
+        ["inspect", manifest],
+        ["predict", tmp_path / "missing-run", manifest],
+    ):
         code, _, err = run(command, capsys)
         assert code == 2
         if command[0] != "predict":
@@ -185,28 +231,36 @@ def test_urls_in_a_manifest_are_named_as_urls(tmp_path, capsys):
 
 # 6, 7. --weights that are a plain pickle, or a folder ------------------------------------------------
 
+
 def test_weights_that_are_a_pickle_or_a_folder_get_one_clean_line(tmp_path):
     root = make_folder_dataset(tmp_path / "data", per_class=4)
     pickled = tmp_path / "weights.pkl"
     with open(pickled, "wb") as fh:
         pickle.dump({"conv.weight": [1.0, 2.0]}, fh, protocol=4)  # protocol 4: torch warned before its error
-    done = cli(["scan", root, "--out", tmp_path / "run", "--backbone", "resnet18", "--weights", pickled], tmp_path)
+    done = cli(
+        ["scan", root, "--out", tmp_path / "run", "--backbone", "resnet18", "--weights", pickled], tmp_path
+    )
     assert done.returncode == 2
     one_line_error(done.stderr, "is not a file written by torch.save")
     assert "Warning" not in done.stderr
-    done = cli(["scan", root, "--out", tmp_path / "run", "--backbone", "resnet18", "--weights", root], tmp_path)
+    done = cli(
+        ["scan", root, "--out", tmp_path / "run", "--backbone", "resnet18", "--weights", root], tmp_path
+    )
     assert done.returncode == 2
     one_line_error(done.stderr, "is a folder")
 
 
 # 8. --probs with a column for a class the dataset lacks -------------------------------------------------
 
+
 def test_probs_column_for_an_unknown_class_is_named(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "data", per_class=6)
     ids = [str(p.relative_to(root)) for p in sorted(root.rglob("*.png"))]
     probs = pd.DataFrame({"sample_id": ids, "p_cat": 0.5, "p_dog": 0.3, "p_zebra": 0.2})
     probs.to_csv(tmp_path / "probs.csv", index=False)
-    code, _, err = run(["scan", root, "--probs", tmp_path / "probs.csv", "--out", tmp_path / "run", "--quiet"], capsys)
+    code, _, err = run(
+        ["scan", root, "--probs", tmp_path / "probs.csv", "--out", tmp_path / "run", "--quiet"], capsys
+    )
     assert code == 2
     line = one_line_error(err, "'p_zebra'")
     assert "does not have" in line and "sum to 1" not in line
@@ -214,15 +268,19 @@ def test_probs_column_for_an_unknown_class_is_named(tmp_path, capsys):
 
 # 9. --embeddings with absurd values ---------------------------------------------------------------------
 
+
 def test_absurd_embeddings_blame_the_input_not_the_learning_rate(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "data", per_class=6)
     n = 12
-    for name, values, fragment in (("same", np.full((n, 8), 1e38, np.float32), "same vector for every sample"),
-                                   ("huge", (np.random.default_rng(0).standard_normal((n, 8)) * 1e37).astype(np.float32),
-                                    "too large")):
+    for name, values, fragment in (
+        ("same", np.full((n, 8), 1e38, np.float32), "same vector for every sample"),
+        ("huge", (np.random.default_rng(0).standard_normal((n, 8)) * 1e37).astype(np.float32), "too large"),
+    ):
         np.save(tmp_path / f"{name}.npy", values)
-        code, _, err = run(["scan", root, "--embeddings", tmp_path / f"{name}.npy", "--out", tmp_path / name,
-                            "--quiet"], capsys)
+        code, _, err = run(
+            ["scan", root, "--embeddings", tmp_path / f"{name}.npy", "--out", tmp_path / name, "--quiet"],
+            capsys,
+        )
         assert code == 2
         line = one_line_error(err, fragment)
         assert "--lr" not in line and "learning rate" not in line
@@ -233,26 +291,37 @@ def test_a_diverged_scan_gives_scan_advice():
     from labelaudit.errors import TrainingError
     from labelaudit.pipeline.scan import _DIVERGED_ADVICE
 
-    error = TrainingError("training diverged in phase 'x' at epoch 1 of 2: the loss became nan; no model was saved",
-                          _DIVERGED_ADVICE["embeddings-file"])
+    error = TrainingError(
+        "training diverged in phase 'x' at epoch 1 of 2: the loss became nan; no model was saved",
+        _DIVERGED_ADVICE["embeddings-file"],
+    )
     assert "--lr" not in str(error) and "embeddings file" in str(error) and str(error).startswith(error.what)
 
 
 # 10. Sizes in units that show the numbers ---------------------------------------------------------------
 
+
 def test_a_tiny_memory_budget_is_reported_in_readable_units(tmp_path, capsys):
     from labelaudit.train.trainer import format_size
 
-    assert [format_size(v) for v in (1, 1024, 1536, 10 * 2**20, 3 * 2**30)] == ["1 B", "1.0 KB", "1.5 KB", "10 MB",
-                                                                               "3.0 GB"]
+    assert [format_size(v) for v in (1, 1024, 1536, 10 * 2**20, 3 * 2**30)] == [
+        "1 B",
+        "1.0 KB",
+        "1.5 KB",
+        "10 MB",
+        "3.0 GB",
+    ]
     root = make_folder_dataset(tmp_path / "data", per_class=30)  # 60 samples' state: 2.8 KB in float16
-    code, _, err = run(["scan", root, "--max-memory", "1KB", "--out", tmp_path / "run", "--no-similarity", *FAST], capsys)
+    code, _, err = run(
+        ["scan", root, "--max-memory", "1KB", "--out", tmp_path / "run", "--no-similarity", *FAST], capsys
+    )
     assert code == 0, err
     warning = [line for line in err.splitlines() if "memory budget" in line]
     assert len(warning) == 1 and "budget of 1.0 KB" in warning[0] and "0.0 GB" not in warning[0], err
 
 
 # 12. Thousands of small classes: one short warning ----------------------------------------------------
+
 
 def test_many_small_classes_are_counted_not_all_named(tmp_path, capsys):
     rows = []
@@ -275,24 +344,34 @@ def test_many_small_classes_are_counted_not_all_named(tmp_path, capsys):
 
 # 13. Ctrl-C always gives the same answer ----------------------------------------------------------------
 
+
 def _scan_in_child(tmp_path: Path, root: Path, patch: str) -> subprocess.CompletedProcess:
     """A real ``labelaudit scan`` process (``labelaudit.cli.run``, as the console script) with ``patch``
     run first: it puts a real SIGINT at a chosen moment."""
     script = textwrap.dedent(patch) + textwrap.dedent(f"""
         import sys
         from labelaudit.cli import run
-        sys.argv = ["labelaudit", "scan", {str(root)!r}, "--out", {str(tmp_path / 'run')!r}, "--budget", "0.05",
-                    "--width", "8", "--quiet"]
+        sys.argv = ["labelaudit", "scan", {str(root)!r}, "--out", {str(tmp_path / "run")!r},
+                    "--budget", "0.05", "--width", "8", "--quiet"]
         run()
     """)
-    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
 
 
 def test_ctrl_c_while_the_run_is_moved_into_place_leaves_it_complete_and_says_so(tmp_path):
     root = tmp_path / "images"
     make_noisy_pattern_dataset(root, per_class=10, noise_rate=0.0, seed=0)
-    done = _scan_in_child(tmp_path, root, """
+    done = _scan_in_child(
+        tmp_path,
+        root,
+        """
         import os, signal
         import labelaudit.runs.directory as rundir
         original = rundir.replace_folder
@@ -300,9 +379,14 @@ def test_ctrl_c_while_the_run_is_moved_into_place_leaves_it_complete_and_says_so
             original(tmp, target)
             os.kill(os.getpid(), signal.SIGINT)  # lands right after the rename
         rundir.replace_folder = replace_then_ctrl_c
-    """)
+    """,
+    )
     assert done.returncode == 130, done.stderr
-    assert "is complete" in done.stderr and str(tmp_path / "run") in done.stderr and "Traceback" not in done.stderr
+    assert (
+        "is complete" in done.stderr
+        and str(tmp_path / "run") in done.stderr
+        and "Traceback" not in done.stderr
+    )
     assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "report.parquet").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -310,7 +394,10 @@ def test_ctrl_c_while_the_run_is_moved_into_place_leaves_it_complete_and_says_so
 def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_scan(tmp_path):
     root = tmp_path / "images"
     make_noisy_pattern_dataset(root, per_class=10, noise_rate=0.0, seed=0)
-    done = _scan_in_child(tmp_path, root, """
+    done = _scan_in_child(
+        tmp_path,
+        root,
+        """
         import gc, os, signal, time
         import labelaudit.pipeline.scan as scanner
         class Finaliser:
@@ -323,7 +410,8 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_scan(tmp_path):
             gc.collect()
             return original(*args, **kwargs)
         scanner.find_similarity_issues = search_then_lose_a_ctrl_c
-    """)
+    """,
+    )
     # Was: "Exception ignored in ... KeyboardInterrupt", then the scan finished and exited 0.
     assert done.returncode == 130, done.stderr
     assert "labelaudit: interrupted" in done.stderr and "Exception ignored" not in done.stderr
@@ -332,6 +420,7 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_scan(tmp_path):
 
 
 # 14. Sharing the CPUs -------------------------------------------------------------------------------------
+
 
 def test_cgroup_cpu_quota_is_read_in_v1_and_v2_layouts(tmp_path):
     v2 = tmp_path / "v2"
@@ -354,23 +443,31 @@ def test_cgroup_cpu_quota_is_read_in_v1_and_v2_layouts(tmp_path):
 def test_runs_that_need_more_cpus_than_there_are_take_turns(tmp_path):
     folder = tmp_path / "slots"
     released = tmp_path / "released"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from pathlib import Path
         from labelaudit.resources import cpu_share
         with cpu_share(2, slots=2, folder=Path({str(folder)!r})) as held:
             assert held == 2
-            Path({str(tmp_path / 'holding')!r}).write_text("yes")
+            Path({str(tmp_path / "holding")!r}).write_text("yes")
             time.sleep(1.5)
             Path({str(released)!r}).write_text("yes")
-    """)])
+    """),
+        ]
+    )
     try:
         deadline = time.time() + 60
         while not (tmp_path / "holding").exists():
             assert holder.poll() is None and time.time() < deadline
             time.sleep(0.02)
         phases = []
-        with cpu_share(1, slots=2, folder=folder, progress=lambda phase, done, total, extra="": phases.append(phase)) as held:
+        with cpu_share(
+            1, slots=2, folder=folder, progress=lambda phase, done, total, extra="": phases.append(phase)
+        ) as held:
             assert held == 1
             assert released.exists()  # it waited for the other run to give the CPUs back
         assert "waiting for CPUs" in phases
@@ -383,12 +480,14 @@ def test_runs_that_need_more_cpus_than_there_are_take_turns(tmp_path):
 
 def test_threads_are_recorded_and_a_different_count_is_an_explicit_choice(runs, tmp_path, capsys):
     summary = json.loads((runs["run0"] / "summary.json").read_text())
-    from labelaudit.resources import usable_cpus
     import torch
 
+    from labelaudit.resources import usable_cpus
+
     assert 1 <= summary["threads"] <= usable_cpus() and summary["threads"] <= max(torch.get_num_threads(), 1)
-    code, _, err = run(["scan", runs["root"], "--threads", "1", "--out", tmp_path / "one", "--no-similarity", *FAST],
-                       capsys)
+    code, _, err = run(
+        ["scan", runs["root"], "--threads", "1", "--out", tmp_path / "one", "--no-similarity", *FAST], capsys
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["threads"] == 1
     assert json.loads((tmp_path / "one" / "config.json").read_text())["train"]["threads"] == 1

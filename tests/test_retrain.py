@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
 
 from labelaudit.cli import main
 from labelaudit.errors import ConfigError, DatasetError, ManifestError
-from labelaudit.train.methods.baselines import BaselineConfig
-from labelaudit.train.methods.nlnl import NLNLConfig
-from labelaudit.train.checkpoint import load_model
 from labelaudit.pipeline.predict import evaluate, predict
 from labelaudit.pipeline.retrain import RetrainConfig, load_run, retrain, write_retrain
 from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.checkpoint import load_model
+from labelaudit.train.methods.baselines import BaselineConfig
+from labelaudit.train.methods.nlnl import NLNLConfig
 from labelaudit.train.trainer import TrainConfig
-from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
 
 # No augmentation: plain CE then memorises the wrong labels of 240 images (test accuracy ~0.73),
 # which is the failure retrain exists to avoid.
@@ -58,8 +58,11 @@ def pseudo(workspace):
 def test_retrain_beats_plain_ce_on_clean_held_out_images(workspace, pseudo):
     result, _ = pseudo
     # Plain CE on the noisy labels with the same number of epochs as scan + retrain (18 + 2 x 20).
-    ce_scan = scan(workspace["train"], ScanConfig(method="ce", train=TRAIN, baseline=BaselineConfig(epochs=58)),
-                   cache_dir=workspace["cache"])
+    ce_scan = scan(
+        workspace["train"],
+        ScanConfig(method="ce", train=TRAIN, baseline=BaselineConfig(epochs=58)),
+        cache_dir=workspace["cache"],
+    )
     ce_dir = write_run(ce_scan, workspace["base"] / "ce")
     ce_accuracy = evaluate(ce_dir, workspace["test"], cache_dir=workspace["cache"])["accuracy"]
     print(f"retrain {result.test['accuracy']:.3f} vs ce {ce_accuracy:.3f}")
@@ -69,11 +72,24 @@ def test_retrain_beats_plain_ce_on_clean_held_out_images(workspace, pseudo):
 
 def test_retrain_outputs_and_schemas(workspace, pseudo):
     result, out = pseudo
-    assert {p.name for p in out.iterdir()} == {".labelaudit-output.json", "model.pt", "cleaned_labels.csv", "cleaned_labels.parquet",
-                                               "summary.json", "config.json"}
+    assert {p.name for p in out.iterdir()} == {
+        ".labelaudit-output.json",
+        "model.pt",
+        "cleaned_labels.csv",
+        "cleaned_labels.parquet",
+        "summary.json",
+        "config.json",
+    }
     cleaned = pd.read_parquet(out / "cleaned_labels.parquet")
-    assert cleaned.columns.tolist() == ["sample_id", "path", "given_label", "cleaned_label", "changed", "confidence",
-                                        "in_training"]
+    assert cleaned.columns.tolist() == [
+        "sample_id",
+        "path",
+        "given_label",
+        "cleaned_label",
+        "changed",
+        "confidence",
+        "in_training",
+    ]
     assert (cleaned["changed"] == (cleaned["given_label"] != cleaned["cleaned_label"])).all()
     report = pd.read_parquet(workspace["run"] / "report.parquet")
     # relabel=flagged: only samples the scan flagged may change, and kept ones keep their label.
@@ -106,8 +122,12 @@ def test_model_loads_with_weights_only_and_predicts_like_the_trainer(workspace, 
 
 def test_drop_and_forward_modes_learn_the_clean_classes(workspace, tmp_path):
     for mode in ("drop", "forward"):
-        result = retrain(workspace["run"], RetrainConfig(mode=mode, epochs=20), test=workspace["test"],
-                         cache_dir=workspace["cache"])
+        result = retrain(
+            workspace["run"],
+            RetrainConfig(mode=mode, epochs=20),
+            test=workspace["test"],
+            cache_dir=workspace["cache"],
+        )
         cleaned = result.cleaned
         if mode == "drop":
             assert cleaned["in_training"].sum() == (~result.run.flagged).sum()
@@ -144,7 +164,9 @@ def test_a_class_flagged_entirely_is_a_clear_error(workspace, tmp_path):
 
 def test_out_folder_holding_a_scan_is_refused_before_training(workspace, tmp_path):
     with pytest.raises(ConfigError, match="is one of the inputs"):
-        retrain(workspace["run"], RetrainConfig(epochs=1), out_dir=workspace["run"], cache_dir=workspace["cache"])
+        retrain(
+            workspace["run"], RetrainConfig(epochs=1), out_dir=workspace["run"], cache_dir=workspace["cache"]
+        )
 
 
 def test_retrain_is_deterministic(workspace):
@@ -195,26 +217,55 @@ def run_cli(argv, capsys):
 
 def test_cli_retrain_predict_evaluate(workspace, tmp_path, capsys):
     out = tmp_path / "retrained"
-    code, stdout, _ = run_cli(["retrain", str(workspace["run"]), "--out", str(out), "--epochs", "2", "--test",
-                               str(workspace["test"]), "--cache-dir", str(workspace["cache"]), "--json"], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "retrain",
+            str(workspace["run"]),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--test",
+            str(workspace["test"]),
+            "--cache-dir",
+            str(workspace["cache"]),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0
     summary = json.loads(stdout)
     assert summary["run_dir"] == str(out) and 0 <= summary["test"]["accuracy"] <= 1
 
     predictions = tmp_path / "preds.parquet"
-    code, stdout, _ = run_cli(["predict", str(out / "model.pt"), str(workspace["test"]), "--out", str(predictions),
-                               "--quiet", "--cache-dir", str(workspace["cache"])], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "predict",
+            str(out / "model.pt"),
+            str(workspace["test"]),
+            "--out",
+            str(predictions),
+            "--quiet",
+            "--cache-dir",
+            str(workspace["cache"]),
+        ],
+        capsys,
+    )
     assert code == 0 and "Predicted 160 images" in stdout
     frame = pd.read_parquet(predictions)
     assert frame.columns[:4].tolist() == ["sample_id", "path", "predicted_label", "confidence"]
     assert len(frame) == 160
 
-    code, stdout, _ = run_cli(["evaluate", str(out), str(workspace["test"]), "--json", "--cache-dir",
-                               str(workspace["cache"])], capsys)
+    code, stdout, _ = run_cli(
+        ["evaluate", str(out), str(workspace["test"]), "--json", "--cache-dir", str(workspace["cache"])],
+        capsys,
+    )
     metrics = json.loads(stdout)
     assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"])
-    code, stdout, _ = run_cli(["evaluate", str(out), str(workspace["test"]), "--quiet", "--cache-dir",
-                               str(workspace["cache"])], capsys)
+    code, stdout, _ = run_cli(
+        ["evaluate", str(out), str(workspace["test"]), "--quiet", "--cache-dir", str(workspace["cache"])],
+        capsys,
+    )
     assert code == 0 and f"Accuracy on 160 images: {metrics['accuracy']:.2%}" in stdout
     assert "most often mistaken for" in stdout and all(name in stdout for name in PATTERN_CLASSES)
     assert np.array(metrics["confusion_matrix"]).shape == (4, 4)
@@ -230,7 +281,9 @@ def test_cli_errors_are_one_line(workspace, tmp_path, capsys):
     # A test set with a class the model does not know.
     odd = tmp_path / "odd"
     save_image(odd / "zebra" / "z.png", pattern_image("blob", np.random.default_rng(0)))
-    code, _, err = run_cli(["evaluate", str(workspace["run"]), str(odd), "--cache-dir", str(workspace["cache"])], capsys)
+    code, _, err = run_cli(
+        ["evaluate", str(workspace["run"]), str(odd), "--cache-dir", str(workspace["cache"])], capsys
+    )
     assert code == 2 and "'zebra' is not one of the given classes" in err
 
 
@@ -239,27 +292,34 @@ def test_predict_reads_unlabelled_folders_and_manifests_and_skips_bad_files(work
     loose = tmp_path / "new"
     save_image(loose / "a.png", pattern_image("vertical", rng))
     save_image(loose / "deeper" / "b.png", pattern_image("blob", rng))
-    save_image(loose / "c.png", pattern_image("checker", rng, size=24))  # other size: resized like a scan would
+    # other size: resized like a scan would
+    save_image(loose / "c.png", pattern_image("checker", rng, size=24))
     (loose / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (loose / "notes.txt").write_text("not an image")
     result = predict(workspace["run"], loose, cache_dir=workspace["cache"])
     assert sorted(result.frame["sample_id"]) == ["a.png", "c.png", "deeper/b.png"]
     assert sorted(zip(result.skipped["sample_id"], result.skipped["reason"])) == [
-        ("broken.png", "corrupt"), ("notes.txt", "unsupported_extension")]
+        ("broken.png", "corrupt"),
+        ("notes.txt", "unsupported_extension"),
+    ]
     with pytest.raises(ConfigError, match="inside the input folder"):
         predict(workspace["run"], loose, cache_dir=workspace["cache"], out_file=loose / "predictions.csv")
 
     manifest = tmp_path / "list.csv"
-    pd.DataFrame({"file": ["new/a.png", "new/c.png"], "label": ["ignored", "ignored"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"file": ["new/a.png", "new/c.png"], "label": ["ignored", "ignored"]}).to_csv(
+        manifest, index=False
+    )
     frame = predict(workspace["run"], manifest, cache_dir=workspace["cache"]).frame
     repeated = tmp_path / "repeated.csv"
     pd.DataFrame({"id": ["x", "x"], "file": ["new/a.png", "new/c.png"]}).to_csv(repeated, index=False)
     with pytest.raises(ManifestError, match="repeats the id 'x'"):
         predict(workspace["run"], repeated, cache_dir=workspace["cache"])
     assert frame["sample_id"].tolist() == ["new/a.png", "new/c.png"]
-    np.testing.assert_allclose(frame["confidence"].to_numpy(),
-                               result.frame.set_index("sample_id").loc[["a.png", "c.png"], "confidence"].to_numpy(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        frame["confidence"].to_numpy(),
+        result.frame.set_index("sample_id").loc[["a.png", "c.png"], "confidence"].to_numpy(),
+        rtol=1e-5,
+    )
 
 
 def test_model_files_that_are_not_ours_are_refused(tmp_path, workspace):

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image
+from conftest import run_cli as run
 
 from labelaudit.cli import main
-from labelaudit.runs.directory import MARKER
-from labelaudit.reports import write_csv
 from labelaudit.data.sources import read_table
-from conftest import PATTERN_CLASSES, make_noisy_pattern_dataset, pattern_image, save_image, run_cli as run
+from labelaudit.reports import write_csv
+from labelaudit.runs.directory import MARKER
 
 FAST = ["--budget", "0.3", "--width", "8", "--quiet"]  # 0.05 (one epoch a phase) can learn nothing
 BARELY_TRAINED = ["--budget", "0.05", "--width", "8", "--quiet"]  # with --threshold 0.9: nearly all flagged
@@ -69,7 +70,8 @@ def leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    """A 4-class pattern dataset with 20% wrong labels and a fast scan of it (some samples flagged, some not)."""
+    """A 4-class pattern dataset with 20% wrong labels and a fast scan of it (some samples flagged, some
+    not)."""
     base = tmp_path_factory.mktemp("loop")
     root = base / "data"
     make_noisy_pattern_dataset(root, per_class=20, noise_rate=0.2, seed=5)
@@ -77,10 +79,20 @@ def loop(tmp_path_factory):
         main(["scan", str(root), "--out", str(base / "run"), "--cache-dir", str(base / "cache"), *FAST])
     assert done.value.code == 0
     report = pd.read_parquet(base / "run" / "report.parquet")
-    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # flagged labels, duplicates, outliers
-    assert len(flagged) >= 6 and (~report["suspected_noisy"]).sum() >= 1, "the fixture scan needs flagged and kept samples"
-    return {"base": base, "root": root, "run": base / "run", "cache": base / "cache", "report": report,
-            "flagged": flagged, "classes": sorted(PATTERN_CLASSES)}
+    # flagged labels, duplicates, outliers
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")
+    assert len(flagged) >= 6 and (~report["suspected_noisy"]).sum() >= 1, (
+        "the fixture scan needs flagged and kept samples"
+    )
+    return {
+        "base": base,
+        "root": root,
+        "run": base / "run",
+        "cache": base / "cache",
+        "report": report,
+        "flagged": flagged,
+        "classes": sorted(PATTERN_CLASSES),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +106,40 @@ def odd(tmp_path_factory):
         for i in range(6):
             save_image(root / name / f"img +{i} é&#.png", pattern_image(kind, rng))
     with pytest.raises(SystemExit) as done:
-        main(["scan", str(root), "--out", str(base / "run"), "--cache-dir", str(base / "cache"), "--threshold", "0.9",
-              *BARELY_TRAINED])
+        main(
+            [
+                "scan",
+                str(root),
+                "--out",
+                str(base / "run"),
+                "--cache-dir",
+                str(base / "cache"),
+                "--threshold",
+                "0.9",
+                *BARELY_TRAINED,
+            ]
+        )
     assert done.value.code == 0
     report = pd.read_parquet(base / "run" / "report.parquet")
-    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")  # flagged labels, duplicates, outliers
+    # flagged labels, duplicates, outliers
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")
     assert len(flagged) >= 8
     return {"base": base, "root": root, "run": base / "run", "report": report, "flagged": flagged}
 
 
 # export -----------------------------------------------------------------------------------------
 
+
 def test_label_studio_export_encodes_odd_names_and_escapes_the_config(odd, capsys):
     out = odd["base"] / "ls"
     ok(["export", odd["run"], "--out", out], capsys)
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "README.txt", "export.json", "label_config.xml", "tasks.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        MARKER,
+        "README.txt",
+        "export.json",
+        "label_config.xml",
+        "tasks.json",
+    ]
     tasks = json.loads((out / "tasks.json").read_text(encoding="utf-8"))
     flagged = odd["flagged"]
     assert [t["data"]["sample_id"] for t in tasks] == flagged["sample_id"].tolist()  # worst first
@@ -117,24 +148,39 @@ def test_label_studio_export_encodes_odd_names_and_escapes_the_config(odd, capsy
         data, url = task["data"], task["data"]["image"]
         relative = Path(row.path).relative_to(root).as_posix()  # "my data/<class>/img +3 é&#.png"
         assert url == PREFIX + urllib.parse.quote(relative, safe="/")
-        assert urllib.parse.unquote(url[len(PREFIX):]) == relative
-        assert " " not in url and "+" not in url and "&" not in url[len(PREFIX):] and "#" not in url
+        assert urllib.parse.unquote(url[len(PREFIX) :]) == relative
+        assert " " not in url and "+" not in url and "&" not in url[len(PREFIX) :] and "#" not in url
         assert url.isascii() and "%2B" in url and "%20" in url and "%C3%A9" in url
         assert data["given_label"] == row.given_label and data["suggested_label"] == row.suggested_label
         assert "label" not in data  # never a key named like the Choices
         (prediction,) = task["predictions"]
-        assert prediction["model_version"].startswith("labelaudit-") and prediction["score"] == row.suggested_confidence
-        assert prediction["result"] == [{"from_name": "label", "to_name": "image", "type": "choices",
-                                         "value": {"choices": [row.suggested_label]}}]
+        assert (
+            prediction["model_version"].startswith("labelaudit-")
+            and prediction["score"] == row.suggested_confidence
+        )
+        assert prediction["result"] == [
+            {
+                "from_name": "label",
+                "to_name": "image",
+                "type": "choices",
+                "value": {"choices": [row.suggested_label]},
+            }
+        ]
     xml = (out / "label_config.xml").read_text(encoding="utf-8")
     assert "<img src" not in xml and 'a&b "q"' not in xml  # escaped, not raw
     view = ET.fromstring(xml)
     choices = view.find("Choices")
-    assert choices.get("name") == "label" and choices.get("toName") == "image" and choices.get("choice") == "single"
+    assert (
+        choices.get("name") == "label"
+        and choices.get("toName") == "image"
+        and choices.get("choice") == "single"
+    )
     assert view.find("Image").get("name") == "image" and view.find("Image").get("value") == "$image"
     assert [c.get("value") for c in choices.findall("Choice")] == sorted(ODD_CLASSES)  # raw after parsing
     info = json.loads((out / "export.json").read_text())
-    assert info["kind"] == "export" and info["format"] == "label-studio" and info["num_exported"] == len(flagged)
+    assert (
+        info["kind"] == "export" and info["format"] == "label-studio" and info["num_exported"] == len(flagged)
+    )
     assert info["label_studio"]["document_root"] == str(root)
     assert info["label_studio"]["storage_folders"] == [str(odd["root"])]
     readme = (out / "README.txt").read_text(encoding="utf-8")
@@ -147,18 +193,27 @@ def test_document_root_option(odd, tmp_path, capsys):
     out = tmp_path / "ls"
     ok(["export", odd["run"], "--out", out, "--document-root", odd["root"]], capsys)
     info = json.loads((out / "export.json").read_text())
-    class_folders = {str(odd["root"] / Path(p).relative_to(odd["root"]).parts[0]) for p in odd["flagged"]["path"]}
+    class_folders = {
+        str(odd["root"] / Path(p).relative_to(odd["root"]).parts[0]) for p in odd["flagged"]["path"]
+    }
     assert info["label_studio"]["storage_folders"] == sorted(class_folders)
     task = json.loads((out / "tasks.json").read_text(encoding="utf-8"))[0]
     assert task["data"]["image"] == PREFIX + urllib.parse.quote(task["data"]["sample_id"], safe="/")
-    # Images outside the root, a root that is not a folder, a root with another format: one line, nothing written.
+    # Images outside the root, a root that is not a folder, a root with another format: one line, nothing
+    # written.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for option, fragment in ([elsewhere, "is outside --document-root"], [tmp_path / "nope", "is not a folder"]):
+    for option, fragment in (
+        [elsewhere, "is outside --document-root"],
+        [tmp_path / "nope", "is not a folder"],
+    ):
         code, _, err = run(["export", odd["run"], "--out", tmp_path / "x", "--document-root", option], capsys)
         assert code == 2
         one_line_error(err, fragment)
-    code, _, err = run(["export", odd["run"], "--format", "csv", "--out", tmp_path / "x", "--document-root", elsewhere], capsys)
+    code, _, err = run(
+        ["export", odd["run"], "--format", "csv", "--out", tmp_path / "x", "--document-root", elsewhere],
+        capsys,
+    )
     assert code == 2
     one_line_error(err, "--document-root is for --format label-studio only")
     code, _, err = run(["export", odd["run"], "--format", "xml", "--out", tmp_path / "x"], capsys)
@@ -174,20 +229,40 @@ def test_csv_and_fiftyone_exports(odd, tmp_path, capsys):
     raw = (tmp_path / "csv" / "review.csv").read_text(encoding="utf-8")
     assert ",'=plain," in raw and ",=plain," not in raw  # escaped for spreadsheets
     review = read_table(tmp_path / "csv" / "review.csv", "review")
-    assert list(review.columns) == ["sample_id", "decision", "new_label", "note", "given_label", "suggested_label",
-                                    "suggested_confidence", "label_quality", "rank", "reason", "path"]
+    assert list(review.columns) == [
+        "sample_id",
+        "decision",
+        "new_label",
+        "note",
+        "given_label",
+        "suggested_label",
+        "suggested_confidence",
+        "label_quality",
+        "rank",
+        "reason",
+        "path",
+    ]
     assert review["sample_id"].tolist() == flagged["sample_id"].tolist()
     assert review["given_label"].tolist() == flagged["given_label"].tolist()  # '=plain' read back raw
     assert review["decision"].isna().all()
-    document = json.loads((tmp_path / "fo" / "fiftyone.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
+    document = json.loads(
+        (tmp_path / "fo" / "fiftyone.json").read_text(encoding="utf-8"), parse_constant=pytest.fail
+    )
     assert document["format"] == "labelaudit-fiftyone-1" and document["classes"] == sorted(ODD_CLASSES)
     first, row = document["samples"][0], flagged.iloc[0]
     tags = ["suspected_noisy" if r == "label" else r for r in row["reason"].split(";")]
-    assert first == {"filepath": row["path"], "tags": tags, "labelaudit_id": row["sample_id"],
-                     "ground_truth": {"label": row["given_label"]},
-                     "suggested": {"label": row["suggested_label"], "confidence": row["suggested_confidence"]},
-                     "label_quality": row["label_quality"], "rank": int(row["rank"])}
-    assert len(document["samples"]) == len(flagged) and all(Path(s["filepath"]).is_file() for s in document["samples"])
+    assert first == {
+        "filepath": row["path"],
+        "tags": tags,
+        "labelaudit_id": row["sample_id"],
+        "ground_truth": {"label": row["given_label"]},
+        "suggested": {"label": row["suggested_label"], "confidence": row["suggested_confidence"]},
+        "label_quality": row["label_quality"],
+        "rank": int(row["rank"]),
+    }
+    assert len(document["samples"]) == len(flagged) and all(
+        Path(s["filepath"]).is_file() for s in document["samples"]
+    )
     assert "fo.Sample(filepath=s['filepath']" in (tmp_path / "fo" / "README.txt").read_text(encoding="utf-8")
 
 
@@ -216,7 +291,10 @@ def test_export_output_folder_rules(odd, tmp_path, capsys):
     one_line_error(err, "files that labelaudit did not write")
     assert (mine / "export.json").read_text() == "[]"
     # Never into the images or over the run.
-    for target, fragment in ([odd["root"] / "out", "inside the input folder"], [odd["run"], "is one of the inputs"]):
+    for target, fragment in (
+        [odd["root"] / "out", "inside the input folder"],
+        [odd["run"], "is one of the inputs"],
+    ):
         code, _, err = run(["export", odd["run"], "--out", target, "--overwrite"], capsys)
         assert code == 2
         one_line_error(err, fragment)
@@ -224,6 +302,7 @@ def test_export_output_folder_rules(odd, tmp_path, capsys):
 
 
 # apply ------------------------------------------------------------------------------------------
+
 
 def decisions_from_review(loop, tmp_path, capsys) -> tuple[Path, dict]:
     """Fill in ``export --format csv``'s review.csv as a reviewer would: every decision kind, one
@@ -235,16 +314,22 @@ def decisions_from_review(loop, tmp_path, capsys) -> tuple[Path, dict]:
     given = dict(zip(loop["report"]["sample_id"], loop["report"]["given_label"]))
     suggested = dict(zip(loop["report"]["sample_id"], loop["report"]["suggested_label"]))
     other = next(c for c in loop["classes"] if c not in (given[ids[2]], suggested[ids[2]]))
-    plan = {ids[0]: ("accept", ""), ids[1]: ("keep", ""), ids[2]: ("relabel", other), ids[3]: ("remove", ""),
-            ids[4]: ("unsure", "")}  # ids[5:] stay empty: unreviewed
+    plan = {
+        ids[0]: ("accept", ""),
+        ids[1]: ("keep", ""),
+        ids[2]: ("relabel", other),
+        ids[3]: ("remove", ""),
+        ids[4]: ("unsure", ""),
+    }  # ids[5:] stay empty: unreviewed
     for sample_id, (decision, new_label) in plan.items():
         review.loc[review["sample_id"] == sample_id, ["decision", "new_label"]] = [decision, new_label]
-    review.loc[review["sample_id"] == ids[3], "note"] = "=HYPERLINK(\"http://x\")"
+    review.loc[review["sample_id"] == ids[3], "note"] = '=HYPERLINK("http://x")'
     unflagged = loop["report"].loc[~loop["report"]["suspected_noisy"], "sample_id"].iloc[0]
     unflagged_label = next(c for c in loop["classes"] if c != given[unflagged])
     extra = pd.DataFrame([{"sample_id": unflagged, "decision": "relabel", "new_label": unflagged_label}])
     path = tmp_path / "decisions.csv"
-    write_csv(path, pd.concat([review, extra], ignore_index=True).fillna(""))  # escaped, as the review page writes
+    # escaped, as the review page writes
+    write_csv(path, pd.concat([review, extra], ignore_index=True).fillna(""))
     assert "'=HYPERLINK" in path.read_text()
     plan[unflagged] = ("relabel", unflagged_label)
     return path, {"plan": plan, "ids": ids, "given": given, "suggested": suggested, "unflagged": unflagged}
@@ -257,8 +342,14 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     out = tmp_path / "cleaned"
     ok(["apply", loop["run"], decisions, "--out", out, "--accept-unreviewed", accept_unreviewed], capsys)
     assert snapshot(loop["root"], loop["run"], decisions) == before  # inputs only read
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "apply.json", "cleaned.csv", "cleaned.parquet", "decisions.csv",
-                                                     "removed.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        MARKER,
+        "apply.json",
+        "cleaned.csv",
+        "cleaned.parquet",
+        "decisions.csv",
+        "removed.csv",
+    ]
     cleaned = pd.read_parquet(out / "cleaned.parquet")
     assert list(cleaned.columns) == ["sample_id", "path", "label", "original_label", "label_source"]
     assert read_table(out / "cleaned.csv", "cleaned").to_dict("list") == cleaned.to_dict("list")
@@ -266,20 +357,31 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     rows = cleaned.set_index("sample_id")
     plan, ids, given, suggested = case["plan"], case["ids"], case["given"], case["suggested"]
     unreviewed = [i for i in ids[4:]]  # unsure + empty rows
-    expect = {ids[0]: (suggested[ids[0]], "reviewed"), ids[1]: (given[ids[1]], "reviewed"),
-              ids[2]: (plan[ids[2]][1], "reviewed"), case["unflagged"]: (plan[case["unflagged"]][1], "reviewed")}
+    expect = {
+        ids[0]: (suggested[ids[0]], "reviewed"),
+        ids[1]: (given[ids[1]], "reviewed"),
+        ids[2]: (plan[ids[2]][1], "reviewed"),
+        case["unflagged"]: (plan[case["unflagged"]][1], "reviewed"),
+    }
     if accept_unreviewed != "drop":
         rule = {"given": given, "suggested": suggested}[accept_unreviewed]
         expect.update({i: (rule[i], accept_unreviewed) for i in unreviewed})
     for sample_id, (label, source) in expect.items():
-        assert (rows.loc[sample_id, "label"], rows.loc[sample_id, "label_source"]) == (label, source), sample_id
+        assert (rows.loc[sample_id, "label"], rows.loc[sample_id, "label_source"]) == (label, source), (
+            sample_id
+        )
         assert rows.loc[sample_id, "original_label"] == given[sample_id]
     others = loop["report"].loc[~loop["report"]["sample_id"].isin(list(plan) + ids), "sample_id"]
     assert (rows.loc[others, "label_source"] == "given").all()
     assert (rows.loc[others, "label"] == rows.loc[others, "original_label"]).all()
     dropped = unreviewed if accept_unreviewed == "drop" else []
-    assert removed["sample_id"].tolist() == sorted([ids[3], *dropped], key=list(loop["report"]["sample_id"]).index)
-    assert removed.set_index("sample_id").loc[ids[3], ["reason", "note"]].tolist() == ["remove", "=HYPERLINK(\"http://x\")"]
+    assert removed["sample_id"].tolist() == sorted(
+        [ids[3], *dropped], key=list(loop["report"]["sample_id"]).index
+    )
+    assert removed.set_index("sample_id").loc[ids[3], ["reason", "note"]].tolist() == [
+        "remove",
+        '=HYPERLINK("http://x")',
+    ]
     assert (removed.set_index("sample_id").loc[dropped, "reason"] == "unreviewed").all()
     assert len(cleaned) + len(removed) == len(loop["report"])
     info = json.loads((out / "apply.json").read_text())
@@ -288,8 +390,18 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     assert info["num_unreviewed_flagged"] == len(unreviewed) and info["num_reviewed_unflagged"] == 1
     assert info["num_removed"] == len(removed) and info["num_kept"] == len(cleaned)
     # decisions.csv in the output is itself a decisions file: applying it again gives the same manifest.
-    ok(["apply", loop["run"], out / "decisions.csv", "--out", tmp_path / "again", "--accept-unreviewed", accept_unreviewed],
-       capsys)
+    ok(
+        [
+            "apply",
+            loop["run"],
+            out / "decisions.csv",
+            "--out",
+            tmp_path / "again",
+            "--accept-unreviewed",
+            accept_unreviewed,
+        ],
+        capsys,
+    )
     assert pd.read_parquet(tmp_path / "again" / "cleaned.parquet").equals(cleaned)
 
 
@@ -299,16 +411,38 @@ def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
     other = next(c for c in sorted(set(loop["flagged"]["given_label"])) if c != suggested[1])
     before = snapshot(loop["run"])
     cases = [
-        ({"sample_id": [ids[0], "nope/1.png", "nope/2.png"], "decision": ["keep", "keep", "keep"]},
-         ["'nope/1.png'", "not in the scan", "on line 3", "(2 unknown ids)"]),
-        ({"sample_id": ids[:3], "decision": ["keep", "relabel", "relabel"], "new_label": ["", "zebra", "okapi"]},
-         ["relabels to 'zebra'", "on line 3", "not a class of the scan"]),
-        ({"sample_id": ids[:2], "decision": ["keep", "maybe"]}, ["decision 'maybe'", "on line 3", "accept, keep"]),
-        ({"sample_id": ids[:2], "decision": ["keep", "relabel"], "new_label": ["", ""]}, ["empty new_label", "line 3"]),
-        ({"sample_id": ids[:2], "decision": ["keep", "accept"], "new_label": ["", other]},
-         [f"new_label {other!r}", "means the suggested label"]),
-        ({"sample_id": ids[:2], "decision": ["keep", "remove"], "new_label": ["", other]}, ["means no label"]),
-        ({"sample_id": [ids[0], ids[0]], "decision": ["keep", "accept"]}, ["repeats the sample_id", "line 3"]),
+        (
+            {"sample_id": [ids[0], "nope/1.png", "nope/2.png"], "decision": ["keep", "keep", "keep"]},
+            ["'nope/1.png'", "not in the scan", "on line 3", "(2 unknown ids)"],
+        ),
+        (
+            {
+                "sample_id": ids[:3],
+                "decision": ["keep", "relabel", "relabel"],
+                "new_label": ["", "zebra", "okapi"],
+            },
+            ["relabels to 'zebra'", "on line 3", "not a class of the scan"],
+        ),
+        (
+            {"sample_id": ids[:2], "decision": ["keep", "maybe"]},
+            ["decision 'maybe'", "on line 3", "accept, keep"],
+        ),
+        (
+            {"sample_id": ids[:2], "decision": ["keep", "relabel"], "new_label": ["", ""]},
+            ["empty new_label", "line 3"],
+        ),
+        (
+            {"sample_id": ids[:2], "decision": ["keep", "accept"], "new_label": ["", other]},
+            [f"new_label {other!r}", "means the suggested label"],
+        ),
+        (
+            {"sample_id": ids[:2], "decision": ["keep", "remove"], "new_label": ["", other]},
+            ["means no label"],
+        ),
+        (
+            {"sample_id": [ids[0], ids[0]], "decision": ["keep", "accept"]},
+            ["repeats the sample_id", "line 3"],
+        ),
         ({"sample_id": ids[:1], "verdict": ["keep"]}, ["lacks the column(s) ['decision']"]),
     ]
     for number, (columns, fragments) in enumerate(cases):
@@ -318,12 +452,25 @@ def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
         assert code == 2, columns
         one_line_error(err, *fragments)
     (tmp_path / "d0.txt").write_text("x")
-    for bad, fragment in ([tmp_path / "missing.csv", "does not exist"], [tmp_path / "d0.txt", "must be a .csv"]):
+    for bad, fragment in (
+        [tmp_path / "missing.csv", "does not exist"],
+        [tmp_path / "d0.txt", "must be a .csv"],
+    ):
         code, _, err = run(["apply", loop["run"], bad, "--out", tmp_path / "out"], capsys)
         assert code == 2
         one_line_error(err, fragment)
-    code, _, err = run(["apply", loop["run"], tmp_path / "d0.csv", "--accept-unreviewed", "maybe", "--out", tmp_path / "out"],
-                       capsys)
+    code, _, err = run(
+        [
+            "apply",
+            loop["run"],
+            tmp_path / "d0.csv",
+            "--accept-unreviewed",
+            "maybe",
+            "--out",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert code == 2
     one_line_error(err, "--accept-unreviewed must be one of given, suggested, drop")
     assert not (tmp_path / "out").exists() and not [n for n in leftovers(tmp_path)]
@@ -333,10 +480,16 @@ def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
 def test_apply_output_is_all_or_nothing_and_never_over_an_input(loop, tmp_path, capsys):
     decisions = tmp_path / "in" / "decisions.csv"
     decisions.parent.mkdir()
-    pd.DataFrame({"sample_id": loop["flagged"]["sample_id"].iloc[:1], "decision": ["accept"]}).to_csv(decisions, index=False)
+    pd.DataFrame({"sample_id": loop["flagged"]["sample_id"].iloc[:1], "decision": ["accept"]}).to_csv(
+        decisions, index=False
+    )
     before = snapshot(loop["root"], loop["run"], decisions)
-    for target, fragment in ([decisions.parent, "holds the input"], [loop["root"] / "x", "inside the input folder"],
-                             [loop["run"], "is one of the inputs"], [decisions, "is one of the inputs"]):
+    for target, fragment in (
+        [decisions.parent, "holds the input"],
+        [loop["root"] / "x", "inside the input folder"],
+        [loop["run"], "is one of the inputs"],
+        [decisions, "is one of the inputs"],
+    ):
         code, _, err = run(["apply", loop["run"], decisions, "--out", target, "--overwrite"], capsys)
         assert code == 2
         one_line_error(err, fragment)
@@ -368,18 +521,39 @@ def test_cleaned_manifest_scans_and_retrain_learns_the_reviewed_labels(loop, tmp
     ok(["apply", loop["run"], decisions, "--out", out], capsys)
     cleaned = pd.read_parquet(out / "cleaned.parquet")
     # The cleaned manifest is a source as it is.
-    ok(["scan", out / "cleaned.parquet", "--out", tmp_path / "rescan", "--cache-dir", loop["cache"], *FAST], capsys)
+    ok(
+        ["scan", out / "cleaned.parquet", "--out", tmp_path / "rescan", "--cache-dir", loop["cache"], *FAST],
+        capsys,
+    )
     rescan = pd.read_parquet(tmp_path / "rescan" / "report.parquet")
     assert sorted(rescan["sample_id"]) == sorted(cleaned["sample_id"])
-    assert dict(zip(rescan["sample_id"], rescan["given_label"])) == dict(zip(cleaned["sample_id"], cleaned["label"]))
+    assert dict(zip(rescan["sample_id"], rescan["given_label"])) == dict(
+        zip(cleaned["sample_id"], cleaned["label"])
+    )
     # retrain --labels: one network on exactly those labels; the removed sample is not trained on.
     before = snapshot(out)
-    ok(["retrain", loop["run"], "--labels", out / "cleaned.parquet", "--epochs", "2", "--out", tmp_path / "re",
-        "--cache-dir", loop["cache"], "--quiet"], capsys)
+    ok(
+        [
+            "retrain",
+            loop["run"],
+            "--labels",
+            out / "cleaned.parquet",
+            "--epochs",
+            "2",
+            "--out",
+            tmp_path / "re",
+            "--cache-dir",
+            loop["cache"],
+            "--quiet",
+        ],
+        capsys,
+    )
     assert snapshot(out) == before
     summary = json.loads((tmp_path / "re" / "summary.json").read_text())
     assert summary["mode"] == "labels" and summary["labels_file"] == str((out / "cleaned.parquet").resolve())
-    assert list(summary["training_curves"]) == ["reviewed labels"] and summary["num_in_training"] == len(cleaned)
+    assert list(summary["training_curves"]) == ["reviewed labels"] and summary["num_in_training"] == len(
+        cleaned
+    )
     learnt = pd.read_parquet(tmp_path / "re" / "cleaned_labels.parquet").set_index("sample_id")
     assert (learnt.loc[cleaned["sample_id"], "cleaned_label"].to_numpy() == cleaned["label"].to_numpy()).all()
     assert learnt.loc[cleaned["sample_id"], "in_training"].all()
@@ -387,17 +561,31 @@ def test_cleaned_manifest_scans_and_retrain_learns_the_reviewed_labels(loop, tmp
     assert not learnt.loc[removed_id, "in_training"]
     assert learnt.loc[case["ids"][2], "cleaned_label"] == case["plan"][case["ids"][2]][1]
     # The labels file is an input; labels must be the run's classes; --labels takes no --mode.
-    code, _, err = run(["retrain", loop["run"], "--labels", out / "cleaned.parquet", "--out", out, "--overwrite"], capsys)
+    code, _, err = run(
+        ["retrain", loop["run"], "--labels", out / "cleaned.parquet", "--out", out, "--overwrite"], capsys
+    )
     assert code == 2
     one_line_error(err, "holds the input")
     odd_labels = tmp_path / "odd.csv"
-    pd.DataFrame({"sample_id": cleaned["sample_id"], "label": ["zebra"] + cleaned["label"].tolist()[1:]}).to_csv(
-        odd_labels, index=False)
+    pd.DataFrame(
+        {"sample_id": cleaned["sample_id"], "label": ["zebra"] + cleaned["label"].tolist()[1:]}
+    ).to_csv(odd_labels, index=False)
     code, _, err = run(["retrain", loop["run"], "--labels", odd_labels, "--out", tmp_path / "re2"], capsys)
     assert code == 2
     one_line_error(err, "label 'zebra'", "on line 2", "not a class of the scan")
-    code, _, err = run(["retrain", loop["run"], "--labels", out / "cleaned.parquet", "--mode", "drop",
-                        "--out", tmp_path / "re2"], capsys)
+    code, _, err = run(
+        [
+            "retrain",
+            loop["run"],
+            "--labels",
+            out / "cleaned.parquet",
+            "--mode",
+            "drop",
+            "--out",
+            tmp_path / "re2",
+        ],
+        capsys,
+    )
     assert code == 2
     one_line_error(err, "takes no --mode")
     code, _, err = run(["retrain", loop["run"], "--mode", "labels", "--out", tmp_path / "re2"], capsys)
@@ -413,6 +601,7 @@ def test_cleaned_manifest_scans_and_retrain_learns_the_reviewed_labels(loop, tmp
 
 # Label Studio, for real ------------------------------------------------------------------------
 
+
 class LabelStudio:
     """A Label Studio server started for the tests, spoken to through its REST API."""
 
@@ -424,20 +613,39 @@ class LabelStudio:
         self.token = secrets.token_hex(20)
         self.log = data_dir / "server.log"
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(data_dir), "LANG": "C.UTF-8",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(data_dir),
+            "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LABEL_STUDIO_USERNAME": "reviewer@example.com", "LABEL_STUDIO_PASSWORD": secrets.token_hex(8),
+            "LABEL_STUDIO_USERNAME": "reviewer@example.com",
+            "LABEL_STUDIO_PASSWORD": secrets.token_hex(8),
             "LABEL_STUDIO_USER_TOKEN": self.token,
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
-            "SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
+            "SENTRY_DSN": "",
+            "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
         }
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [str(LABEL_STUDIO), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-                 "--data-dir", str(data_dir / "data")],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(LABEL_STUDIO),
+                    "start",
+                    "--no-browser",
+                    "--internal-host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(data_dir / "data"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def wait_until_up(self, timeout: float = 420) -> float:
         started = time.monotonic()
@@ -458,14 +666,20 @@ class LabelStudio:
         return self.log.read_text(errors="replace")[-2000:]
 
     def call(self, method: str, path: str, body=None, raw: bool = False):
-        request = urllib.request.Request(self.base + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode("utf-8"),
-                                         headers={"Authorization": f"Token {self.token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode("utf-8"),
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 payload = response.read()
-                return (response.status, response.headers.get("Content-Type"), payload) if raw else json.loads(payload)
+                return (
+                    (response.status, response.headers.get("Content-Type"), payload)
+                    if raw
+                    else json.loads(payload)
+                )
         except urllib.error.HTTPError as exc:
             pytest.fail(f"{method} {path} -> HTTP {exc.code}: {exc.read()[:500]!r}")
 
@@ -502,12 +716,24 @@ def test_apply_round_trips_a_label_studio_export_of_our_tasks(odd, label_studio,
     ok(["export", odd["run"], "--out", export], capsys)
     info = json.loads((export / "export.json").read_text())["label_studio"]
     tasks_file = json.loads((export / "tasks.json").read_text(encoding="utf-8"))
-    project = ls.call("POST", "/api/projects", {"title": "labelaudit review",
-                                                "label_config": (export / "label_config.xml").read_text(encoding="utf-8")})
-    assert ls.call("GET", f"/api/projects/{project['id']}")["parsed_label_config"]["label"]["labels"] == sorted(ODD_CLASSES)
+    project = ls.call(
+        "POST",
+        "/api/projects",
+        {
+            "title": "labelaudit review",
+            "label_config": (export / "label_config.xml").read_text(encoding="utf-8"),
+        },
+    )
+    assert ls.call("GET", f"/api/projects/{project['id']}")["parsed_label_config"]["label"][
+        "labels"
+    ] == sorted(ODD_CLASSES)
     (storage,) = info["storage_folders"]
-    ls.call("POST", "/api/storages/localfiles", {"project": project["id"], "path": storage, "title": "images",
-                                                 "use_blob_urls": False})  # no sync: only our tasks
+    # no sync: only our tasks
+    ls.call(
+        "POST",
+        "/api/storages/localfiles",
+        {"project": project["id"], "path": storage, "title": "images", "use_blob_urls": False},
+    )
     imported = ls.call("POST", f"/api/projects/{project['id']}/import", tasks_file)
     assert imported["task_count"] == len(tasks_file) and imported["prediction_count"] == len(tasks_file)
     listed = ls.call("GET", f"/api/tasks?project={project['id']}&page_size=1000")
@@ -529,7 +755,10 @@ def test_apply_round_trips_a_label_studio_export_of_our_tasks(odd, label_studio,
     relabelled, skipped = [i for i in flagged_ids if i not in differ[:2]][:2]
     other = next(c for c in ODD_CLASSES if c not in (given[relabelled], suggested[relabelled]))
     annotate = lambda sample_id, result, cancelled=False: ls.call(  # noqa: E731
-        "POST", f"/api/tasks/{tasks[sample_id]['id']}/annotations", {"result": result, "was_cancelled": cancelled})
+        "POST",
+        f"/api/tasks/{tasks[sample_id]['id']}/annotations",
+        {"result": result, "was_cancelled": cancelled},
+    )
     annotate(relabelled, choice(other))
     annotate(accepted, choice(suggested[accepted]))
     annotate(skipped, [], cancelled=True)
@@ -539,7 +768,8 @@ def test_apply_round_trips_a_label_studio_export_of_our_tasks(odd, label_studio,
     exported = tmp_path / "label-studio-export.json"
     exported.write_bytes(payload)
     reviewed = [relabelled, accepted, skipped, disputed]
-    assert sorted(t["data"]["sample_id"] for t in json.loads(payload)) == sorted(reviewed)  # annotated tasks only
+    # annotated tasks only
+    assert sorted(t["data"]["sample_id"] for t in json.loads(payload)) == sorted(reviewed)
 
     before = snapshot(exported, odd["run"], odd["root"])
     out = tmp_path / "cleaned"

@@ -19,6 +19,8 @@ def test_folder_manifest_and_truth_agree():
     assert folder.skipped.empty and manifest.skipped.empty
     assert folder.class_names == manifest.class_names and len(folder.class_names) == 10
     by_id = truth.set_index("sample_id")
-    assert (by_id.loc[folder.samples["sample_id"], "given_label"].to_numpy() == folder.samples["label"].to_numpy()).all()
+    assert (
+        by_id.loc[folder.samples["sample_id"], "given_label"].to_numpy() == folder.samples["label"].to_numpy()
+    ).all()
     assert truth["is_noisy"].mean() == 0.2
     assert (truth["is_noisy"] == (truth["given_label"] != truth["true_label"])).all()

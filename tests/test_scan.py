@@ -8,17 +8,28 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from labelaudit.train.methods.nlnl import NLNLConfig
-from labelaudit.pipeline.scan import ScanConfig, scan, write_run
-from labelaudit.train.trainer import TrainConfig
 from conftest import make_noisy_pattern_dataset
+
+from labelaudit.pipeline.scan import ScanConfig, scan, write_run
+from labelaudit.train.methods.nlnl import NLNLConfig
+from labelaudit.train.trainer import TrainConfig
 
 # Small but real: 240 images of 16x16, ResNet-8 of width 8, 4+4+4 epochs (a few seconds).
 SMALL = ScanConfig(train=TrainConfig(width=8, seed=0), nlnl=NLNLConfig(epochs=(4, 4, 4)))
-RUN_FILES = {"report.parquet", "report.csv", "flagged.csv", "summary.json", "transition_matrix.csv",
-             "transition_matrix_anchor.csv", ".labelaudit-output.json", "true_transition_matrix.csv", "skipped.csv", "config.json", "model.pt",
-             "plots"}
+RUN_FILES = {
+    "report.parquet",
+    "report.csv",
+    "flagged.csv",
+    "summary.json",
+    "transition_matrix.csv",
+    "transition_matrix_anchor.csv",
+    ".labelaudit-output.json",
+    "true_transition_matrix.csv",
+    "skipped.csv",
+    "config.json",
+    "model.pt",
+    "plots",
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +58,17 @@ def test_run_directory_contract(scanned, tmp_path):
     run = write_run(scanned, tmp_path / "run")
     assert {p.name for p in run.iterdir()} == RUN_FILES
     report = pd.read_parquet(run / "report.parquet")
-    assert report.columns[:9].tolist() == ["sample_id", "path", "given_label", "suspected_noisy", "confidence",
-                                           "suggested_label", "suggested_confidence", "label_quality", "rank"]
+    assert report.columns[:9].tolist() == [
+        "sample_id",
+        "path",
+        "given_label",
+        "suspected_noisy",
+        "confidence",
+        "suggested_label",
+        "suggested_confidence",
+        "label_quality",
+        "rank",
+    ]
     soft = report[[f"p_{c}" for c in scanned.store.table.class_names]].to_numpy()
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert sorted(report["rank"]) == list(range(1, len(report) + 1))
@@ -57,7 +77,9 @@ def test_run_directory_contract(scanned, tmp_path):
     assert (flagged["reason"] != "").all() and flagged["rank"].is_monotonic_increasing
     assert set(flagged["sample_id"]) == set(report.loc[report["reason"] != "", "sample_id"])
     assert set(report.loc[report["suspected_noisy"], "sample_id"]) <= set(flagged["sample_id"])
-    assert (flagged["reason"].str.contains("label") == (flagged["suspected_noisy"].astype(str) == "True")).all()
+    assert (
+        flagged["reason"].str.contains("label") == (flagged["suspected_noisy"].astype(str) == "True")
+    ).all()
     t = pd.read_csv(run / "transition_matrix.csv", index_col=0)
     assert list(t.columns) == list(scanned.store.table.class_names)
     np.testing.assert_allclose(t.to_numpy().sum(axis=1), 1.0)
@@ -96,7 +118,9 @@ def test_pmnar_scan_flags_injected_noise_far_better_than_chance(noisy_patterns, 
     from labelaudit.train.methods.pmnar import PMNARConfig
 
     root, _ = noisy_patterns
-    config = ScanConfig(method="pmnar", train=TrainConfig(width=8, seed=0), pmnar=PMNARConfig(epochs=12, warmup=6))
+    config = ScanConfig(
+        method="pmnar", train=TrainConfig(width=8, seed=0), pmnar=PMNARConfig(epochs=12, warmup=6)
+    )
     result = scan(root, config, truth=root.parent / "data_truth.csv", cache_dir=tmp_path)
     assert result.truth["precision"] >= 0.8 and result.truth["recall"] >= 0.8
     run = write_run(result, tmp_path / "run")
@@ -115,8 +139,9 @@ def test_summary_has_both_transition_matrices_and_an_interval(scanned, tmp_path)
         assert matrix.index.tolist() == names and matrix.columns.tolist() == names
         np.testing.assert_allclose(matrix.to_numpy().sum(axis=1), 1.0)
         assert list(block["per_class_noise_rates"]) == names
-    np.testing.assert_allclose(pd.read_csv(run / "transition_matrix.csv", index_col=0).to_numpy(),
-                               scanned.audit.transition_matrix)
+    np.testing.assert_allclose(
+        pd.read_csv(run / "transition_matrix.csv", index_col=0).to_numpy(), scanned.audit.transition_matrix
+    )
     assert summary["truth"]["true_transition_matrix_file"] == "true_transition_matrix.csv"
     interval = summary["noise_rate_interval_95"]
     assert interval["low"] <= summary["estimated_noise_rate"] <= interval["high"]

@@ -10,12 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw, ImageFont
-
 from conftest import run_cli
+from PIL import Image, ImageDraw, ImageFont
 from test_review_page import browser  # noqa: F401  (the real-browser fixture)
-from labelaudit.audit.similarity import (aligned_differences, comparison_images, find_similarity_issues, nearest_neighbours,
-                                   outlier_scores)
+
+from labelaudit.audit.similarity import (
+    aligned_differences,
+    comparison_images,
+    find_similarity_issues,
+    nearest_neighbours,
+    outlier_scores,
+)
 
 SAMPLE = Path(__file__).parent.parent / "sample_data" / "fashion_mnist_noisy" / "images"
 CLASSES = ["Bag", "Coat", "Sandal", "Trouser", "Sneaker", "Dress"]
@@ -23,8 +28,11 @@ PER_CLASS = 60
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _digit(text: str) -> Image.Image:
@@ -56,8 +64,12 @@ def planted(tmp_path_factory):
     for digit, folder in (("3", "Sandal"), ("7", "Dress"), ("0", "Bag")):
         _digit(digit).save(root / folder / f"digit-{digit}.png")
     Image.new("L", (28, 28), 0).save(root / "Sneaker" / "blank.png")
-    return {"root": root, "bag": f"Bag/{bag.name}", "trouser": f"Trouser/{trouser.name}",
-            "outliers": ["Sandal/digit-3.png", "Dress/digit-7.png", "Bag/digit-0.png", "Sneaker/blank.png"]}
+    return {
+        "root": root,
+        "bag": f"Bag/{bag.name}",
+        "trouser": f"Trouser/{trouser.name}",
+        "outliers": ["Sandal/digit-3.png", "Dress/digit-7.png", "Bag/digit-0.png", "Sneaker/blank.png"],
+    }
 
 
 def test_blockwise_neighbours_are_exact_and_exclude_the_sample_itself():
@@ -109,32 +121,40 @@ def test_planted_duplicates_and_outliers_are_found_from_the_images(planted, tmp_
     twin, trouser = at["Trouser/twin.png"], at[planted["trouser"]]
     assert groups[copy] >= 0 and groups[copy] == groups[bag]
     assert groups[twin] >= 0 and groups[twin] == groups[trouser]
+    # nothing else is a near-copy
     assert sorted(ids[i] for i in np.flatnonzero(groups >= 0)) == sorted(
-        [ids[copy], ids[bag], ids[twin], ids[trouser]])  # nothing else is a near-copy
+        [ids[copy], ids[bag], ids[twin], ids[trouser]]
+    )
     assert issues.duplicate_of[copy] == bag and issues.duplicate_of[twin] == trouser
     assert issues.duplicate_conflict[copy] and issues.duplicate_conflict[bag]
     assert not issues.duplicate_conflict[twin]  # same label: a duplicate, not a conflict
-    assert issues.exact_duplicate[twin] and issues.exact_duplicate[trouser] and not issues.exact_duplicate[copy]
+    assert (
+        issues.exact_duplicate[twin] and issues.exact_duplicate[trouser] and not issues.exact_duplicate[copy]
+    )
     assert issues.duplicate_similarity[twin] == 1.0 and 0.9 < issues.duplicate_similarity[copy] < 1.0
     assert (issues.n_duplicate_groups, issues.n_duplicate_conflicts) == (2, 1)
     # Outliers from grey thumbnails: the blank frame is the most isolated image, each digit among
     # the 3% least like the rest (about 11 of 365; the thin digits resemble sandal straps).
     assert issues.outlier_score[at["Sneaker/blank.png"]] == 1.0 and issues.is_outlier[at["Sneaker/blank.png"]]
-    assert all(issues.outlier_score[at[s]] >= 0.97 for s in planted["outliers"]), \
-        {s: issues.outlier_score[at[s]] for s in planted["outliers"]}
+    assert all(issues.outlier_score[at[s]] >= 0.97 for s in planted["outliers"]), {
+        s: issues.outlier_score[at[s]] for s in planted["outliers"]
+    }
 
 
 def test_scan_reports_duplicates_and_outliers_and_leaves_the_inputs_alone(planted, tmp_path, capsys):
     before = _snapshot(planted["root"])
     out = tmp_path / "run"
-    code, stdout, stderr = run_cli(["scan", planted["root"], "--out", out, "--budget", "0.1", "--json", "--quiet"],
-                                   capsys)
+    code, stdout, stderr = run_cli(
+        ["scan", planted["root"], "--out", out, "--budget", "0.1", "--json", "--quiet"], capsys
+    )
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert _snapshot(planted["root"]) == before
     assert summary["n_duplicate_groups"] == 2 and summary["n_duplicate_conflicts"] == 1
-    assert summary["similarity"]["searched"] and summary["similarity"]["features"]["duplicate_candidates"] == \
-        "penultimate+thumbnails"
+    assert (
+        summary["similarity"]["searched"]
+        and summary["similarity"]["features"]["duplicate_candidates"] == "penultimate+thumbnails"
+    )
     assert 0.9 < summary["similarity"]["duplicate_threshold"] < 1.0
     report = pd.read_csv(out / "report.csv", keep_default_na=False)
     row = report.set_index("sample_id")
@@ -153,23 +173,51 @@ def test_scan_reports_duplicates_and_outliers_and_leaves_the_inputs_alone(plante
     # Outliers are left out of the noise rate: it is the flagged share among the other samples.
     kept = report["is_outlier"].astype(str) != "True"
     assert summary["estimated_noise_rate"] == pytest.approx(
-        (report.loc[kept, "suspected_noisy"].astype(str) == "True").mean())
+        (report.loc[kept, "suspected_noisy"].astype(str) == "True").mean()
+    )
     # Class overlap names the pair the conflicting copy straddles.
-    assert any(sorted(o["classes"]) == ["Bag", "Coat"] and o["duplicate_groups_across"] == 1
-               for o in summary["class_overlap"])
+    assert any(
+        sorted(o["classes"]) == ["Bag", "Coat"] and o["duplicate_groups_across"] == 1
+        for o in summary["class_overlap"]
+    )
 
 
 def test_no_similarity_and_a_fixed_threshold(planted, tmp_path, capsys):
-    code, stdout, stderr = run_cli(["scan", planted["root"], "--out", tmp_path / "off", "--budget", "0.05",
-                                    "--no-similarity", "--json", "--quiet"], capsys)
+    code, stdout, stderr = run_cli(
+        [
+            "scan",
+            planted["root"],
+            "--out",
+            tmp_path / "off",
+            "--budget",
+            "0.05",
+            "--no-similarity",
+            "--json",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["similarity"] == {"searched": False, "skipped": "turned off (--no-similarity)"}
     assert summary["n_outliers"] is None
     assert "duplicate_of" not in pd.read_csv(tmp_path / "off" / "report.csv").columns
     # A threshold of 1 (identical grey levels) keeps the exact duplicate and drops the JPEG copy.
-    code, stdout, stderr = run_cli(["scan", planted["root"], "--out", tmp_path / "exact", "--budget", "0.05",
-                                    "--duplicate-threshold", "1", "--json", "--quiet"], capsys)
+    code, stdout, stderr = run_cli(
+        [
+            "scan",
+            planted["root"],
+            "--out",
+            tmp_path / "exact",
+            "--budget",
+            "0.05",
+            "--duplicate-threshold",
+            "1",
+            "--json",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     assert json.loads(stdout)["n_duplicate_groups"] == 1
 
@@ -177,17 +225,30 @@ def test_no_similarity_and_a_fixed_threshold(planted, tmp_path, capsys):
 def test_label_studio_export_carries_the_reason(planted, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(["scan", planted["root"], "--out", out, "--budget", "0.05", "--quiet"], capsys)[0] == 0
-    code, _, stderr = run_cli(["export", out, "--format", "label-studio", "--out", tmp_path / "ls",
-                               "--document-root", planted["root"].parent], capsys)
+    code, _, stderr = run_cli(
+        [
+            "export",
+            out,
+            "--format",
+            "label-studio",
+            "--out",
+            tmp_path / "ls",
+            "--document-root",
+            planted["root"].parent,
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
     by_id = {t["data"]["sample_id"]: t["data"] for t in tasks}
     copy = by_id["Coat/copy-of-bag.jpg"]
     assert "duplicate_conflict" in copy["reason"].split(";") and copy["duplicate_of"] == planted["bag"]
-    assert all(set(t["data"]["reason"].split(";")) <= {"label", "duplicate_conflict", "outlier"} for t in tasks)
+    assert all(
+        set(t["data"]["reason"].split(";")) <= {"label", "duplicate_conflict", "outlier"} for t in tasks
+    )
 
 
-def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tmp_path, capsys, browser):
+def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tmp_path, capsys, browser):  # noqa: F811 (the fixture)
     """The review page in Chromium: the near-duplicates view shows the conflicting pair side by side
     with both labels; "keep this, remove its copies" decides the whole group; the outliers view
     lists the blank frame first; apply takes the exported decisions."""
@@ -206,19 +267,26 @@ def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tm
     view = Select(browser.find_element("id", "filter-view"))
     assert [o.text for o in view.options][2] == "near-duplicates with another label (2)"
     view.select_by_value("duplicate_conflict")
-    assert sorted(card_ids(browser)) == sorted(["Coat/copy-of-bag.jpg", planted["bag"]])  # the pair, side by side
+    # the pair, side by side
+    assert sorted(card_ids(browser)) == sorted(["Coat/copy-of-bag.jpg", planted["bag"]])
     copy = card_for(browser, "Coat/copy-of-bag.jpg")
     assert copy.find_element("css selector", ".partner-id").text == planted["bag"]
     assert copy.find_element("css selector", ".partner-given").text == "Bag"
     assert copy.find_element("css selector", ".label.given").text == "Coat"
-    card_for(browser, planted["bag"]).find_element("css selector", "button[data-group-action='keep-one']").click()
+    card_for(browser, planted["bag"]).find_element(
+        "css selector", "button[data-group-action='keep-one']"
+    ).click()
     assert card_for(browser, planted["bag"]).find_element("css selector", ".state").text == "kept \u2192 Bag"
     assert copy.find_element("css selector", ".state").text == "remove from dataset"
 
     view.select_by_value("outlier")
-    outliers = report[report["is_outlier"]].sort_values("outlier_score", ascending=False)["sample_id"].tolist()
+    outliers = (
+        report[report["is_outlier"]].sort_values("outlier_score", ascending=False)["sample_id"].tolist()
+    )
     assert card_ids(browser) == outliers and outliers[0] == "Sneaker/blank.png"
-    card_for(browser, "Sneaker/blank.png").find_element("css selector", "button[data-decision='remove']").click()
+    card_for(browser, "Sneaker/blank.png").find_element(
+        "css selector", "button[data-decision='remove']"
+    ).click()
     overlap = browser.find_element("id", "overlap").get_attribute("textContent")
     assert "Bag \u2194 Coat" in overlap or "Coat \u2194 Bag" in overlap
 

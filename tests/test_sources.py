@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import make_folder_dataset, save_image
 
 from labelaudit import DatasetError, ManifestError, SourceNotFoundError, load_source
-from conftest import make_folder_dataset, save_image
 
 
 def test_folder_nested_extensions_hidden_and_strays(tmp_path):
@@ -56,7 +56,9 @@ def test_single_class_folder(tmp_path):
 def test_empty_class_folder(tmp_path):
     root = make_folder_dataset(tmp_path / "data")
     (root / "bird").mkdir()
-    with pytest.raises(DatasetError, match=r"class folder .*bird' contains no images; add images to it or remove it"):
+    with pytest.raises(
+        DatasetError, match=r"class folder .*bird' contains no images; add images to it or remove it"
+    ):
         load_source(root)
 
 
@@ -97,7 +99,9 @@ def test_parquet_manifest_relative_and_absolute_paths(tmp_path):
 def test_csv_manifest_custom_columns_and_ids(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "labels.csv"
-    pd.DataFrame({"key": ["k0", "k1", "k2", "k3"], "img": [f"imgs/{i}.png" for i in range(4)], "y": [10, 2, 2, 10]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"key": ["k0", "k1", "k2", "k3"], "img": [f"imgs/{i}.png" for i in range(4)], "y": [10, 2, 2, 10]}
+    ).to_csv(manifest, index=False)
     table = load_source(manifest, path_column="img", label_column="y", id_column="key")
     assert table.kind == "csv"
     assert table.class_names == ("2", "10")  # integer labels in numeric order
@@ -107,7 +111,9 @@ def test_csv_manifest_custom_columns_and_ids(tmp_path):
 def test_default_column_candidates(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"file_name": [f"imgs/{i}.png" for i in range(4)], "class": list("xyxy")}).to_csv(manifest, index=False)
+    pd.DataFrame({"file_name": [f"imgs/{i}.png" for i in range(4)], "class": list("xyxy")}).to_csv(
+        manifest, index=False
+    )
     assert load_source(manifest).class_names == ("x", "y")
 
 
@@ -115,7 +121,10 @@ def test_missing_label_column(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.parquet"
     pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "category": list("abab")}).to_parquet(manifest)
-    with pytest.raises(ManifestError, match=r"no label column \(looked for .*found \['path', 'category'\]\); name it with --label-column"):
+    with pytest.raises(
+        ManifestError,
+        match=r"no label column \(looked for .*found \['path', 'category'\]\); name it with --label-column",
+    ):
         load_source(manifest)
 
 
@@ -123,14 +132,18 @@ def test_misnamed_column_option(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.parquet"
     pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}).to_parquet(manifest)
-    with pytest.raises(ManifestError, match=r"no path column 'filepath' .*pass the right name with --path-column"):
+    with pytest.raises(
+        ManifestError, match=r"no path column 'filepath' .*pass the right name with --path-column"
+    ):
         load_source(manifest, path_column="filepath")
 
 
 def test_unreadable_manifest(tmp_path):
     manifest = tmp_path / "m.parquet"
     manifest.write_bytes(b"this is not parquet at all")
-    with pytest.raises(ManifestError, match=r"cannot read manifest .* as parquet: .*check that it is a valid parquet file"):
+    with pytest.raises(
+        ManifestError, match=r"cannot read manifest .* as parquet: .*check that it is a valid parquet file"
+    ):
         load_source(manifest)
 
 
@@ -152,7 +165,9 @@ def test_blank_labels(tmp_path):
 def test_unknown_paths_are_skipped(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": ["imgs/0.png", "imgs/1.png", "imgs/2.png", "imgs/404.png"], "label": list("abab")}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"path": ["imgs/0.png", "imgs/1.png", "imgs/2.png", "imgs/404.png"], "label": list("abab")}
+    ).to_csv(manifest, index=False)
     table = load_source(manifest)
     assert len(table) == 3
     assert table.skipped[["sample_id", "reason"]].values.tolist() == [["imgs/404.png", "missing"]]
@@ -161,7 +176,12 @@ def test_unknown_paths_are_skipped(tmp_path):
 def test_duplicate_paths_reported_and_first_kept(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": ["imgs/0.png", "imgs/1.png", "imgs/0.png", "imgs/1.png", "imgs/2.png"], "label": list("abbba")}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {
+            "path": ["imgs/0.png", "imgs/1.png", "imgs/0.png", "imgs/1.png", "imgs/2.png"],
+            "label": list("abbba"),
+        }
+    ).to_csv(manifest, index=False)
     table = load_source(manifest)
     assert len(table) == 3
     assert table.samples["label"].tolist() == ["a", "b", "a"]
@@ -172,7 +192,9 @@ def test_duplicate_paths_reported_and_first_kept(tmp_path):
 def test_duplicate_ids_rejected(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"id": [1, 1, 2, 3], "path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"id": [1, 1, 2, 3], "path": [f"imgs/{i}.png" for i in range(4)], "label": list("abab")}
+    ).to_csv(manifest, index=False)
     with pytest.raises(ManifestError, match=r"repeats the id '1'"):
         load_source(manifest)
 
@@ -180,7 +202,9 @@ def test_duplicate_ids_rejected(tmp_path):
 def test_unknown_label_against_given_classes(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": ["a", "b", "a", "zebra"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": ["a", "b", "a", "zebra"]}).to_csv(
+        manifest, index=False
+    )
     with pytest.raises(DatasetError, match=r"label 'zebra' is not one of the given classes \['a', 'b'\]"):
         load_source(manifest, classes=["a", "b"])
 
@@ -188,6 +212,8 @@ def test_unknown_label_against_given_classes(tmp_path):
 def test_manifest_one_class(tmp_path):
     _images(tmp_path)
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": ["a"] * 4}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": [f"imgs/{i}.png" for i in range(4)], "label": ["a"] * 4}).to_csv(
+        manifest, index=False
+    )
     with pytest.raises(DatasetError, match="only one class"):
         load_source(manifest)

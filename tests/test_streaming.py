@@ -7,15 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_noisy_pattern_dataset, run_cli
 
 from labelaudit import load_images, load_source
 from labelaudit.errors import ConfigError
 from labelaudit.train.methods.baselines import BaselineConfig, cross_validated_probs
 from labelaudit.train.methods.nlnl import NLNLConfig, run_nlnl
 from labelaudit.train.methods.pmnar import PMNARConfig, run_pmnar
-from labelaudit.train.trainer import History, MappedImages, TensorData, TrainConfig, Trainer, parse_memory_size
-
-from conftest import make_noisy_pattern_dataset, run_cli
+from labelaudit.train.trainer import (
+    History,
+    MappedImages,
+    TensorData,
+    TrainConfig,
+    Trainer,
+    parse_memory_size,
+)
 
 TINY = TrainConfig(width=8, batch_size=32)
 
@@ -70,8 +76,11 @@ def test_float16_state_when_it_would_not_fit_and_results_stay_close(store, metho
     data = TensorData.from_store(store)
     soft = {}
     for budget in (None, 1):
-        trainer = Trainer(data, TrainConfig(width=8, batch_size=32, max_memory=budget),
-                          networks=2 if method == "pmnar" else 1)
+        trainer = Trainer(
+            data,
+            TrainConfig(width=8, batch_size=32, max_memory=budget),
+            networks=2 if method == "pmnar" else 1,
+        )
         if method == "nlnl":
             run_nlnl(trainer, NLNLConfig(epochs=(3, 2, 2)))
         else:
@@ -98,8 +107,17 @@ def test_float16_history_means_match_float32():
     assert torch.allclose(full.mean_given(labels), half.mean_given(labels), atol=1e-3)
 
 
-@pytest.mark.parametrize("text, expected", [("auto", None), ("8GB", 8 * 2**30), ("512m", 512 * 2**20),
-                                            ("1.5 G", int(1.5 * 2**30)), ("1000000", 1000000), ("64KiB", 65536)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("auto", None),
+        ("8GB", 8 * 2**30),
+        ("512m", 512 * 2**20),
+        ("1.5 G", int(1.5 * 2**30)),
+        ("1000000", 1000000),
+        ("64KiB", 65536),
+    ],
+)
 def test_memory_sizes_parse(text, expected):
     assert parse_memory_size(text) == expected
 
@@ -113,20 +131,38 @@ def test_bad_memory_sizes_are_refused(text):
 def test_scan_with_a_small_memory_budget_streams_and_records_it(tmp_path, capsys):
     truth = make_noisy_pattern_dataset(tmp_path / "images", per_class=30)
     before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted((tmp_path / "images").rglob("*"))}
-    code, _, err = run_cli(["scan", tmp_path / "images", "--out", tmp_path / "run", "--budget", "0.05", "--width", "8",
-                            "--max-memory", "16KB", "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "scan",
+            tmp_path / "images",
+            "--out",
+            tmp_path / "run",
+            "--budget",
+            "0.05",
+            "--width",
+            "8",
+            "--max-memory",
+            "16KB",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["memory"]["images"] == "streamed" and summary["memory"]["state_dtype"] == "float16"
     assert summary["memory"]["budget_bytes"] == 16 * 1024
     assert (summary["world_size"], summary["distributed_backend"]) == (1, None)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_memory"] == 16 * 1024
-    assert before == {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted((tmp_path / "images").rglob("*"))}
+    assert before == {
+        p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted((tmp_path / "images").rglob("*"))
+    }
     assert len(truth) == len(__import__("pandas").read_csv(tmp_path / "run" / "report.csv"))
 
 
 def test_scan_refuses_a_bad_memory_size_in_one_line(tmp_path, capsys):
     make_noisy_pattern_dataset(tmp_path / "images", per_class=5)
-    code, _, err = run_cli(["scan", tmp_path / "images", "--out", tmp_path / "run", "--max-memory", "lots"], capsys)
+    code, _, err = run_cli(
+        ["scan", tmp_path / "images", "--out", tmp_path / "run", "--max-memory", "lots"], capsys
+    )
     assert code == 2 and "--max-memory must be 'auto' or a size" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

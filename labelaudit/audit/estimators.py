@@ -30,7 +30,10 @@ def transition_matrix(true_labels: np.ndarray, given_labels: np.ndarray, num_cla
     true_labels = np.asarray(true_labels, dtype=np.int64)
     given_labels = np.asarray(given_labels, dtype=np.int64)
     if true_labels.shape != given_labels.shape:
-        raise ValueError(f"true_labels and given_labels must have the same shape; got {true_labels.shape} and {given_labels.shape}")
+        raise ValueError(
+            f"true_labels and given_labels must have the same shape; got {true_labels.shape} and "
+            f"{given_labels.shape}"
+        )
     counts = np.zeros((num_classes, num_classes))
     np.add.at(counts, (true_labels, given_labels), 1)
     rows = counts.sum(axis=1, keepdims=True)
@@ -47,7 +50,9 @@ def per_class_noise_rates(flags: np.ndarray, given_labels: np.ndarray, num_class
         return np.where(totals > 0, flagged / totals, np.nan)
 
 
-def anchor_transition_matrix(probs: np.ndarray, *, percentile: float = 97.0, min_samples_per_class: int = 100) -> np.ndarray:
+def anchor_transition_matrix(
+    probs: np.ndarray, *, percentile: float = 97.0, min_samples_per_class: int = 100
+) -> np.ndarray:
     """Estimate ``T`` from anchor points (Patrini et al. 2017, seed 003).
 
     For each class ``i``, the anchor is the sample whose predicted ``p_i`` sits at the
@@ -101,14 +106,18 @@ def confident_learning_flags(probs: np.ndarray, given_labels: np.ndarray) -> np.
     probs = np.asarray(probs, dtype=np.float64)
     given_labels = np.asarray(given_labels, dtype=np.int64)
     n, k = probs.shape
-    thresholds = np.array([probs[given_labels == j, j].mean() if (given_labels == j).any() else 1.0 for j in range(k)])
+    thresholds = np.array(
+        [probs[given_labels == j, j].mean() if (given_labels == j).any() else 1.0 for j in range(k)]
+    )
     p_given = probs[np.arange(n), given_labels]
     candidates = (probs >= thresholds) & (probs > p_given[:, None])
     candidates[np.arange(n), given_labels] = False
     return candidates.any(axis=1)
 
 
-def bootstrap_interval(flags: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    flags: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the flagged share (the estimated noise rate).
 
     Resamples the ``N`` samples with replacement ``resamples`` times; deterministic for a seed.
@@ -163,8 +172,10 @@ def per_class_bootstrap_intervals(
     flags = np.asarray(flags, dtype=bool)
     given_labels = np.asarray(given_labels, dtype=np.int64)
     if flags.shape != given_labels.shape or flags.ndim != 1:
-        raise ValueError(f"flags and given_labels must be 1-D arrays of the same shape; got {flags.shape} and "
-                         f"{given_labels.shape}")
+        raise ValueError(
+            f"flags and given_labels must be 1-D arrays of the same shape; got {flags.shape} and "
+            f"{given_labels.shape}"
+        )
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1); got {level!r}")
     if resamples < 1:
@@ -204,7 +215,9 @@ def model_noise_rate(soft_labels: np.ndarray, given_labels: np.ndarray) -> float
     soft = np.asarray(soft_labels, dtype=np.float64)
     given = np.asarray(given_labels, dtype=np.int64)
     if soft.ndim != 2 or soft.shape[0] != given.shape[0]:
-        raise ValueError(f"soft_labels must be (N, K) with N = len(given_labels) = {len(given)}; got {soft.shape}")
+        raise ValueError(
+            f"soft_labels must be (N, K) with N = len(given_labels) = {len(given)}; got {soft.shape}"
+        )
     if len(given) == 0:
         return float("nan")
     return float(np.clip(1.0 - soft[np.arange(len(given)), given].mean(), 0.0, 1.0))

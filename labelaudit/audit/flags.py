@@ -94,6 +94,7 @@ def _crossing(means, stds, weights, lowest: float) -> float:
     A far-left second crossing, where a wider right-label Gaussian wins again in the tail, is
     ignored.
     """
+
     def right_wins(grid):
         log_p = -0.5 * ((grid[:, None] - means) / stds) ** 2 - np.log(stds) + np.log(weights)
         return log_p[:, 1] >= log_p[:, 0]
@@ -190,13 +191,18 @@ def audit_from_soft_labels(
         fit = fit_two_gaussians(margin)
         boundary = mixture_boundary(fit)
         flags = margin < boundary
-        rule = {"rule": "mixture", "margin_boundary": boundary, "label_quality_threshold": float(1 / (1 + np.exp(-boundary))),
-                "mixture": {"means": fit.means, "stds": fit.stds, "weights": fit.weights}}
+        rule = {
+            "rule": "mixture",
+            "margin_boundary": boundary,
+            "label_quality_threshold": float(1 / (1 + np.exp(-boundary))),
+            "mixture": {"means": fit.means, "stds": fit.stds, "weights": fit.weights},
+        }
     else:
         flags = confidence < threshold
         rule = {"rule": "fixed", "confidence_threshold": threshold}
     # A flagged label is never "corrected" to itself: suggest the strongest other class then.
-    # (A fixed threshold, or a mixture boundary above 0, can flag a sample whose given label is the most likely one.)
+    # (A fixed threshold, or a mixture boundary above 0, can flag a sample whose given label is the most
+    # likely one.)
     others = soft.copy()
     others[np.arange(n), given] = -np.inf
     suggested = np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
@@ -283,10 +289,16 @@ def review_mask(report: pd.DataFrame) -> np.ndarray:
 def reason_column(report: pd.DataFrame) -> np.ndarray:
     """``(N,)`` str: the :data:`REASONS` that apply to each row of a report, ``;``-separated."""
     parts = [report["suspected_noisy"].to_numpy(dtype=bool)]
-    parts.append(report["duplicate_conflict"].to_numpy(dtype=bool) if "duplicate_conflict" in report
-                 else np.zeros(len(report), dtype=bool))
-    parts.append(report["is_outlier"].to_numpy(dtype=bool) if "is_outlier" in report
-                 else np.zeros(len(report), dtype=bool))
+    parts.append(
+        report["duplicate_conflict"].to_numpy(dtype=bool)
+        if "duplicate_conflict" in report
+        else np.zeros(len(report), dtype=bool)
+    )
+    parts.append(
+        report["is_outlier"].to_numpy(dtype=bool)
+        if "is_outlier" in report
+        else np.zeros(len(report), dtype=bool)
+    )
     return np.array([";".join(r for r, on in zip(REASONS, row) if on) for row in zip(*parts)], dtype=object)
 
 
@@ -296,8 +308,10 @@ def require_cleanlab():
     try:
         from cleanlab.filter import find_label_issues
     except ImportError as exc:
-        raise ConfigError(f"cleanlab (--flagger cleanlab, benchmark method cleanlab) is not installed or does not "
-                          f"import ({exc}); install it with: pip install 'labelaudit[cleanlab]'") from None
+        raise ConfigError(
+            f"cleanlab (--flagger cleanlab, benchmark method cleanlab) is not installed or does not "
+            f"import ({exc}); install it with: pip install 'labelaudit[cleanlab]'"
+        ) from None
     return find_label_issues
 
 
@@ -305,5 +319,9 @@ def cv_flags(probs: np.ndarray, given: np.ndarray, flagger: str) -> tuple[np.nda
     """Flags from out-of-fold probabilities by the confident-learning rule or by cleanlab."""
     if flagger == "cleanlab":
         find_label_issues = require_cleanlab()
-        return find_label_issues(labels=given, pred_probs=probs), {"rule": "cleanlab.filter.find_label_issues"}
-    return confident_learning_flags(probs, given), {"rule": "confident-learning (per-class mean self-confidence)"}
+        return find_label_issues(labels=given, pred_probs=probs), {
+            "rule": "cleanlab.filter.find_label_issues"
+        }
+    return confident_learning_flags(probs, given), {
+        "rule": "confident-learning (per-class mean self-confidence)"
+    }

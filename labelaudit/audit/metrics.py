@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.sources import SampleTable, _labels_as_text, match_classes, read_table
 from ..errors import ManifestError
 from .estimators import transition_matrix
-from ..data.sources import SampleTable, _labels_as_text, match_classes, read_table
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -39,7 +39,10 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise ManifestError(f"truth file {str(path)!r} does not exist; pass a CSV/parquet with sample_id and true_label columns")
+        raise ManifestError(
+            f"truth file {str(path)!r} does not exist; pass a CSV/parquet with sample_id and true_label "
+            "columns"
+        )
     frame = read_table(path, "truth file")
     label_col = next((c for c in TRUE_LABEL_CANDIDATES if c in frame.columns), None)
     if label_col is None:
@@ -56,17 +59,24 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
         lookup = dict(zip(resolved, true_text))
         keys = table.samples["path"]
     else:
-        raise ManifestError(f"truth file {path.name!r} matches no sample by sample_id or path; check it belongs to this dataset")
+        raise ManifestError(
+            f"truth file {path.name!r} matches no sample by sample_id or path; check it belongs to this "
+            "dataset"
+        )
     missing = [k for k in keys if k not in lookup]
     if missing:
         raise ManifestError(
-            f"truth file {path.name!r} has no row for {len(missing)} samples (first: {missing[0]!r}); it must cover every sample"
+            f"truth file {path.name!r} has no row for {len(missing)} samples (first: {missing[0]!r}); it "
+            "must cover every sample"
         )
     index = {name: i for i, name in enumerate(table.class_names)}
     names = match_classes([lookup[k] for k in keys], table.class_names)
     unknown = sorted(label for label, name in names.items() if name is None)
     if unknown:
-        raise ManifestError(f"truth file {path.name!r} uses label {unknown[0]!r} that is not a class of the dataset {list(table.class_names)}")
+        raise ManifestError(
+            f"truth file {path.name!r} uses label {unknown[0]!r} that is not a class of the dataset "
+            f"{list(table.class_names)}"
+        )
     return np.array([index[names[lookup[k]]] for k in keys], dtype=np.int64)
 
 
@@ -92,11 +102,15 @@ def truth_metrics(
             "estimated_noise_rate": float(estimated_noise_rate),
             "noise_rate_error": float(abs(estimated_noise_rate - is_noisy.mean())),
             "model_estimated_noise_rate": None if model_noise_rate is None else float(model_noise_rate),
-            "model_noise_rate_error": None if model_noise_rate is None else float(abs(model_noise_rate - is_noisy.mean())),
+            "model_noise_rate_error": None
+            if model_noise_rate is None
+            else float(abs(model_noise_rate - is_noisy.mean())),
             "transition_matrix_mae": float(np.abs(estimated_t - true_t).mean()),
             "true_transition_matrix": true_t.tolist(),
             "relabel_accuracy_on_noisy_flagged": (
-                float((suggested[noisy_flagged] == true[noisy_flagged]).mean()) if noisy_flagged.any() else None
+                float((suggested[noisy_flagged] == true[noisy_flagged]).mean())
+                if noisy_flagged.any()
+                else None
             ),
             "num_truly_noisy": int(is_noisy.sum()),
         }
@@ -116,8 +130,11 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, class_names)
     np.add.at(confusion, (true, predicted), 1)
     support = confusion.sum(axis=1)
     per_class = {
-        name: {"samples": int(support[i]), "correct": int(confusion[i, i]),
-               "accuracy": float(confusion[i, i] / support[i]) if support[i] else None}
+        name: {
+            "samples": int(support[i]),
+            "correct": int(confusion[i, i]),
+            "accuracy": float(confusion[i, i] / support[i]) if support[i] else None,
+        }
         for i, name in enumerate(class_names)
     }
     return {
@@ -151,7 +168,7 @@ def ranking_metrics(scores: np.ndarray, is_noisy: np.ndarray) -> dict:
         end = start
         while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
             end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
         start = end + 1
     u = ranks[is_noisy].sum() - positives * (positives + 1) / 2
     auroc = u / (positives * negatives)

@@ -100,7 +100,7 @@ def pixel_hashes(images, chunk: int = 4096) -> list[str]:
     hashes, equal rows."""
     out = []
     for start in range(0, len(images), chunk):
-        block = np.ascontiguousarray(images[start:start + chunk])
+        block = np.ascontiguousarray(images[start : start + chunk])
         out.extend(hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() for image in block)
     return out
 
@@ -110,17 +110,20 @@ def comparison_images(images, size: int = COMPARE_SIZE, chunk: int = 4096) -> np
     ``s = min(H, size)`` (rounded to whole grey levels); read ``chunk`` images at a time."""
     out = []
     for start in range(0, len(images), chunk):
-        x = torch.from_numpy(np.array(images[start:start + chunk])).float().mean(dim=3)  # (B, H, W); a copy
+        x = torch.from_numpy(np.array(images[start : start + chunk])).float().mean(dim=3)  # (B, H, W); a copy
         if x.shape[1] > size:
             x = torch.nn.functional.adaptive_avg_pool2d(x[:, None], size)[:, 0]
         out.append(x.round().clamp(0, 255).to(torch.uint8).numpy())
     return np.concatenate(out) if out else np.zeros((0, size, size), dtype=np.uint8)
 
 
-def aligned_differences(images: np.ndarray, pairs: np.ndarray, *, shift: int = 1, chunk: int = 256) -> np.ndarray:
+def aligned_differences(
+    images: np.ndarray, pairs: np.ndarray, *, shift: int = 1, chunk: int = 256
+) -> np.ndarray:
     """Root-mean-square grey-level difference of each pair of images, at their best alignment.
 
-    ``images`` ``(N, H, W)`` uint8 (:func:`comparison_images`); ``pairs`` ``(P, 2)`` sample indices. Each pair is compared
+    ``images`` ``(N, H, W)`` uint8 (:func:`comparison_images`); ``pairs`` ``(P, 2)`` sample indices. Each
+    pair is compared
     at every offset of up to ``shift`` pixels in each direction (on the overlapping part), after
     subtracting the mean difference (an overall brightness change is not a different picture);
     the smallest of these differences is returned, ``(P,)`` float32 in grey levels (0..255).
@@ -132,16 +135,18 @@ def aligned_differences(images: np.ndarray, pairs: np.ndarray, *, shift: int = 1
     height, width = images.shape[1:3]
     pixels = torch.from_numpy(np.ascontiguousarray(images))
     for start in range(0, len(pairs), chunk):
-        part = torch.from_numpy(pairs[start:start + chunk])
+        part = torch.from_numpy(pairs[start : start + chunk])
         a, b = pixels[part[:, 0]].float(), pixels[part[:, 1]].float()  # (P, H, W)
         best = torch.full((len(part),), float("inf"))
         for dy in range(-shift, shift + 1):
             for dx in range(-shift, shift + 1):
-                difference = (a[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)]
-                              - b[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)])
+                difference = (
+                    a[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)]
+                    - b[:, max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)]
+                )
                 mean = difference.mean(dim=(1, 2))
                 best = torch.minimum(best, difference.square().mean(dim=(1, 2)) - mean.square())  # variance
-        out[start:start + len(part)] = best.clamp_min(0).sqrt().numpy()
+        out[start : start + len(part)] = best.clamp_min(0).sqrt().numpy()
     return out
 
 
@@ -150,7 +155,9 @@ def similarity_from_difference(difference) -> np.ndarray:
     return 1.0 - np.asarray(difference, dtype=np.float64) / 255.0
 
 
-def duplicate_threshold(nearest_difference: np.ndarray, *, ceiling: float = 16.0, ratio: float = 0.35) -> float:
+def duplicate_threshold(
+    nearest_difference: np.ndarray, *, ceiling: float = 16.0, ratio: float = 0.35
+) -> float:
     """The largest aligned difference (grey levels) at which two images count as near-duplicates.
 
     ``nearest_difference`` is each sample's smallest aligned difference to its candidates.
@@ -193,8 +200,14 @@ def _union_groups(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def thumbnails(grey: np.ndarray, size: int = THUMBNAIL_SIZE, chunk: int = 8192) -> np.ndarray:
     """``(N, size * size)`` float32 thumbnails (area averages) of ``(N, H, W)`` uint8 grey images."""
-    out = [torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(grey[start:start + chunk]).float()[:, None], size)
-           .flatten(1).numpy() for start in range(0, len(grey), chunk)]
+    out = [
+        torch.nn.functional.adaptive_avg_pool2d(
+            torch.from_numpy(grey[start : start + chunk]).float()[:, None], size
+        )
+        .flatten(1)
+        .numpy()
+        for start in range(0, len(grey), chunk)
+    ]
     return np.concatenate(out) if out else np.zeros((0, size * size), dtype=np.float32)
 
 
@@ -206,7 +219,8 @@ class SimilarityIssues:
     ----------
     duplicate_group : ``(N,)`` int64, ``-1`` when the sample has no near-copy
     duplicate_of : ``(N,)`` int64 index of its most similar near-copy, ``-1`` when none
-    duplicate_similarity : ``(N,)`` float64 pixel similarity to it (:func:`similarity_from_difference`), NaN when none
+    duplicate_similarity : ``(N,)`` float64 pixel similarity to it (:func:`similarity_from_difference`), NaN
+    when none
     duplicate_conflict : ``(N,)`` bool, its group holds more than one given label
     exact_duplicate : ``(N,)`` bool, another sample has the same decoded pixels
     outlier_score : ``(N,)`` float64 in [0, 1], higher = less like the rest of its class
@@ -243,8 +257,9 @@ class SimilarityIssues:
         return int(self.is_outlier.sum())
 
 
-def find_duplicates(grey: np.ndarray, hashes: list[str], neighbours, labels: np.ndarray, *,
-                    threshold: float | None = None) -> dict:
+def find_duplicates(
+    grey: np.ndarray, hashes: list[str], neighbours, labels: np.ndarray, *, threshold: float | None = None
+) -> dict:
     """Near-duplicate groups among ``grey`` ``(N, H, W)`` uint8 images (:func:`comparison_images`).
 
     Candidates are the pairs of each sample and its nearest neighbours in ``neighbours`` (a list
@@ -264,8 +279,10 @@ def find_duplicates(grey: np.ndarray, hashes: list[str], neighbours, labels: np.
     by_hash: dict[str, list[int]] = {}
     for i, h in enumerate(hashes):
         by_hash.setdefault(h, []).append(i)
-    exact_pairs = np.array([(members[0], m) for members in by_hash.values() if len(members) > 1 for m in members[1:]],
-                           dtype=np.int64).reshape(-1, 2)
+    exact_pairs = np.array(
+        [(members[0], m) for members in by_hash.values() if len(members) > 1 for m in members[1:]],
+        dtype=np.int64,
+    ).reshape(-1, 2)
     difference = aligned_differences(grey, candidates)
     # What an ordinary nearest neighbour looks like: each distinct image once, its exact copies
     # left out (1,000 copies of one picture would put the median, and the threshold, at 0).
@@ -277,14 +294,20 @@ def find_duplicates(grey: np.ndarray, hashes: list[str], neighbours, labels: np.
     first = np.unique(codes, return_index=True)[1]
     limit = duplicate_threshold(nearest[first]) if threshold is None else 255.0 * (1.0 - threshold)
     linked = difference <= limit
-    pairs = pd.DataFrame({"a": np.concatenate([candidates[linked, 0], exact_pairs[:, 0]]).astype(np.int64),
-                          "b": np.concatenate([candidates[linked, 1], exact_pairs[:, 1]]).astype(np.int64),
-                          "difference": np.concatenate([difference[linked], np.zeros(len(exact_pairs))])})
+    pairs = pd.DataFrame(
+        {
+            "a": np.concatenate([candidates[linked, 0], exact_pairs[:, 0]]).astype(np.int64),
+            "b": np.concatenate([candidates[linked, 1], exact_pairs[:, 1]]).astype(np.int64),
+            "difference": np.concatenate([difference[linked], np.zeros(len(exact_pairs))]),
+        }
+    )
     pairs = pairs.sort_values("difference", kind="stable").drop_duplicates(["a", "b"]).reset_index(drop=True)
     groups = _union_groups(n, pairs[["a", "b"]].to_numpy())
     duplicate_of = np.full(n, -1, dtype=np.int64)
     best = np.full(n, np.inf)
-    for a, b, d in pairs.itertuples(index=False):  # sorted by difference: each sample's first link is its closest
+    for a, b, d in pairs.itertuples(
+        index=False
+    ):  # sorted by difference: each sample's first link is its closest
         for x, y in ((int(a), int(b)), (int(b), int(a))):
             if d < best[x]:
                 best[x], duplicate_of[x] = d, y
@@ -295,9 +318,15 @@ def find_duplicates(grey: np.ndarray, hashes: list[str], neighbours, labels: np.
         conflict[in_group] = label_counts.reindex(groups[in_group]).to_numpy() > 1
     exact = np.zeros(n, dtype=bool)
     exact[exact_pairs.ravel()] = True
-    return {"duplicate_group": groups, "duplicate_of": duplicate_of,
-            "duplicate_similarity": np.where(duplicate_of >= 0, similarity_from_difference(best), np.nan),
-            "duplicate_conflict": conflict, "exact_duplicate": exact, "duplicate_threshold": float(limit), "pairs": pairs}
+    return {
+        "duplicate_group": groups,
+        "duplicate_of": duplicate_of,
+        "duplicate_similarity": np.where(duplicate_of >= 0, similarity_from_difference(best), np.nan),
+        "duplicate_conflict": conflict,
+        "exact_duplicate": exact,
+        "duplicate_threshold": float(limit),
+        "pairs": pairs,
+    }
 
 
 def outlier_neighbours(n: int) -> int:
@@ -305,9 +334,16 @@ def outlier_neighbours(n: int) -> int:
     return int(np.clip(n // 200, *OUTLIER_NEIGHBOURS))
 
 
-def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread: float = 3.0,
-                   per_class: bool = False, similarities: np.ndarray | None = None,
-                   inverse: np.ndarray | None = None) -> dict:
+def outlier_scores(
+    features,
+    labels: np.ndarray,
+    *,
+    k: int | None = None,
+    spread: float = 3.0,
+    per_class: bool = False,
+    similarities: np.ndarray | None = None,
+    inverse: np.ndarray | None = None,
+) -> dict:
     """Outlier score and flag of every sample from ``features`` ``(N, D)``.
 
     Each distinct row of ``features`` counts once (:func:`distinct_rows`): exact copies share
@@ -343,7 +379,9 @@ def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread
         distance = np.maximum(1.0 - similarities[:, :k].astype(np.float64).mean(axis=1), 1e-9)  # (M,)
         if per_class:
             by_sample = distance[inverse]
-            ratio = by_sample / np.maximum(pd.Series(by_sample).groupby(labels).transform("median").to_numpy(), 1e-9)
+            ratio = by_sample / np.maximum(
+                pd.Series(by_sample).groupby(labels).transform("median").to_numpy(), 1e-9
+            )
             log_distinct = np.log(pd.Series(ratio).groupby(inverse).first().to_numpy())
         else:
             scaled = distance / max(float(np.median(distance)), 1e-9)
@@ -354,11 +392,17 @@ def outlier_scores(features, labels: np.ndarray, *, k: int | None = None, spread
     score = np.empty(n)
     score[np.argsort(ratio, kind="stable")] = np.arange(n) / max(n - 1, 1)
     flagged = ratio > threshold if distinct >= MIN_OUTLIER_SAMPLES else np.zeros(n, dtype=bool)
-    return {"outlier_score": score, "outlier_ratio": ratio, "is_outlier": flagged, "outlier_threshold": threshold}
+    return {
+        "outlier_score": score,
+        "outlier_ratio": ratio,
+        "is_outlier": flagged,
+        "outlier_threshold": threshold,
+    }
 
 
-def find_similarity_issues(images, labels: np.ndarray, *, features=None, embeddings=None,
-                           duplicate_threshold: float | None = None) -> SimilarityIssues:
+def find_similarity_issues(
+    images, labels: np.ndarray, *, features=None, embeddings=None, duplicate_threshold: float | None = None
+) -> SimilarityIssues:
     """Near-duplicates and outliers of one dataset.
 
     Parameters
@@ -383,36 +427,57 @@ def find_similarity_issues(images, labels: np.ndarray, *, features=None, embeddi
     if outlier_features is None:
         raise ValueError("similarity issues need the images or embeddings")
     learned = features if features is not None else embeddings
-    used = {"outliers": "embeddings" if embeddings is not None else "thumbnails",
-            "duplicate_candidates": None if grey is None else
-            ("penultimate" if features is not None else "embeddings" if embeddings is not None else None)}
+    used = {
+        "outliers": "embeddings" if embeddings is not None else "thumbnails",
+        "duplicate_candidates": None
+        if grey is None
+        else ("penultimate" if features is not None else "embeddings" if embeddings is not None else None),
+    }
     # Exact copies count once: searched among the distinct images, each copy takes its image's
     # neighbours and score. One search of the outlier features serves the outliers (k_out) and,
     # when they are also a candidate space, the duplicate candidates.
     first, inverse = distinct_rows(outlier_features)
     k_out = outlier_neighbours(len(first))
     if len(first) > 1:
-        near, similarities = nearest_neighbours(np.asarray(outlier_features)[first], max(k_out, DUPLICATE_NEIGHBOURS))
+        near, similarities = nearest_neighbours(
+            np.asarray(outlier_features)[first], max(k_out, DUPLICATE_NEIGHBOURS)
+        )
         near = first[near][inverse]  # (N, k) sample indices: each sample's image's neighbours
     else:  # every sample the same image: its copies are linked by their pixel hashes
         near, similarities = np.zeros((n, 0), dtype=np.int64), None
     outliers = outlier_scores(outlier_features, labels, k=k_out, similarities=similarities, inverse=inverse)
 
     def candidates(space) -> np.ndarray:
-        return near[:, :DUPLICATE_NEIGHBOURS] if space is outlier_features else nearest_neighbours(space, DUPLICATE_NEIGHBOURS)[0]
+        return (
+            near[:, :DUPLICATE_NEIGHBOURS]
+            if space is outlier_features
+            else nearest_neighbours(space, DUPLICATE_NEIGHBOURS)[0]
+        )
 
     if grey is not None:
         lists = [candidates(space) for space in (learned, thumbs) if space is not None]
         used["duplicate_candidates"] = "+".join(filter(None, [used["duplicate_candidates"], "thumbnails"]))
         dup = find_duplicates(grey, pixel_hashes(images), lists, labels, threshold=duplicate_threshold)
     else:
-        dup = {"duplicate_group": np.full(n, -1, dtype=np.int64), "duplicate_of": np.full(n, -1, dtype=np.int64),
-               "duplicate_similarity": np.full(n, np.nan), "duplicate_conflict": np.zeros(n, dtype=bool),
-               "exact_duplicate": np.zeros(n, dtype=bool), "duplicate_threshold": float("nan"),
-               "pairs": pd.DataFrame({"a": [], "b": [], "difference": []})}
+        dup = {
+            "duplicate_group": np.full(n, -1, dtype=np.int64),
+            "duplicate_of": np.full(n, -1, dtype=np.int64),
+            "duplicate_similarity": np.full(n, np.nan),
+            "duplicate_conflict": np.zeros(n, dtype=bool),
+            "exact_duplicate": np.zeros(n, dtype=bool),
+            "duplicate_threshold": float("nan"),
+            "pairs": pd.DataFrame({"a": [], "b": [], "difference": []}),
+        }
     return SimilarityIssues(
-        duplicate_group=dup["duplicate_group"], duplicate_of=dup["duplicate_of"],
-        duplicate_similarity=dup["duplicate_similarity"], duplicate_conflict=dup["duplicate_conflict"],
-        exact_duplicate=dup["exact_duplicate"], outlier_score=outliers["outlier_score"],
-        is_outlier=outliers["is_outlier"], duplicate_threshold=dup["duplicate_threshold"],
-        outlier_threshold=outliers["outlier_threshold"], features=used, pairs=dup["pairs"])
+        duplicate_group=dup["duplicate_group"],
+        duplicate_of=dup["duplicate_of"],
+        duplicate_similarity=dup["duplicate_similarity"],
+        duplicate_conflict=dup["duplicate_conflict"],
+        exact_duplicate=dup["exact_duplicate"],
+        outlier_score=outliers["outlier_score"],
+        is_outlier=outliers["is_outlier"],
+        duplicate_threshold=dup["duplicate_threshold"],
+        outlier_threshold=outliers["outlier_threshold"],
+        features=used,
+        pairs=dup["pairs"],
+    )

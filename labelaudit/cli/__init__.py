@@ -18,13 +18,7 @@ import typer
 
 from .. import _interrupt
 from ..errors import ConfigError, LabelAuditError
-from . import export_cmd
-from . import inspect_cmd
-from . import model_cmd
-from . import noise_cmd
-from . import retrain_cmd
-from . import review_cmd
-from . import scan_cmd
+from . import export_cmd, inspect_cmd, model_cmd, noise_cmd, retrain_cmd, review_cmd, scan_cmd
 
 app = typer.Typer(
     name="labelaudit",
@@ -78,8 +72,10 @@ def _refuse_torchrun_except_scan(args: list[str]) -> None:
     process, every copy writing the same output."""
     command = next((a for a in args if not a.startswith("-")), None)
     if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and command not in (None, "scan"):
-        raise ConfigError(f"only 'labelaudit scan' runs under torchrun (several processes); run 'labelaudit {command}' "
-                          "as one process, without torchrun")
+        raise ConfigError(
+            f"only 'labelaudit scan' runs under torchrun (several processes); run 'labelaudit {command}' "
+            "as one process, without torchrun"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,8 +139,10 @@ def _exit_interrupted() -> None:
     kill itself by SIGINT at exit although handled (4 of 8 scans interrupted during imports)."""
     done = [str(p) for p in _interrupt.committed]
     if done:
-        print(f"labelaudit: interrupted after the output was written in full: {', '.join(done)} is complete",
-              file=sys.stderr)
+        print(
+            f"labelaudit: interrupted after the output was written in full: {', '.join(done)} is complete",
+            file=sys.stderr,
+        )
     else:
         print("labelaudit: interrupted (an unfinished run directory is not kept)", file=sys.stderr)
     sys.stdout.flush()

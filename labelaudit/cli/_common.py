@@ -21,25 +21,44 @@ from .. import _interrupt
 
 SourceArg = Annotated[
     Path,
-    typer.Argument(help="Image folder (one subfolder per class) or a .parquet/.csv manifest.", show_default=False,
-                   readable=False),  # our own check names the problem in one line
+    typer.Argument(
+        help="Image folder (one subfolder per class) or a .parquet/.csv manifest.",
+        show_default=False,
+        readable=False,
+    ),  # our own check names the problem in one line
 ]
 PathColumnOpt = Annotated[
-    Optional[str], typer.Option("--path-column", help="Manifest column with image paths [default: path, image, file_name, ...].")
+    Optional[str],
+    typer.Option(
+        "--path-column", help="Manifest column with image paths [default: path, image, file_name, ...]."
+    ),
 ]
 LabelColumnOpt = Annotated[
-    Optional[str], typer.Option("--label-column", help="Manifest column with labels [default: label, class, target, ...].")
+    Optional[str],
+    typer.Option("--label-column", help="Manifest column with labels [default: label, class, target, ...]."),
 ]
 IdColumnOpt = Annotated[
-    Optional[str], typer.Option("--id-column", help="Manifest column with unique sample ids [default: sample_id or id if present, else the path].")
+    Optional[str],
+    typer.Option(
+        "--id-column",
+        help="Manifest column with unique sample ids [default: sample_id or id if present, else the path].",
+    ),
 ]
 ImageSizeOpt = Annotated[
     Optional[int],
-    typer.Option("--image-size", min=4, max=1024, help="Side of the square images the network sees [default: median shorter side, clamped to 16..64]."),
+    typer.Option(
+        "--image-size",
+        min=4,
+        max=1024,
+        help="Side of the square images the network sees [default: median shorter side, clamped to 16..64].",
+    ),
 ]
 CacheDirOpt = Annotated[
     Optional[str],  # text, not Path: Path("") would turn an empty value into the current folder
-    typer.Option("--cache-dir", help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit]."),
+    typer.Option(
+        "--cache-dir",
+        help="Where decoded images are cached [default: $LABELAUDIT_CACHE_DIR or ~/.cache/labelaudit].",
+    ),
 ]
 WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", min=1, help="Decoding processes [default: all cores].")
@@ -47,9 +66,15 @@ WorkersOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace an earlier output of this command at --out (a folder holding anything else is never replaced)."),
+    typer.Option(
+        "--overwrite",
+        help="Replace an earlier output of this command at --out (a folder holding anything else is never "
+        "replaced).",
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (no tables, no bars).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (no tables, no bars).")
+]
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)

@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data.inspect import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
 from ..data.images import cache_root, load_images
-from ..runs.directory import RunDirectory, input_paths
-from ..reports import json_text, write_json, write_skipped_csv
+from ..data.inspect import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
 from ..data.sources import SKIP_REASONS, load_source
+from ..reports import json_text, write_json, write_skipped_csv
+from ..runs.directory import RunDirectory, input_paths
 from ._common import (
     CacheDirOpt,
     IdColumnOpt,
@@ -41,7 +41,14 @@ def inspect(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     out: Annotated[
-        Optional[str], typer.Option("--out", metavar="DIR", help=f"Also write inspect.json and skipped.csv (every skipped file; the JSON lists the first {MAX_SKIPPED_IN_JSON:,}) into this folder (new or empty, or an earlier inspect output with --overwrite).")
+        Optional[str],
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Also write inspect.json and skipped.csv (every skipped file; the JSON lists the first "
+            f"{MAX_SKIPPED_IN_JSON:,}) into this folder (new or empty, or an earlier inspect output "
+            "with --overwrite).",
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
@@ -55,15 +62,18 @@ def inspect(
     """
     bars = not (quiet or json_output)
     with progress_bars(bars) as progress:  # a million-row manifest's file check takes seconds
-        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
-                            progress=progress)
+        table = load_source(
+            source, path_column=path_column, label_column=label_column, id_column=id_column, progress=progress
+        )
     output = None
     if out is not None:  # checked, locked and created before decoding
         inputs = input_paths(table, [cache_root(cache_dir)])
         output = RunDirectory(out, "inspect", inputs=inputs, overwrite=overwrite).open()
     try:
         with progress_bars(bars) as progress:
-            store = load_images(table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress)
+            store = load_images(
+                table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress
+            )
             report = inspect_store(store)
             as_dict = report.to_dict() if output is not None or json_output else None
             if output is not None:  # a million skipped files take a second or two to list
@@ -108,8 +118,12 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
     for width, height, count in report.image_sizes:
         sizes.add_row(f"{width} x {height}", str(count))
     stdout.print(sizes)
-    stdout.print("Modes: " + ", ".join(f"{m} {n}" for m, n in report.modes.items())
-                 + "; formats: " + ", ".join(f"{f} {n}" for f, n in report.formats.items()))
+    stdout.print(
+        "Modes: "
+        + ", ".join(f"{m} {n}" for m, n in report.modes.items())
+        + "; formats: "
+        + ", ".join(f"{f} {n}" for f, n in report.formats.items())
+    )
 
     if len(report.skipped):
         skipped = Table(title=f"Skipped files ({len(report.skipped)})", title_justify="left")
@@ -132,7 +146,9 @@ def _render(report: DatasetReport, out: Optional[Path]) -> None:
         f"[bold]{len(conflicting)} with conflicting labels[/]"
     )
     if conflicting:
-        dup = Table(title="Identical files with different labels (at most one label is right)", title_justify="left")
+        dup = Table(
+            title="Identical files with different labels (at most one label is right)", title_justify="left"
+        )
         dup.add_column("labels")
         dup.add_column("files")
         for group in conflicting[:_LIST_LIMIT]:

@@ -22,19 +22,50 @@ from ._common import (
 )
 from .retrain_cmd import print_class_table
 
-ModelArg = Annotated[Path, typer.Argument(help="A model.pt, or the run directory of a scan or retrain.", show_default=False, readable=False)]
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A model.pt, or the run directory of a scan or retrain.", show_default=False, readable=False
+    ),
+]
 
 
 def predict_command(
     model: ModelArg,
-    source: Annotated[Path, typer.Argument(help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv manifest with a path column.", show_default=False, readable=False)],
-    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="FILE", help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].")] = None,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv "
+            "manifest with a path column.",
+            show_default=False,
+            readable=False,
+        ),
+    ],
+    out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].",
+        ),
+    ] = None,
     path_column: PathColumnOpt = None,
     id_column: IdColumnOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing predictions file at --out.")] = False,
-    weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing predictions file at --out.")
+    ] = False,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(
+            "--weights",
+            metavar="FILE",
+            help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold "
+            "the same weights).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict the class of new images: predicted_label, confidence and the soft label per image.
@@ -45,28 +76,62 @@ def predict_command(
     """
     from ..pipeline.predict import predict, write_predictions
 
-    out = out if out is not None else f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv"
+    out = (
+        out if out is not None else f"predictions-{Path(source).expanduser().resolve().stem or 'images'}.csv"
+    )
     with progress_bars(not quiet) as progress:
-        result = predict(model, source, path_column=path_column, id_column=id_column, cache_dir=cache_dir,
-                         workers=workers, progress=progress, out_file=out, overwrite=overwrite, weights=weights)
+        result = predict(
+            model,
+            source,
+            path_column=path_column,
+            id_column=id_column,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            out_file=out,
+            overwrite=overwrite,
+            weights=weights,
+        )
     skipped_file = write_predictions(result, out, overwrite=overwrite)
-    skipped_note = f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})." if skipped_file else ""
+    skipped_note = (
+        f" {len(result.skipped)} files skipped (listed in {escape(str(skipped_file))})."
+        if skipped_file
+        else ""
+    )
     counts = result.frame["predicted_label"].value_counts()
-    stdout.print(f"Predicted {len(result.frame)} images.{skipped_note} Most predicted: "
-                 + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.head(5).items()))
+    stdout.print(
+        f"Predicted {len(result.frame)} images.{skipped_note} Most predicted: "
+        + ", ".join(f"{escape(str(k))} {v}" for k, v in counts.head(5).items())
+    )
     stdout.print(f"Predictions: {out}")
 
 
 def evaluate_command(
     model: ModelArg,
-    source: Annotated[Path, typer.Argument(help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be classes of the model.", show_default=False, readable=False)],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be "
+            "classes of the model.",
+            show_default=False,
+            readable=False,
+        ),
+    ],
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
     id_column: IdColumnOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     json_output: JsonOpt = False,
-    weights: Annotated[Optional[str], typer.Option("--weights", metavar="FILE", help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold the same weights).")] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(
+            "--weights",
+            metavar="FILE",
+            help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold "
+            "the same weights).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Accuracy of a model on labelled images: overall, per class, and the confusion matrix.
@@ -76,11 +141,22 @@ def evaluate_command(
     from ..pipeline.predict import evaluate
 
     with progress_bars(not (quiet or json_output)) as progress:
-        metrics = evaluate(model, source, path_column=path_column, label_column=label_column, id_column=id_column,
-                           cache_dir=cache_dir, workers=workers, progress=progress, weights=weights)
+        metrics = evaluate(
+            model,
+            source,
+            path_column=path_column,
+            label_column=label_column,
+            id_column=id_column,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            weights=weights,
+        )
     if json_output:
         typer.echo(json_text(metrics))
         return
-    stdout.print(f"Accuracy on {metrics['num_samples']} images: [bold]{metrics['accuracy']:.2%}[/]"
-                 + (f" ({metrics['num_skipped']} files skipped)" if metrics["num_skipped"] else ""))
+    stdout.print(
+        f"Accuracy on {metrics['num_samples']} images: [bold]{metrics['accuracy']:.2%}[/]"
+        + (f" ({metrics['num_skipped']} files skipped)" if metrics["num_skipped"] else "")
+    )
     print_class_table(metrics)

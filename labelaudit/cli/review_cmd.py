@@ -13,11 +13,31 @@ from ._common import JsonOpt, QuietOpt, progress_bars, stdout
 
 
 def review_command(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False, readable=False)],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier review/ folder of this run (decisions kept in the browser are not lost).")] = False,
-    thumb_size: Annotated[int, typer.Option("--thumb-size", min=16, max=512, help="Longest side of the thumbnails in pixels.")] = 96,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="List only the N most suspect flagged samples [default: all].")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads making thumbnails [default: all cores].")] = None,
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="The run directory a scan wrote (its --out).", show_default=False, readable=False
+        ),
+    ],
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier review/ folder of this run (decisions kept in the browser are not "
+            "lost).",
+        ),
+    ] = False,
+    thumb_size: Annotated[
+        int, typer.Option("--thumb-size", min=16, max=512, help="Longest side of the thumbnails in pixels.")
+    ] = 96,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", min=1, help="List only the N most suspect flagged samples [default: all]."),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=1, help="Threads making thumbnails [default: all cores]."),
+    ] = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -32,20 +52,42 @@ def review_command(
     from ..review.page import write_review
 
     with progress_bars(not (quiet or json_output)) as progress:
-        result = write_review(run_dir, overwrite=overwrite, thumb_size=thumb_size, limit=limit, workers=workers,
-                              progress=progress)
+        result = write_review(
+            run_dir,
+            overwrite=overwrite,
+            thumb_size=thumb_size,
+            limit=limit,
+            workers=workers,
+            progress=progress,
+        )
     unreadable = len(result.unreadable)
     if json_output:
-        typer.echo(json_text({"review": str(result.index), "num_samples": result.num_samples,
-                              "num_flagged": result.num_flagged, "num_shown": result.num_shown,
-                              "num_unreadable": unreadable, "plots": result.plots,
-                              "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}))
+        typer.echo(
+            json_text(
+                {
+                    "review": str(result.index),
+                    "num_samples": result.num_samples,
+                    "num_flagged": result.num_flagged,
+                    "num_shown": result.num_shown,
+                    "num_unreadable": unreadable,
+                    "plots": result.plots,
+                    "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+                }
+            )
+        )
         return
-    shown = (f"{result.num_shown} of {result.num_flagged} flagged samples (the most suspect)"
-             if result.num_shown < result.num_flagged else f"{result.num_flagged} flagged samples")
+    shown = (
+        f"{result.num_shown} of {result.num_flagged} flagged samples (the most suspect)"
+        if result.num_shown < result.num_flagged
+        else f"{result.num_flagged} flagged samples"
+    )
     stdout.print(f"Review page of {shown} out of {result.num_samples}, in {result.seconds['total']:.1f} s.")
     if unreadable:
         first = result.unreadable.iloc[0]
-        stdout.print(f"{unreadable} images could not be read (first: {escape(str(first['path']))}, {first['reason']}); "
-                     f"their cards show a placeholder, all are listed in {escape(str(result.folder / 'unreadable.csv'))}.")
+        stdout.print(
+            f"{unreadable} images could not be read (first: {escape(str(first['path']))}, "
+            f"{first['reason']}); "
+            "their cards show a placeholder, all are listed in "
+            f"{escape(str(result.folder / 'unreadable.csv'))}."
+        )
     stdout.print(f"Open in a browser: {escape(str(result.index))}")

@@ -101,7 +101,9 @@ def read_header(path: str, max_pixels: int) -> dict:
     except Exception as exc:  # a damaged header raises anything from SyntaxError to struct.error
         return {**info, "reason": "corrupt", "detail": _one_line(exc)}
     if info["width"] * info["height"] > max_pixels:
-        info.update(reason="too_large", detail=f"{info['width']}x{info['height']} exceeds {max_pixels} pixels")
+        info.update(
+            reason="too_large", detail=f"{info['width']}x{info['height']} exceeds {max_pixels} pixels"
+        )
     elif info["width"] == 0 or info["height"] == 0:
         info.update(reason="corrupt", detail="zero width or height")
     return info

@@ -31,10 +31,10 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import _decode
 from .._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from ..errors import ConfigError
 from ..resources import usable_cpus
+from . import _decode
 from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
 
 CACHE_FORMAT_VERSION = 1
@@ -62,8 +62,10 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is None:
         return default_cache_dir()
     if not str(cache_dir).strip():
-        raise ConfigError("--cache-dir is empty; pass a folder for the image cache, e.g. --cache-dir "
-                          "~/.cache/labelaudit, or leave it out for the default")
+        raise ConfigError(
+            "--cache-dir is empty; pass a folder for the image cache, e.g. --cache-dir "
+            "~/.cache/labelaudit, or leave it out for the default"
+        )
     return Path(cache_dir).expanduser()
 
 
@@ -264,8 +266,11 @@ def entry_folders(root: Path) -> list[Path]:
     except OSError:
         return []
     return [
-        Path(e.path) for e in entries
-        if len(e.name) == 24 and all(c in "0123456789abcdef" for c in e.name) and e.is_dir(follow_symlinks=False)
+        Path(e.path)
+        for e in entries
+        if len(e.name) == 24
+        and all(c in "0123456789abcdef" for c in e.name)
+        and e.is_dir(follow_symlinks=False)
     ]
 
 
@@ -329,7 +334,12 @@ def _auto_size(readable_headers: pd.DataFrame) -> int:
 
 
 def _run_chunks(
-    task, chunks: list[tuple], sizes: list[int], workers: int, phase: str, progress: ProgressCallback | None,
+    task,
+    chunks: list[tuple],
+    sizes: list[int],
+    workers: int,
+    phase: str,
+    progress: ProgressCallback | None,
     keep=None,
 ) -> list:
     """Run ``task(*chunk)`` over chunks of ``sizes`` files (in a process pool when worth it);
@@ -345,7 +355,10 @@ def _run_chunks(
         # Workers are forked by this thread, which waits for them below: they die with it
         # (see _decode.init_worker), so a killed run leaves no worker behind.
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=_pool_context(), initializer=_decode.init_worker, initargs=(os.getpid(),)
+            max_workers=workers,
+            mp_context=_pool_context(),
+            initializer=_decode.init_worker,
+            initargs=(os.getpid(),),
         )
         try:
             futures = {pool.submit(task, *chunk): i for i, chunk in enumerate(chunks)}
@@ -391,7 +404,9 @@ def _headers(
     paths = table.samples["path"].tolist()
     chunks = [(paths[i : i + _CHUNK], max_pixels) for i in range(0, len(paths), _CHUNK)]
     sizes = [len(chunk[0]) for chunk in chunks]
-    results = _run_chunks(_decode.header_chunk, chunks, sizes, workers, "read headers", progress, keep=_as_columns)
+    results = _run_chunks(
+        _decode.header_chunk, chunks, sizes, workers, "read headers", progress, keep=_as_columns
+    )
     headers = pd.DataFrame(
         {name: [value for chunk in results for value in chunk[j]] for j, name in enumerate(_HEADER_COLUMNS)}
     )
@@ -421,7 +436,9 @@ def _decode_all(
     progress: ProgressCallback | None,
 ) -> pd.DataFrame:
     tmp_pixels = temporary_sibling(pixels_file, ".npy")
-    array = np.lib.format.open_memmap(tmp_pixels, mode="w+", dtype=np.uint8, shape=(len(decodable), size, size, channels))
+    array = np.lib.format.open_memmap(
+        tmp_pixels, mode="w+", dtype=np.uint8, shape=(len(decodable), size, size, channels)
+    )
     del array  # workers reopen the file; the header is already written
     paths = table.samples["path"].to_numpy()[decodable].tolist()
     positions = list(range(len(decodable)))

@@ -123,7 +123,11 @@ def inspect_store(store: ImageStore, *, max_sizes: int = 10) -> DatasetReport:
 def _duplicate_groups(samples: pd.DataFrame, files: pd.DataFrame) -> list[dict]:
     """Groups of samples whose files have identical bytes, largest first."""
     frame = pd.DataFrame(
-        {"sha1": files["sha1"].to_numpy(), "sample_id": samples["sample_id"].to_numpy(), "label": samples["label"].to_numpy()}
+        {
+            "sha1": files["sha1"].to_numpy(),
+            "sample_id": samples["sample_id"].to_numpy(),
+            "label": samples["label"].to_numpy(),
+        }
     )
     repeated = frame[frame["sha1"].duplicated(keep=False)]
     groups = [

@@ -28,9 +28,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DatasetError, ManifestError, SourceNotFoundError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 #: Reason codes written to ``skipped.csv``, with what each means.
 SKIP_REASONS = {
@@ -46,7 +44,16 @@ SKIP_REASONS = {
     "non_utf8_name": "the file or folder name is not valid UTF-8; rename it",
 }
 
-PATH_COLUMN_CANDIDATES = ("path", "image", "image_path", "filepath", "file_path", "file_name", "filename", "file")
+PATH_COLUMN_CANDIDATES = (
+    "path",
+    "image",
+    "image_path",
+    "filepath",
+    "file_path",
+    "file_name",
+    "filename",
+    "file",
+)
 LABEL_COLUMN_CANDIDATES = ("label", "given_label", "class", "class_name", "target")
 ID_COLUMN_CANDIDATES = ("sample_id", "id")
 
@@ -99,7 +106,8 @@ def parent_folders(paths: Sequence[str]) -> set[str]:
     heads: set[str] = set()
     for start in range(0, len(values), _FOLDER_BATCH):  # batches: the Arrow copy stays small
         text = pa.array(values[start : start + _FOLDER_BATCH], type=pa.string())
-        heads.update(pc.unique(pc.replace_substring_regex(text, r"[^/]*$", "")).to_pylist())  # up to the last "/"
+        # up to the last "/"
+        heads.update(pc.unique(pc.replace_substring_regex(text, r"[^/]*$", "")).to_pylist())
     _release_arrow_memory()
     return {os.path.dirname(head) if head.rstrip("/") else head for head in heads}
 
@@ -365,14 +373,21 @@ def load_unlabeled(
         raise SourceNotFoundError(f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest")
     samples, missing = _stat_rows(rows)
     samples["given_label"] = np.int64(-1)
-    skipped_df = pd.concat([pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True)
+    skipped_df = pd.concat(
+        [pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(object), missing], ignore_index=True
+    )
     table = SampleTable(samples[SAMPLE_COLUMNS].reset_index(drop=True), (), path, kind, skipped_df)
     check_usable(table, require_all_classes=False)
     return table
 
 
 def table_from_rows(
-    sample_ids: Sequence[str], paths: Sequence[str], labels: Sequence[str], classes: Sequence[str], source: Path, kind: str
+    sample_ids: Sequence[str],
+    paths: Sequence[str],
+    labels: Sequence[str],
+    classes: Sequence[str],
+    source: Path,
+    kind: str,
 ) -> SampleTable:
     """A :class:`SampleTable` of known samples (e.g. the rows of a scan's report), in this order.
 
@@ -438,9 +453,20 @@ def _stat_rows(
 
 # Outcomes of the per-file check, as codes in a uint8 array; the reason and detail of each skip.
 _USABLE, _MISSING, _UNREADABLE, _DIRECTORY, _NOT_REGULAR, _EMPTY, _NON_UTF8 = range(7)
-_CHECK_REASONS = np.array(["", "missing", "unreadable", "not_an_image", "not_an_image", "empty", "non_utf8_name"], dtype=object)
+_CHECK_REASONS = np.array(
+    ["", "missing", "unreadable", "not_an_image", "not_an_image", "empty", "non_utf8_name"], dtype=object
+)
 _CHECK_DETAILS = np.array(
-    ["", "no such file", "", "is a directory", "not a regular file", "zero bytes", "the path is not valid UTF-8"], dtype=object
+    [
+        "",
+        "no such file",
+        "",
+        "is a directory",
+        "not a regular file",
+        "zero bytes",
+        "the path is not valid UTF-8",
+    ],
+    dtype=object,
 )
 
 
@@ -561,7 +587,9 @@ def _finish(
     return SampleTable(samples, class_names, source, kind, skipped.reset_index(drop=True), **kwargs)
 
 
-def _load_folder(root: Path, classes: Sequence[str] | None, progress: ProgressCallback | None = None) -> SampleTable:
+def _load_folder(
+    root: Path, classes: Sequence[str] | None, progress: ProgressCallback | None = None
+) -> SampleTable:
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -577,10 +605,18 @@ def _load_folder(root: Path, classes: Sequence[str] | None, progress: ProgressCa
     for entry in entries:
         if entry.is_file() and not _is_hidden(entry.name) and _has_image_ext(entry.name):
             if is_utf8(entry.name):
-                skipped.append((entry.name, entry.path, "outside_class_folder", "move it into a class subfolder"))
+                skipped.append(
+                    (entry.name, entry.path, "outside_class_folder", "move it into a class subfolder")
+                )
             else:
-                skipped.append((displayable_path(entry.name), displayable_path(entry.path), "non_utf8_name",
-                                "the file name is not valid UTF-8"))
+                skipped.append(
+                    (
+                        displayable_path(entry.name),
+                        displayable_path(entry.path),
+                        "non_utf8_name",
+                        "the file name is not valid UTF-8",
+                    )
+                )
     for name in folders:
         if not is_utf8(name):
             skipped += _non_utf8_class_folder(root / name, root)
@@ -603,7 +639,9 @@ def _load_folder(root: Path, classes: Sequence[str] | None, progress: ProgressCa
         skipped += class_skipped
         if not class_rows:
             reasons = pd.Series([r[2] for r in class_skipped], dtype=object).value_counts().to_dict()
-            detail = f" it can use ({len(class_skipped)} skipped: {_format_counts(reasons)})" if reasons else ""
+            detail = (
+                f" it can use ({len(class_skipped)} skipped: {_format_counts(reasons)})" if reasons else ""
+            )
             raise DatasetError(
                 f"class folder {str(class_root)!r} contains no images{detail}; add images to it or remove it"
             )
@@ -614,7 +652,9 @@ def _load_folder(root: Path, classes: Sequence[str] | None, progress: ProgressCa
     return _finish(samples, skipped_df, root, "folder", classes, class_dirs)
 
 
-def _walk_images(folder: Path, root: Path, label: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+def _walk_images(
+    folder: Path, root: Path, label: str
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
     """Every non-hidden file under ``folder`` in sorted order: images as ``(sample_id, path,
     label)`` rows, other files as ``unsupported_extension`` skips; ids are relative to ``root``.
 
@@ -633,19 +673,33 @@ def _walk_images(folder: Path, root: Path, label: str) -> tuple[list[tuple[str, 
             sample_id = Path(os.path.relpath(file_path, root)).as_posix()
             if not is_utf8(sample_id):
                 bad = next(part for part in Path(sample_id).parts if not is_utf8(part))
-                skipped.append((displayable_path(sample_id), displayable_path(file_path), "non_utf8_name",
-                                f"the name {displayable_path(bad)} is not valid UTF-8"))
+                skipped.append(
+                    (
+                        displayable_path(sample_id),
+                        displayable_path(file_path),
+                        "non_utf8_name",
+                        f"the name {displayable_path(bad)} is not valid UTF-8",
+                    )
+                )
             elif _has_image_ext(name):
                 rows.append((sample_id, file_path, label))
             else:
-                skipped.append((sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension"))
+                skipped.append(
+                    (sample_id, file_path, "unsupported_extension", Path(name).suffix or "no extension")
+                )
     for exc in errors:
         failed = exc.filename if exc.filename is not None else folder
         if os.path.normpath(failed) == os.path.normpath(folder):
             raise exc
         sample_id = displayable_path(Path(os.path.relpath(failed, root)).as_posix())
-        skipped.append((sample_id, displayable_path(failed), "unreadable",
-                        f"folder cannot be listed: {exc.strerror or exc}"))
+        skipped.append(
+            (
+                sample_id,
+                displayable_path(failed),
+                "unreadable",
+                f"folder cannot be listed: {exc.strerror or exc}",
+            )
+        )
     return rows, skipped
 
 
@@ -658,7 +712,9 @@ def _non_utf8_class_folder(folder: Path, root: Path) -> list[tuple[str, str, str
         skipped = []
     if not skipped:
         shown = displayable_path(folder.name)
-        skipped = [(shown, displayable_path(folder), "non_utf8_name", f"the folder name {shown} is not valid UTF-8")]
+        skipped = [
+            (shown, displayable_path(folder), "non_utf8_name", f"the folder name {shown} is not valid UTF-8")
+        ]
     return skipped
 
 
@@ -703,7 +759,11 @@ def table_columns(path: Path, what: str) -> tuple[list[str], bool]:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
-        index_columns = {c for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        index_columns = {
+            c
+            for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+            if isinstance(c, str)
+        }
         names = [name for name in parquet.schema_arrow.names if name not in index_columns]
         return names, parquet.metadata.num_rows > 0
     except Exception as exc:  # pyarrow/pandas raise many types for a bad file
@@ -713,8 +773,7 @@ def table_columns(path: Path, what: str) -> tuple[list[str], bool]:
 def _unreadable(path: Path, what: str, kind: str, exc: Exception) -> ManifestError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ManifestError(
-        f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid "
-        f"{kind} file"
+        f"cannot read {what} {str(path)!r} as {kind}: {first_line}; check that it is a valid {kind} file"
     )
 
 
@@ -765,7 +824,12 @@ def _unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_manifest(
-    path: Path, path_column: str | None, label_column: str | None, id_column: str | None, *, with_label: bool = True
+    path: Path,
+    path_column: str | None,
+    label_column: str | None,
+    id_column: str | None,
+    *,
+    with_label: bool = True,
 ) -> tuple[pd.DataFrame, str, str | None, str | None]:
     """``(frame, path column, label column, id column)``: only the columns needed are read."""
     columns, has_rows = table_columns(path, "manifest")
@@ -774,7 +838,9 @@ def _read_manifest(
     path_col = _pick_column(columns, path_column, PATH_COLUMN_CANDIDATES, "path", "--path-column", path)
     label_col = None
     if with_label:
-        label_col = _pick_column(columns, label_column, LABEL_COLUMN_CANDIDATES, "label", "--label-column", path)
+        label_col = _pick_column(
+            columns, label_column, LABEL_COLUMN_CANDIDATES, "label", "--label-column", path
+        )
     id_col = _pick_column(columns, id_column, ID_COLUMN_CANDIDATES, "id", "--id-column", path, required=False)
     needed = list(dict.fromkeys(c for c in (path_col, label_col, id_col) if c is not None))
     frame = read_table(path, "manifest", columns=needed)
@@ -783,7 +849,15 @@ def _read_manifest(
     return frame, path_col, label_col, id_col
 
 
-def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str, option: str, path: Path, required: bool = True) -> str | None:
+def _pick_column(
+    columns: Sequence[str],
+    wanted: str | None,
+    candidates: Sequence[str],
+    role: str,
+    option: str,
+    path: Path,
+    required: bool = True,
+) -> str | None:
     columns = [str(c) for c in columns]
     if wanted is not None:
         if wanted in columns:
@@ -935,7 +1009,11 @@ _NEEDS_NORMALISING = r"//|(?:^|/)\.\.?(?:/|$)|/$|^~"
 
 def _path_cells(cells: pd.Series) -> pd.Series:
     """A manifest's path cells as text without surrounding whitespace (blank cells removed before)."""
-    text = cells if pd.api.types.is_string_dtype(cells) and not cells.dtype == object else cells.map(str).astype("str")
+    text = (
+        cells
+        if pd.api.types.is_string_dtype(cells) and not cells.dtype == object
+        else cells.map(str).astype("str")
+    )
     return text.str.strip()
 
 
@@ -956,7 +1034,8 @@ def _refuse_urls(written: pd.Series, path: Path, column: str) -> None:
         raise ManifestError(
             f"manifest {path.name!r} column {column!r} holds {int(is_url.sum())} URLs (first "
             f"{where_row(path, int(written.index[first]))}: {written.iloc[first]!r}); labelaudit reads local "
-            "image files only: download the images (e.g. aws s3 sync, gsutil rsync, wget) and list their local paths"
+            "image files only: download the images (e.g. aws s3 sync, gsutil rsync, wget) and list their "
+            "local paths"
         )
 
 
@@ -974,7 +1053,9 @@ def _absolute_paths(written: pd.Series, root: Path) -> tuple[pd.Series, np.ndarr
     unusual = written.str.contains(_NEEDS_NORMALISING, regex=True).to_numpy(dtype=bool)
     if unusual.any():
         joined = joined.copy()
-        joined[unusual] = [os.path.normpath(os.path.join(root, os.path.expanduser(p))) for p in written[unusual]]
+        joined[unusual] = [
+            os.path.normpath(os.path.join(root, os.path.expanduser(p))) for p in written[unusual]
+        ]
     codes, _ = pd.factorize(joined)
     return joined, codes
 
@@ -1014,7 +1095,11 @@ def _first_occurrences(codes: np.ndarray) -> np.ndarray:
 
 
 def _duplicate_rows(
-    absolute: np.ndarray, path_codes: np.ndarray, first: np.ndarray, label_codes: np.ndarray, label_texts: np.ndarray
+    absolute: np.ndarray,
+    path_codes: np.ndarray,
+    first: np.ndarray,
+    label_codes: np.ndarray,
+    label_texts: np.ndarray,
 ) -> pd.DataFrame:
     """Rows repeating an earlier path: ``path, first_label, label, conflicting``."""
     repeats = np.flatnonzero(~first)

@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, LabelAuditError, some
-from .sources import SampleTable, where_row, displayable_path, read_table
+from .sources import SampleTable, displayable_path, read_table, where_row
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,9 @@ def _check_file(path: str | os.PathLike, what: str) -> tuple[Path, str]:
             raise ConfigError(f"{what} {shown} is a folder, not a file; {fix}")
         file = file.resolve()
     except OSError as exc:
-        raise ConfigError(f"{what} {shown} cannot be accessed: {exc.strerror or exc}; check its permissions") from exc
+        raise ConfigError(
+            f"{what} {shown} cannot be accessed: {exc.strerror or exc}; check its permissions"
+        ) from exc
     suffix = file.suffix.lower()
     for fmt, suffixes in (("npy", _NPY), ("parquet", _PARQUET), ("csv", _CSV)):
         if suffix in suffixes:
@@ -254,7 +256,6 @@ def _type_name(kind) -> str:
 
     texts = (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", None))
     return "text" if any(test is not None and test(kind) for test in texts) else str(kind)
-
 
 
 # --- alignment -----------------------------------------------------------------------------------
@@ -402,9 +403,7 @@ class _KeyedFile:
         return values.to_numpy(dtype=np.float64)
 
     def _not_numeric(self, name: str, detail: str) -> ConfigError:
-        return ConfigError(
-            f"{self.what} column {name!r} {detail}, expected numbers; fix or drop that column"
-        )
+        return ConfigError(f"{self.what} column {name!r} {detail}, expected numbers; fix or drop that column")
 
     def keys(self) -> np.ndarray:
         """The key of every row as text; a path key resolved like a manifest's paths."""
@@ -455,8 +454,12 @@ class _KeyedFile:
             unused = np.ones(len(keys), bool)
             unused[rows] = False
             of_skipped = int(keys[unused].isin(skipped).sum())
-            _warn_ignored(self.what, extra, f"{of_skipped} for images the dataset skipped, "
-                          f"{extra - of_skipped} for samples not in the dataset")
+            _warn_ignored(
+                self.what,
+                extra,
+                f"{of_skipped} for images the dataset skipped, "
+                f"{extra - of_skipped} for samples not in the dataset",
+            )
         return rows.astype(np.int64)
 
     def embeddings(self, rows: np.ndarray) -> np.ndarray:
@@ -553,14 +556,18 @@ class _KeyedFile:
             if foreign:
                 raise ConfigError(
                     f"{self.what} has column {foreign[0]!r} for a class the dataset does not have "
-                    f"({len(foreign)} such column{'s' if len(foreign) > 1 else ''}; the dataset's classes are "
-                    f"{some(class_names)}); pass probabilities over the dataset's classes only (check the class "
+                    f"({len(foreign)} such column{'s' if len(foreign) > 1 else ''}; the dataset's classes "
+                    "are "
+                    f"{some(class_names)}); pass probabilities over the dataset's classes only (check the "
+                    "class "
                     "names, or drop those columns and renormalise the rows)"
                 )
             return prefixed
         if all(c in present for c in exact):
             return exact
-        closer = prefixed if sum(c in present for c in prefixed) >= sum(c in present for c in exact) else exact
+        closer = (
+            prefixed if sum(c in present for c in prefixed) >= sum(c in present for c in exact) else exact
+        )
         missing = [name for name, c in zip(class_names, closer) if c not in present]
         raise ConfigError(
             f"{self.what} has no column for class {missing[0]!r} ({len(missing)} of {len(class_names)} "
@@ -580,12 +587,13 @@ def _check_finite(out: np.ndarray, rows: np.ndarray, table: SampleTable, name_ro
     """Error naming the first file row (in file order) with a NaN or infinite value."""
     bad = np.zeros(len(out), bool)
     for start in range(0, len(out), _CHUNK_ROWS):
-        bad[start:start + _CHUNK_ROWS] = ~np.isfinite(out[start:start + _CHUNK_ROWS]).all(axis=1)
+        bad[start : start + _CHUNK_ROWS] = ~np.isfinite(out[start : start + _CHUNK_ROWS]).all(axis=1)
     if bad.any():
         i = _first_in_file(bad, rows)
         big = " or too large for float32" if out.dtype == np.float32 else ""
         raise ConfigError(
-            f"{what} has NaN or infinite values{big} in {int(bad.sum())} rows (first {name_row(int(rows[i]))}, "
+            f"{what} has NaN or infinite values{big} in {int(bad.sum())} rows (first "
+            f"{name_row(int(rows[i]))}, "
             f"{_sample(table, i)}); every value must be a finite number"
         )
 
@@ -596,7 +604,9 @@ def _first_in_file(bad: np.ndarray, rows: np.ndarray) -> int:
     return int(flagged[np.argmin(rows[flagged])])
 
 
-def _check_distributions(out: np.ndarray, rows: np.ndarray, table: SampleTable, name_row, what: str) -> np.ndarray:
+def _check_distributions(
+    out: np.ndarray, rows: np.ndarray, table: SampleTable, name_row, what: str
+) -> np.ndarray:
     """Error for negative values or rows summing further than :data:`SUM_TOLERANCE` from 1; the
     remaining rows rescaled (in place) to sum to 1 exactly."""
     negative = (out < 0).any(axis=1)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections import Counter
 import functools
 import hashlib
 import io
 import os
 import socket
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,8 +40,8 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .weights import read_state_dict
 from ..errors import ConfigError
+from .weights import read_state_dict
 
 #: Architectures :func:`load_backbone` knows, torchvision's names plus the packaged Lite0.
 PRETRAINED_BACKBONES = (
@@ -101,9 +101,13 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
-            raise ConfigError(f"interpolation must be one of {list(_INTERPOLATIONS)}; got {self.interpolation!r}")
+            raise ConfigError(
+                f"interpolation must be one of {list(_INTERPOLATIONS)}; got {self.interpolation!r}"
+            )
         if not 1 <= self.crop_size <= self.resize_size:
-            raise ConfigError(f"crop_size must be in [1, resize_size={self.resize_size}]; got {self.crop_size!r}")
+            raise ConfigError(
+                f"crop_size must be in [1, resize_size={self.resize_size}]; got {self.crop_size!r}"
+            )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Return the ``(3, crop_size, crop_size)`` float32 normalised tensor of ``image``."""
@@ -234,7 +238,9 @@ def load_backbone(name: str, weights: str | os.PathLike | None = "DEFAULT") -> B
         module, preprocess, weights_id = _load_torchvision(name, weights)
     dim = _drop_head(module.net if name == "efficientnet_lite0" else module, _HEADS[name])
     module.eval().requires_grad_(False)
-    return Backbone(name=name, weights=weights, weights_id=weights_id, module=module, dim=dim, preprocess=preprocess)
+    return Backbone(
+        name=name, weights=weights, weights_id=weights_id, module=module, dim=dim, preprocess=preprocess
+    )
 
 
 def backbone_preprocess(name: str, weights: str | os.PathLike | None = "DEFAULT") -> Preprocess:
@@ -246,7 +252,10 @@ def backbone_preprocess(name: str, weights: str | os.PathLike | None = "DEFAULT"
     weights = _check_args(name, weights)
     if name == "efficientnet_lite0":
         if weights not in (None, "DEFAULT") and not _looks_like_path(weights):
-            raise ConfigError(f"unknown weights {weights!r} for efficientnet_lite0; pass DEFAULT or the path of a .pth state_dict file")
+            raise ConfigError(
+                f"unknown weights {weights!r} for efficientnet_lite0; pass DEFAULT or the path of a .pth "
+                "state_dict file"
+            )
         return Preprocess(**_LITE0_PREPROCESS_ARGS)
     import torchvision
 
@@ -302,8 +311,7 @@ def _weight_member(enum, weights: str, name: str):
         return None
     names = ["DEFAULT", *(member.name for member in enum)]
     raise ConfigError(
-        f"unknown weights {weights!r} for {name}; "
-        f"pass one of {names} or the path of a .pth state_dict file"
+        f"unknown weights {weights!r} for {name}; pass one of {names} or the path of a .pth state_dict file"
     )
 
 
@@ -337,7 +345,11 @@ def _download(member, name: str) -> dict:
             state = member.get_state_dict(progress=False, check_hash=True)
         sys.stderr.write(said.getvalue())
         return state
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError and timeouts are OSErrors; a bad hash a RuntimeError
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as exc:  # URLError and timeouts are OSErrors; a bad hash a RuntimeError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"cannot download the {name} weights {member.name} ({reason}); download {member.url} on a "
@@ -372,7 +384,9 @@ def _load_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, str]:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ConfigError(f"backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch; {fix}") from None
+        raise ConfigError(
+            f"backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch; {fix}"
+        ) from None
     net = EfficientNet.from_name("efficientnet-lite0")
     preprocess = Preprocess(**_LITE0_PREPROCESS_ARGS)
     module = _LiteFeatures(net)
@@ -433,7 +447,9 @@ def _inference_copy(module: nn.Module, crop_size: int, device: torch.device) -> 
     return fast.to(device, memory_format=torch.channels_last)
 
 
-def _conv_bn_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[nn.Module, str, nn.Module, str]], torch.Tensor]:
+def _conv_bn_pairs(
+    model: nn.Module, probe: torch.Tensor
+) -> tuple[list[tuple[nn.Module, str, nn.Module, str]], torch.Tensor]:
     """``(pairs, output)``: ``(bn_parent, bn_name, conv_parent, conv_name)`` for each ``BatchNorm2d``
     that reads the output of a ``Conv2d`` directly, found by running ``model`` on ``probe``, and
     that run's output."""

@@ -39,11 +39,11 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageOps
 
+from .._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from ..data import _decode
 from ..data.images import cache_root, entry_folders, is_cache_key
-from .._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
-from .backbones import PRETRAINED_BACKBONES, Backbone
 from ..errors import ConfigError, DatasetError
+from .backbones import PRETRAINED_BACKBONES, Backbone
 
 if TYPE_CHECKING:
     from ..data.images import ImageStore
@@ -154,7 +154,8 @@ def compute_embeddings(
 
     root = cache_root(cache_dir).resolve()
     store.table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
-    folder = open_cache_entry(root / "embeddings", backbone.name)  # checks it is writable; may raise ConfigError
+    # checks it is writable; may raise ConfigError
+    folder = open_cache_entry(root / "embeddings", backbone.name)
     remove_stale_temporaries(folder)
     key = _cache_key(backbone, unique)
     array_file, sidecar = folder / f"{key}.npy", folder / f"{key}.parquet"
@@ -163,7 +164,9 @@ def compute_embeddings(
     reused = cached is not None
     rate = None
     if cached is None:
-        rate = _write_entry(array_file, sidecar, paths[first].tolist(), unique, backbone, batch_size, device, progress)
+        rate = _write_entry(
+            array_file, sidecar, paths[first].tolist(), unique, backbone, batch_size, device, progress
+        )
         cached = _load_entry(array_file, sidecar, unique, backbone.dim)
         if cached is None:
             raise ConfigError(
@@ -265,7 +268,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
     return torch.device(device)
 
 
@@ -358,7 +363,11 @@ def _write_entry(
 
 
 def _embed(
-    paths: list[str], backbone: Backbone, batch_size: int, device: torch.device, progress: ProgressCallback | None
+    paths: list[str],
+    backbone: Backbone,
+    batch_size: int,
+    device: torch.device,
+    progress: ProgressCallback | None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(begin, features)``: ``(b, D)`` float32 features of ``paths[begin:begin + b]``, in order."""
     total = len(paths)
@@ -452,7 +461,8 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
     """Delete the cache entries under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed.
 
     Only folders named like cache entries (24 hex digits) are removed, and in
-    ``embeddings/<backbone name>/`` the embedding files named by their 24-hex-digit key (:mod:`labelaudit.nets.embeddings`), never
+    ``embeddings/<backbone name>/`` the embedding files named by their 24-hex-digit key
+    (:mod:`labelaudit.nets.embeddings`), never
     anything else there.
     """
     root = cache_root(cache_dir)
@@ -463,11 +473,20 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
         freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
         shutil.rmtree(entry)
     for backbone_dir in (root / "embeddings").glob("*"):
-        if backbone_dir.name not in PRETRAINED_BACKBONES or not backbone_dir.is_dir() or backbone_dir.is_symlink():
+        if (
+            backbone_dir.name not in PRETRAINED_BACKBONES
+            or not backbone_dir.is_dir()
+            or backbone_dir.is_symlink()
+        ):
             continue
         for file in backbone_dir.iterdir():
             key, _, suffix = file.name.partition(".")
-            if suffix in ("npy", "parquet") and is_cache_key(key) and file.is_file() and not file.is_symlink():
+            if (
+                suffix in ("npy", "parquet")
+                and is_cache_key(key)
+                and file.is_file()
+                and not file.is_symlink()
+            ):
                 freed += file.stat().st_size
                 file.unlink()
     return freed

@@ -1,15 +1,14 @@
-"""Networks: a small CIFAR-style ResNet for small images, pretrained backbones (:mod:`labelaudit.nets.backbones`)
+"""Networks: a small CIFAR-style ResNet for small images, pretrained backbones
+(:mod:`labelaudit.nets.backbones`)
 with a fresh classifier for larger ones, and heads on embeddings."""
 
 from __future__ import annotations
-
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from . import HEADS
-
 
 
 class BasicBlock(nn.Module):
@@ -87,8 +86,12 @@ def build_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(in_features, num_classes)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(in_features, HEAD_HIDDEN), nn.LayerNorm(HEAD_HIDDEN),
-                             nn.ReLU(inplace=True), nn.Linear(HEAD_HIDDEN, num_classes))
+        return nn.Sequential(
+            nn.Linear(in_features, HEAD_HIDDEN),
+            nn.LayerNorm(HEAD_HIDDEN),
+            nn.ReLU(inplace=True),
+            nn.Linear(HEAD_HIDDEN, num_classes),
+        )
     raise ConfigError(f"head must be one of {list(HEADS)}; got {kind!r}")
 
 
@@ -134,12 +137,17 @@ def build_model(
     """
     if backbone == "cifar-resnet":
         if weights:
-            raise ConfigError("--weights applies to pretrained backbones (resnet18, efficientnet_lite0, ...), not cifar-resnet")
+            raise ConfigError(
+                "--weights applies to pretrained backbones (resnet18, efficientnet_lite0, ...), not "
+                "cifar-resnet"
+            )
         return CifarResNet(in_channels, num_classes, depth=depth, width=width)
     from .backbones import PRETRAINED_BACKBONES, load_backbone
 
     if backbone not in PRETRAINED_BACKBONES:
-        raise ConfigError(f"backbone must be one of {['cifar-resnet', *PRETRAINED_BACKBONES]}; got {backbone!r}")
+        raise ConfigError(
+            f"backbone must be one of {['cifar-resnet', *PRETRAINED_BACKBONES]}; got {backbone!r}"
+        )
     return _GrayToRGB(load_backbone(backbone, weights).classifier(num_classes))
 
 

@@ -29,24 +29,38 @@ def read_state_dict(path: str) -> dict:
     """
     fix = "save the weights with torch.save(model.state_dict(), 'weights.pth') and pass that file"
     if Path(path).is_dir():
-        raise ConfigError(f"weights file {path!r} is a folder; pass the .pt/.pth file inside it that holds the "
-                          "state_dict, or a torchvision weight name")
+        raise ConfigError(
+            f"weights file {path!r} is a folder; pass the .pt/.pth file inside it that holds the "
+            "state_dict, or a torchvision weight name"
+        )
     if not Path(path).is_file():
-        raise ConfigError(f"weights file {path!r} does not exist; pass a torchvision weight name or a .pt state_dict")
+        raise ConfigError(
+            f"weights file {path!r} does not exist; pass a torchvision weight name or a .pt state_dict"
+        )
     try:
         state = load_weights_only(path)
     except Exception as exc:  # the weights-only unpickler fails on arbitrary bytes with arbitrary errors
         if isinstance(exc, OSError):
-            raise ConfigError(f"weights file {path!r} cannot be read ({exc.strerror or exc}); check its permissions") from None
+            raise ConfigError(
+                f"weights file {path!r} cannot be read ({exc.strerror or exc}); check its permissions"
+            ) from None
         if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
             # torch.save's zip format, but the pickle inside needs classes beyond tensors; torch's own
             # message advises weights_only=False, which would run the file's code.
-            raise ConfigError(f"weights file {path!r} holds pickled Python objects (e.g. a whole model), not a plain "
-                              f"state_dict of tensors, and is not loaded because that could run code; {fix}") from None
+            raise ConfigError(
+                f"weights file {path!r} holds pickled Python objects (e.g. a whole model), not a plain "
+                f"state_dict of tensors, and is not loaded because that could run code; {fix}"
+            ) from None
         raise ConfigError(f"weights file {path!r} is not a file written by torch.save; {fix}") from None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
         held = type(state).__name__
         if isinstance(state, dict):
             held = f"dict with keys {list(state)[:4]} whose values are not all tensors (a checkpoint?)"
-        raise ConfigError(f"weights file {path!r} holds a {held}, not a state_dict (parameter name -> tensor); {fix}")
+        raise ConfigError(
+            f"weights file {path!r} holds a {held}, not a state_dict (parameter name -> tensor); {fix}"
+        )
     return state

@@ -26,29 +26,60 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import write_text
-from ..data._decode import die_with_parent, libc_prctl
-from ..errors import ConfigError, OutputError
-from ..data.images import ProgressCallback, cache_root
-from ..audit.flags import audit_from_soft_labels
-from ..audit.flags import cv_flags
+from ..audit.flags import audit_from_soft_labels, cv_flags
 from ..audit.metrics import load_truth, ranking_metrics, truth_metrics
-from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file, write_noisy_dataset
-from ..reports import read_json, write_csv, write_json
-from ..runs.directory import (FolderLock, check_not_input, check_output_folder, data_fingerprint, input_paths, output_kind,
-                     output_path, write_marker)
+from ..data._decode import die_with_parent, libc_prctl
+from ..data.images import ProgressCallback, cache_root
 from ..data.sources import load_source, read_table, table_from_rows
+from ..errors import ConfigError, OutputError
+from ..reports import read_json, write_csv, write_json
+from ..runs.directory import (
+    FolderLock,
+    check_not_input,
+    check_output_folder,
+    data_fingerprint,
+    input_paths,
+    output_kind,
+    output_path,
+    write_marker,
+)
+from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file, write_noisy_dataset
 
 SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
 METHODS = (*SCAN_METHODS, "cleanlab")
 #: ``labelaudit scan`` options that every benchmark run sets itself (see :func:`_run_scan`), which
 #: ``--scan-option`` may not repeat: the last one given would win and, for ``--out``, replace a
 #: folder outside the benchmark.
-OWNED_SCAN_OPTIONS = ("--out", "-o", "--truth", "--overwrite", "--json", "--seed", "--method", "--budget", "--epochs",
-                      "--quiet", "-q")
+OWNED_SCAN_OPTIONS = (
+    "--out",
+    "-o",
+    "--truth",
+    "--overwrite",
+    "--json",
+    "--seed",
+    "--method",
+    "--budget",
+    "--epochs",
+    "--quiet",
+    "-q",
+)
 # Columns of the per-run table, and the ones averaged over seeds.
-METRICS = ("precision", "recall", "f1", "auroc", "auprc", "true_noise_rate", "estimated_noise_rate",
-           "noise_rate_error", "model_estimated_noise_rate", "model_noise_rate_error", "transition_matrix_mae",
-           "relabel_accuracy", "seconds", "peak_memory_mb")
+METRICS = (
+    "precision",
+    "recall",
+    "f1",
+    "auroc",
+    "auprc",
+    "true_noise_rate",
+    "estimated_noise_rate",
+    "noise_rate_error",
+    "model_estimated_noise_rate",
+    "model_noise_rate_error",
+    "transition_matrix_mae",
+    "relabel_accuracy",
+    "seconds",
+    "peak_memory_mb",
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +146,8 @@ class BenchmarkConfig:
             if owned is not None:
                 raise ConfigError(
                     f"--scan-option {arg!r} sets {owned}, which benchmark sets itself for every run (it owns "
-                    f"{', '.join(OWNED_SCAN_OPTIONS)}); drop it (use benchmark's own --out, --budget, --seeds)"
+                    f"{', '.join(OWNED_SCAN_OPTIONS)}); drop it (use benchmark's own --out, --budget, "
+                    "--seeds)"
                 )
         return self
 
@@ -152,14 +184,18 @@ def run_benchmark(
     """
     config.validate()
     table = load_source(source, path_column=path_column, label_column=label_column)
-    inputs = input_paths(table, [cache_root(cache_dir),
-                                 None if config.noise_map in NAMED_MAPS else config.noise_map])
+    inputs = input_paths(
+        table, [cache_root(cache_dir), None if config.noise_map in NAMED_MAPS else config.noise_map]
+    )
     out = check_not_input(output_path(out_dir), inputs)
     if any(s.kind == "asymm" for s in config.settings) and config.noise_map not in NAMED_MAPS:
-        _, full_t = read_map_file(config.noise_map, table.class_names)  # fails now, not after hours of training
+        # fails now, not after hours of training
+        _, full_t = read_map_file(config.noise_map, table.class_names)
         if full_t is not None:
-            raise ConfigError("benchmark needs a from,to map for asymm noise (its rate comes from --noise); "
-                              "a full T file works with inject-noise")
+            raise ConfigError(
+                "benchmark needs a from,to map for asymm noise (its rate comes from --noise); "
+                "a full T file works with inject-noise"
+            )
     # A benchmark folder fills up run by run (and resumes), so it is not swapped in whole; instead
     # it is locked while running, and a non-empty folder must be an earlier benchmark's.
     with BenchmarkLock(out):
@@ -169,8 +205,15 @@ def run_benchmark(
 def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) -> pd.DataFrame:
     _check_resumable(out, table, config)
     labels = table.samples["given_label"].to_numpy()
-    scan_methods = [m for m in SCAN_METHODS if m in config.methods or (m == "cv-ce" and "cleanlab" in config.methods)]
-    jobs = [(seed, setting, method) for seed in range(config.seeds) for setting in config.settings for method in scan_methods]
+    scan_methods = [
+        m for m in SCAN_METHODS if m in config.methods or (m == "cv-ce" and "cleanlab" in config.methods)
+    ]
+    jobs = [
+        (seed, setting, method)
+        for seed in range(config.seeds)
+        for setting in config.settings
+        for method in scan_methods
+    ]
     rows: list[dict] = []
     env = dict(os.environ)
     if cache_dir is not None:
@@ -183,8 +226,14 @@ def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) ->
             if setting.kind == "confusable":
                 noisy = confusable_noise(table, setting.rate, seed=seed, cache_dir=cache_dir)
             else:
-                noisy = inject_noise(labels, table.class_names, setting.kind, setting.rate,
-                                     noise_map=config.noise_map if setting.kind == "asymm" else None, seed=seed)
+                noisy = inject_noise(
+                    labels,
+                    table.class_names,
+                    setting.kind,
+                    setting.rate,
+                    noise_map=config.noise_map if setting.kind == "asymm" else None,
+                    seed=seed,
+                )
             write_noisy_dataset(table, noisy, data_dir)
         run_dir = out / "runs" / f"{_slug(setting)}-seed{seed}" / method
         measured = _run_scan(data_dir, run_dir, method, seed, config, env)
@@ -225,7 +274,10 @@ class BenchmarkLock:
             probe.unlink()
         except OSError as exc:
             self._lock.release()
-            raise OutputError(f"cannot write --out {str(self.out)!r} ({exc.strerror or exc}); pass a folder you can write to") from None
+            raise OutputError(
+                f"cannot write --out {str(self.out)!r} ({exc.strerror or exc}); pass a folder you can write "
+                "to"
+            ) from None
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -239,27 +291,37 @@ def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
     (sample ids and given labels in table order): images moved between class folders change it.
     """
     names = np.asarray(table.class_names, dtype=object)
-    fingerprint = data_fingerprint(table.samples["sample_id"].tolist(),
-                                   names[table.samples["given_label"].to_numpy()].tolist())
-    identity = {"source": str(table.source), "num_samples": len(table), "noise_map": str(config.noise_map),
-                "epochs_scale": config.epochs_scale, "scan_args": list(config.scan_args),
-                "data_fingerprint": fingerprint}
+    fingerprint = data_fingerprint(
+        table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist()
+    )
+    identity = {
+        "source": str(table.source),
+        "num_samples": len(table),
+        "noise_map": str(config.noise_map),
+        "epochs_scale": config.epochs_scale,
+        "scan_args": list(config.scan_args),
+        "data_fingerprint": fingerprint,
+    }
     marker = out / "benchmark.json"
     if marker.exists():
         try:
             previous = read_json(marker)
-            problem = None if isinstance(previous, dict) else f"a JSON {type(previous).__name__}, not an object"
+            problem = (
+                None if isinstance(previous, dict) else f"a JSON {type(previous).__name__}, not an object"
+            )
         except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
             problem = f"cannot be read as JSON: {getattr(exc, 'strerror', None) or exc}"
         if problem is not None:
             raise OutputError(
-                f"--out {str(out)!r} holds a benchmark.json that is not a benchmark's settings ({problem}); its runs "
+                f"--out {str(out)!r} holds a benchmark.json that is not a benchmark's settings ({problem}); "
+                "its runs "
                 "cannot be reused: pass a new --out (or delete that folder)"
             )
         differing = [k for k in identity if previous.get(k) != identity[k]]
         if differing:
             raise ConfigError(
-                f"{str(out)!r} holds a benchmark with other {', '.join(differing)}; its runs cannot be reused: "
+                f"{str(out)!r} holds a benchmark with other {', '.join(differing)}; its runs cannot be "
+                "reused: "
                 "pass a new --out (or delete that folder)"
             )
     else:
@@ -270,7 +332,9 @@ def _slug(setting: NoiseSetting) -> str:
     return f"{setting.kind}-{setting.rate:g}"
 
 
-def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: BenchmarkConfig, env: dict) -> dict:
+def _run_scan(
+    data_dir: Path, run_dir: Path, method: str, seed: int, config: BenchmarkConfig, env: dict
+) -> dict:
     """Scan the noisy manifest in a child process (reusing a finished run); return its metrics.
 
     The child's log and timing sit beside its run directory (``<method>.log``,
@@ -281,16 +345,35 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
     if not (timing_file.is_file() and (run_dir / "summary.json").is_file()):
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         # --overwrite: a finished run whose timing was never recorded is redone.
-        command = [sys.executable, "-m", "labelaudit", "scan", str(data_dir / "manifest.parquet"), "--method", method,
-                   "--truth", str(data_dir / "truth.csv"), "--out", str(run_dir), "--overwrite", "--seed", str(seed),
-                   "--budget", str(config.epochs_scale), "--quiet", *config.scan_args]
+        command = [
+            sys.executable,
+            "-m",
+            "labelaudit",
+            "scan",
+            str(data_dir / "manifest.parquet"),
+            "--method",
+            method,
+            "--truth",
+            str(data_dir / "truth.csv"),
+            "--out",
+            str(run_dir),
+            "--overwrite",
+            "--seed",
+            str(seed),
+            "--budget",
+            str(config.epochs_scale),
+            "--quiet",
+            *config.scan_args,
+        ]
         started = time.perf_counter()
         # The child dies with this process (PR_SET_PDEATHSIG on Linux), as the decode workers do:
         # a killed benchmark leaves no scan running and holding its run's lock.
         prctl = libc_prctl()
         preexec = partial(die_with_parent, os.getpid(), prctl) if prctl is not None else None
         with open(log_file, "w") as log:
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
+            child = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+            )
             _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the parent's
             child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
@@ -304,27 +387,42 @@ def _run_scan(data_dir: Path, run_dir: Path, method: str, seed: int, config: Ben
     summary = read_json(run_dir / "summary.json")
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
     is_noisy = _truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
-    return _row(summary["truth"], ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
-                timing["seconds"], timing["peak_memory_mb"])
+    return _row(
+        summary["truth"],
+        ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
+        timing["seconds"],
+        timing["peak_memory_mb"],
+    )
 
 
 def _truth_is_noisy(path: Path, sample_ids: pd.Series) -> np.ndarray:
-    """``is_noisy`` of every sample in ``sample_ids`` from the truth.csv that inject-noise wrote, ``(N,)`` bool.
+    """``is_noisy`` of every sample in ``sample_ids`` from the truth.csv that inject-noise wrote, ``(N,)``
+    bool.
 
     Read as text (ids such as ``NA`` or ``None`` stay ids, formula-escaped cells are unescaped);
     ``is_noisy`` is ``True``/``False``. Raises :class:`ConfigError` when a sample has no row.
     """
     truth = read_table(path, "truth file")
     if not {"sample_id", "is_noisy"} <= set(truth.columns):
-        raise ConfigError(f"truth file {str(path)!r} lacks a sample_id or is_noisy column; delete that data folder "
-                          "and run the benchmark again")
-    flags = truth["is_noisy"].astype(str).str.strip().str.lower().map({"true": True, "false": False, "1": True, "0": False})
+        raise ConfigError(
+            f"truth file {str(path)!r} lacks a sample_id or is_noisy column; delete that data folder "
+            "and run the benchmark again"
+        )
+    flags = (
+        truth["is_noisy"]
+        .astype(str)
+        .str.strip()
+        .str.lower()
+        .map({"true": True, "false": False, "1": True, "0": False})
+    )
     lookup = dict(zip(truth["sample_id"], flags))
     values = [lookup.get(sample_id) for sample_id in sample_ids]
     missing = [sample_id for sample_id, value in zip(sample_ids, values) if value is None or pd.isna(value)]
     if missing:
-        raise ConfigError(f"truth file {str(path)!r} has no True/False is_noisy for {len(missing)} samples of the run "
-                          f"(first: {missing[0]!r}); delete that data folder and run the benchmark again")
+        raise ConfigError(
+            f"truth file {str(path)!r} has no True/False is_noisy for {len(missing)} samples of the run "
+            f"(first: {missing[0]!r}); delete that data folder and run the benchmark again"
+        )
     return np.array(values, dtype=bool)
 
 
@@ -343,7 +441,7 @@ def failure_line(log: str) -> str:
     for prefix in ("labelaudit: error:", "Error:"):
         for line in reversed(lines):
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
     boxed = [line.strip("│┃ ") for line in lines if line[0] in "│┃"]
     if boxed:
         return " ".join(part for part in boxed if part)
@@ -357,8 +455,14 @@ def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
         return {"error": "cv-ce run failed"}
     names = read_json(run_dir / "summary.json")["class_names"]
     report = pd.read_parquet(run_dir / "report.parquet")
-    table = table_from_rows(report["sample_id"].astype(str).tolist(), report["path"].astype(str).tolist(),
-                            report["given_label"].astype(str).tolist(), names, data_dir / "manifest.parquet", "parquet")
+    table = table_from_rows(
+        report["sample_id"].astype(str).tolist(),
+        report["path"].astype(str).tolist(),
+        report["given_label"].astype(str).tolist(),
+        names,
+        data_dir / "manifest.parquet",
+        "parquet",
+    )
     given = table.samples["given_label"].to_numpy()
     probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
@@ -369,24 +473,43 @@ def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
         return {"error": f"cleanlab failed: {exc}"}
     audit = audit_from_soft_labels(table, probs, flags=flags, flag_rule=rule)
     true = load_truth(data_dir / "truth.csv", table)
-    metrics = truth_metrics(audit.report["suspected_noisy"].to_numpy(), given, true, audit.cleaned_labels,
-                            audit.noise_rate, audit.transition_matrix, model_noise_rate=audit.model_noise_rate)
+    metrics = truth_metrics(
+        audit.report["suspected_noisy"].to_numpy(),
+        given,
+        true,
+        audit.cleaned_labels,
+        audit.noise_rate,
+        audit.transition_matrix,
+        model_noise_rate=audit.model_noise_rate,
+    )
     # cleanlab's own ranking score is the self-confidence p_given.
     ranking = ranking_metrics(-probs[np.arange(len(given)), given], given != true)
     # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
-    return _row(metrics, ranking, cv_measured["seconds"] + time.perf_counter() - started, cv_measured["peak_memory_mb"])
+    return _row(
+        metrics,
+        ranking,
+        cv_measured["seconds"] + time.perf_counter() - started,
+        cv_measured["peak_memory_mb"],
+    )
 
 
 def _row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> dict:
     """One results.csv row from a run's truth metrics, ranking metrics, time and memory."""
     return {
-        "precision": truth["precision"], "recall": truth["recall"], "f1": truth["f1"], **ranking,
-        "true_noise_rate": truth["true_noise_rate"], "estimated_noise_rate": truth["estimated_noise_rate"],
-        "noise_rate_error": truth["noise_rate_error"], "transition_matrix_mae": truth["transition_matrix_mae"],
+        "precision": truth["precision"],
+        "recall": truth["recall"],
+        "f1": truth["f1"],
+        **ranking,
+        "true_noise_rate": truth["true_noise_rate"],
+        "estimated_noise_rate": truth["estimated_noise_rate"],
+        "noise_rate_error": truth["noise_rate_error"],
+        "transition_matrix_mae": truth["transition_matrix_mae"],
         "model_estimated_noise_rate": truth.get("model_estimated_noise_rate"),
         "model_noise_rate_error": truth.get("model_noise_rate_error"),
         "relabel_accuracy": truth["relabel_accuracy_on_noisy_flagged"],
-        "seconds": seconds, "peak_memory_mb": peak_memory_mb, "error": "",
+        "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb,
+        "error": "",
     }
 
 
@@ -407,11 +530,20 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table: mean ± std (std shown when there are several seeds)."""
-    columns = [("precision", "precision", 3), ("recall", "recall", 3), ("f1", "F1", 3), ("auroc", "AUROC", 3),
-               ("auprc", "AUPRC", 3), ("true_noise_rate", "true noise", 3), ("estimated_noise_rate", "flagged share", 3),
-               ("model_estimated_noise_rate", "model estimate", 3),
-               ("transition_matrix_mae", "T MAE", 4), ("relabel_accuracy", "relabel acc.", 3), ("seconds", "seconds", 0),
-               ("peak_memory_mb", "peak MB", 0)]
+    columns = [
+        ("precision", "precision", 3),
+        ("recall", "recall", 3),
+        ("f1", "F1", 3),
+        ("auroc", "AUROC", 3),
+        ("auprc", "AUPRC", 3),
+        ("true_noise_rate", "true noise", 3),
+        ("estimated_noise_rate", "flagged share", 3),
+        ("model_estimated_noise_rate", "model estimate", 3),
+        ("transition_matrix_mae", "T MAE", 4),
+        ("relabel_accuracy", "relabel acc.", 3),
+        ("seconds", "seconds", 0),
+        ("peak_memory_mb", "peak MB", 0),
+    ]
     header = ["noise", "method", "seeds"] + [title for _, title, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.itertuples(index=False):
@@ -434,11 +566,14 @@ def write_summary(results: pd.DataFrame, out: Path, config: BenchmarkConfig, tab
     summary = summarise(results)
     write_csv(out / "summary.csv", summary)
     write_text(out / "summary.md", markdown_table(summary))
-    write_json(out / "summary.json", {
-        "source": str(table.source),
-        "num_samples": len(table),
-        "class_names": list(table.class_names),
-        "config": {**asdict(config), "settings": [s.label for s in config.settings]},
-        "summary": json.loads(summary.to_json(orient="records")),
-        "runs": json.loads(results.to_json(orient="records")),
-    })
+    write_json(
+        out / "summary.json",
+        {
+            "source": str(table.source),
+            "num_samples": len(table),
+            "class_names": list(table.class_names),
+            "config": {**asdict(config), "settings": [s.label for s in config.settings]},
+            "summary": json.loads(summary.to_json(orient="records")),
+            "runs": json.loads(results.to_json(orient="records")),
+        },
+    )

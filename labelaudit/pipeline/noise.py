@@ -30,9 +30,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
 from ..audit.estimators import transition_matrix
 from ..data.sources import SampleTable, read_table
+from ..errors import ConfigError
 
 KINDS = ("symm-inc", "symm-exc", "asymm", "confusable")
 
@@ -40,14 +40,41 @@ KINDS = ("symm-inc", "symm-exc", "asymm", "confusable")
 # index may carry in a dataset (compared lower-case, letters and digits only).
 NAMED_MAPS: dict[str, dict] = {
     "cifar10": {
-        "pairs": [(9, 1), (2, 0), (4, 7), (3, 5), (5, 3)],  # truck->automobile, bird->airplane, deer->horse, cat<->dog
-        "names": {0: ["airplane", "plane"], 1: ["automobile", "car"], 2: ["bird"], 3: ["cat"], 4: ["deer"],
-                  5: ["dog"], 7: ["horse"], 9: ["truck"]},
+        "pairs": [
+            (9, 1),
+            (2, 0),
+            (4, 7),
+            (3, 5),
+            (5, 3),
+        ],  # truck->automobile, bird->airplane, deer->horse, cat<->dog
+        "names": {
+            0: ["airplane", "plane"],
+            1: ["automobile", "car"],
+            2: ["bird"],
+            3: ["cat"],
+            4: ["deer"],
+            5: ["dog"],
+            7: ["horse"],
+            9: ["truck"],
+        },
     },
     "fashion-mnist": {
-        "pairs": [(9, 7), (7, 5), (2, 6), (4, 3), (3, 4)],  # boot->sneaker, sneaker->sandal, pullover->shirt, coat<->dress
-        "names": {2: ["pullover"], 3: ["dress"], 4: ["coat"], 5: ["sandal"], 6: ["shirt"], 7: ["sneaker"],
-                  9: ["ankleboot", "boot"]},
+        "pairs": [
+            (9, 7),
+            (7, 5),
+            (2, 6),
+            (4, 3),
+            (3, 4),
+        ],  # boot->sneaker, sneaker->sandal, pullover->shirt, coat<->dress
+        "names": {
+            2: ["pullover"],
+            3: ["dress"],
+            4: ["coat"],
+            5: ["sandal"],
+            6: ["shirt"],
+            7: ["sneaker"],
+            9: ["ankleboot", "boot"],
+        },
     },
     "mnist": {
         "pairs": [(2, 7), (3, 8), (7, 1), (5, 6), (6, 5)],
@@ -115,38 +142,53 @@ def resolve_named_map(name: str, class_names: tuple[str, ...]) -> list[tuple[int
     return [(position[a], position[b]) for a, b in spec["pairs"]]
 
 
-def read_map_file(path: str | os.PathLike, class_names: tuple[str, ...]) -> tuple[list[tuple[int, int]] | None, np.ndarray | None]:
+def read_map_file(
+    path: str | os.PathLike, class_names: tuple[str, ...]
+) -> tuple[list[tuple[int, int]] | None, np.ndarray | None]:
     """A CSV/parquet noise file: either ``from,to`` columns (a map) or a K x K matrix whose first
     column and header are class names (a full ``T``, rows summing to 1). Returns ``(pairs, None)``
     or ``(None, T)``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"noise map {str(path)!r} does not exist; pass cifar10, fashion-mnist, mnist or a CSV file")
+        raise ConfigError(
+            f"noise map {str(path)!r} does not exist; pass cifar10, fashion-mnist, mnist or a CSV file"
+        )
     frame = read_table(path, "noise map")
     index = {str(c): i for i, c in enumerate(class_names)}
     if {"from", "to"} <= set(frame.columns):
         unknown = sorted({str(v) for v in pd.concat([frame["from"], frame["to"]])} - set(index))
         if unknown:
-            raise ConfigError(f"noise map {path.name!r} names class {unknown[0]!r} that is not in the dataset {list(class_names)}")
+            raise ConfigError(
+                f"noise map {path.name!r} names class {unknown[0]!r} that is not in the dataset "
+                f"{list(class_names)}"
+            )
         pairs = [(index[str(a)], index[str(b)]) for a, b in zip(frame["from"], frame["to"])]
         sources = [a for a, _ in pairs]
         if len(set(sources)) != len(sources):
-            raise ConfigError(f"noise map {path.name!r} maps a class twice; give each 'from' class one 'to' class")
+            raise ConfigError(
+                f"noise map {path.name!r} maps a class twice; give each 'from' class one 'to' class"
+            )
         return pairs, None
     frame = frame.set_index(frame.columns[0])
     rows, cols = [str(r) for r in frame.index], [str(c) for c in frame.columns]
     if sorted(rows) != sorted(class_names) or sorted(cols) != sorted(class_names):
         raise ConfigError(
-            f"noise file {path.name!r} is neither a from,to map nor a {len(class_names)}x{len(class_names)} matrix "
+            f"noise file {path.name!r} is neither a from,to map nor a {len(class_names)}x{len(class_names)} "
+            "matrix "
             f"with the dataset's classes as row and column names {list(class_names)}"
         )
     frame.index, frame.columns = rows, cols
     try:
         t = frame.loc[list(class_names), list(class_names)].to_numpy(dtype=np.float64)
     except ValueError:
-        raise ConfigError(f"noise matrix {path.name!r} has a cell that is not a number; every T[i, j] must be a probability") from None
+        raise ConfigError(
+            f"noise matrix {path.name!r} has a cell that is not a number; every T[i, j] must be a probability"
+        ) from None
     if (t < 0).any() or not np.allclose(t.sum(axis=1), 1.0, atol=1e-6):
-        raise ConfigError(f"noise matrix {path.name!r} must have non-negative rows summing to 1 (T[i, j] = P(given j | true i))")
+        raise ConfigError(
+            f"noise matrix {path.name!r} must have non-negative rows summing to 1 (T[i, j] = P(given j | "
+            "true i))"
+        )
     return None, t
 
 
@@ -225,20 +267,29 @@ def inject_noise(
     return NoisyLabels(labels, noisy, kind if t is None else "matrix", rate, mapping, tuple(class_names))
 
 
-def _confusable(labels: np.ndarray, class_names: tuple[str, ...], rate: float, confusion: np.ndarray,
-                rng: np.random.Generator) -> NoisyLabels:
+def _confusable(
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
+    rate: float,
+    confusion: np.ndarray,
+    rng: np.random.Generator,
+) -> NoisyLabels:
     n, k = len(labels), len(class_names)
     confusion = np.asarray(confusion, dtype=np.float64)
     if confusion.shape != (n, k) or not np.isfinite(confusion).all() or (confusion < 0).any():
-        raise ConfigError(f"confusion probabilities must be a finite non-negative ({n}, {k}) array; got {confusion.shape}")
+        raise ConfigError(
+            f"confusion probabilities must be a finite non-negative ({n}, {k}) array; got {confusion.shape}"
+        )
     others = confusion.copy()
     others[np.arange(n), labels] = -np.inf
     target = others.argmax(axis=1)
     weight = others[np.arange(n), target]
     wanted = int(round(rate * n))
     if wanted > int((weight > 0).sum()):
-        raise ConfigError(f"--rate {rate:g} asks for {wanted} flips but only {int((weight > 0).sum())} images resemble "
-                          "another class at all; lower --rate")
+        raise ConfigError(
+            f"--rate {rate:g} asks for {wanted} flips but only {int((weight > 0).sum())} images resemble "
+            "another class at all; lower --rate"
+        )
     probability = inclusion_probabilities(weight, wanted)
     chosen = systematic_sample(probability, rng)
     noisy = labels.copy()
@@ -246,8 +297,10 @@ def _confusable(labels: np.ndarray, class_names: tuple[str, ...], rate: float, c
     emptied = [c for c in np.unique(labels) if not (noisy == c).any()]
     if emptied:  # a class nobody is given any more vanishes from the manifest (its truth rows then fail)
         c = int(emptied[0])
-        raise ConfigError(f"confusable noise at --rate {rate:g} moves every image of class {class_names[c]!r} "
-                          f"({int((labels == c).sum())}) elsewhere and none into it; lower --rate or try another --seed")
+        raise ConfigError(
+            f"confusable noise at --rate {rate:g} moves every image of class {class_names[c]!r} "
+            f"({int((labels == c).sum())}) elsewhere and none into it; lower --rate or try another --seed"
+        )
     return NoisyLabels(labels, noisy, "confusable", rate, None, class_names, flip_probability=probability)
 
 
@@ -260,7 +313,9 @@ def inclusion_probabilities(weight: np.ndarray, count: int) -> np.ndarray:
     while np.minimum(1.0, high * weight).sum() < count:
         high *= 2
         if high > 1e300:
-            raise ConfigError(f"cannot choose {count} samples from {int((weight > 0).sum())} with a non-zero weight")
+            raise ConfigError(
+                f"cannot choose {count} samples from {int((weight > 0).sum())} with a non-zero weight"
+            )
     for _ in range(200):
         middle = (low + high) / 2
         if np.minimum(1.0, middle * weight).sum() < count:
@@ -268,7 +323,8 @@ def inclusion_probabilities(weight: np.ndarray, count: int) -> np.ndarray:
         else:
             high = middle
     probability = np.minimum(1.0, high * weight)
-    return probability * (count / probability.sum())  # exact sum; rounding moves no value above 1 by more than 1e-12
+    # exact sum; rounding moves no value above 1 by more than 1e-12
+    return probability * (count / probability.sum())
 
 
 def systematic_sample(probability: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -282,8 +338,16 @@ def systematic_sample(probability: np.ndarray, rng: np.random.Generator) -> np.n
     return np.sort(order[hits > 0])
 
 
-def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5,
-                            weight_decay: float = 1e-2, iterations: int = 100, seed: int = 0) -> tuple[np.ndarray, dict]:
+def confusion_probabilities(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    weight_decay: float = 1e-2,
+    iterations: int = 100,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
     """Out-of-fold class probabilities of a multinomial logistic regression: how much each image
     resembles each class, to a simple reader of its pixels.
 
@@ -303,19 +367,25 @@ def confusion_probabilities(features: np.ndarray, labels: np.ndarray, num_classe
     probs = torch.zeros(n, num_classes, dtype=torch.float64)
     from ..train.trainer import torch_threads
 
-    with torch_threads(1):  # float sums depend on the thread count: one thread gives the same noise on every machine
+    with torch_threads(
+        1
+    ):  # float sums depend on the thread count: one thread gives the same noise on every machine
         _fit_folds(x, y, fold_of, folds, num_classes, weight_decay, iterations, probs)
     result = probs.numpy()
     recipe = {
         "classifier": "multinomial logistic regression (L-BFGS, float64, one thread) on standardised pixels",
-        "folds": folds, "weight_decay": weight_decay, "iterations": iterations, "features": int(x.shape[1]),
+        "folds": folds,
+        "weight_decay": weight_decay,
+        "iterations": iterations,
+        "features": int(x.shape[1]),
         "out_of_fold_accuracy": float((result.argmax(1) == y.numpy()).mean()),
     }
     return result, recipe
 
 
-def _fit_folds(x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_decay: float, iterations: int,
-               probs) -> None:
+def _fit_folds(
+    x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_decay: float, iterations: int, probs
+) -> None:
     """Fill ``probs`` (``(N, K)`` float64) fold by fold from zero-started L-BFGS fits on the other folds."""
     import torch
 
@@ -323,7 +393,9 @@ def _fit_folds(x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_d
         held = torch.from_numpy(fold_of == fold)
         w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(
+            [w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
+        )
         x_fit, y_fit = x[~held], y[~held]
 
         def closure():
@@ -338,21 +410,31 @@ def _fit_folds(x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_d
 
 
 def pixel_features(store, max_side: int = 28) -> np.ndarray:
-    """``(N, D)`` float32 pixels of an :class:`~labelaudit.data.images.ImageStore` in ``[0, 1]``, area-averaged
+    """``(N, D)`` float32 pixels of an :class:`~labelaudit.data.images.ImageStore` in ``[0, 1]``,
+    area-averaged
     down to at most ``max_side`` pixels a side (a logistic regression gains nothing from more)."""
     import torch
 
     chunks = []
     for start in range(0, len(store), 4096):
-        batch = torch.from_numpy(store.images(slice(start, start + 4096))).permute(0, 3, 1, 2).float().div_(255)
+        batch = (
+            torch.from_numpy(store.images(slice(start, start + 4096))).permute(0, 3, 1, 2).float().div_(255)
+        )
         if batch.shape[-1] > max_side:
             batch = torch.nn.functional.adaptive_avg_pool2d(batch, max_side)
         chunks.append(batch.reshape(len(batch), -1))
     return torch.cat(chunks).numpy()
 
 
-def confusable_noise(table: SampleTable, rate: float, *, seed: int = 0, cache_dir=None, workers: int | None = None,
-                     progress=None) -> NoisyLabels:
+def confusable_noise(
+    table: SampleTable,
+    rate: float,
+    *,
+    seed: int = 0,
+    cache_dir=None,
+    workers: int | None = None,
+    progress=None,
+) -> NoisyLabels:
     """``confusable`` noise for a whole sample table: decode its images (through the image
     cache), score them with :func:`confusion_probabilities` and draw with :func:`inject_noise`.
 
@@ -361,11 +443,15 @@ def confusable_noise(table: SampleTable, rate: float, *, seed: int = 0, cache_di
     """
     from ..data.images import load_images
 
-    store = load_images(table, cache_dir=cache_dir, workers=workers, progress=progress, require_all_classes=False)
+    store = load_images(
+        table, cache_dir=cache_dir, workers=workers, progress=progress, require_all_classes=False
+    )
     if progress:
         progress("confusion classifier", 0, 1, "logistic regression on pixels")
     usable = store.table.samples
-    probs, recipe = confusion_probabilities(pixel_features(store), usable["given_label"].to_numpy(), table.num_classes)
+    probs, recipe = confusion_probabilities(
+        pixel_features(store), usable["given_label"].to_numpy(), table.num_classes
+    )
     if progress:
         progress("confusion classifier", 1, 1, f"accuracy {recipe['out_of_fold_accuracy']:.1%}")
     labels = table.samples["given_label"].to_numpy().astype(np.int64)
@@ -383,21 +469,31 @@ def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
     keep their label."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"flip table {str(path)!r} does not exist; pass a CSV or parquet file with sample_id,label columns")
+        raise ConfigError(
+            f"flip table {str(path)!r} does not exist; pass a CSV or parquet file with sample_id,label "
+            "columns"
+        )
     frame = read_table(path, "flip table")
     columns = {str(c).lower(): c for c in frame.columns}
     key = next((columns[c] for c in ("sample_id", "path") if c in columns), None)
     target = next((columns[c] for c in ("label", "noisy_label", "to") if c in columns), None)
     if key is None or target is None:
-        raise ConfigError(f"flip table {path.name!r} needs a sample_id (or path) column and a label column; "
-                          f"it has {[str(c) for c in frame.columns]}")
+        raise ConfigError(
+            f"flip table {path.name!r} needs a sample_id (or path) column and a label column; "
+            f"it has {[str(c) for c in frame.columns]}"
+        )
     by_path = key != columns.get("sample_id")
     ids = table.samples["path" if by_path else "sample_id"].astype(str).to_numpy()
     position = pd.Series(np.arange(len(ids)), index=ids)
     if not position.index.is_unique:
-        raise ConfigError(f"flip table {path.name!r} names samples by {key!r}, which is not unique in the dataset; use sample_id")
+        raise ConfigError(
+            f"flip table {path.name!r} names samples by {key!r}, which is not unique in the dataset; use "
+            "sample_id"
+        )
     if frame[target].isna().any():
-        raise ConfigError(f"flip table {path.name!r} has an empty {target!r} cell; give every listed sample a label")
+        raise ConfigError(
+            f"flip table {path.name!r} has an empty {target!r} cell; give every listed sample a label"
+        )
     keys = frame[key].astype(str).str.strip().to_numpy()
     values = frame[target].astype(str).to_numpy()
     if by_path:  # as in a manifest or truth file: relative to the flip table's folder
@@ -405,8 +501,10 @@ def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
         keys = np.array([os.path.normpath(os.path.join(folder, k)) for k in keys])
     unknown = [v for v in keys if v not in position.index]
     if unknown:
-        raise ConfigError(f"flip table {path.name!r} names {len(unknown)} samples that are not in the dataset "
-                          f"(first: {unknown[0]!r}); list samples by the dataset's {key}")
+        raise ConfigError(
+            f"flip table {path.name!r} names {len(unknown)} samples that are not in the dataset "
+            f"(first: {unknown[0]!r}); list samples by the dataset's {key}"
+        )
     if len(set(keys)) != len(keys):
         raise ConfigError(f"flip table {path.name!r} lists a sample twice; give each sample one row")
     from ..data.sources import match_classes
@@ -415,8 +513,10 @@ def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
     named = match_classes(list(values), [str(c) for c in table.class_names])  # "cat" names a folder "cat "
     bad = [v for v in values if named[v] is None]
     if bad:
-        raise ConfigError(f"flip table {path.name!r} gives label {bad[0]!r}, which is not a class of the dataset "
-                          f"{list(table.class_names)}")
+        raise ConfigError(
+            f"flip table {path.name!r} gives label {bad[0]!r}, which is not a class of the dataset "
+            f"{list(table.class_names)}"
+        )
     labels = table.samples["given_label"].to_numpy().astype(np.int64)
     noisy = labels.copy()
     noisy[position.loc[keys].to_numpy()] = [index[named[v]] for v in values]
@@ -432,8 +532,14 @@ def _largest_remainder(expected: np.ndarray) -> np.ndarray:
     return floor
 
 
-def write_noisy_dataset(table: SampleTable, noisy: NoisyLabels, out_dir, *, overwrite: bool = False,
-                        inputs: Sequence[os.PathLike] = ()) -> dict:
+def write_noisy_dataset(
+    table: SampleTable,
+    noisy: NoisyLabels,
+    out_dir,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[os.PathLike] = (),
+) -> dict:
     """Write ``manifest.parquet`` (sample_id, path, label: the noisy label), ``truth.csv``
     (sample_id, path, given_label, true_label, is_noisy) and ``noise.json`` into ``out_dir``,
     all or nothing.
@@ -448,7 +554,9 @@ def write_noisy_dataset(table: SampleTable, noisy: NoisyLabels, out_dir, *, over
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite).open()
+        run = RunDirectory(
+            out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite
+        ).open()
     try:
         info = _write_noisy_files(table, noisy, run.tmp)
     except BaseException:
@@ -464,17 +572,21 @@ def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dic
 
     names = np.array(noisy.class_names, dtype=object)
     samples = table.samples
-    truth = pd.DataFrame({
-        "sample_id": samples["sample_id"].to_numpy(),
-        "path": samples["path"].to_numpy(),
-        "given_label": names[noisy.noisy_labels],
-        "true_label": names[noisy.true_labels],
-        "is_noisy": noisy.is_noisy,
-    })
+    truth = pd.DataFrame(
+        {
+            "sample_id": samples["sample_id"].to_numpy(),
+            "path": samples["path"].to_numpy(),
+            "given_label": names[noisy.noisy_labels],
+            "true_label": names[noisy.true_labels],
+            "is_noisy": noisy.is_noisy,
+        }
+    )
     if noisy.flip_probability is not None:
         truth["flip_probability"] = noisy.flip_probability
     with atomic_path(out / "manifest.parquet") as tmp:
-        truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(tmp, index=False)
+        truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(
+            tmp, index=False
+        )
     write_csv(out / "truth.csv", truth)
     t = noisy.transition_matrix()
     info = {

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
-from ..data.images import ProgressCallback, load_images
 from ..audit.metrics import classification_metrics
-from ..train.checkpoint import LoadedModel, load_model
-from ..reports import write_csv, write_skipped_csv
-from ..errors import OutputError
-from ..runs.directory import input_paths, output_kind, prepare_output_file
+from ..data.images import ProgressCallback, load_images
 from ..data.sources import SampleTable, load_source, load_unlabeled
+from ..errors import OutputError
+from ..reports import write_csv, write_skipped_csv
+from ..runs.directory import input_paths, output_kind, prepare_output_file
+from ..train.checkpoint import LoadedModel, load_model
 
 
 @dataclass
@@ -74,24 +74,39 @@ def predict(
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
-    store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,
-                        workers=workers, progress=progress, require_all_classes=False)
+    store = load_images(
+        table,
+        image_size=model.image_size_for_cache,
+        channels=model.image_channels,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        require_all_classes=False,
+    )
     probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
     names = np.array(model.class_names, dtype=object)
     best = probs.argmax(axis=1)
-    frame = pd.DataFrame({
-        "sample_id": store.table.samples["sample_id"].to_numpy(),
-        "path": store.table.samples["path"].to_numpy(),
-        "predicted_label": names[best],
-        "confidence": probs[np.arange(len(best)), best].astype(np.float64),
-    })
+    frame = pd.DataFrame(
+        {
+            "sample_id": store.table.samples["sample_id"].to_numpy(),
+            "path": store.table.samples["path"].to_numpy(),
+            "predicted_label": names[best],
+            "confidence": probs[np.arange(len(best)), best].astype(np.float64),
+        }
+    )
     soft = pd.DataFrame(probs.astype(np.float32), columns=[f"p_{name}" for name in model.class_names])
     frame = pd.concat([frame, soft], axis=1)  # one concat: no per-column inserts for many classes
     return Predictions(frame=frame, skipped=store.table.skipped, model=model, table=store.table)
 
 
-def check_predictions_file(path: str | os.PathLike, table: SampleTable, model: LoadedModel, *,
-                           overwrite: bool, cache_dir: str | os.PathLike | None = None) -> Path:
+def check_predictions_file(
+    path: str | os.PathLike,
+    table: SampleTable,
+    model: LoadedModel,
+    *,
+    overwrite: bool,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """Refuse a predictions file that is an input (manifest, model), lies in an image folder, the
     image cache or a labelaudit output folder (a run directory), is a folder, exists without
     ``overwrite``, or cannot be written; the same for its ``-skipped.csv``."""
@@ -101,8 +116,10 @@ def check_predictions_file(path: str | os.PathLike, table: SampleTable, model: L
     out = prepare_output_file(path, inputs, overwrite=overwrite, suffixes=(".csv", ".parquet"))
     owner = output_kind(out.parent)
     if owner is not None:
-        raise OutputError(f"--out {str(path)!r} is inside the output folder of labelaudit {owner} {str(out.parent)!r}, "
-                          "whose files belong to that run; write the predictions elsewhere")
+        raise OutputError(
+            f"--out {str(path)!r} is inside the output folder of labelaudit {owner} {str(out.parent)!r}, "
+            "whose files belong to that run; write the predictions elsewhere"
+        )
     prepare_output_file(_skipped_file(out), inputs, overwrite=overwrite, option="--out (its -skipped.csv)")
     return out
 
@@ -111,7 +128,9 @@ def _skipped_file(path: Path) -> Path:
     return path.with_name(path.stem + "-skipped.csv")
 
 
-def write_predictions(predictions: Predictions, path: str | os.PathLike, *, overwrite: bool = False) -> Path | None:
+def write_predictions(
+    predictions: Predictions, path: str | os.PathLike, *, overwrite: bool = False
+) -> Path | None:
     """Write the predictions (``.csv`` or ``.parquet``) atomically, and the skipped files, if any,
     to ``<stem>-skipped.csv`` beside them. Returns the skipped-files path or None.
 
@@ -150,10 +169,23 @@ def evaluate(
     as in :func:`predict`.
     """
     model = _as_model(model).use_backbone_weights(weights).check_takes_images()  # before decoding anything
-    table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column,
-                        classes=model.class_names, require_all_classes=False)
-    store = load_images(table, image_size=model.image_size_for_cache, channels=model.image_channels, cache_dir=cache_dir,
-                        workers=workers, progress=progress, require_all_classes=False)
+    table = load_source(
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        id_column=id_column,
+        classes=model.class_names,
+        require_all_classes=False,
+    )
+    store = load_images(
+        table,
+        image_size=model.image_size_for_cache,
+        channels=model.image_channels,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        require_all_classes=False,
+    )
     probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
     truth = store.table.samples["given_label"].to_numpy()
     return {

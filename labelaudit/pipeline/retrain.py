@@ -34,18 +34,18 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_path
-from ..train.losses import forward_corrected_loss
-from ..errors import ConfigError, DatasetError
-from ..data.images import ImageStore, ProgressCallback, load_images
-from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, uses_pretrained
-from ..train.methods.nlnl import class_weights
 from ..audit.metrics import classification_metrics
-from ..train.checkpoint import save_model
+from ..data.images import ImageStore, ProgressCallback, load_images
+from ..data.sources import load_source
+from ..errors import ConfigError, DatasetError
 from ..reports import write_csv, write_json
 from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, input_paths
 from ..runs.format import RUN_FORMAT_VERSION
 from ..runs.scan_run import ScanRun, load_run, read_labels
-from ..data.sources import load_source
+from ..train.checkpoint import save_model
+from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, uses_pretrained
+from ..train.losses import forward_corrected_loss
+from ..train.methods.nlnl import class_weights
 from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus, masked_mean
 
 MODES = ("pseudo", "drop", "forward", "labels")
@@ -65,23 +65,31 @@ class RetrainConfig:
     seed: Optional[int] = None  # None: the scan's seed
     device: Optional[str] = None  # None: the scan's device setting
     threads: Optional[int] = None  # None: the scan's setting (training.cpu_threads)
-    labels: Optional[str] = None  # mode "labels": a parquet/CSV with sample_id and label (apply's cleaned.parquet)
+    labels: Optional[str] = (
+        None  # mode "labels": a parquet/CSV with sample_id and label (apply's cleaned.parquet)
+    )
 
     def validate(self) -> "RetrainConfig":
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}; got {self.mode!r}")
         if self.mode == "labels" and self.labels is None:
-            raise ConfigError("mode 'labels' trains on the labels of a file: pass --labels FILE (e.g. the cleaned.parquet "
-                              "of labelaudit apply)")
+            raise ConfigError(
+                "mode 'labels' trains on the labels of a file: pass --labels FILE (e.g. the cleaned.parquet "
+                "of labelaudit apply)"
+            )
         if self.labels is not None and self.mode != "labels":
-            raise ConfigError(f"--labels trains one network on the file's labels and takes no --mode; got --mode "
-                              f"{self.mode!r}: drop --mode (or --labels)")
+            raise ConfigError(
+                f"--labels trains one network on the file's labels and takes no --mode; got --mode "
+                f"{self.mode!r}: drop --mode (or --labels)"
+            )
         if self.relabel not in RELABEL:
             raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
         if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
             raise ConfigError(f"threads must be a positive integer; got {self.threads!r}")
         if self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"retrain needs --epochs >= 1 and a finite --lr > 0; got {self.epochs!r}, {self.lr!r}")
+            raise ConfigError(
+                f"retrain needs --epochs >= 1 and a finite --lr > 0; got {self.epochs!r}, {self.lr!r}"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -111,8 +119,11 @@ def _retrain_train_config(call: dict) -> TrainConfig:
     if not isinstance(call["run_dir"], ScanRun):
         call["run_dir"] = load_run(call["run_dir"])
     config, train = call["config"], call["run_dir"].train
-    return replace(train, threads=train.threads if config.threads is None else config.threads,
-                   device=train.device if config.device is None else config.device)
+    return replace(
+        train,
+        threads=train.threads if config.threads is None else config.threads,
+        device=train.device if config.device is None else config.device,
+    )
 
 
 @holding_cpus(_retrain_train_config)
@@ -159,8 +170,10 @@ def retrain(
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
     if weights is not None:
         if run.input_kind != "embeddings":
-            raise ConfigError("--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
-                              f"{str(run.path)!r} did not: drop --weights")
+            raise ConfigError(
+                "--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
+                f"{str(run.path)!r} did not: drop --weights"
+            )
         run = replace(run, train=replace(run.train, weights=absolute_weights(weights)))
     if out_dir is not None:
         check_retrain_out(run, out_dir, labels=config.labels)
@@ -170,44 +183,81 @@ def retrain(
         listed_counts = np.bincount(targets[targets >= 0], minlength=len(run.class_names))
         if (listed_counts == 0).any():
             empty = run.class_names[int(np.flatnonzero(listed_counts == 0)[0])]
-            raise ConfigError(f"no sample of --labels {str(config.labels)!r} has the class {empty!r}, so the network has "
-                              "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead")
+            raise ConfigError(
+                f"no sample of --labels {str(config.labels)!r} has the class {empty!r}, so the network has "
+                "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead"
+            )
     kind = run.input_kind
     if kind == "embeddings-file" and test is not None:
-        raise ConfigError("this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
-                          "compute for --test images; drop --test, or scan with --backbone instead")
+        raise ConfigError(
+            "this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
+            "compute for --test images; drop --test, or scan with --backbone instead"
+        )
     store = None
     if kind == "embeddings-file":
         features = _scan_embeddings_file(run)
     else:
         cache = run.summary.get("image_cache") or {}
-        size, channels = (cache.get("image_size"), cache.get("channels")) if kind == "images" else (None, None)
-        store = load_images(run.table, image_size=size, channels=channels, cache_dir=cache_dir, workers=workers,
-                            progress=progress)
+        size, channels = (
+            (cache.get("image_size"), cache.get("channels")) if kind == "images" else (None, None)
+        )
+        store = load_images(
+            run.table,
+            image_size=size,
+            channels=channels,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+        )
     if store is not None and len(store.table) != len(run.table):
         first = store.table.skipped.iloc[0]
         raise DatasetError(
-            f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: {first['path']!r}, "
+            f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: "
+            f"{first['path']!r}, "
             f"{first['reason']}); fix them or scan the dataset again"
         )
     test_store = None
     if test is not None:  # read before training: a bad test set fails at once
-        test_table = load_source(test, path_column=test_path_column, label_column=test_label_column,
-                                 classes=run.class_names, require_all_classes=False)
-        test_store = load_images(test_table, image_size=store.image_size if kind == "images" else None,
-                                 channels=store.channels if kind == "images" else None, cache_dir=cache_dir,
-                                 workers=workers, progress=progress, require_all_classes=False)
-    train = replace(run.train, seed=run.train.seed if config.seed is None else config.seed,
-                    device=run.train.device if config.device is None else config.device,
-                    threads=run.train.threads if config.threads is None else config.threads)
+        test_table = load_source(
+            test,
+            path_column=test_path_column,
+            label_column=test_label_column,
+            classes=run.class_names,
+            require_all_classes=False,
+        )
+        test_store = load_images(
+            test_table,
+            image_size=store.image_size if kind == "images" else None,
+            channels=store.channels if kind == "images" else None,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            require_all_classes=False,
+        )
+    train = replace(
+        run.train,
+        seed=run.train.seed if config.seed is None else config.seed,
+        device=run.train.device if config.device is None else config.device,
+        threads=run.train.threads if config.threads is None else config.threads,
+    )
     test_inputs = None
     if kind == "embeddings":  # the same backbone and weights as the scan, embeddings from the cache
         weights_id = run.summary["input"].get("weights_id")
-        features = backbone_embeddings(store, train, cache_dir=cache_dir, progress=progress,
-                                       expect_weights_id=weights_id).features
+        features = backbone_embeddings(
+            store, train, cache_dir=cache_dir, progress=progress, expect_weights_id=weights_id
+        ).features
         if test_store is not None:
-            test_inputs = torch.from_numpy(np.array(backbone_embeddings(
-                test_store, train, cache_dir=cache_dir, progress=progress, expect_weights_id=weights_id).features))
+            test_inputs = torch.from_numpy(
+                np.array(
+                    backbone_embeddings(
+                        test_store,
+                        train,
+                        cache_dir=cache_dir,
+                        progress=progress,
+                        expect_weights_id=weights_id,
+                    ).features
+                )
+            )
     elif test_store is not None:
         test_inputs = torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)
     prepared = time.perf_counter()
@@ -227,8 +277,15 @@ def retrain(
         learnt = torch.from_numpy(np.where(targets >= 0, targets, given.numpy()))
         final = Trainer(replace(data, labels=learnt), train, progress)
         trainers = [final]
-        final.run_phase("reviewed labels", config.epochs, config.lr, _weighted_ce(class_weights(learnt[kept], k)),
-                        lambda _: kept.float(), lambda _: f"listed {kept.float().mean().item():.0%}", config.schedule)
+        final.run_phase(
+            "reviewed labels",
+            config.epochs,
+            config.lr,
+            _weighted_ce(class_weights(learnt[kept], k)),
+            lambda _: kept.float(),
+            lambda _: f"listed {kept.float().mean().item():.0%}",
+            config.schedule,
+        )
         cleaned = learnt.numpy()
         confidence_source = run.soft_labels()
     elif config.mode in ("pseudo", "drop"):
@@ -236,14 +293,22 @@ def retrain(
         if (kept_counts == 0).any():
             empty = run.class_names[int(np.flatnonzero(kept_counts == 0)[0])]
             raise ConfigError(
-                f"the scan flagged every sample given class {empty!r}, so --mode {config.mode} has nothing to learn it "
+                f"the scan flagged every sample given class {empty!r}, so --mode {config.mode} has nothing "
+                "to learn it "
                 "from; use --mode forward, or review the flags (flagged.csv) first"
             )
         first = Trainer(data, train, progress)
         trainers = [first]
         weights = class_weights(given[kept], k)
-        first.run_phase("kept samples", config.epochs, config.lr, _weighted_ce(weights), lambda _: kept.float(),
-                        lambda _: f"kept {kept.float().mean().item():.0%}", config.schedule)
+        first.run_phase(
+            "kept samples",
+            config.epochs,
+            config.lr,
+            _weighted_ce(weights),
+            lambda _: kept.float(),
+            lambda _: f"kept {kept.float().mean().item():.0%}",
+            config.schedule,
+        )
         final = first
         if config.mode == "drop":
             cleaned = np.where(run.flagged, run.suggested_labels(), given.numpy())
@@ -255,8 +320,15 @@ def retrain(
             targets[relabel] = soft[relabel]
             hard = targets.argmax(dim=1)
             second = Trainer(replace(data, labels=hard), replace(train, seed=train.seed + 1), progress)
-            second.run_phase("soft labels", config.epochs, config.lr, _soft_ce(targets, class_weights(hard, k)),
-                             lambda _: targets, lambda _: f"relabelled {relabel.float().mean().item():.0%}", config.schedule)
+            second.run_phase(
+                "soft labels",
+                config.epochs,
+                config.lr,
+                _soft_ce(targets, class_weights(hard, k)),
+                lambda _: targets,
+                lambda _: f"relabelled {relabel.float().mean().item():.0%}",
+                config.schedule,
+            )
             trainers.append(second)
             final = second
             cleaned = hard.numpy()
@@ -265,23 +337,29 @@ def retrain(
         transition = torch.from_numpy(run.transition_matrix).float()
         final = Trainer(data, train, progress)
         trainers = [final]
-        final.run_phase("forward correction", config.epochs, config.lr, _forward(transition), None, None, config.schedule)
+        final.run_phase(
+            "forward correction", config.epochs, config.lr, _forward(transition), None, None, config.schedule
+        )
         cleaned = given.numpy()
         confidence_source = run.soft_labels()
 
     in_training = kept.numpy() if config.mode in ("drop", "labels") else np.ones(len(data), dtype=bool)
-    curves = {phase: trainer.curves for trainer in trainers for phase in trainer.phase_seconds}  # one phase each
+    curves = {
+        phase: trainer.curves for trainer in trainers for phase in trainer.phase_seconds
+    }  # one phase each
     names = np.array(run.class_names, dtype=object)
     n = len(data)
-    cleaned_frame = pd.DataFrame({
-        "sample_id": run.report["sample_id"].to_numpy(),
-        "path": run.report["path"].to_numpy(),
-        "given_label": names[given.numpy()],
-        "cleaned_label": names[cleaned],
-        "changed": cleaned != given.numpy(),
-        "confidence": confidence_source[np.arange(n), cleaned].astype(np.float64),
-        "in_training": in_training,
-    })
+    cleaned_frame = pd.DataFrame(
+        {
+            "sample_id": run.report["sample_id"].to_numpy(),
+            "path": run.report["path"].to_numpy(),
+            "given_label": names[given.numpy()],
+            "cleaned_label": names[cleaned],
+            "changed": cleaned != given.numpy(),
+            "confidence": confidence_source[np.arange(n), cleaned].astype(np.float64),
+            "in_training": in_training,
+        }
+    )
     seconds = {"load_and_decode": prepared - started}
     for trainer in trainers:
         seconds.update(trainer.phase_seconds)
@@ -289,26 +367,42 @@ def retrain(
     if test_store is not None:
         probs = final.predict(images=test_inputs).numpy()
         truth = test_store.table.samples["given_label"].to_numpy()
-        test_metrics = {"source": str(test_store.table.source), "num_skipped": int(len(test_store.table.skipped)),
-                        **classification_metrics(probs.argmax(axis=1), truth, run.class_names)}
+        test_metrics = {
+            "source": str(test_store.table.source),
+            "num_skipped": int(len(test_store.table.skipped)),
+            **classification_metrics(probs.argmax(axis=1), truth, run.class_names),
+        }
     seconds["total"] = time.perf_counter() - started
-    return RetrainResult(run=run, store=store, config=config, trainer=final, cleaned=cleaned_frame, curves=curves,
-                         seconds=seconds, test=test_metrics, train_settings=train)
+    return RetrainResult(
+        run=run,
+        store=store,
+        config=config,
+        trainer=final,
+        cleaned=cleaned_frame,
+        curves=curves,
+        seconds=seconds,
+        test=test_metrics,
+        train_settings=train,
+    )
 
 
 def _weighted_ce(weights: torch.Tensor):
     """Class-weighted CE on the samples whose mask entry is 1 (context: ``(N,)`` float mask)."""
+
     def loss(logits, labels, index, mask):
         per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
         return masked_mean(per_sample, weights.to(logits.device)[labels] * mask[index])
+
     return loss
 
 
 def _soft_ce(targets: torch.Tensor, weights: torch.Tensor):
     """``-sum_k t_k log p_k`` weighted by the class of ``argmax t`` (context: ``(N, K)`` targets)."""
+
     def loss(logits, labels, index, soft):
         per_sample = -(soft[index] * torch.log_softmax(logits, dim=1)).sum(dim=1)
         return masked_mean(per_sample, weights.to(logits.device)[labels])
+
     return loss
 
 
@@ -316,6 +410,7 @@ def _forward(transition: torch.Tensor):
     def loss(logits, labels, index, _):
         per_sample = forward_corrected_loss(logits, labels, transition.to(logits.device))
         return per_sample.mean(), torch.tensor(len(index))
+
     return loss
 
 
@@ -335,14 +430,18 @@ def summary(result: RetrainResult) -> dict:
         "source": str(result.run.table.source),
         "mode": result.config.mode,
         "relabel": result.config.relabel if result.config.mode == "pseudo" else None,
-        "labels_file": str(Path(result.config.labels).expanduser().resolve()) if result.config.labels else None,
+        "labels_file": str(Path(result.config.labels).expanduser().resolve())
+        if result.config.labels
+        else None,
         "num_samples": int(len(cleaned)),
         "num_flagged_by_scan": int(result.run.flagged.sum()),
         "num_in_training": int(cleaned["in_training"].sum()),
         "num_changed": int(cleaned["changed"].sum()),
         "class_names": list(result.run.class_names),
         # Of the labels the final network learnt (cleaned_label); model.pt carries the same.
-        "data_fingerprint": data_fingerprint(cleaned["sample_id"].tolist(), cleaned["cleaned_label"].tolist()),
+        "data_fingerprint": data_fingerprint(
+            cleaned["sample_id"].tolist(), cleaned["cleaned_label"].tolist()
+        ),
         "run_id": result.run_id,
         "settings": {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},
         "training_curves": result.curves,
@@ -350,8 +449,15 @@ def summary(result: RetrainResult) -> dict:
         "device": str(result.trainer.device),
         "precision": result.trainer.precision,
         "threads": result.trainer.threads,
-        "input": {"kind": result.run.input_kind, **({k: v for k, v in _embedding_spec(result.run).items() if k != "kind"})},
-        "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "input": {
+            "kind": result.run.input_kind,
+            **({k: v for k, v in _embedding_spec(result.run).items() if k != "kind"}),
+        },
+        "versions": {
+            "labelaudit": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
     if result.test is not None:
         out["test"] = result.test
@@ -371,16 +477,22 @@ def _scan_embeddings_file(run: ScanRun) -> np.ndarray:
         try:
             rows = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the scan's embeddings file {str(path)!r} ({exc}); put it back, or scan again") from None
+            raise ConfigError(
+                f"cannot read the scan's embeddings file {str(path)!r} ({exc}); put it back, or scan again"
+            ) from None
         if rows.ndim == 2 and len(rows) != len(run.table):  # manifest order
             index = run.report["manifest_row"].to_numpy()
             if index.max(initial=-1) >= len(rows):
-                raise ConfigError(f"the scan's embeddings file {str(path)!r} has {len(rows)} rows, fewer than the manifest "
-                                  "had when it was scanned: it changed since; scan again")
+                raise ConfigError(
+                    f"the scan's embeddings file {str(path)!r} has {len(rows)} rows, fewer than the manifest "
+                    "had when it was scanned: it changed since; scan again"
+                )
             features = np.asarray(rows[index], dtype=np.float32)
             if not np.isfinite(features).all():
-                raise ConfigError(f"the scan's embeddings file {str(path)!r} now holds NaN or infinite values: it changed "
-                                  "since the scan; scan again")
+                raise ConfigError(
+                    f"the scan's embeddings file {str(path)!r} now holds NaN or infinite values: it changed "
+                    "since the scan; scan again"
+                )
             return features
     return read_embeddings(path, run.table)
 
@@ -389,8 +501,11 @@ def _embedding_spec(run: ScanRun) -> dict:
     """What a head trained on the scan's embeddings needs to see them again (model.pt ``embedding``)."""
     if run.input_kind == "images":
         return {}
-    return {k: v for k, v in (run.summary.get("input") or {}).items()
-            if k not in ("cache_file", "seconds", "reused", "images_per_second")}
+    return {
+        k: v
+        for k, v in (run.summary.get("input") or {}).items()
+        if k not in ("cache_file", "seconds", "reused", "images_per_second")
+    }
 
 
 def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None, labels=None) -> list[Path]:
@@ -399,8 +514,7 @@ def retrain_inputs(run: ScanRun, *, test=None, cache_dir=None, labels=None) -> l
     from ..data.images import cache_root
 
     own_embeddings = (run.summary.get("input") or {}).get("file")  # scan --embeddings/--probs
-    return input_paths(run.table, [run.path, test, cache_root(cache_dir), labels,
-                                   own_embeddings])
+    return input_paths(run.table, [run.path, test, cache_root(cache_dir), labels, own_embeddings])
 
 
 def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike, *, labels=None) -> None:
@@ -409,7 +523,9 @@ def check_retrain_out(run: ScanRun, out_dir: str | os.PathLike, *, labels=None) 
     check_not_input(out_dir, retrain_inputs(run, labels=labels))
 
 
-def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+def write_retrain(
+    result: RetrainResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False
+) -> Path:
     """Write model.pt, cleaned_labels.csv/.parquet, summary.json and config.json, all or nothing.
 
     ``out_dir`` is a path or an opened :class:`~labelaudit.runs.directory.RunDirectory`; ``overwrite``
@@ -418,21 +534,36 @@ def write_retrain(result: RetrainResult, out_dir: str | os.PathLike | RunDirecto
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "retrain", inputs=retrain_inputs(result.run, labels=result.config.labels),
-                           overwrite=overwrite).open()
+        run = RunDirectory(
+            out_dir,
+            "retrain",
+            inputs=retrain_inputs(result.run, labels=result.config.labels),
+            overwrite=overwrite,
+        ).open()
     try:
         out = run.tmp
         write_csv(out / "cleaned_labels.csv", result.cleaned)
         with atomic_path(out / "cleaned_labels.parquet") as tmp:
             result.cleaned.to_parquet(tmp, index=False)
-        write_json(out / "config.json", {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()})
+        write_json(
+            out / "config.json",
+            {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},
+        )
         content = summary(result)
         write_json(out / "summary.json", content)
-        save_model(out / "model.pt", result.trainer, result.run.class_names, depth=result.train_settings.depth,
-                   width=result.train_settings.width,
-                   extra={"kind": "retrain", "data_fingerprint": content["data_fingerprint"],
-                          "run_id": result.run_id, **({"embedding": _embedding_spec(result.run)}
-                                                      if result.run.input_kind != "images" else {})})
+        save_model(
+            out / "model.pt",
+            result.trainer,
+            result.run.class_names,
+            depth=result.train_settings.depth,
+            width=result.train_settings.width,
+            extra={
+                "kind": "retrain",
+                "data_fingerprint": content["data_fingerprint"],
+                "run_id": result.run_id,
+                **({"embedding": _embedding_spec(result.run)} if result.run.input_kind != "images" else {}),
+            },
+        )
     except BaseException:
         run.abort()
         raise

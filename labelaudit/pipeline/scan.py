@@ -19,30 +19,40 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..train import distributed
 from .._atomic import atomic_path
+from ..audit.estimators import anchor_transition_matrix, bootstrap_interval
 from ..audit.flags import Audit, audit_from_soft_labels, cv_flags, review_mask, with_similarity
-from ..errors import ConfigError, TrainingError
+from ..audit.metrics import load_truth, truth_metrics
+from ..audit.similarity import SimilarityIssues, find_similarity_issues
 from ..data.images import ImageStore, ProgressCallback, load_images
-from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, resolve_train_mode, uses_pretrained
+from ..data.sources import SampleTable, load_source
+from ..errors import ConfigError, TrainingError
+from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
+from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, input_paths
+from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
+from ..train import distributed
+from ..train.checkpoint import save_model
+from ..train.inputs import (
+    absolute_weights,
+    backbone_embeddings,
+    pretrained_image_settings,
+    resolve_train_mode,
+    uses_pretrained,
+)
 from ..train.methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, run_baseline
 from ..train.methods.nlnl import NLNLConfig, run_nlnl
 from ..train.methods.pmnar import PMNARConfig, run_pmnar
-from ..audit.estimators import anchor_transition_matrix, bootstrap_interval
-from ..audit.metrics import load_truth, truth_metrics
-from ..train.checkpoint import save_model
-from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
-from ..audit.similarity import SimilarityIssues, find_similarity_issues
-from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
-from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, input_paths
-from ..data.sources import SampleTable, load_source
 from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus
 
 METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
 #: What ``method="auto"`` runs, by input kind: on a head over embeddings truncated GCE beat NLNL
 #: and GCE on every measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
-AUTO_METHOD = {"images": "nlnl", "embeddings": "truncated-gce", "embeddings-file": "truncated-gce",
-               "probs-file": "given-probs"}
+AUTO_METHOD = {
+    "images": "nlnl",
+    "embeddings": "truncated-gce",
+    "embeddings-file": "truncated-gce",
+    "probs-file": "given-probs",
+}
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,15 @@ class ScanConfig:
     method: str = "auto"  # auto: nlnl on images, truncated-gce on a head over embeddings (AUTO_METHOD)
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
-    threshold: Optional[float] = None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
-    similarity: Optional[bool] = None  # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
-    duplicate_threshold: Optional[float] = None  # pixel similarity for near-duplicates; None: read from the data
+    threshold: Optional[float] = (
+        None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
+    )
+    similarity: Optional[bool] = (
+        None  # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
+    )
+    duplicate_threshold: Optional[float] = (
+        None  # pixel similarity for near-duplicates; None: read from the data
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
     pmnar: PMNARConfig = field(default_factory=PMNARConfig)
@@ -107,7 +123,8 @@ class ScanResult:
     similarity_skipped: Optional[str] = None  # why they were not searched
 
 
-@holding_cpus(lambda call: None if call["probs"] is not None else call["config"].train)  # --probs trains nothing
+# --probs trains nothing
+@holding_cpus(lambda call: None if call["probs"] is not None else call["config"].train)
 def scan(
     source: str | os.PathLike | SampleTable,
     config: ScanConfig = ScanConfig(),
@@ -162,12 +179,15 @@ def scan(
     distributed.setup(config.train.device)  # under torchrun: join the other processes (else nothing)
     kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
     if kind == "probs-file" and config.method != "auto":
-        raise ConfigError(f"--probs trains nothing, so --method {config.method} does not apply; drop --method "
-                          "(flags come from the probabilities by --flagger, or --threshold)")
+        raise ConfigError(
+            f"--probs trains nothing, so --method {config.method} does not apply; drop --method "
+            "(flags come from the probabilities by --flagger, or --threshold)"
+        )
     if config.method == "auto":
         config = replace(config, method=AUTO_METHOD[kind])
     if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
-        config = replace(config, train=replace(config.train, weights="DEFAULT"))  # its weights ship in a package
+        # its weights ship in a package
+        config = replace(config, train=replace(config.train, weights="DEFAULT"))
     config = replace(config, train=replace(config.train, weights=absolute_weights(config.train.weights)))
     started = time.perf_counter()
     if isinstance(source, SampleTable):
@@ -175,8 +195,16 @@ def scan(
     else:
         table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
     if out_dir is not None:  # before decoding and training, so a bad choice fails at once
-        check_not_input(out_dir, scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights,
-                                             files=(embeddings, probs)))
+        check_not_input(
+            out_dir,
+            scan_inputs(
+                table,
+                truth=truth,
+                cache_dir=cache_dir,
+                weights=config.train.weights,
+                files=(embeddings, probs),
+            ),
+        )
     store, inputs = None, {"kind": kind}
     given_probs = features = None
     if kind == "probs-file":
@@ -192,11 +220,15 @@ def scan(
     elif kind == "embeddings":
         from ..nets.backbones import load_backbone
 
-        backbone = load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
+        # a bad choice fails before decoding
+        backbone = load_backbone(config.train.backbone, config.train.weights)
         with distributed.primary_first():  # rank 0 fills the caches, the other ranks read them
-            store = load_images(table, image_size=config.image_size, cache_dir=cache_dir, workers=workers,
-                                progress=progress)
-            embedded = backbone_embeddings(store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone)
+            store = load_images(
+                table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress
+            )
+            embedded = backbone_embeddings(
+                store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone
+            )
         features, inputs = embedded.features, embedded.info
     else:
         image_size, channels, normalisation = config.image_size, None, None
@@ -207,8 +239,14 @@ def scan(
             crop, mean, std = pretrained_image_settings(config.train)
             image_size, channels, normalisation = image_size or crop, 3, (mean, std)
         with distributed.primary_first():  # rank 0 fills the cache, the other ranks read it
-            store = load_images(table, image_size=image_size, channels=channels, cache_dir=cache_dir, workers=workers,
-                                progress=progress)
+            store = load_images(
+                table,
+                image_size=image_size,
+                channels=channels,
+                cache_dir=cache_dir,
+                workers=workers,
+                progress=progress,
+            )
     table = store.table if store is not None else table
     true_labels = load_truth(truth, table) if truth is not None else None
     prepared = time.perf_counter()
@@ -233,20 +271,29 @@ def scan(
             raise TrainingError(exc.what, _DIVERGED_ADVICE.get(kind, _DIVERGED_ADVICE["images"])) from None
         if config.method == "cv-ce" and config.threshold is None:
             flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
-    audit = audit_from_soft_labels(table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule)
+    audit = audit_from_soft_labels(
+        table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule
+    )
     trained = time.perf_counter()
     similarity, similarity_skipped = None, _similarity_skipped(config, kind, len(table))
     if similarity_skipped is None:
-        # Penultimate activations of a network trained on the pixels; a head's input is the embeddings themselves.
+        # Penultimate activations of a network trained on the pixels; a head's input is the embeddings
+        # themselves.
         similarity = find_similarity_issues(
-            _StoreRows(store) if store is not None else None, given,
+            _StoreRows(store) if store is not None else None,
+            given,
             features=penultimate if kind == "images" else None,
-            embeddings=features if kind != "images" else None, duplicate_threshold=config.duplicate_threshold)
+            embeddings=features if kind != "images" else None,
+            duplicate_threshold=config.duplicate_threshold,
+        )
         audit = with_similarity(audit, table, similarity)
     anchor_t = anchor_transition_matrix(anchor_probs)
     interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
 
-    seconds = {"load_and_decode": prepared - started, **(trainer.phase_seconds if trainer is not None else {})}
+    seconds = {
+        "load_and_decode": prepared - started,
+        **(trainer.phase_seconds if trainer is not None else {}),
+    }
     if similarity is not None:
         seconds["similarity"] = time.perf_counter() - trained
     if inputs.get("seconds") is not None:
@@ -256,19 +303,37 @@ def scan(
     if true_labels is not None:
         # The labels the report suggests for flagged samples (never the given label itself).
         metrics = truth_metrics(
-            audit.report["suspected_noisy"].to_numpy(), given, true_labels, audit.cleaned_labels, audit.noise_rate,
-            audit.transition_matrix, model_noise_rate=audit.model_noise_rate,
+            audit.report["suspected_noisy"].to_numpy(),
+            given,
+            true_labels,
+            audit.cleaned_labels,
+            audit.noise_rate,
+            audit.transition_matrix,
+            model_noise_rate=audit.model_noise_rate,
         )
-        metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean())
+        metrics["transition_matrix_mae_anchor"] = float(
+            np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean()
+        )
     train = config.train
     if kind == "images":
         train = replace(train, backbone=trainer.backbone)
     if kind != "probs-file":  # a --probs scan trained nothing: its settings stay as given (retrain uses them)
         train = replace(train, train="full" if kind == "images" else "head")
     resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
-    return ScanResult(table=table, store=store, config=resolved, trainer=trainer, audit=audit, seconds=seconds,
-                      truth=metrics, anchor_transition_matrix=anchor_t, noise_rate_interval=interval, inputs=inputs,
-                      similarity=similarity, similarity_skipped=similarity_skipped)
+    return ScanResult(
+        table=table,
+        store=store,
+        config=resolved,
+        trainer=trainer,
+        audit=audit,
+        seconds=seconds,
+        truth=metrics,
+        anchor_transition_matrix=anchor_t,
+        noise_rate_interval=interval,
+        inputs=inputs,
+        similarity=similarity,
+        similarity_skipped=similarity_skipped,
+    )
 
 
 #: Above this many samples the exact neighbour search (quadratic in N) is skipped unless asked for.
@@ -286,8 +351,10 @@ def _similarity_skipped(config: ScanConfig, kind: str, n: int) -> Optional[str]:
     if not distributed.is_primary():
         return "searched by the first process only"
     if n > SIMILARITY_MAX_SAMPLES and config.similarity is None:
-        return (f"{n:,} samples is above {SIMILARITY_MAX_SAMPLES:,}: the exact search grows with N squared "
-                "(docs/benchmarks.md); run `labelaudit scan --similarity` to search anyway")
+        return (
+            f"{n:,} samples is above {SIMILARITY_MAX_SAMPLES:,}: the exact search grows with N squared "
+            "(docs/benchmarks.md); run `labelaudit scan --similarity` to search anyway"
+        )
     return None
 
 
@@ -307,8 +374,9 @@ class _StoreRows:
 #: What to do when a scan's training diverges, by input kind (its learning rates are the method's own).
 _DIVERGED_ADVICE = {
     "embeddings-file": "the embeddings file probably holds extreme values: check how it was written, or "
-                       "standardise each dimension",
-    "images": "run again with another --seed or --method; if it diverges again, please report it with the command",
+    "standardise each dimension",
+    "images": "run again with another --seed or --method; if it diverges again, please report it with the "
+    "command",
 }
 
 
@@ -351,9 +419,12 @@ def summary(result: ScanResult) -> dict:
     estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
     from ..audit.estimators import per_class_bootstrap_intervals
 
-    class_intervals = per_class_bootstrap_intervals(audit.report["suspected_noisy"].to_numpy(),
-                                                    table.samples["given_label"].to_numpy(), len(names),
-                                                    seed=result.config.train.seed)
+    class_intervals = per_class_bootstrap_intervals(
+        audit.report["suspected_noisy"].to_numpy(),
+        table.samples["given_label"].to_numpy(),
+        len(names),
+        seed=result.config.train.seed,
+    )
     out = {
         "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
@@ -370,8 +441,11 @@ def summary(result: ScanResult) -> dict:
         "estimated_noise_rate": audit.noise_rate,
         # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
         "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
-        "noise_rate_interval_95": {"low": result.noise_rate_interval[0], "high": result.noise_rate_interval[1],
-                                   "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)"},
+        "noise_rate_interval_95": {
+            "low": result.noise_rate_interval[0],
+            "high": result.noise_rate_interval[1],
+            "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)",
+        },
         "flag_rule": audit.flag_rule,
         # Near-duplicates and images of no class (labelaudit.audit.similarity); outliers are left out of
         # the noise-rate estimates and T. Null counts: not searched (see similarity.skipped).
@@ -382,29 +456,41 @@ def summary(result: ScanResult) -> dict:
         "class_overlap": class_overlap(audit, table, issues),
         "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
         # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals); null: no samples.
-        "per_class_noise_rate_intervals_95": {n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
-                                              for n, (lo, hi) in zip(names, class_intervals)},
+        "per_class_noise_rate_intervals_95": {
+            n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
+            for n, (lo, hi) in zip(names, class_intervals)
+        },
         # K x K matrices live in their own CSV files: a 1,000-class summary stays small.
         "transition_matrix": {
             "file": MATRIX_FILES["cleaned"],
             "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
             "estimator": "cleaned label (suggested where flagged, else given) vs given label",
-            "per_class_noise_rates": {n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
-                                      for i, n in enumerate(names)},
+            "per_class_noise_rates": {
+                n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
+                for i, n in enumerate(names)
+            },
         },
         "transition_matrix_anchor": {
             "file": MATRIX_FILES["anchor"],
             "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
-            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile of "
-                         "p_i under the final model without augmentation, row-normalised",
-            "per_class_noise_rates": {n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)},
+            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile "
+            "of "
+            "p_i under the final model without augmentation, row-normalised",
+            "per_class_noise_rates": {
+                n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)
+            },
         },
         "settings": result.config.to_dict(),
         # What the network learnt from: images, a backbone's embeddings, or the user's files.
         "input": result.inputs,
-        "image_cache": None if result.store is None else {
-            "dir": str(result.store.cache_dir), "image_size": result.store.image_size,
-            "channels": result.store.channels, "reused": result.store.reused},
+        "image_cache": None
+        if result.store is None
+        else {
+            "dir": str(result.store.cache_dir),
+            "image_size": result.store.image_size,
+            "channels": result.store.channels,
+            "reused": result.store.reused,
+        },
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "device": str(result.trainer.device) if result.trainer is not None else None,
         # Processes that trained together (torchrun) and how they talked; 1 and null for one process.
@@ -417,8 +503,13 @@ def summary(result: ScanResult) -> dict:
         # CPU threads the network computed with (None on a GPU left at torch's setting); results depend on it.
         "threads": result.trainer.threads if result.trainer is not None else None,
         "training_curves": result.trainer.curves if result.trainer is not None else [],
-        "versions": {"labelaudit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                     "numpy": np.__version__, "pandas": pd.__version__},
+        "versions": {
+            "labelaudit": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
     }
     if result.truth is not None:
         out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
@@ -442,7 +533,9 @@ def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str
     }
 
 
-def class_overlap(audit: Audit, table: SampleTable, issues: Optional[SimilarityIssues], top: int = 10) -> list[dict]:
+def class_overlap(
+    audit: Audit, table: SampleTable, issues: Optional[SimilarityIssues], top: int = 10
+) -> list[dict]:
     """The pairs of classes most often mixed up: flagged samples suggested from one to the other
     (either way) and near-duplicate groups holding both labels, most first (as cleanlab's
     ``find_overlapping_classes``, from counts rather than a joint distribution). ``share`` is
@@ -467,9 +560,14 @@ def class_overlap(audit: Audit, table: SampleTable, issues: Optional[SimilarityI
         for b in range(a + 1, k):
             flipped, dup = int(flips[a, b] + flips[b, a]), int(shared[a, b] + shared[b, a])
             if flipped + dup:
-                rows.append({"classes": [names[a], names[b]], "flagged_between": flipped,
-                             "duplicate_groups_across": dup,
-                             "share": (flipped + dup) / max(int(counts[a] + counts[b]), 1)})
+                rows.append(
+                    {
+                        "classes": [names[a], names[b]],
+                        "flagged_between": flipped,
+                        "duplicate_groups_across": dup,
+                        "share": (flipped + dup) / max(int(counts[a] + counts[b]), 1),
+                    }
+                )
     rows.sort(key=lambda r: (-(r["flagged_between"] + r["duplicate_groups_across"]), r["classes"]))
     return rows[:top]
 
@@ -480,7 +578,9 @@ def class_overlap(audit: Audit, table: SampleTable, issues: Optional[SimilarityI
 def fingerprint(table: SampleTable) -> str:
     """:func:`labelaudit.runs.directory.data_fingerprint` of a table's sample ids and given class names."""
     names = np.asarray(table.class_names, dtype=object)
-    return data_fingerprint(table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist())
+    return data_fingerprint(
+        table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist()
+    )
 
 
 def _nan_to_none(value: float):
@@ -493,7 +593,9 @@ def default_run_dir(source: str | os.PathLike) -> Path:
     return Path("labelaudit-runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None, files=()) -> list[Path]:
+def scan_inputs(
+    table: SampleTable, *, truth=None, cache_dir=None, weights: str | None = None, files=()
+) -> list[Path]:
     """Everything a scan reads, which its run directory may not be, be inside of, or hold: the
     images and their folders, the manifest, the truth file, the cache, a local ``--weights`` file
     and ``files`` (``--embeddings``/``--probs``)."""
@@ -503,7 +605,9 @@ def scan_inputs(table: SampleTable, *, truth=None, cache_dir=None, weights: str 
     return input_paths(table, [truth, cache_root(cache_dir), local_weights, *files])
 
 
-def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+def write_run(
+    result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False
+) -> Path:
     """Write the run directory all or nothing (see :mod:`labelaudit.runs.directory`). Returns the directory.
 
     ``out_dir`` is a path, or a :class:`~labelaudit.runs.directory.RunDirectory` opened before the scan
@@ -513,9 +617,14 @@ def write_run(result: ScanResult, out_dir: str | os.PathLike | RunDirectory, *, 
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(out_dir, "scan", inputs=scan_inputs(result.table, weights=result.config.train.weights,
-                                                               files=[result.inputs.get("file")]),
-                           overwrite=overwrite).open()
+        run = RunDirectory(
+            out_dir,
+            "scan",
+            inputs=scan_inputs(
+                result.table, weights=result.config.train.weights, files=[result.inputs.get("file")]
+            ),
+            overwrite=overwrite,
+        ).open()
     try:
         _write_run_files(result, run.tmp)
     except BaseException:
@@ -529,7 +638,9 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     names = list(table.class_names)
     soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
     full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
-    if "manifest_row" in table.samples:  # lets retrain find a sample's row of a --embeddings .npy in manifest order
+    if (
+        "manifest_row" in table.samples
+    ):  # lets retrain find a sample's row of a --embeddings .npy in manifest order
         full["manifest_row"] = table.samples["manifest_row"].to_numpy()
     with atomic_path(out / "report.parquet") as tmp:
         full.to_parquet(tmp, index=False)
@@ -539,7 +650,9 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
     write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names, corner)
     write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names, corner)
     if result.truth is not None:
-        write_matrix_csv(out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names, corner)
+        write_matrix_csv(
+            out / MATRIX_FILES["truth"], np.asarray(result.truth["true_transition_matrix"]), names, corner
+        )
     write_skipped_csv(out / "skipped.csv", table.skipped)
     write_json(out / "config.json", result.config.to_dict())
     info = summary(result)
@@ -551,7 +664,16 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
         return
     extra = {"data_fingerprint": fingerprint(table), "run_id": result.run_id}
     if result.inputs["kind"] != "images":  # a head: what it needs to see the same embeddings again
-        extra["embedding"] = {k: v for k, v in result.inputs.items() if k not in ("cache_file", "seconds", "reused",
-                                                                             "images_per_second")}
-    save_model(out / "model.pt", result.trainer, names, depth=result.config.train.depth, width=result.config.train.width,
-               extra=extra)
+        extra["embedding"] = {
+            k: v
+            for k, v in result.inputs.items()
+            if k not in ("cache_file", "seconds", "reused", "images_per_second")
+        }
+    save_model(
+        out / "model.pt",
+        result.trainer,
+        names,
+        depth=result.config.train.depth,
+        width=result.config.train.width,
+        extra=extra,
+    )

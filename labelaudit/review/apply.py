@@ -38,10 +38,10 @@ import pandas as pd
 
 from .. import __version__
 from .._atomic import atomic_path
+from ..data.sources import read_table, where_row
 from ..errors import ConfigError, ManifestError, some
 from ..reports import read_json, write_csv, write_json
 from ..runs.directory import RunDirectory, data_fingerprint, input_paths
-from ..data.sources import read_table, where_row
 from ..runs.scan_run import ScanRun, check_sample_ids, load_run, text_column
 
 DECISIONS = ("accept", "keep", "relabel", "remove", "unsure")
@@ -51,8 +51,10 @@ LABEL_SOURCES = ("given", "reviewed", "suggested")
 DECISION_COLUMNS = ["sample_id", "decision", "new_label", "note"]
 CLEANED_COLUMNS = ["sample_id", "path", "label", "original_label", "label_source"]
 REMOVED_COLUMNS = ["sample_id", "path", "original_label", "suggested_label", "reason", "note"]
-MULTIPLE_ANNOTATIONS_RULE = ("the most recently updated non-cancelled annotation with a choice wins (updated_at, then "
-                             "created_at, then annotation id)")
+MULTIPLE_ANNOTATIONS_RULE = (
+    "the most recently updated non-cancelled annotation with a choice wins (updated_at, then "
+    "created_at, then annotation id)"
+)
 
 
 @dataclass(frozen=True)
@@ -91,20 +93,25 @@ def read_decisions(path: str | os.PathLike, run) -> Decisions:
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ManifestError(f"decisions file {str(path)!r} does not exist; pass the decisions.csv of the review page "
-                            "or a Label Studio JSON export")
+        raise ManifestError(
+            f"decisions file {str(path)!r} does not exist; pass the decisions.csv of the review page "
+            "or a Label Studio JSON export"
+        )
     if file.suffix.lower() == ".json":
         return read_label_studio_export(file, run)
     if file.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise ManifestError(f"decisions file {str(path)!r} must be a .csv (sample_id, decision, new_label, note) or a "
-                            "Label Studio export .json")
+        raise ManifestError(
+            f"decisions file {str(path)!r} must be a .csv (sample_id, decision, new_label, note) or a "
+            "Label Studio export .json"
+        )
     return read_decisions_table(file, run)
 
 
 def read_decisions_table(path: Path, run) -> Decisions:
     """A ``decisions.csv`` (or parquet): columns ``sample_id, decision`` and, for ``relabel``,
     ``new_label`` (``accept``/``keep`` may repeat the suggested/given label there, as the review
-    page writes it; another label is an error); ``note`` optional, other columns ignored. Cells escaped against spreadsheet
+    page writes it; another label is an error); ``note`` optional, other columns ignored. Cells escaped
+    against spreadsheet
     formulas (``'=x``) read back unescaped. A row with an empty ``decision`` is unreviewed,
     unless it has a ``new_label``, which then means ``relabel``. One row per sample.
     """
@@ -112,31 +119,45 @@ def read_decisions_table(path: Path, run) -> Decisions:
     columns = [str(c) for c in frame.columns]
     missing = [c for c in ("sample_id", "decision") if c not in columns]
     if missing:
-        raise ManifestError(f"decisions file {path.name!r} lacks the column(s) {missing} (found {columns}); it needs "
-                            "sample_id, decision and, for relabel, new_label")
+        raise ManifestError(
+            f"decisions file {path.name!r} lacks the column(s) {missing} (found {columns}); it needs "
+            "sample_id, decision and, for relabel, new_label"
+        )
     text = {c: text_column(frame, c) for c in DECISION_COLUMNS}
-    filled = ((text["sample_id"].str.strip() != "") | (text["decision"].str.strip() != "")
-              | (text["new_label"].str.strip() != "")).to_numpy()
+    filled = (
+        (text["sample_id"].str.strip() != "")
+        | (text["decision"].str.strip() != "")
+        | (text["new_label"].str.strip() != "")
+    ).to_numpy()
     text = {c: v[filled].reset_index(drop=True) for c, v in text.items()}  # a spreadsheet's empty rows
     rows = np.flatnonzero(filled)
 
     def line(i: int) -> str:  # where row i (after dropping empty rows) is in the file
         return where_row(path, int(rows[i]))
 
-    ids, decision, new_label, note = text["sample_id"], text["decision"].str.strip().str.lower(), text["new_label"], text["note"]
+    ids, decision, new_label, note = (
+        text["sample_id"],
+        text["decision"].str.strip().str.lower(),
+        text["new_label"],
+        text["note"],
+    )
     check_sample_ids(ids, run, lambda i: f"decisions file {path.name!r} {line(i)}")
     decision = decision.where(~((decision == "") & (new_label.str.strip() != "")), "relabel")
     bad = ~decision.isin(DECISIONS + ("",))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ManifestError(f"decisions file {path.name!r} has the decision {decision.iloc[i]!r} {line(i)}; "
-                            f"use one of {', '.join(DECISIONS)} (or leave it empty: unreviewed)")
+        raise ManifestError(
+            f"decisions file {path.name!r} has the decision {decision.iloc[i]!r} {line(i)}; "
+            f"use one of {', '.join(DECISIONS)} (or leave it empty: unreviewed)"
+        )
     relabel = (decision == "relabel").to_numpy()
     blank = relabel & (new_label.str.strip() == "").to_numpy()
     if blank.any():
         i = int(np.flatnonzero(blank)[0])
-        raise ManifestError(f"decisions file {path.name!r} says relabel with an empty new_label {line(i)}; "
-                            "write the class in new_label")
+        raise ManifestError(
+            f"decisions file {path.name!r} says relabel with an empty new_label {line(i)}; "
+            "write the class in new_label"
+        )
     # accept / keep may repeat the label they stand for (the review page writes it); it must agree.
     report = run.report.set_index(run.report["sample_id"].astype(str))
     implied = pd.Series("", index=decision.index, dtype=object)
@@ -147,18 +168,27 @@ def read_decisions_table(path: Path, run) -> Decisions:
     stray = ~relabel & (written != "").to_numpy() & (written != implied).to_numpy()
     if stray.any():
         i = int(np.flatnonzero(stray)[0])
-        meaning = {"accept": f"the suggested label {implied.iloc[i]!r}", "keep": f"the given label {implied.iloc[i]!r}"}
-        raise ManifestError(f"decisions file {path.name!r} has new_label {new_label.iloc[i]!r} with the decision "
-                            f"{decision.iloc[i]!r} {line(i)}, which means "
-                            f"{meaning.get(decision.iloc[i], 'no label')}; clear new_label or make it relabel")
+        meaning = {
+            "accept": f"the suggested label {implied.iloc[i]!r}",
+            "keep": f"the given label {implied.iloc[i]!r}",
+        }
+        raise ManifestError(
+            f"decisions file {path.name!r} has new_label {new_label.iloc[i]!r} with the decision "
+            f"{decision.iloc[i]!r} {line(i)}, which means "
+            f"{meaning.get(decision.iloc[i], 'no label')}; clear new_label or make it relabel"
+        )
     classes = set(run.class_names)
     labels = new_label.map(lambda v: v if v in classes or v.strip() not in classes else v.strip())
     unknown = relabel & ~labels.isin(classes).to_numpy()
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
-        raise ManifestError(f"decisions file {path.name!r} relabels to {labels.iloc[i]!r} {line(i)}, which "
-                            f"is not a class of the scan ({some(run.class_names)}); use one of its classes")
-    out = pd.DataFrame({"sample_id": ids, "decision": decision, "new_label": labels.where(relabel, ""), "note": note})
+        raise ManifestError(
+            f"decisions file {path.name!r} relabels to {labels.iloc[i]!r} {line(i)}, which "
+            f"is not a class of the scan ({some(run.class_names)}); use one of its classes"
+        )
+    out = pd.DataFrame(
+        {"sample_id": ids, "decision": decision, "new_label": labels.where(relabel, ""), "note": note}
+    )
     return Decisions(out[out["decision"] != ""].reset_index(drop=True), path, "decisions-csv")
 
 
@@ -170,28 +200,39 @@ def read_label_studio_export(path: Path, run, *, choices_name: str = "label") ->
     try:
         tasks = read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"cannot read Label Studio export {str(path)!r}: {exc}; export the project with "
-                            "Export -> JSON") from None
+        raise ManifestError(
+            f"cannot read Label Studio export {str(path)!r}: {exc}; export the project with Export -> JSON"
+        ) from None
     if not isinstance(tasks, list):
-        raise ManifestError(f"{str(path)!r} is not a Label Studio JSON export (expected a list of tasks, got "
-                            f"{type(tasks).__name__}); export the project with Export -> JSON")
+        raise ManifestError(
+            f"{str(path)!r} is not a Label Studio JSON export (expected a list of tasks, got "
+            f"{type(tasks).__name__}); export the project with Export -> JSON"
+        )
     known = set(run.report["sample_id"].astype(str))
     classes = set(run.class_names)
     chosen: dict[str, list[tuple[tuple, str]]] = {}
     order: list[str] = []
     for position, task in enumerate(tasks):
-        where = f"task {task.get('id', position + 1)!r}" if isinstance(task, dict) else f"entry {position + 1}"
+        where = (
+            f"task {task.get('id', position + 1)!r}" if isinstance(task, dict) else f"entry {position + 1}"
+        )
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise ManifestError(f"{where} of {path.name!r} has no 'data' object: not a Label Studio JSON export; export "
-                                "with Export -> JSON (not JSON_MIN or CSV)")
+            raise ManifestError(
+                f"{where} of {path.name!r} has no 'data' object: not a Label Studio JSON export; export "
+                "with Export -> JSON (not JSON_MIN or CSV)"
+            )
         sample_id = task["data"].get("sample_id")
         if sample_id is None:
-            raise ManifestError(f"{where} of {path.name!r} has no data.sample_id; import the tasks.json written by "
-                                "labelaudit export, and export that project")
+            raise ManifestError(
+                f"{where} of {path.name!r} has no data.sample_id; import the tasks.json written by "
+                "labelaudit export, and export that project"
+            )
         sample_id = str(sample_id)
         if sample_id not in known:
-            raise ManifestError(f"{where} of {path.name!r} has the sample_id {sample_id!r}, which is not in the scan "
-                                f"{str(run.path)!r}; apply the export to the scan its tasks came from")
+            raise ManifestError(
+                f"{where} of {path.name!r} has the sample_id {sample_id!r}, which is not in the scan "
+                f"{str(run.path)!r}; apply the export to the scan its tasks came from"
+            )
         if sample_id not in chosen:
             chosen[sample_id] = []
             order.append(sample_id)
@@ -202,11 +243,23 @@ def read_label_studio_export(path: Path, run, *, choices_name: str = "label") ->
             if choice is None:
                 continue
             if choice not in classes:
-                raise ManifestError(f"{where} of {path.name!r} (sample_id {sample_id!r}) chose {choice!r}, which is not "
-                                    f"a class of the scan ({some(run.class_names)}); label with the label_config.xml "
-                                    "of labelaudit export")
-            chosen[sample_id].append(((_when(annotation.get("updated_at")), _when(annotation.get("created_at")),
-                                       _number(annotation.get("id")), position, k), choice))
+                raise ManifestError(
+                    f"{where} of {path.name!r} (sample_id {sample_id!r}) chose {choice!r}, which is not "
+                    f"a class of the scan ({some(run.class_names)}); label with the label_config.xml "
+                    "of labelaudit export"
+                )
+            chosen[sample_id].append(
+                (
+                    (
+                        _when(annotation.get("updated_at")),
+                        _when(annotation.get("created_at")),
+                        _number(annotation.get("id")),
+                        position,
+                        k,
+                    ),
+                    choice,
+                )
+            )
     report = run.report.set_index(run.report["sample_id"].astype(str))
     rows, conflicting = [], 0
     for sample_id in order:
@@ -215,8 +268,13 @@ def read_label_studio_export(path: Path, run, *, choices_name: str = "label") ->
         conflicting += len({c for _, c in chosen[sample_id]}) > 1
         label = max(chosen[sample_id])[1]
         row = report.loc[sample_id]
-        decision = ("accept" if label == str(row["suggested_label"]) else
-                    "keep" if label == str(row["given_label"]) else "relabel")
+        decision = (
+            "accept"
+            if label == str(row["suggested_label"])
+            else "keep"
+            if label == str(row["given_label"])
+            else "relabel"
+        )
         rows.append((sample_id, decision, label, ""))
     frame = pd.DataFrame(rows, columns=DECISION_COLUMNS, dtype=object)
     return Decisions(frame, Path(path), "label-studio", conflicting)
@@ -238,7 +296,9 @@ class ApplyResult:
     counts: dict = field(default_factory=dict)
 
 
-def apply_decisions(run_dir, decisions: str | os.PathLike | Decisions, *, accept_unreviewed: str = "given") -> ApplyResult:
+def apply_decisions(
+    run_dir, decisions: str | os.PathLike | Decisions, *, accept_unreviewed: str = "given"
+) -> ApplyResult:
     """Apply reviewers' decisions to a scan's samples.
 
     Parameters
@@ -256,7 +316,9 @@ def apply_decisions(run_dir, decisions: str | os.PathLike | Decisions, *, accept
     ApplyResult
     """
     if accept_unreviewed not in ACCEPT_UNREVIEWED:
-        raise ConfigError(f"--accept-unreviewed must be one of {', '.join(ACCEPT_UNREVIEWED)}; got {accept_unreviewed!r}")
+        raise ConfigError(
+            f"--accept-unreviewed must be one of {', '.join(ACCEPT_UNREVIEWED)}; got {accept_unreviewed!r}"
+        )
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
     if not isinstance(decisions, Decisions):
         decisions = read_decisions(decisions, run)
@@ -294,11 +356,25 @@ def apply_decisions(run_dir, decisions: str | os.PathLike | Decisions, *, accept
 
     paths = report["path"].astype(str).to_numpy(dtype=object)
     keep = ~removed
-    cleaned = pd.DataFrame({"sample_id": ids[keep], "path": paths[keep], "label": label[keep],
-                            "original_label": given[keep], "label_source": source[keep]})
-    removed_frame = pd.DataFrame({"sample_id": ids[removed], "path": paths[removed], "original_label": given[removed],
-                                  "suggested_label": suggested[removed], "reason": reason[removed],
-                                  "note": note[removed]})
+    cleaned = pd.DataFrame(
+        {
+            "sample_id": ids[keep],
+            "path": paths[keep],
+            "label": label[keep],
+            "original_label": given[keep],
+            "label_source": source[keep],
+        }
+    )
+    removed_frame = pd.DataFrame(
+        {
+            "sample_id": ids[removed],
+            "path": paths[removed],
+            "original_label": given[removed],
+            "suggested_label": suggested[removed],
+            "reason": reason[removed],
+            "note": note[removed],
+        }
+    )
     counts = {
         "num_samples": int(n),
         "num_flagged": int(flagged.sum()),
@@ -306,15 +382,23 @@ def apply_decisions(run_dir, decisions: str | os.PathLike | Decisions, *, accept
         "decisions": {name: int((decision == name).sum()) for name in DECISIONS},
         "num_reviewed": int(np.isin(decision, ["accept", "keep", "relabel", "remove"]).sum()),
         "num_unreviewed_flagged": int(unreviewed.sum()),
-        "num_reviewed_unflagged": int((~flagged & np.isin(decision, ["accept", "keep", "relabel", "remove"])).sum()),
+        "num_reviewed_unflagged": int(
+            (~flagged & np.isin(decision, ["accept", "keep", "relabel", "remove"])).sum()
+        ),
         "num_kept": int(keep.sum()),
         "num_removed": int(removed.sum()),
         "num_changed": int((label[keep] != given[keep]).sum()),
         "label_sources": {name: int((source[keep] == name).sum()) for name in LABEL_SOURCES},
         "num_conflicting_reviews": int(decisions.num_conflicting),
     }
-    return ApplyResult(run=run, decisions=decisions, accept_unreviewed=accept_unreviewed, cleaned=cleaned,
-                       removed=removed_frame, counts=counts)
+    return ApplyResult(
+        run=run,
+        decisions=decisions,
+        accept_unreviewed=accept_unreviewed,
+        cleaned=cleaned,
+        removed=removed_frame,
+        counts=counts,
+    )
 
 
 def apply_summary(result: ApplyResult) -> dict:
@@ -328,12 +412,16 @@ def apply_summary(result: ApplyResult) -> dict:
         "decisions_file": str(result.decisions.path.resolve()),
         "decisions_format": result.decisions.format,
         "accept_unreviewed": result.accept_unreviewed,
-        "multiple_annotations_rule": MULTIPLE_ANNOTATIONS_RULE if result.decisions.format == "label-studio" else None,
+        "multiple_annotations_rule": MULTIPLE_ANNOTATIONS_RULE
+        if result.decisions.format == "label-studio"
+        else None,
         **result.counts,
         "class_names": list(run.class_names),
         "scan_data_fingerprint": run.summary.get("data_fingerprint"),
         # Of the kept samples and their cleaned labels, in cleaned.csv order.
-        "data_fingerprint": data_fingerprint(result.cleaned["sample_id"].tolist(), result.cleaned["label"].tolist()),
+        "data_fingerprint": data_fingerprint(
+            result.cleaned["sample_id"].tolist(), result.cleaned["label"].tolist()
+        ),
         "files": ["cleaned.parquet", "cleaned.csv", "removed.csv", "decisions.csv", "apply.json"],
         "labelaudit_version": __version__,
     }
@@ -350,7 +438,9 @@ def apply_inputs(run, decisions_path: str | os.PathLike | None) -> list[Path]:
     return input_paths(run.table, [run.path, decisions_path])
 
 
-def write_apply(result: ApplyResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False) -> Path:
+def write_apply(
+    result: ApplyResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False
+) -> Path:
     """Write ``cleaned.parquet``, ``cleaned.csv``, ``removed.csv``, ``decisions.csv`` (the decisions
     applied, in the decisions-file format) and ``apply.json``, all or nothing.
 
@@ -360,8 +450,9 @@ def write_apply(result: ApplyResult, out_dir: str | os.PathLike | RunDirectory, 
     if isinstance(out_dir, RunDirectory):
         output = out_dir
     else:
-        output = RunDirectory(out_dir, "apply", inputs=apply_inputs(result.run, result.decisions.path),
-                              overwrite=overwrite).open()
+        output = RunDirectory(
+            out_dir, "apply", inputs=apply_inputs(result.run, result.decisions.path), overwrite=overwrite
+        ).open()
     try:
         tmp = output.tmp
         with atomic_path(tmp / "cleaned.parquet") as file:
@@ -407,4 +498,3 @@ def _when(text) -> float:
 
 def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -math.inf
-

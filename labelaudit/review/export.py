@@ -38,8 +38,8 @@ from .. import __version__
 from .._atomic import write_text
 from ..errors import ConfigError, DatasetError
 from ..reports import json_text, write_csv, write_json
-from ..runs.scan_run import ScanRun, load_run
 from ..runs.directory import RunDirectory, input_paths
+from ..runs.scan_run import ScanRun, load_run
 
 FORMATS = ("label-studio", "csv", "fiftyone")
 
@@ -50,8 +50,19 @@ IMAGE_NAME = "image"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 
 #: Columns of ``review.csv`` (the ``csv`` format); the first four are those of a decisions file.
-REVIEW_COLUMNS = ["sample_id", "decision", "new_label", "note", "given_label", "suggested_label",
-                  "suggested_confidence", "label_quality", "rank", "reason", "path"]
+REVIEW_COLUMNS = [
+    "sample_id",
+    "decision",
+    "new_label",
+    "note",
+    "given_label",
+    "suggested_label",
+    "suggested_confidence",
+    "label_quality",
+    "rank",
+    "reason",
+    "path",
+]
 
 # Characters XML 1.0 cannot hold at all (not even escaped): C0 controls other than tab, LF, CR.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -107,8 +118,10 @@ def dataset_folder(paths: Sequence[str], source: Path, kind: str) -> Path:
 def default_document_root(dataset: Path) -> Path:
     """The parent of the dataset folder (Label Studio then serves ``<dataset name>/<class>/<file>``)."""
     if dataset.parent == dataset:
-        raise ConfigError(f"the images lie directly under {str(dataset)!r}, which has no parent folder to serve them "
-                          "from; pass --document-root and a storage folder below it")
+        raise ConfigError(
+            f"the images lie directly under {str(dataset)!r}, which has no parent folder to serve them "
+            "from; pass --document-root and a storage folder below it"
+        )
     return dataset.parent
 
 
@@ -122,8 +135,10 @@ def local_files_url(path: str | os.PathLike, document_root: Path) -> str:
     try:
         relative = image.relative_to(document_root)
     except ValueError:
-        raise ConfigError(f"image {str(path)!r} is outside --document-root {str(document_root)!r}, so Label Studio "
-                          f"cannot serve it; pass a --document-root that contains every image") from None
+        raise ConfigError(
+            f"image {str(path)!r} is outside --document-root {str(document_root)!r}, so Label Studio "
+            f"cannot serve it; pass a --document-root that contains every image"
+        ) from None
     return LOCAL_FILES_PREFIX + urllib.parse.quote(relative.as_posix(), safe="/")
 
 
@@ -140,9 +155,11 @@ def storage_folders(paths: Sequence[str], document_root: Path, dataset: Path) ->
     for p in paths:
         relative = Path(os.path.realpath(p)).relative_to(document_root)
         if len(relative.parts) < 2:
-            raise ConfigError(f"image {str(p)!r} lies directly in --document-root {str(document_root)!r}; Label Studio "
-                              "serves only files of a storage folder strictly below the root: pass the parent folder "
-                              "as --document-root")
+            raise ConfigError(
+                f"image {str(p)!r} lies directly in --document-root {str(document_root)!r}; Label Studio "
+                "serves only files of a storage folder strictly below the root: pass the parent folder "
+                "as --document-root"
+            )
         tops.add(document_root / relative.parts[0])
     return sorted(tops)
 
@@ -155,15 +172,17 @@ def label_config(class_names: Sequence[str]) -> str:
     """
     for name in class_names:
         if _NOT_XML.search(name):
-            raise DatasetError(f"class name {name!r} holds a control character that XML (and so a Label Studio config) "
-                               "cannot contain; rename the class, or export with --format csv")
+            raise DatasetError(
+                f"class name {name!r} holds a control character that XML (and so a Label Studio config) "
+                "cannot contain; rename the class, or export with --format csv"
+            )
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
     return (
         "<View>\n"
-        f"  <Image name={quoteattr(IMAGE_NAME)} value=\"$image\" zoom=\"true\"/>\n"
-        "  <Header value=\"Given label: $given_label\" size=\"5\"/>\n"
-        f"  <Choices name={quoteattr(CHOICES_NAME)} toName={quoteattr(IMAGE_NAME)} choice=\"single\" "
-        "showInline=\"true\" required=\"true\">\n"
+        f'  <Image name={quoteattr(IMAGE_NAME)} value="$image" zoom="true"/>\n'
+        '  <Header value="Given label: $given_label" size="5"/>\n'
+        f'  <Choices name={quoteattr(CHOICES_NAME)} toName={quoteattr(IMAGE_NAME)} choice="single" '
+        'showInline="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
         "</View>\n"
@@ -184,24 +203,34 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
     tasks = []
     for row in flagged.itertuples(index=False):
         score = float(row.suggested_confidence)
-        tasks.append({
-            "data": {
-                IMAGE_NAME: local_files_url(row.path, document_root),
-                "sample_id": str(row.sample_id),
-                "given_label": str(row.given_label),
-                "suggested_label": str(row.suggested_label),
-                "suggested_confidence": score,
-                "label_quality": float(row.label_quality),
-                "rank": int(row.rank),
-                **_similarity_fields(row),
-            },
-            "predictions": [{
-                "model_version": model_version,
-                "score": score,
-                "result": [{"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices",
-                            "value": {"choices": [str(row.suggested_label)]}}],
-            }],
-        })
+        tasks.append(
+            {
+                "data": {
+                    IMAGE_NAME: local_files_url(row.path, document_root),
+                    "sample_id": str(row.sample_id),
+                    "given_label": str(row.given_label),
+                    "suggested_label": str(row.suggested_label),
+                    "suggested_confidence": score,
+                    "label_quality": float(row.label_quality),
+                    "rank": int(row.rank),
+                    **_similarity_fields(row),
+                },
+                "predictions": [
+                    {
+                        "model_version": model_version,
+                        "score": score,
+                        "result": [
+                            {
+                                "from_name": CHOICES_NAME,
+                                "to_name": IMAGE_NAME,
+                                "type": "choices",
+                                "value": {"choices": [str(row.suggested_label)]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     return tasks
 
 
@@ -210,9 +239,11 @@ def _similarity_fields(row) -> dict:
     fields = {"reason": str(getattr(row, "reason", "label") or "label")}
     if hasattr(row, "duplicate_of"):
         similarity = float(row.duplicate_similarity)
-        fields.update(duplicate_of=str(row.duplicate_of if isinstance(row.duplicate_of, str) else ""),
-                      duplicate_similarity=None if np.isnan(similarity) else similarity,
-                      outlier_score=float(row.outlier_score))
+        fields.update(
+            duplicate_of=str(row.duplicate_of if isinstance(row.duplicate_of, str) else ""),
+            duplicate_similarity=None if np.isnan(similarity) else similarity,
+            outlier_score=float(row.outlier_score),
+        )
     return fields
 
 
@@ -223,8 +254,18 @@ def _fiftyone_tags(row) -> list[str]:
 
 def review_table(flagged: pd.DataFrame) -> pd.DataFrame:
     """The ``csv`` format: :data:`REVIEW_COLUMNS`, decision columns empty, worst first."""
-    table = flagged[["sample_id", "given_label", "suggested_label", "suggested_confidence", "label_quality", "rank",
-                     "reason", "path"]].copy()
+    table = flagged[
+        [
+            "sample_id",
+            "given_label",
+            "suggested_label",
+            "suggested_confidence",
+            "label_quality",
+            "rank",
+            "reason",
+            "path",
+        ]
+    ].copy()
     for column in ("decision", "new_label", "note"):
         table[column] = ""
     return table[REVIEW_COLUMNS]
@@ -237,15 +278,18 @@ def fiftyone_samples(flagged: pd.DataFrame, class_names: Sequence[str]) -> dict:
     id), ``ground_truth`` ``{"label"}`` (the given label), ``suggested`` ``{"label", "confidence"}``,
     ``label_quality`` and ``rank``: the keyword arguments of ``fiftyone.Sample`` and
     ``fiftyone.Classification``."""
-    samples = [{
-        "filepath": str(row.path),
-        "tags": _fiftyone_tags(row),
-        "labelaudit_id": str(row.sample_id),
-        "ground_truth": {"label": str(row.given_label)},
-        "suggested": {"label": str(row.suggested_label), "confidence": float(row.suggested_confidence)},
-        "label_quality": float(row.label_quality),
-        "rank": int(row.rank),
-    } for row in flagged.itertuples(index=False)]
+    samples = [
+        {
+            "filepath": str(row.path),
+            "tags": _fiftyone_tags(row),
+            "labelaudit_id": str(row.sample_id),
+            "ground_truth": {"label": str(row.given_label)},
+            "suggested": {"label": str(row.suggested_label), "confidence": float(row.suggested_confidence)},
+            "label_quality": float(row.label_quality),
+            "rank": int(row.rank),
+        }
+        for row in flagged.itertuples(index=False)
+    ]
     return {"format": "labelaudit-fiftyone-1", "classes": list(class_names), "samples": samples}
 
 
@@ -255,8 +299,14 @@ def default_export_dir(run_dir: str | os.PathLike, format: str) -> Path:
     return path.parent / f"{path.name}-export-{format}"
 
 
-def export_run(run_dir, out: str | os.PathLike | None = None, *, format: str = "label-studio",
-               document_root: str | os.PathLike | None = None, overwrite: bool = False) -> ExportResult:
+def export_run(
+    run_dir,
+    out: str | os.PathLike | None = None,
+    *,
+    format: str = "label-studio",
+    document_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
     """Write a scan's flagged samples for review in ``format`` into the folder ``out``.
 
     Parameters
@@ -297,8 +347,10 @@ def export_run(run_dir, out: str | os.PathLike | None = None, *, format: str = "
         else:
             root = Path(document_root).expanduser()
             if not root.is_dir():
-                raise ConfigError(f"--document-root {str(document_root)!r} is not a folder; pass the folder Label "
-                                  "Studio serves files from (it must contain the images)")
+                raise ConfigError(
+                    f"--document-root {str(document_root)!r} is not a folder; pass the folder Label "
+                    "Studio serves files from (it must contain the images)"
+                )
             root = root.resolve()
         paths = flagged["path"].astype(str).tolist()
         model_version = f"labelaudit-{__version__}-{run.summary.get('method', 'scan')}"
@@ -306,7 +358,9 @@ def export_run(run_dir, out: str | os.PathLike | None = None, *, format: str = "
         folders = storage_folders(paths, root, dataset)
         config = label_config(names)
     target = out if out is not None else default_export_dir(run.path, format)
-    output = RunDirectory(target, "export", inputs=input_paths(run.table, [run.path]), overwrite=overwrite).open()
+    output = RunDirectory(
+        target, "export", inputs=input_paths(run.table, [run.path]), overwrite=overwrite
+    ).open()
     try:
         tmp = output.tmp
         if format == "label-studio":
@@ -320,8 +374,14 @@ def export_run(run_dir, out: str | os.PathLike | None = None, *, format: str = "
             write_text(tmp / "fiftyone.json", json_text(fiftyone_samples(flagged, names)) + "\n")
             files = ["fiftyone.json"]
         files += ["README.txt", "export.json"]
-        result = ExportResult(path=output.path, format=format, num_exported=len(flagged), files=files,
-                              document_root=root, storage_folders=folders or [])
+        result = ExportResult(
+            path=output.path,
+            format=format,
+            num_exported=len(flagged),
+            files=files,
+            document_root=root,
+            storage_folders=folders or [],
+        )
         write_text(tmp / "README.txt", readme(result, run.path))
         write_json(tmp / "export.json", export_summary(result, run))
     except BaseException:
@@ -363,8 +423,10 @@ def readme(result: ExportResult, run_path: Path) -> str:
         return (
             f"{result.num_exported} flagged images of the scan {run_path}, worst first.\n\n"
             "1. Open review.csv in a spreadsheet. For each row fill in `decision`:\n"
-            "   accept (take suggested_label), keep (keep given_label), relabel (write the class in new_label),\n"
-            "   remove (drop the image from the dataset) or unsure; leave it empty for rows nobody reviewed.\n"
+            "   accept (take suggested_label), keep (keep given_label), relabel (write the class in "
+            "new_label),\n"
+            "   remove (drop the image from the dataset) or unsure; leave it empty for rows nobody "
+            "reviewed.\n"
             "2. Save as CSV and apply the decisions (the scan and this file are only read):\n"
             f"{apply_line.replace('DECISIONS_FILE', _shell(out / 'review.csv'))}\n"
         )
@@ -376,12 +438,15 @@ def readme(result: ExportResult, run_path: Path) -> str:
             f"    d = json.load(open({str(out / 'fiftyone.json')!r}, encoding='utf-8'))\n"
             "    dataset = fo.Dataset('labelaudit-review')\n"
             "    dataset.default_classes = d['classes']\n"
-            "    dataset.add_samples([fo.Sample(filepath=s['filepath'], tags=s['tags'], labelaudit_id=s['labelaudit_id'],\n"
+            "    dataset.add_samples([fo.Sample(filepath=s['filepath'], tags=s['tags'], "
+            "labelaudit_id=s['labelaudit_id'],\n"
             "                                   label_quality=s['label_quality'], rank=s['rank'],\n"
             "                                   ground_truth=fo.Classification(**s['ground_truth']),\n"
-            "                                   suggested=fo.Classification(**s['suggested'])) for s in d['samples']])\n"
+            "                                   suggested=fo.Classification(**s['suggested'])) for s in "
+            "d['samples']])\n"
             "    fo.launch_app(dataset.sort_by('rank'))\n\n"
-            "Write the decisions as a CSV with columns sample_id (= labelaudit_id), decision, new_label, note and run\n"
+            "Write the decisions as a CSV with columns sample_id (= labelaudit_id), decision, new_label, "
+            "note and run\n"
             f"{apply_line}\n"
         )
     storages = "\n".join(f"      {f}" for f in result.storage_folders)
@@ -395,14 +460,17 @@ def readme(result: ExportResult, run_path: Path) -> str:
         "3. Settings -> Cloud Storage -> Add Source Storage -> Local files, with this absolute local path\n"
         "   (one storage per line; the document root itself is refused by Label Studio):\n\n"
         f"{storages}\n\n"
-        "   Add the storage but do NOT press Sync: a sync would add every image as an extra, unlabeled task.\n"
+        "   Add the storage but do NOT press Sync: a sync would add every image as an extra, unlabeled "
+        "task.\n"
         "4. Import tasks.json (Import -> Upload Files). Each task shows the image, its given label, and the\n"
         "   suggested label as a prediction (score = its probability; sort by it in the Data Manager).\n"
-        "5. Review: choose the right class and Submit (the suggested class = accept, the given class = keep,\n"
+        "5. Review: choose the right class and Submit (the suggested class = accept, the given class = "
+        "keep,\n"
         "   another class = relabel); Skip leaves a task unreviewed.\n"
         "6. Export -> JSON, and apply the reviews (the scan and the export are only read):\n\n"
         f"{apply_line.replace('DECISIONS_FILE', 'EXPORT.json')}\n\n"
-        "   When several reviewers annotated a task, the most recently updated, non-skipped annotation wins.\n"
+        "   When several reviewers annotated a task, the most recently updated, non-skipped annotation "
+        "wins.\n"
     )
 
 

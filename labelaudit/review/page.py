@@ -47,12 +47,12 @@ from PIL import Image, ImageOps
 from .. import __version__
 from .._atomic import remove_stale_temporaries, temporary_sibling
 from ..data._decode import GRAY_MODES, _to_channels, classify_error
+from ..data.sources import read_table
 from ..errors import ConfigError, LabelAuditError, OutputError
 from ..reports import json_text, read_json, write_csv
 from ..resources import usable_cpus
-from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..runs.directory import FolderLock, check_matrix_fingerprint, data_fingerprint, replace_folder
-from ..data.sources import read_table
+from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 
 REVIEW_DIR = "review"
 #: Static files of the page, copied from ``labelaudit/review/assets``.
@@ -68,11 +68,27 @@ PAGE_SIZE = 100
 #: decisions.csv columns and decision values (the contract with ``labelaudit apply``).
 DECISION_COLUMNS = ("sample_id", "decision", "new_label", "note")
 DECISIONS = ("accept", "keep", "relabel", "remove", "unsure")
-REPORT_COLUMNS = ("sample_id", "path", "given_label", "suspected_noisy", "confidence", "suggested_label",
-                  "suggested_confidence", "label_quality", "rank")
+REPORT_COLUMNS = (
+    "sample_id",
+    "path",
+    "given_label",
+    "suspected_noisy",
+    "confidence",
+    "suggested_label",
+    "suggested_confidence",
+    "label_quality",
+    "rank",
+)
 #: Near-duplicate and outlier columns, in the reports of scans that searched them.
-SIMILARITY_COLUMNS = ("duplicate_group", "duplicate_of", "duplicate_similarity", "duplicate_conflict", "outlier_score",
-                      "is_outlier", "reason")
+SIMILARITY_COLUMNS = (
+    "duplicate_group",
+    "duplicate_of",
+    "duplicate_similarity",
+    "duplicate_conflict",
+    "outlier_score",
+    "is_outlier",
+    "reason",
+)
 
 ProgressCallback = Callable[..., None]
 
@@ -134,20 +150,34 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         raise ConfigError(f"limit must be a whole number >= 1; got {limit!r}")
     path = Path(run_dir).expanduser().resolve()
     if not path.is_dir():
-        raise ConfigError(f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan")
-    missing = [name for name in ("summary.json", "report.parquet", MATRIX_FILES["cleaned"]) if not (path / name).is_file()]
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan"
+        )
+    missing = [
+        name
+        for name in ("summary.json", "report.parquet", MATRIX_FILES["cleaned"])
+        if not (path / name).is_file()
+    ]
     summary = _read_summary(path) if "summary.json" not in missing else None
     if summary is not None and summary.get("kind") != "scan":
-        raise ConfigError(f"{str(path)!r} is the output of labelaudit {summary.get('kind')!r}, not of a scan; pass "
-                          "the run directory of a scan")
+        raise ConfigError(
+            f"{str(path)!r} is the output of labelaudit {summary.get('kind')!r}, not of a scan; pass "
+            "the run directory of a scan"
+        )
     if missing:
-        raise ConfigError(f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); pass "
-                          "the --out folder of a finished labelaudit scan")
+        raise ConfigError(
+            f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); pass "
+            "the --out folder of a finished labelaudit scan"
+        )
     if summary.get("format_version") != RUN_FORMAT_VERSION:
-        raise ConfigError(f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this "
-                          f"labelaudit reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version")
+        raise ConfigError(
+            f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this "
+            f"labelaudit reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version"
+        )
     if not isinstance(summary.get("class_names"), list) or "data_fingerprint" not in summary:
-        raise ConfigError(f"summary.json in {str(path)!r} lacks class_names or data_fingerprint; scan the dataset again")
+        raise ConfigError(
+            f"summary.json in {str(path)!r} lacks class_names or data_fingerprint; scan the dataset again"
+        )
     names = tuple(str(n) for n in summary["class_names"])
     try:
         import pyarrow.parquet as pq
@@ -157,15 +187,21 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         report = pd.read_parquet(path / "report.parquet", columns=list(REPORT_COLUMNS) + extra)
     except (ValueError, OSError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot read report.parquet in {str(path)!r} ({first}); scan the dataset again") from None
+        raise ConfigError(
+            f"cannot read report.parquet in {str(path)!r} ({first}); scan the dataset again"
+        ) from None
     ids, given = report["sample_id"].astype(str), report["given_label"].astype(str)
     if data_fingerprint(ids.tolist(), given.tolist()) != summary["data_fingerprint"]:
-        raise ConfigError(f"summary.json and report.parquet in {str(path)!r} do not belong to the same scan (their "
-                          "data fingerprints differ); scan the dataset again into a new --out")
+        raise ConfigError(
+            f"summary.json and report.parquet in {str(path)!r} do not belong to the same scan (their "
+            "data fingerprints differ); scan the dataset again into a new --out"
+        )
     unknown = sorted((set(given) | set(report["suggested_label"].astype(str))) - set(names))
     if unknown:
-        raise ConfigError(f"report.parquet in {str(path)!r} has labels that are not classes of the scan "
-                          f"({unknown[:3]!r}); scan the dataset again")
+        raise ConfigError(
+            f"report.parquet in {str(path)!r} has labels that are not classes of the scan "
+            f"({unknown[:3]!r}); scan the dataset again"
+        )
     check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
     transition = _read_transition_matrix(path / MATRIX_FILES["cleaned"], names)
 
@@ -182,9 +218,17 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
     num_flagged = len(flagged)
     if limit is not None:
         flagged = flagged.head(limit)
-    return ReviewData(run_dir=path, summary=summary, class_names=names, flagged=flagged.reset_index(drop=True),
-                      num_samples=len(report), num_flagged=num_flagged, transition_matrix=transition,
-                      histogram=histogram, review_key=digest.hexdigest()[:32])
+    return ReviewData(
+        run_dir=path,
+        summary=summary,
+        class_names=names,
+        flagged=flagged.reset_index(drop=True),
+        num_samples=len(report),
+        num_flagged=num_flagged,
+        transition_matrix=transition,
+        histogram=histogram,
+        review_key=digest.hexdigest()[:32],
+    )
 
 
 def write_review(
@@ -237,8 +281,10 @@ def write_review(
     try:
         lock.acquire()
     except OSError as exc:
-        raise OutputError(f"cannot lock run directory {str(data.run_dir)!r} ({exc.strerror or exc}); pass a run "
-                          "directory in a folder you can write to") from None
+        raise OutputError(
+            f"cannot lock run directory {str(data.run_dir)!r} ({exc.strerror or exc}); pass a run "
+            "directory in a folder you can write to"
+        ) from None
     tmp: Path | None = None
     try:
         remove_stale_temporaries(data.run_dir)  # what killed reviews left behind
@@ -247,11 +293,18 @@ def write_review(
         try:
             (tmp / "thumbs").mkdir(parents=True)
         except OSError as exc:
-            raise OutputError(f"cannot write into run directory {str(data.run_dir)!r} ({exc.strerror or exc}); pass a "
-                              "run directory you can write to") from None
+            raise OutputError(
+                f"cannot write into run directory {str(data.run_dir)!r} ({exc.strerror or exc}); pass a "
+                "run directory you can write to"
+            ) from None
         read = time.perf_counter()
-        has_thumb, unreadable = make_thumbnails(data.flagged["path"].astype(str).tolist(), tmp / "thumbs",
-                                                size=thumb_size, workers=workers, progress=progress)
+        has_thumb, unreadable = make_thumbnails(
+            data.flagged["path"].astype(str).tolist(),
+            tmp / "thumbs",
+            size=thumb_size,
+            workers=workers,
+            progress=progress,
+        )
         positions = unreadable.pop("position").to_numpy(dtype=np.int64)
         unreadable.insert(0, "sample_id", data.flagged["sample_id"].astype(str).to_numpy()[positions])
         thumbs = time.perf_counter()
@@ -259,32 +312,61 @@ def write_review(
         for name in ASSET_FILES:
             (tmp / name).write_bytes(resources.files("labelaudit.review.assets").joinpath(name).read_bytes())
         payload = page_data(data, has_thumb, unreadable, plots, thumb_size)
-        (tmp / "data.js").write_text(f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8")
+        (tmp / "data.js").write_text(
+            f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8"
+        )
         if len(unreadable):
             write_csv(tmp / "unreadable.csv", unreadable)
-        seconds = {"read": read - started, "thumbnails": thumbs - read, "total": time.perf_counter() - started}
-        info = {"kind": "review", "run_dir": str(data.run_dir), "num_samples": data.num_samples,
-                "num_flagged": data.num_flagged, "num_shown": len(data.flagged), "num_unreadable": len(unreadable),
-                "thumb_size": thumb_size, "limit": limit, "plots": plots, "review_key": data.review_key,
-                "seconds": {k: round(v, 3) for k, v in seconds.items()}, "labelaudit": __version__}
+        seconds = {
+            "read": read - started,
+            "thumbnails": thumbs - read,
+            "total": time.perf_counter() - started,
+        }
+        info = {
+            "kind": "review",
+            "run_dir": str(data.run_dir),
+            "num_samples": data.num_samples,
+            "num_flagged": data.num_flagged,
+            "num_shown": len(data.flagged),
+            "num_unreadable": len(unreadable),
+            "thumb_size": thumb_size,
+            "limit": limit,
+            "plots": plots,
+            "review_key": data.review_key,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "labelaudit": __version__,
+        }
         (tmp / "review.json").write_text(json_text(info) + "\n", encoding="utf-8")
         _move_into_place(tmp, target, overwrite)
         tmp = None
     except OSError as exc:
-        raise OutputError(f"cannot write {str(target)!r} ({exc.strerror or exc}); pass a run directory you can write "
-                          "to") from None
+        raise OutputError(
+            f"cannot write {str(target)!r} ({exc.strerror or exc}); pass a run directory you can write to"
+        ) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         lock.release()
     seconds["total"] = time.perf_counter() - started
-    return ReviewResult(folder=target, index=target / "index.html", num_samples=data.num_samples,
-                        num_flagged=data.num_flagged, num_shown=len(data.flagged), unreadable=unreadable,
-                        plots=plots, seconds=seconds)
+    return ReviewResult(
+        folder=target,
+        index=target / "index.html",
+        num_samples=data.num_samples,
+        num_flagged=data.num_flagged,
+        num_shown=len(data.flagged),
+        unreadable=unreadable,
+        plots=plots,
+        seconds=seconds,
+    )
 
 
-def page_data(data: ReviewData, has_thumb: Sequence[bool], unreadable: pd.DataFrame, plots: Sequence[str],
-              thumb_size: int) -> dict:
+def page_data(
+    data: ReviewData,
+    has_thumb: Sequence[bool],
+    unreadable: pd.DataFrame,
+    plots: Sequence[str],
+    thumb_size: int,
+) -> dict:
     """The object ``data.js`` assigns to ``window.LABELAUDIT_REVIEW`` (columns as arrays).
 
     ``samples.given``/``samples.suggested`` are indices into ``classes``; ``samples.thumb[i]``
@@ -296,13 +378,21 @@ def page_data(data: ReviewData, has_thumb: Sequence[bool], unreadable: pd.DataFr
     index = {name: i for i, name in enumerate(data.class_names)}
     quality = flagged["label_quality"].to_numpy(dtype=np.float64)
     # The slider filters suspect labels; near-duplicates and outliers stay listed.
-    suspect = flagged["suspected_noisy"].to_numpy(dtype=bool) if "suspected_noisy" in flagged else np.ones(len(flagged), bool)
+    suspect = (
+        flagged["suspected_noisy"].to_numpy(dtype=bool)
+        if "suspected_noisy" in flagged
+        else np.ones(len(flagged), bool)
+    )
     finite = quality[np.isfinite(quality) & suspect]
     rule = summary.get("flag_rule") or {}
     learned = rule.get("label_quality_threshold")
     # The learned rule is label_quality < learned: start there (rounded down to a slider step, so
     # the count shown never exceeds the scan's), but never below a flagged sample's value.
-    threshold = int(np.floor(learned * HISTOGRAM_BINS)) if isinstance(learned, (int, float)) and np.isfinite(learned) else 0
+    threshold = (
+        int(np.floor(learned * HISTOGRAM_BINS))
+        if isinstance(learned, (int, float)) and np.isfinite(learned)
+        else 0
+    )
     if len(finite):
         threshold = max(threshold, int(np.floor(finite.max() * HISTOGRAM_BINS)) + 1)
     elif not threshold:
@@ -363,8 +453,14 @@ def _similarity_arrays(flagged: pd.DataFrame) -> dict:
     n = len(flagged)
     if "duplicate_group" not in flagged:
         reasons = reason_column(flagged).tolist() if "suspected_noisy" in flagged else ["label"] * n
-        return {"reason": reasons, "group": [-1] * n, "partner": [-1] * n,
-                "partner_id": [""] * n, "duplicate_similarity": [None] * n, "outlier_score": [None] * n}
+        return {
+            "reason": reasons,
+            "group": [-1] * n,
+            "partner": [-1] * n,
+            "partner_id": [""] * n,
+            "duplicate_similarity": [None] * n,
+            "outlier_score": [None] * n,
+        }
     position = {sample_id: i for i, sample_id in enumerate(flagged["sample_id"].astype(str))}
     partner_id = flagged["duplicate_of"].fillna("").astype(str)
     similarity = flagged["duplicate_similarity"].to_numpy(dtype=np.float64)
@@ -378,8 +474,14 @@ def _similarity_arrays(flagged: pd.DataFrame) -> dict:
     }
 
 
-def make_thumbnails(paths: Sequence[str], folder: Path, *, size: int = 96, workers: Optional[int] = None,
-                    progress: Optional[ProgressCallback] = None) -> tuple[np.ndarray, pd.DataFrame]:
+def make_thumbnails(
+    paths: Sequence[str],
+    folder: Path,
+    *,
+    size: int = 96,
+    workers: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Write ``folder/<position>.jpg`` for each image in ``paths``.
 
     A file that cannot be read or decoded gets no thumbnail and a row in the returned table
@@ -444,7 +546,9 @@ def _read_summary(path: Path) -> dict:
     try:
         summary = read_json(path / "summary.json")
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again") from None
+        raise ConfigError(
+            f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again"
+        ) from None
     if not isinstance(summary, dict):
         raise ConfigError(f"summary.json in {str(path)!r} is not a labelaudit file; scan the dataset again")
     return summary
@@ -456,11 +560,15 @@ def _read_transition_matrix(file: Path, names: tuple[str, ...]) -> np.ndarray:
         frame = read_table(file, "transition matrix")
         values = frame.iloc[:, 1:].to_numpy(dtype=np.float64)
     except Exception as exc:  # ManifestError, or text where numbers belong
-        raise ConfigError(f"cannot read {file.name} in {str(file.parent)!r} ({exc}); scan the dataset again") from None
+        raise ConfigError(
+            f"cannot read {file.name} in {str(file.parent)!r} ({exc}); scan the dataset again"
+        ) from None
     rows, columns = [str(v) for v in frame.iloc[:, 0]], [str(c) for c in frame.columns[1:]]
     if rows != list(names) or columns != list(names) or not np.isfinite(values).all():
-        raise ConfigError(f"{file.name} in {str(file.parent)!r} is not the {len(names)} x {len(names)} matrix of this "
-                          "scan's classes; scan the dataset again")
+        raise ConfigError(
+            f"{file.name} in {str(file.parent)!r} is not the {len(names)} x {len(names)} matrix of this "
+            "scan's classes; scan the dataset again"
+        )
     return values
 
 
@@ -469,15 +577,21 @@ def _check_review_folder(target: Path, overwrite: bool) -> None:
     if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
-        raise OutputError(f"{str(target)!r} exists and is not a review folder; move it away, then run labelaudit "
-                          "review again")
+        raise OutputError(
+            f"{str(target)!r} exists and is not a review folder; move it away, then run labelaudit "
+            "review again"
+        )
     foreign = sorted(p.name for p in target.iterdir() if p.name not in REVIEW_FILES)
     if foreign:
-        raise OutputError(f"{str(target)!r} holds files a review does not write ({', '.join(foreign[:3])}); move them "
-                          "out of it (an exported decisions.csv belongs elsewhere), then run labelaudit review again")
+        raise OutputError(
+            f"{str(target)!r} holds files a review does not write ({', '.join(foreign[:3])}); move them "
+            "out of it (an exported decisions.csv belongs elsewhere), then run labelaudit review again"
+        )
     if not overwrite and any(target.iterdir()):
-        raise OutputError(f"{str(target)!r} holds an earlier review page; pass --overwrite to replace it (decisions "
-                          "made in the browser are kept: they live in the browser, not in this folder)")
+        raise OutputError(
+            f"{str(target)!r} holds an earlier review page; pass --overwrite to replace it (decisions "
+            "made in the browser are kept: they live in the browser, not in this folder)"
+        )
 
 
 def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:

@@ -56,10 +56,23 @@ LATER_ENTRIES = frozenset({"review", "plots"})
 #: Scan and retrain folders written before the marker existed: recognised by ``summary.json``'s
 #: ``kind`` and ``format_version`` only when they hold nothing but these names.
 LEGACY_ENTRIES = {
-    "scan": frozenset({"report.parquet", "report.csv", "flagged.csv", "summary.json", "transition_matrix.csv",
-                       "transition_matrix_anchor.csv", "true_transition_matrix.csv", "skipped.csv", "config.json",
-                       "model.pt"}),
-    "retrain": frozenset({"model.pt", "cleaned_labels.csv", "cleaned_labels.parquet", "summary.json", "config.json"}),
+    "scan": frozenset(
+        {
+            "report.parquet",
+            "report.csv",
+            "flagged.csv",
+            "summary.json",
+            "transition_matrix.csv",
+            "transition_matrix_anchor.csv",
+            "true_transition_matrix.csv",
+            "skipped.csv",
+            "config.json",
+            "model.pt",
+        }
+    ),
+    "retrain": frozenset(
+        {"model.pt", "cleaned_labels.csv", "cleaned_labels.parquet", "summary.json", "config.json"}
+    ),
 }
 
 
@@ -96,8 +109,9 @@ def input_paths(table=None, extra: Iterable[str | os.PathLike | None] = ()) -> l
     return list(dict.fromkeys(paths))
 
 
-def check_not_input(target: str | os.PathLike, inputs: Sequence[Path], *, option: str = "--out",
-                    holds_files: bool = True) -> Path:
+def check_not_input(
+    target: str | os.PathLike, inputs: Sequence[Path], *, option: str = "--out", holds_files: bool = True
+) -> Path:
     """Raise :class:`OutputError` unless writing ``target`` leaves every input untouched.
 
     ``target`` may not be an input, lie inside an input folder, or (``holds_files=True``, an
@@ -106,14 +120,23 @@ def check_not_input(target: str | os.PathLike, inputs: Sequence[Path], *, option
     out = Path(target).expanduser().resolve()
     for path in inputs:
         if out == path:
-            raise OutputError(f"{option} {str(target)!r} is one of the inputs ({str(path)!r}); labelaudit never "
-                              f"writes over its inputs: pass {option} elsewhere")
+            raise OutputError(
+                f"{option} {str(target)!r} is one of the inputs ({str(path)!r}); labelaudit "
+                "never "
+                f"writes over its inputs: pass {option} elsewhere"
+            )
         if path.is_dir() and path in out.parents:
-            raise OutputError(f"{option} {str(target)!r} is inside the input folder {str(path)!r}; labelaudit never "
-                              f"writes into its inputs: pass {option} elsewhere")
+            raise OutputError(
+                f"{option} {str(target)!r} is inside the input folder {str(path)!r}; "
+                "labelaudit never "
+                f"writes into its inputs: pass {option} elsewhere"
+            )
         if holds_files and out in path.parents:
-            raise OutputError(f"{option} {str(target)!r} holds the input {str(path)!r}, which writing there could "
-                              f"replace; pass {option} elsewhere")
+            raise OutputError(
+                f"{option} {str(target)!r} holds the input {str(path)!r}, which writing there "
+                "could "
+                f"replace; pass {option} elsewhere"
+            )
     return out
 
 
@@ -124,8 +147,12 @@ def read_marker(folder: Path) -> dict | None:
         marker = read_json(folder / MARKER)
     except (OSError, ValueError):
         return _legacy_marker(folder)
-    if not (isinstance(marker, dict) and marker.get("written_by") == "labelaudit" and marker.get("kind") in KINDS
-            and isinstance(marker.get("entries"), list)):
+    if not (
+        isinstance(marker, dict)
+        and marker.get("written_by") == "labelaudit"
+        and marker.get("kind") in KINDS
+        and isinstance(marker.get("entries"), list)
+    ):
         return None
     return marker
 
@@ -149,8 +176,12 @@ def write_marker(folder: Path, kind: str, entries: Iterable[str] | None = None) 
     from .._atomic import write_text
 
     names = sorted(os.listdir(folder)) if entries is None else sorted(entries)
-    marker = {"written_by": "labelaudit", "kind": kind, "format_version": MARKER_FORMAT_VERSION,
-              "entries": [n for n in names if n != MARKER]}
+    marker = {
+        "written_by": "labelaudit",
+        "kind": kind,
+        "format_version": MARKER_FORMAT_VERSION,
+        "entries": [n for n in names if n != MARKER],
+    }
     write_text(folder / MARKER, json.dumps(marker, indent=2) + "\n")
 
 
@@ -176,28 +207,43 @@ def check_output_folder(out: Path, kind: str, *, overwrite: bool, option: str = 
         exists, is_dir = out.exists(), out.is_dir()
         empty = not exists or not is_dir or not any(out.iterdir())
     except OSError as exc:  # e.g. a name too long for the file system
-        raise OutputError(f"cannot use {option} {str(out)!r} ({exc.strerror or exc}); pass another path") from None
+        raise OutputError(
+            f"cannot use {option} {str(out)!r} ({exc.strerror or exc}); pass another path"
+        ) from None
     if exists and not is_dir:
         raise OutputError(f"{option} {str(out)!r} is a file, not a folder; pass a folder path")
     if exists and os.path.ismount(out):
-        raise OutputError(f"{option} {str(out)!r} is a mount point, which cannot be replaced by renaming; labelaudit "
-                          f"writes the run beside {option} and renames it into place: pass a folder inside it, "
-                          f"e.g. {option} {str(out / 'run1')!r}")
+        raise OutputError(
+            f"{option} {str(out)!r} is a mount point, which cannot be replaced by renaming; "
+            "labelaudit "
+            f"writes the run beside {option} and renames it into place: pass a folder inside "
+            "it, "
+            f"e.g. {option} {str(out / 'run1')!r}"
+        )
     if empty:
         return exists
     found = output_kind(out)
     if found != kind:
         what = f"the output of labelaudit {found}" if found else "files that labelaudit did not write"
-        raise OutputError(f"{option} {str(out)!r} is not empty (it holds {what}); pass a new or empty folder "
-                          f"(labelaudit replaces only an earlier {kind} output, with --overwrite)")
+        raise OutputError(
+            f"{option} {str(out)!r} is not empty (it holds {what}); pass a new or empty folder "
+            f"(labelaudit replaces only an earlier {kind} output, with --overwrite)"
+        )
     extra = foreign_entries(out)
     if extra:
         shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
-        raise OutputError(f"{option} {str(out)!r} holds an earlier {kind} output and files labelaudit did not write "
-                          f"there ({shown}), which replacing it would delete; move them out or pass another {option}")
+        raise OutputError(
+            f"{option} {str(out)!r} holds an earlier {kind} output and files labelaudit did "
+            "not write "
+            f"there ({shown}), which replacing it would delete; move them out or pass another "
+            f"{option}"
+        )
     if not overwrite:
-        raise OutputError(f"{option} {str(out)!r} holds an earlier {kind} output; pass --overwrite to replace it "
-                          f"or another {option}")
+        raise OutputError(
+            f"{option} {str(out)!r} holds an earlier {kind} output; pass --overwrite to "
+            "replace it "
+            f"or another {option}"
+        )
     return True
 
 
@@ -219,8 +265,11 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise OutputError(f"another labelaudit process is writing {self.option} {str(self.target)!r}; "
-                                  f"wait for it to finish or pass another {self.option}") from None
+                raise OutputError(
+                    f"another labelaudit process is writing {self.option} "
+                    f"{str(self.target)!r}; "
+                    f"wait for it to finish or pass another {self.option}"
+                ) from None
             # The previous holder may have deleted the file between our open and flock: retry on the new one.
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
@@ -258,8 +307,15 @@ class RunDirectory:
     ``overwrite``, where the OS allows) and releases the lock.
     """
 
-    def __init__(self, out: str | os.PathLike, kind: str, *, inputs: Sequence[Path] = (), overwrite: bool = False,
-                 option: str = "--out") -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        kind: str,
+        *,
+        inputs: Sequence[Path] = (),
+        overwrite: bool = False,
+        option: str = "--out",
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown output kind {kind!r}")
         self.kind, self.overwrite, self.option = kind, overwrite, option
@@ -278,7 +334,9 @@ class RunDirectory:
             raise self._unwritable(exc) from None
         try:
             remove_stale_temporaries(self.path.parent)
-            check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)  # under the lock
+            check_output_folder(
+                self.path, self.kind, overwrite=self.overwrite, option=self.option
+            )  # under the lock
             self.tmp = temporary_sibling(self.path)
             self.tmp.mkdir()
         except OSError as exc:
@@ -292,8 +350,10 @@ class RunDirectory:
     def _unwritable(self, exc: OSError) -> OutputError:
         return OutputError(
             f"cannot write {self.option} {str(self.path)!r}: labelaudit creates the run beside it, in "
-            f"{str(self.path.parent)!r}, and renames it into place, and that failed ({exc.strerror or exc}); pass "
-            f"{self.option} in a folder you can write to")
+            f"{str(self.path.parent)!r}, and renames it into place, and that failed ({exc.strerror or exc}); "
+            "pass "
+            f"{self.option} in a folder you can write to"
+        )
 
     def commit(self) -> Path:
         """Move the finished output into place and release the lock; returns the folder.
@@ -309,12 +369,16 @@ class RunDirectory:
         try:
             write_marker(self.tmp, self.kind)
             try:
-                replacing = check_output_folder(self.path, self.kind, overwrite=self.overwrite, option=self.option)
+                replacing = check_output_folder(
+                    self.path, self.kind, overwrite=self.overwrite, option=self.option
+                )
             except OutputError as exc:
                 kept = self.path.with_name(f"{self.path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
                 os.rename(self.tmp, kept)
                 self.tmp = None
-                raise OutputError(f"{exc}; the finished {self.kind} output was kept in {str(kept)!r}") from None
+                raise OutputError(
+                    f"{exc}; the finished {self.kind} output was kept in {str(kept)!r}"
+                ) from None
             if replacing and not any(self.path.iterdir()):
                 self.path.rmdir()  # empty: nothing to keep aside
             _interrupt.check()  # a Ctrl-C lost on the way: the unfinished output must not appear
@@ -379,24 +443,37 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def prepare_output_file(target: str | os.PathLike, inputs: Sequence[Path], *, overwrite: bool, option: str = "--out",
-                        suffixes: Sequence[str] = ()) -> Path:
+def prepare_output_file(
+    target: str | os.PathLike,
+    inputs: Sequence[Path],
+    *,
+    overwrite: bool,
+    option: str = "--out",
+    suffixes: Sequence[str] = (),
+) -> Path:
     """Check a single output file before any work: not an input nor inside an input folder, not a
     folder, an existing file only with ``overwrite``, and its folder writable. Returns it resolved."""
     out = check_not_input(output_path(target, option), inputs, option=option, holds_files=False)
     if suffixes and out.suffix.lower() not in suffixes:
         raise OutputError(f"{option} {str(target)!r} must end in {' or '.join(suffixes)}")
     if out.is_dir():
-        raise OutputError(f"{option} {str(target)!r} is a folder; pass a file name ending in {' or '.join(suffixes) or 'a suffix'}")
+        raise OutputError(
+            f"{option} {str(target)!r} is a folder; pass a file name ending in "
+            f"{' or '.join(suffixes) or 'a suffix'}"
+        )
     if out.exists() and not overwrite:
-        raise OutputError(f"{option} {str(target)!r} exists; pass --overwrite to replace it or another {option}")
+        raise OutputError(
+            f"{option} {str(target)!r} exists; pass --overwrite to replace it or another {option}"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = temporary_sibling(out)
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write {option} {str(target)!r} ({exc.strerror or exc}); pass a path you can write to") from None
+        raise OutputError(
+            f"cannot write {option} {str(target)!r} ({exc.strerror or exc}); pass a path you can write to"
+        ) from None
     return out
 
 
@@ -412,7 +489,6 @@ def data_fingerprint(sample_ids: Sequence[str], labels: Sequence[str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-
 def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
     """ConfigError when the matrix file ``path`` carries another data fingerprint than ``expected``
     (:func:`labelaudit.reports.matrix_fingerprint`; a file without one, as written by earlier
@@ -422,6 +498,8 @@ def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
     found = matrix_fingerprint(path)
     if found is not None and expected is not None and found != expected:
         raise ConfigError(
-            f"{path.name} in {str(path.parent)!r} belongs to another dataset (its data fingerprint differs from "
-            "summary.json's: copied from another run); put back the scan's own file, or scan the dataset again"
+            f"{path.name} in {str(path.parent)!r} belongs to another dataset (its data fingerprint differs "
+            "from "
+            "summary.json's: copied from another run); put back the scan's own file, or scan the dataset "
+            "again"
         )

@@ -131,7 +131,9 @@ class PlotData:
     warmup_epochs: int = 0
 
     @classmethod
-    def from_summary(cls, summary: Mapping, report: pd.DataFrame, transition_matrix: np.ndarray) -> "PlotData":
+    def from_summary(
+        cls, summary: Mapping, report: pd.DataFrame, transition_matrix: np.ndarray
+    ) -> "PlotData":
         """Build from a scan's ``summary.json`` content, its report and its ``T``.
 
         Parameters
@@ -160,15 +162,19 @@ class PlotData:
         index = {name: i for i, name in enumerate(names)}
         given = report["given_label"].astype(str).map(index)
         if given.isna().any():
-            raise ValueError(f"report has given labels that are not classes of the summary, e.g. "
-                             f"{report['given_label'][given.isna()].iloc[0]!r}")
+            raise ValueError(
+                f"report has given labels that are not classes of the summary, e.g. "
+                f"{report['given_label'][given.isna()].iloc[0]!r}"
+            )
         given = given.to_numpy(dtype=np.int64)
         counts = np.bincount(given, minlength=k)
         rates_by_name = summary.get("per_class_noise_rates") or {}
         rates = np.array([_number(rates_by_name.get(n)) for n in names])
         stored = summary.get("per_class_noise_rate_intervals_95")
         if isinstance(stored, Mapping) and all(isinstance(stored.get(n), Mapping) for n in names):
-            intervals = np.array([[_number(stored[n].get("low")), _number(stored[n].get("high"))] for n in names])
+            intervals = np.array(
+                [[_number(stored[n].get("low")), _number(stored[n].get("high"))] for n in names]
+            )
         else:  # a run from before the per-class intervals: the same computation the scan does now
             seed = ((summary.get("settings") or {}).get("train") or {}).get("seed", 0)
             intervals = per_class_bootstrap_intervals(flags, given, k, seed=int(seed or 0))
@@ -203,33 +209,54 @@ class PlotData:
 
         path = Path(run_dir).expanduser()
         if not path.is_dir():
-            raise ConfigError(f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan")
-        missing = [n for n in ("summary.json", "report.parquet", "transition_matrix.csv") if not (path / n).is_file()]
+            raise ConfigError(
+                f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan"
+            )
+        missing = [
+            n for n in ("summary.json", "report.parquet", "transition_matrix.csv") if not (path / n).is_file()
+        ]
         if missing:
-            raise ConfigError(f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); "
-                              "pass the --out folder of a finished labelaudit scan")
+            raise ConfigError(
+                f"{str(path)!r} is not a complete scan run directory (missing "
+                f"{', '.join(missing)}); "
+                "pass the --out folder of a finished labelaudit scan"
+            )
         try:
             summary = read_json(path / "summary.json")
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again") from None
-        if not isinstance(summary, dict) or summary.get("kind") != "scan" or not isinstance(summary.get("class_names"), list):
-            raise ConfigError(f"summary.json in {str(path)!r} is not a labelaudit scan's summary; pass the --out "
-                              "folder of a labelaudit scan")
+            raise ConfigError(
+                f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again"
+            ) from None
+        if (
+            not isinstance(summary, dict)
+            or summary.get("kind") != "scan"
+            or not isinstance(summary.get("class_names"), list)
+        ):
+            raise ConfigError(
+                f"summary.json in {str(path)!r} is not a labelaudit scan's summary; pass the "
+                "--out "
+                "folder of a labelaudit scan"
+            )
         columns = ["given_label", "suspected_noisy", "label_quality"]
         try:
             report = pd.read_parquet(path / "report.parquet", columns=columns)
         except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors subclass these
-            raise ConfigError(f"cannot read {columns} from report.parquet in {str(path)!r} ({exc}); "
-                              "scan the dataset again") from None
+            raise ConfigError(
+                f"cannot read {columns} from report.parquet in {str(path)!r} ({exc}); scan the dataset again"
+            ) from None
         check_matrix_fingerprint(path / "transition_matrix.csv", summary.get("data_fingerprint"))
         try:
             matrix = read_matrix_csv(path / "transition_matrix.csv", len(summary["class_names"]))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read transition_matrix.csv in {str(path)!r} ({exc}); scan the dataset again") from None
+            raise ConfigError(
+                f"cannot read transition_matrix.csv in {str(path)!r} ({exc}); scan the dataset again"
+            ) from None
         try:
             return cls.from_summary(summary, report, matrix)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"the files in {str(path)!r} do not fit together ({exc}); scan the dataset again") from None
+            raise ConfigError(
+                f"the files in {str(path)!r} do not fit together ({exc}); scan the dataset again"
+            ) from None
 
 
 def write_plots(data: PlotData, folder: str | os.PathLike) -> dict[str, Path]:
@@ -250,11 +277,18 @@ def write_plots(data: PlotData, folder: str | os.PathLike) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / file for name, file in PLOT_FILES.items()}
     plot_transition_matrix(data.transition_matrix, data.class_names, paths["transition_matrix"])
-    plot_class_noise_rates(data.noise_rates, data.noise_rate_intervals, data.class_names, paths["class_noise_rates"],
-                           counts=data.class_counts, overall=data.noise_rate)
+    plot_class_noise_rates(
+        data.noise_rates,
+        data.noise_rate_intervals,
+        data.class_names,
+        paths["class_noise_rates"],
+        counts=data.class_counts,
+        overall=data.noise_rate,
+    )
     plot_label_quality(data.label_quality, data.suspected_noisy, data.flag_rule, paths["label_quality"])
-    plot_training_curves(data.training_curves, paths["training_curves"], method=data.method,
-                         warmup_epochs=data.warmup_epochs)
+    plot_training_curves(
+        data.training_curves, paths["training_curves"], method=data.method, warmup_epochs=data.warmup_epochs
+    )
     return paths
 
 
@@ -287,15 +321,20 @@ def write_plots_for_run(run_dir: str | os.PathLike, *, overwrite: bool = False) 
     if target.exists() and not overwrite:
         raise OutputError(f"{str(target)!r} exists; pass overwrite=True to draw it again")
     if target.exists() and not target.is_dir():
-        raise OutputError(f"{str(target)!r} is a file, not labelaudit's plots folder; move it away and try again")
+        raise OutputError(
+            f"{str(target)!r} is a file, not labelaudit's plots folder; move it away and try again"
+        )
     remove_stale_temporaries(target.parent)
     tmp = temporary_sibling(target)
     try:
         try:
             tmp.mkdir()
         except OSError as exc:
-            raise OutputError(f"cannot write plots into {str(target.parent)!r} ({exc.strerror or exc}); copy the run "
-                              "directory somewhere writable") from None
+            raise OutputError(
+                f"cannot write plots into {str(target.parent)!r} ({exc.strerror or exc}); copy "
+                "the run "
+                "directory somewhere writable"
+            ) from None
         write_plots(data, tmp)
         _move_into_place(tmp, target, overwrite=overwrite)
     finally:
@@ -348,16 +387,22 @@ def plot_transition_matrix(matrix: np.ndarray, class_names: Sequence[str], path:
     fig = _figure(plot_sizes(k)["transition_matrix"])
     ax = fig.add_subplot()
     # A square root scale makes a 5% confusion visible beside a 95% diagonal.
-    image = ax.imshow(matrix, cmap="Blues", norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0),
-                      interpolation="nearest" if k <= 200 else "antialiased", aspect="equal")
+    image = ax.imshow(
+        matrix,
+        cmap="Blues",
+        norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0),
+        interpolation="nearest" if k <= 200 else "antialiased",
+        aspect="equal",
+    )
     colorbar = fig.colorbar(image, ax=ax, shrink=0.85)
     colorbar.set_label("P(given = column | true = row)  (square-root scale)")
     title = "Transition matrix T\nrows = true class (the audit's cleaned label), columns = given label"
     if k <= MAX_NAMED_CLASSES:
         labels = [_label(n) for n in class_names]
         size = 10 if k <= 12 else 8 if k <= 24 else 6
-        ax.set_xticks(range(k), labels, rotation=90 if k > 6 else 30, ha="right" if 6 >= k else "center",
-                      fontsize=size)
+        ax.set_xticks(
+            range(k), labels, rotation=90 if k > 6 else 30, ha="right" if 6 >= k else "center", fontsize=size
+        )
         ax.set_yticks(range(k), labels, fontsize=size)
         ax.set_xlabel("given label")
         ax.set_ylabel("true class")
@@ -369,10 +414,19 @@ def plot_transition_matrix(matrix: np.ndarray, class_names: Sequence[str], path:
         for i in range(k):
             for j in range(k):
                 value = matrix[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9 if k <= 8 else 7,
-                        color="white" if value > 0.45 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9 if k <= 8 else 7,
+                    color="white" if value > 0.45 else "black",
+                )
     elif k <= MAX_NAMED_CLASSES:
-        title += f"\nvalues left out of the cells above {MAX_ANNOTATED_CLASSES} classes; see transition_matrix.csv"
+        title += (
+            f"\nvalues left out of the cells above {MAX_ANNOTATED_CLASSES} classes; see transition_matrix.csv"
+        )
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -414,7 +468,9 @@ def plot_class_noise_rates(
     intervals = np.asarray(intervals, dtype=np.float64)
     k = len(class_names)
     if rates.shape != (k,) or intervals.shape != (k, 2):
-        raise ValueError(f"rates must have shape ({k},) and intervals ({k}, 2); got {rates.shape} and {intervals.shape}")
+        raise ValueError(
+            f"rates must have shape ({k},) and intervals ({k}, 2); got {rates.shape} and {intervals.shape}"
+        )
     if k > MAX_BARS:  # the noisiest classes, worst first; NaN (no samples) last
         shown = np.argsort(np.where(np.isnan(rates), -1.0, -rates), kind="stable")[:MAX_BARS]
         title = f"Flagged share per class: the {MAX_BARS} highest of {k} classes (all in summary.json)"
@@ -430,12 +486,22 @@ def plot_class_noise_rates(
     has_interval = ~np.isnan(low) & ~np.isnan(high) & ~np.isnan(values)
     if has_interval.any():
         err = np.vstack([values - low, high - values])[:, has_interval]
-        ax.errorbar(values[has_interval], y[has_interval], xerr=np.clip(err, 0, None), fmt="none", ecolor="black",
-                    elinewidth=1.2, capsize=3, label="95% bootstrap interval")
+        ax.errorbar(
+            values[has_interval],
+            y[has_interval],
+            xerr=np.clip(err, 0, None),
+            fmt="none",
+            ecolor="black",
+            elinewidth=1.2,
+            capsize=3,
+            label="95% bootstrap interval",
+        )
     top = np.nanmax(np.concatenate([high, values, [overall if overall is not None else np.nan, 0.0]]))
     ax.set_xlim(0, float(min(1.0, max(0.05, top * 1.15))))
     if overall is not None and not np.isnan(overall):
-        ax.axvline(overall, color=_LINE_COLOR, linestyle="--", linewidth=1.2, label=f"all classes: {overall:.1%}")
+        ax.axvline(
+            overall, color=_LINE_COLOR, linestyle="--", linewidth=1.2, label=f"all classes: {overall:.1%}"
+        )
     fontsize = 9 if len(shown) <= 20 else 7
     ax.set_yticks(y, [_label(class_names[i]) for i in shown], fontsize=fontsize)
     ax.set_ylim(len(shown) - 0.5, -0.5)  # first class (or the worst) at the top
@@ -444,12 +510,21 @@ def plot_class_noise_rates(
     # The numbers as tick labels of a twin axis on the right: the layout makes room for them.
     numbers = ax.twinx()
     numbers.set_ylim(ax.get_ylim())
-    numbers.set_yticks(y, ["no samples" if np.isnan(rates[i]) else
-                           f"{rates[i]:.1%}" + (f" of {int(counts[i]):,}" if counts is not None else "") for i in shown],
-                       fontsize=fontsize)
+    numbers.set_yticks(
+        y,
+        [
+            "no samples"
+            if np.isnan(rates[i])
+            else f"{rates[i]:.1%}" + (f" of {int(counts[i]):,}" if counts is not None else "")
+            for i in shown
+        ],
+        fontsize=fontsize,
+    )
     numbers.tick_params(length=0)
     if ax.get_legend_handles_labels()[0]:
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+        fig.legend(
+            *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8, frameon=False
+        )
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -494,28 +569,42 @@ def plot_label_quality(
     quality = np.asarray(label_quality, dtype=np.float64)
     flags = np.asarray(suspected_noisy, dtype=bool)
     if quality.shape != flags.shape or quality.ndim != 1:
-        raise ValueError(f"label_quality and suspected_noisy must be 1-D of the same shape; got {quality.shape} and {flags.shape}")
+        raise ValueError(
+            "label_quality and suspected_noisy must be 1-D of the same shape; got "
+            f"{quality.shape} and {flags.shape}"
+        )
     fig = _figure(plot_sizes(0)["label_quality"])
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 51)
     clipped = np.clip(quality, 0.0, 1.0)
-    ax.hist([clipped[~flags], clipped[flags]], bins=bins, stacked=True, color=[_KEPT_COLOR, _FLAGGED_COLOR],
-            label=[f"kept ({int((~flags).sum()):,})", f"flagged ({int(flags.sum()):,})"])
+    ax.hist(
+        [clipped[~flags], clipped[flags]],
+        bins=bins,
+        stacked=True,
+        color=[_KEPT_COLOR, _FLAGGED_COLOR],
+        label=[f"kept ({int((~flags).sum()):,})", f"flagged ({int(flags.sum()):,})"],
+    )
     ax.set_yscale("log")  # a 1% tail of wrong labels stays visible beside the pile near 1
     boundary = label_quality_boundary(flag_rule)
     rule = flag_rule.get("rule")
     title = f"Label quality of {len(quality):,} images"
     if boundary is not None:
-        ax.axvline(boundary, color=_LINE_COLOR, linewidth=2,
-                   label=f"learned boundary: flagged below {boundary:.3f}")
+        ax.axvline(
+            boundary, color=_LINE_COLOR, linewidth=2, label=f"learned boundary: flagged below {boundary:.3f}"
+        )
     elif rule == "fixed":
-        title += (f"\nflagged where the confidence in the given label < {flag_rule.get('confidence_threshold')} "
-                  "(--threshold): no single boundary on this axis")
+        title += (
+            "\nflagged where the confidence in the given label < "
+            f"{flag_rule.get('confidence_threshold')} "
+            "(--threshold): no single boundary on this axis"
+        )
     elif rule:
         title += f"\nflagged by the rule {_text(rule)}: no single boundary on this axis"
     else:
         title += "\nthe flag rule is not recorded: no boundary drawn"
-    ax.axvline(0.5, color="#555555", linestyle=":", linewidth=1, label="0.5: given label ties with the best other")
+    ax.axvline(
+        0.5, color="#555555", linestyle=":", linewidth=1, label="0.5: given label ties with the best other"
+    )
     ax.set_xlim(0, 1)
     ax.set_xlabel("label quality = p_given / (p_given + p_best_other)   (low = label likely wrong)")
     ax.set_ylabel("images (log scale)")
@@ -560,19 +649,35 @@ def plot_training_curves(
         title += ": the first fold's model (the one saved in model.pt)"
     if not len(curves):
         for ax in (loss_ax, acc_ax):
-            ax.text(0.5, 0.5, "no training curves recorded in this run", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no training curves recorded in this run",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
     else:
         for ax in (loss_ax, acc_ax):
             _mark_phases(ax, phases)
             if warmup_epochs and warmup_epochs < len(curves):
-                ax.axvline(warmup_epochs + 0.5, color="#555555", linestyle=":", linewidth=1.2, label="end of warm-up")
+                ax.axvline(
+                    warmup_epochs + 0.5, color="#555555", linestyle=":", linewidth=1.2, label="end of warm-up"
+                )
         marker = "o" if len(curves) <= 60 else None
         loss_ax.plot(epochs, loss, color=_LINE_COLOR, marker=marker, markersize=3, label="mean loss")
-        acc_ax.plot(epochs, accuracy, color=_FLAGGED_COLOR, marker=marker, markersize=3,
-                    label="accuracy against the given labels")
+        acc_ax.plot(
+            epochs,
+            accuracy,
+            color=_FLAGGED_COLOR,
+            marker=marker,
+            markersize=3,
+            label="accuracy against the given labels",
+        )
         if np.nanmin(used, initial=1.0) < 1.0:
-            acc_ax.plot(epochs, used, color="#27ae60", linestyle="--", linewidth=1.2, label="share of samples used")
+            acc_ax.plot(
+                epochs, used, color="#27ae60", linestyle="--", linewidth=1.2, label="share of samples used"
+            )
         acc_ax.set_ylim(0, 1.05)
         for ax in (loss_ax, acc_ax):
             ax.set_xlim(0.5, len(curves) + 0.5)
@@ -603,8 +708,17 @@ def _mark_phases(ax, phases: Sequence[str]) -> None:
         if n:
             ax.axvline(first + 0.5, color="#7f8c8d", linewidth=0.8, zorder=1)
         if len(spans) <= 8:
-            ax.text((first + last) / 2 + 1, 0.99, _text(name), transform=ax.get_xaxis_transform(), ha="center",
-                    va="top", fontsize=8, color="#34495e", clip_on=True)
+            ax.text(
+                (first + last) / 2 + 1,
+                0.99,
+                _text(name),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="#34495e",
+                clip_on=True,
+            )
 
 
 def _figure(size_px: tuple[int, int]):

@@ -17,16 +17,18 @@ from torch import nn
 
 from .._atomic import atomic_path
 from ..errors import ConfigError
-from ..reports import read_json
 from ..nets import HEADS
 from ..nets.models import Ensemble, build_head, build_model
 from ..nets.weights import load_weights_only
+from ..reports import read_json
 
 MODEL_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "state_dict", "class_names", "backbone", "networks", "preprocessing")
 
 
-def save_model(path: str | os.PathLike, trainer, class_names, *, depth: int, width: int, extra: dict | None = None) -> None:
+def save_model(
+    path: str | os.PathLike, trainer, class_names, *, depth: int, width: int, extra: dict | None = None
+) -> None:
     """Write ``trainer.model`` and its preprocessing to ``path`` atomically."""
     checkpoint = {
         "format_version": MODEL_FORMAT_VERSION,
@@ -65,8 +67,10 @@ class LoadedModel:
         if weights is None:
             return self
         if self.embedding is None or self.embedding.get("kind") != "embeddings":
-            raise ConfigError(f"--weights applies to a head trained on a pretrained backbone's embeddings; "
-                              f"{str(self.path)!r} is not one: drop --weights")
+            raise ConfigError(
+                f"--weights applies to a head trained on a pretrained backbone's embeddings; "
+                f"{str(self.path)!r} is not one: drop --weights"
+            )
         from .inputs import absolute_weights
 
         self.embedding = {**self.embedding, "weights": absolute_weights(weights)}
@@ -93,9 +97,16 @@ class LoadedModel:
         from .inputs import backbone_embeddings
         from .trainer import TrainConfig
 
-        spec = TrainConfig(backbone=self.embedding["backbone"], weights=self.embedding.get("weights"), device="cpu")
-        embedded = backbone_embeddings(store, spec, cache_dir=cache_dir, progress=progress,
-                                       expect_weights_id=self.embedding.get("weights_id"))
+        spec = TrainConfig(
+            backbone=self.embedding["backbone"], weights=self.embedding.get("weights"), device="cpu"
+        )
+        embedded = backbone_embeddings(
+            store,
+            spec,
+            cache_dir=cache_dir,
+            progress=progress,
+            expect_weights_id=self.embedding.get("weights_id"),
+        )
         return self.predict_features(embedded.features)
 
     def check_takes_images(self) -> "LoadedModel":
@@ -103,8 +114,10 @@ class LoadedModel:
         labelaudit cannot compute for new images; call it before decoding any. Returns self."""
         if self.embedding is not None and self.embedding.get("kind") != "embeddings":
             raise ConfigError(
-                f"{str(self.path)!r} is a head trained on embeddings you passed to scan --embeddings; labelaudit cannot "
-                "compute those for new images: apply the head to your own embeddings with LoadedModel.predict_features, "
+                f"{str(self.path)!r} is a head trained on embeddings you passed to scan --embeddings; "
+                "labelaudit cannot "
+                "compute those for new images: apply the head to your own embeddings with "
+                "LoadedModel.predict_features, "
                 "or scan with --backbone to get a model that embeds images itself"
             )
         return self
@@ -117,8 +130,16 @@ class LoadedModel:
         if features.ndim != 2 or features.shape[1] != self.channels:
             raise ConfigError(f"embeddings must be (N, {self.channels}) for this model; got {features.shape}")
         mean, std = self.mean.view(1, -1), self.std.view(1, -1)
-        out = [_probs(self.model(torch.from_numpy(np.asarray(features[i:i + batch_size], dtype=np.float32)).sub(mean).div(std)))
-               for i in range(0, len(features), batch_size)]
+        out = [
+            _probs(
+                self.model(
+                    torch.from_numpy(np.asarray(features[i : i + batch_size], dtype=np.float32))
+                    .sub(mean)
+                    .div(std)
+                )
+            )
+            for i in range(0, len(features), batch_size)
+        ]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
     @torch.no_grad()
@@ -129,15 +150,20 @@ class LoadedModel:
         networks (PMNAR) are averaged too.
         """
         if self.embedding is not None:
-            raise ConfigError(f"{str(self.path)!r} is a head on embeddings; use predict_store (it embeds the images)")
+            raise ConfigError(
+                f"{str(self.path)!r} is a head on embeddings; use predict_store (it embeds the images)"
+            )
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, self.channels):
             raise ConfigError(
-                f"images must be (N, {self.image_size}, {self.image_size}, {self.channels}) for this model; got {images.shape}"
+                f"images must be (N, {self.image_size}, {self.image_size}, {self.channels}) for this model; "
+                f"got {images.shape}"
             )
         mean, std = self.mean.view(1, -1, 1, 1), self.std.view(1, -1, 1, 1)
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(
+                0, 3, 1, 2
+            )
             x = batch.float().div_(255).sub_(mean).div_(std).contiguous()
             p = _probs(self.model(x))
             if self.flip_average:
@@ -162,10 +188,13 @@ def _check_same_run(target: Path, checkpoint: dict) -> None:
     except (OSError, ValueError, AttributeError):
         return  # not a run's summary: nothing to compare with
     if (expected is not None and checkpoint.get("data_fingerprint") != expected) or (
-            run_id is not None and checkpoint.get("run_id") != run_id):
+        run_id is not None and checkpoint.get("run_id") != run_id
+    ):
         raise ConfigError(
-            f"{str(target)!r} does not belong to the run in its folder (its data fingerprint or run id differs "
-            "from summary.json's: files of two runs are mixed); run the scan or retrain again into a new --out"
+            f"{str(target)!r} does not belong to the run in its folder (its data fingerprint or run id "
+            "differs "
+            "from summary.json's: files of two runs are mixed); run the scan or retrain again into a new "
+            "--out"
         )
 
 
@@ -176,7 +205,8 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
         target = target / "model.pt"
     if not target.is_file():
         raise ConfigError(
-            f"no model file at {str(target)!r}; pass a model.pt or the run directory of a scan or retrain that wrote one"
+            f"no model file at {str(target)!r}; pass a model.pt or the run directory of a scan or retrain "
+            "that wrote one"
         )
     return target.resolve()
 
@@ -193,12 +223,18 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     try:
         checkpoint = load_weights_only(target)
     except Exception as exc:  # unpickling errors come in many types; all mean "not our file"
-        raise ConfigError(f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the model.pt of a run") from None
+        raise ConfigError(
+            f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the "
+            "model.pt of a run"
+        ) from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED_KEYS):
-        raise ConfigError(f"{str(target)!r} is not a labelaudit model file (missing keys); pass the model.pt of a run")
+        raise ConfigError(
+            f"{str(target)!r} is not a labelaudit model file (missing keys); pass the model.pt of a run"
+        )
     if checkpoint["format_version"] != MODEL_FORMAT_VERSION:
         raise ConfigError(
-            f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit reads "
+            f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit "
+            "reads "
             f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
         )
     _check_same_run(target, checkpoint)
@@ -216,14 +252,25 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         else:
             embedding = None
             nets = [
-                build_model(checkpoint["backbone"], prep["channels"], len(names), depth=checkpoint.get("depth", 8),
-                            width=checkpoint.get("width", 16))
+                build_model(
+                    checkpoint["backbone"],
+                    prep["channels"],
+                    len(names),
+                    depth=checkpoint.get("depth", 8),
+                    width=checkpoint.get("width", 16),
+                )
                 for _ in range(checkpoint["networks"])
             ]
         model = nets[0] if len(nets) == 1 else Ensemble(nets)
         model.load_state_dict(checkpoint["state_dict"])
-        broken = next((k for k, v in checkpoint["state_dict"].items()
-                       if torch.is_floating_point(v) and not torch.isfinite(v).all()), None)
+        broken = next(
+            (
+                k
+                for k, v in checkpoint["state_dict"].items()
+                if torch.is_floating_point(v) and not torch.isfinite(v).all()
+            ),
+            None,
+        )
         loaded = LoadedModel(
             model=model.eval(),
             class_names=names,
@@ -237,9 +284,13 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             embedding=embedding,
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # damaged or foreign content
-        raise ConfigError(f"{str(target)!r} is a damaged labelaudit model file ({type(exc).__name__}: {str(exc)[:120]}); "
-                          "pass an intact model.pt") from None
+        raise ConfigError(
+            f"{str(target)!r} is a damaged labelaudit model file ({type(exc).__name__}: {str(exc)[:120]}); "
+            "pass an intact model.pt"
+        ) from None
     if broken is not None:  # e.g. saved by a version that did not stop diverged training
-        raise ConfigError(f"{str(target)!r} holds weights that are not finite numbers ({broken!r}): its training diverged; "
-                          "train it again with a lower learning rate")
+        raise ConfigError(
+            f"{str(target)!r} holds weights that are not finite numbers ({broken!r}): its training diverged; "
+            "train it again with a lower learning rate"
+        )
     return loaded

@@ -25,9 +25,13 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     history_window: int = 10  # epochs of training-time softmax kept per sample
-    train: str = "auto"  # auto | full (train the network end to end) | head (frozen backbone's embeddings + a head)
+    train: str = (
+        "auto"  # auto | full (train the network end to end) | head (frozen backbone's embeddings + a head)
+    )
     head: str = "linear"  # head mode: linear (a linear probe) or mlp (one hidden layer)
-    precision: str = "auto"  # auto | fp32 | bf16: arithmetic of a network's forward and backward (see resolve_precision)
+    precision: str = (
+        "auto"  # auto | fp32 | bf16: arithmetic of a network's forward and backward (see resolve_precision)
+    )
     max_memory: Optional[int] = None  # bytes for images and per-sample state (None: memory_budget's default)
     threads: Optional[int] = None  # CPU threads (None: cpu_threads' choice); results depend on the count
 

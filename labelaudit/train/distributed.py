@@ -39,7 +39,9 @@ def launched() -> bool:
     try:
         return int(os.environ.get("WORLD_SIZE", "1")) > 1
     except ValueError:
-        raise ConfigError(f"WORLD_SIZE must be an integer (torchrun sets it); got {os.environ['WORLD_SIZE']!r}") from None
+        raise ConfigError(
+            f"WORLD_SIZE must be an integer (torchrun sets it); got {os.environ['WORLD_SIZE']!r}"
+        ) from None
 
 
 def setup(device: str = "auto") -> None:
@@ -52,20 +54,26 @@ def setup(device: str = "auto") -> None:
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed; run the scan without torchrun")
     if device.startswith("cuda:"):
-        raise ConfigError(f"--device {device} would put every torchrun process on one GPU; pass --device cuda "
-                          "(each process uses GPU LOCAL_RANK) or auto")
+        raise ConfigError(
+            f"--device {device} would put every torchrun process on one GPU; pass --device cuda "
+            "(each process uses GPU LOCAL_RANK) or auto"
+        )
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         if local_rank() >= torch.cuda.device_count():
-            raise ConfigError(f"torchrun started process {local_rank()} on a machine with {torch.cuda.device_count()} "
-                              "GPUs; start at most one process per GPU (--nproc-per-node) or pass --device cpu")
+            raise ConfigError(
+                f"torchrun started process {local_rank()} on a machine with {torch.cuda.device_count()} "
+                "GPUs; start at most one process per GPU (--nproc-per-node) or pass --device cpu"
+            )
         torch.cuda.set_device(local_rank())
     try:
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
     except (RuntimeError, ValueError) as exc:  # rendezvous or backend failures
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"the torchrun processes could not join one process group ({first_line}); check "
-                          "torchrun's --rdzv-endpoint / --master-addr and that every process can reach it") from None
+        raise ConfigError(
+            f"the torchrun processes could not join one process group ({first_line}); check "
+            "torchrun's --rdzv-endpoint / --master-addr and that every process can reach it"
+        ) from None
 
 
 def shutdown() -> None:

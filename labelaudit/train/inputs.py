@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
-
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..data.images import ImageStore, ProgressCallback
+from ..errors import ConfigError
 from .trainer import TrainConfig, resolve_device
 
 INPUT_KINDS = ("images", "embeddings", "embeddings-file", "probs-file")
@@ -73,17 +72,21 @@ def resolve_train_mode(train: TrainConfig, *, embeddings_file=None, probs_file=N
         if given is None:
             continue
         if train.backbone != "auto" or train.weights is not None:
-            raise ConfigError(f"{option} replaces the backbone: drop --backbone/--weights, or drop {option} to "
-                              "compute embeddings with that backbone")
+            raise ConfigError(
+                f"{option} replaces the backbone: drop --backbone/--weights, or drop {option} to "
+                "compute embeddings with that backbone"
+            )
         if train.train == "full":
             raise ConfigError(f"{option} trains no network on the images; drop --train full")
         return "embeddings-file" if option == "--embeddings" else "probs-file"
     pretrained = uses_pretrained(train)
     if train.train == "head":
         if not pretrained:
-            raise ConfigError("--train head needs a pretrained backbone: pass --backbone NAME (one of "
-                              f"{', '.join(pretrained_backbones())}) with --weights DEFAULT or a weights file, "
-                              "or --embeddings FILE")
+            raise ConfigError(
+                "--train head needs a pretrained backbone: pass --backbone NAME (one of "
+                f"{', '.join(pretrained_backbones())}) with --weights DEFAULT or a weights file, "
+                "or --embeddings FILE"
+            )
         return "embeddings"
     if train.train == "full":
         return "images"
@@ -122,7 +125,8 @@ def backbone_embeddings(
     if expect_weights_id is not None and backbone.weights_id != expect_weights_id:
         raise ConfigError(
             f"the {train.backbone} weights {weights!r} are not the ones this run's head was trained on "
-            f"({backbone.weights_id} here, {expect_weights_id} in the run); pass the weights file the scan used "
+            f"({backbone.weights_id} here, {expect_weights_id} in the run); pass the weights file the scan "
+            "used "
             "(--weights FILE, if it moved)"
         )
     device = resolve_device(train.device)
@@ -137,7 +141,9 @@ def backbone_embeddings(
         "cache_file": str(embeddings.path),
         "reused": bool(embeddings.reused),
         "seconds": round(float(embeddings.seconds), 3),
-        "images_per_second": None if embeddings.images_per_second is None else round(float(embeddings.images_per_second), 1),
+        "images_per_second": None
+        if embeddings.images_per_second is None
+        else round(float(embeddings.images_per_second), 1),
     }
     return EmbeddingInput(embeddings.features, info)
 

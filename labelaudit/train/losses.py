@@ -12,7 +12,9 @@ import torch
 EPS = 1e-7
 
 
-def forward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+def forward_corrected_loss(
+    logits: torch.Tensor, labels: torch.Tensor, transition: torch.Tensor
+) -> torch.Tensor:
     """``-log((T^T p)_y)`` per sample, ``(B,)``: the prediction pushed through the noise, then CE.
 
     ``p`` is clipped to ``[1e-7, 1]`` before the product. With ``T = I`` this is cross-entropy.
@@ -22,7 +24,9 @@ def forward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transitio
     return -torch.log(noisy.gather(1, labels[:, None]).squeeze(1).clamp_min(EPS))
 
 
-def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transition_inverse: torch.Tensor) -> torch.Tensor:
+def backward_corrected_loss(
+    logits: torch.Tensor, labels: torch.Tensor, transition_inverse: torch.Tensor
+) -> torch.Tensor:
     """``(T^{-1} l)_y`` per sample, ``(B,)``, with ``l_k = -log p_k`` and ``p`` clipped to
     ``[1e-7, 1 - 1e-7]`` (``T^{-1}`` has negative entries: unclipped the loss is unbounded below).
 

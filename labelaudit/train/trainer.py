@@ -27,19 +27,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.images import ImageStore, ProgressCallback
+from ..errors import ConfigError, TrainingError
+from ..nets.models import Ensemble, build_head, build_model, default_backbone
+from ..resources import cpu_share as share_cpus
+from ..resources import usable_cpus
 from . import distributed
 from .config import TrainConfig
-from ..errors import ConfigError, TrainingError
-from ..data.images import ImageStore, ProgressCallback
-from ..nets.models import Ensemble, build_head, build_model, default_backbone
-from ..resources import cpu_share as share_cpus, usable_cpus
 
 log = logging.getLogger(__name__)
 
 
 def cpu_has_fast_bfloat16() -> bool:
     """True when this CPU computes bfloat16 matrix products in hardware (AMX tiles or AVX-512 BF16)."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    checks = [
+        getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    ]
     try:
         return any(check() for check in checks if check is not None)
     except Exception:  # a private torch helper that changed: assume no
@@ -116,6 +119,7 @@ def holding_cpus(train_of: Callable[[dict], Optional[TrainConfig]]):
     """Decorator: run the function inside :func:`cpu_share`. ``train_of(arguments)`` gets the call's
     bound arguments (by name, defaults applied; it may replace them, e.g. with something it
     loaded) and returns the network settings the call trains with, or None to share nothing."""
+
     def decorate(function):
         signature = inspect.signature(function)
 
@@ -140,7 +144,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
     if name == "cuda" and distributed.active():
         return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
@@ -178,7 +184,9 @@ def memory_budget(max_memory: int | None) -> int:
     return int(MEMORY_FRACTION * physical_memory() / processes)
 
 
-def state_plan(num_samples: int, num_classes: int, window: int, networks: int, budget: int) -> tuple[str, int]:
+def state_plan(
+    num_samples: int, num_classes: int, window: int, networks: int, budget: int
+) -> tuple[str, int]:
     """``(dtype name, bytes)`` of the per-sample state: the softmax history of ``window`` epochs,
     the epoch's softmax and a method's ``(networks, N, K)`` arrays, in float32 unless that would
     take more than a quarter of ``budget`` (then float16)."""
@@ -188,8 +196,22 @@ def state_plan(num_samples: int, num_classes: int, window: int, networks: int, b
     return "float32", float32_bytes
 
 
-_SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
-               "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 2**10,
+    "KB": 2**10,
+    "KIB": 2**10,
+    "M": 2**20,
+    "MB": 2**20,
+    "MIB": 2**20,
+    "G": 2**30,
+    "GB": 2**30,
+    "GIB": 2**30,
+    "T": 2**40,
+    "TB": 2**40,
+    "TIB": 2**40,
+}
 
 
 def parse_memory_size(text: str, option: str = "--max-memory") -> int | None:
@@ -198,7 +220,7 @@ def parse_memory_size(text: str, option: str = "--max-memory") -> int | None:
     if cleaned == "AUTO":
         return None
     number = cleaned.rstrip("KMGTIB")
-    unit = cleaned[len(number):]
+    unit = cleaned[len(number) :]
     try:
         value = float(number)
     except ValueError:
@@ -215,15 +237,17 @@ def _feature_statistics(features: torch.Tensor, chunk_rows: int = 65536):
     n = len(features)
     total = torch.zeros(features.shape[1], dtype=torch.float64)
     for i in range(0, n, chunk_rows):
-        chunk = features[i:i + chunk_rows].double()
+        chunk = features[i : i + chunk_rows].double()
         if not torch.isfinite(chunk).all():
-            raise ConfigError("the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)")
+            raise ConfigError(
+                "the embeddings hold NaN or infinite values; recompute them (a float16 overflow?)"
+            )
         total += chunk.sum(dim=0)
     mean = total / max(n, 1)
     squares = torch.zeros_like(mean)
     spread = torch.zeros_like(mean)
     for i in range(0, n, chunk_rows):
-        deviation = features[i:i + chunk_rows].double() - mean
+        deviation = features[i : i + chunk_rows].double() - mean
         squares += deviation.square().sum(dim=0)
         spread = torch.maximum(spread, deviation.abs().amax(dim=0))
     std = (squares / max(n - 1, 1)).sqrt()
@@ -279,7 +303,7 @@ class MappedImages:
         (one sample at least): the whole set in bounded memory."""
         rows = max(1, max_bytes // max(1, int(np.prod(self.shape[1:]))))
         for start in range(0, len(self), rows):
-            yield self.pixels[self.positions[start:start + rows]]
+            yield self.pixels[self.positions[start : start + rows]]
 
     def load(self) -> torch.Tensor:
         """All images in memory: ``(N, C, S, S)`` uint8 with channels_last strides."""
@@ -287,7 +311,7 @@ class MappedImages:
         out = np.empty((n, s, s, c), dtype=np.uint8)
         start = 0
         for chunk in self.chunks():
-            out[start:start + len(chunk)] = chunk
+            out[start : start + len(chunk)] = chunk
             start += len(chunk)
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
@@ -304,8 +328,12 @@ class MappedImages:
             count += chunk[..., 0].size
         mean = [t / count / 255 for t in total]
         # Unbiased, as torch.std; exact integers until the final division.
-        variance = [max(q * count - t * t, 0) / (count * max(count - 1, 1)) / 255**2 for q, t in zip(squares, total)]
-        return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(variance), dtype=torch.float32).clamp_min(1e-3)
+        variance = [
+            max(q * count - t * t, 0) / (count * max(count - 1, 1)) / 255**2 for q, t in zip(squares, total)
+        ]
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(
+            np.sqrt(variance), dtype=torch.float32
+        ).clamp_min(1e-3)
 
 
 @dataclass
@@ -330,7 +358,9 @@ class TensorData:
         mean, std = mapped.statistics()
         labels = torch.from_numpy(store.table.samples["given_label"].to_numpy().astype(np.int64))
         budget = memory_budget(max_memory)
-        _, state_bytes = state_plan(len(mapped), store.table.num_classes, _PLAN_WINDOW, _PLAN_NETWORKS, budget)
+        _, state_bytes = state_plan(
+            len(mapped), store.table.num_classes, _PLAN_WINDOW, _PLAN_NETWORKS, budget
+        )
         images = mapped if mapped.nbytes > budget - state_bytes else mapped.load()
         return cls(images, labels, store.table.num_classes, mean, std)
 
@@ -338,15 +368,21 @@ class TensorData:
     def from_features(cls, features: np.ndarray, labels: np.ndarray, num_classes: int) -> "TensorData":
         """Embeddings ``(N, D)`` (kept in their dtype, e.g. float16) and given labels ``(N,)``."""
         if features.ndim != 2 or len(features) != len(labels):
-            raise ConfigError(f"embeddings must be (N, D) with one row per sample ({len(labels)}); got {features.shape}")
+            raise ConfigError(
+                f"embeddings must be (N, D) with one row per sample ({len(labels)}); got {features.shape}"
+            )
         tensor = torch.from_numpy(np.array(features))  # a private copy: the cache file is read-only
         mean, std, spread = _feature_statistics(tensor)
         if len(tensor) > 1 and not (std > 0).any():
-            raise ConfigError("the embeddings are the same vector for every sample, so nothing tells the samples "
-                              "apart; check how they were computed (for --embeddings, the file's values)")
+            raise ConfigError(
+                "the embeddings are the same vector for every sample, so nothing tells the samples "
+                "apart; check how they were computed (for --embeddings, the file's values)"
+            )
         if float(spread.max()) > 1e30:  # standardising in float32 would overflow on the way
-            raise ConfigError(f"the embeddings hold values that differ by up to {float(spread.max()):.3g}, too large "
-                              "to compute with; rescale them (e.g. standardise each dimension) and pass them again")
+            raise ConfigError(
+                f"the embeddings hold values that differ by up to {float(spread.max()):.3g}, too large "
+                "to compute with; rescale them (e.g. standardise each dimension) and pass them again"
+            )
         mean, std = mean.float(), std.float()
         # A dimension that barely varies in the training set would be blown up by its own tiny
         # spread and swamp the others on new images: floor it at a tenth of the median spread.
@@ -383,7 +419,9 @@ class History:
     significant digits); means are always computed in float32.
     """
 
-    def __init__(self, num_samples: int, num_classes: int, window: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, num_samples: int, num_classes: int, window: int, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.buffer = torch.zeros(num_samples, window, num_classes, dtype=dtype)
         self.filled = 0
         self.window = window
@@ -418,10 +456,12 @@ class History:
 
 def _with_compute_threads(method):
     """Decorator: run a :class:`Trainer` method inside :meth:`Trainer.compute_threads`."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self.compute_threads():
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
@@ -433,7 +473,11 @@ class Trainer:
     """
 
     def __init__(
-        self, data: TensorData, config: TrainConfig, progress: ProgressCallback | None = None, networks: int = 1
+        self,
+        data: TensorData,
+        config: TrainConfig,
+        progress: ProgressCallback | None = None,
+        networks: int = 1,
     ) -> None:
         self.config = config.validate()
         self.data = data
@@ -441,18 +485,27 @@ class Trainer:
         self.progress = progress
         self.world, self.rank = distributed.world_size(), distributed.rank()
         if len(data) < self.world:
-            raise ConfigError(f"{len(data)} samples cannot be shared by {self.world} processes (each needs a sample "
-                              f"of every batch); run at most {len(data)} processes (torchrun --nproc-per-node), or "
-                              "one process without torchrun")
+            raise ConfigError(
+                f"{len(data)} samples cannot be shared by {self.world} processes (each needs a sample "
+                f"of every batch); run at most {len(data)} processes (torchrun --nproc-per-node), or "
+                "one process without torchrun"
+            )
         if config.batch_size < self.world:
-            raise ConfigError(f"batches of {config.batch_size} samples cannot be shared by {self.world} processes "
-                              f"(each needs a sample of every batch); raise --batch-size to at least {self.world} "
-                              "or run fewer processes (torchrun --nproc-per-node)")
+            raise ConfigError(
+                f"batches of {config.batch_size} samples cannot be shared by {self.world} processes "
+                f"(each needs a sample of every batch); raise --batch-size to at least {self.world} "
+                "or run fewer processes (torchrun --nproc-per-node)"
+            )
         # The shuffled order is the same on every rank (each trains its share of every batch);
         # augmentation and complementary-label draws differ per rank. One process: one generator.
         self.order_generator = torch.Generator().manual_seed(config.seed)
-        self.generator = self.order_generator if self.world == 1 else torch.Generator().manual_seed(
-            int(np.random.SeedSequence([config.seed, self.rank]).generate_state(1)[0]))
+        self.generator = (
+            self.order_generator
+            if self.world == 1
+            else torch.Generator().manual_seed(
+                int(np.random.SeedSequence([config.seed, self.rank]).generate_state(1)[0])
+            )
+        )
         torch.manual_seed(config.seed)
         if data.is_features:
             # The backbone that made the embeddings is the scan's business; here only the head trains.
@@ -460,11 +513,19 @@ class Trainer:
             nets = [build_head(config.head, data.channels, data.num_classes) for _ in range(networks)]
             self.memory_format = torch.contiguous_format
         else:
-            backbone = config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
+            backbone = (
+                config.backbone if config.backbone != "auto" else default_backbone(data.images.shape[-1])
+            )
             self.backbone = backbone
             nets = [
-                build_model(backbone, data.channels, data.num_classes, depth=config.depth, width=config.width,
-                            weights=config.weights)
+                build_model(
+                    backbone,
+                    data.channels,
+                    data.num_classes,
+                    depth=config.depth,
+                    width=config.width,
+                    weights=config.weights,
+                )
                 for _ in range(networks)  # each draws its own initialisation from the seeded generator
             ]
             # channels_last is ~20% faster on CPU, but torch 2.14's CPU convolution backward crashes
@@ -473,7 +534,9 @@ class Trainer:
             narrow = backbone == "cifar-resnet" and config.width < 16
             self.memory_format = torch.contiguous_format if narrow else torch.channels_last
         # With several networks the model returns (M, B, K) logits; the history keeps their mean softmax.
-        self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(self.device, memory_format=self.memory_format)
+        self.model = (nets[0] if networks == 1 else Ensemble(nets)).to(
+            self.device, memory_format=self.memory_format
+        )
         self.networks = networks
         # What trains: the model itself, or its DistributedDataParallel wrapper under torchrun
         # (gradients averaged over the ranks). Predictions use the model itself.
@@ -482,7 +545,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.memory = self._memory_plan(data, networks)
         self.state_dtype = getattr(torch, self.memory["state_dtype"])
         self.history = History(len(data), data.num_classes, config.history_window, self.state_dtype)
@@ -496,12 +560,16 @@ class Trainer:
         self.std = data.std.to(self.device).view(shape)
         self.precision = resolve_precision(config.precision, self.device, data.is_features)
         low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=low)) if low is not None else nullcontext
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=low)) if low is not None else nullcontext
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         # A head's operations are tiny: on a CPU one thread is as fast as two on a quiet machine and
         # many times faster when another process holds a core (measured 6 s vs 40-150 s for NLNL on
         # 10,000 x 1,280 embeddings); one thread also makes the result independent of the core count.
-        self.threads = cpu_threads(config, features=data.is_features) if self.device.type == "cpu" else config.threads
+        self.threads = (
+            cpu_threads(config, features=data.is_features) if self.device.type == "cpu" else config.threads
+        )
         self.epochs_done = 0
         self.phase_seconds: dict[str, float] = {}
         # One row per epoch: phase, epoch, lr, mean loss, accuracy of the training-time
@@ -517,20 +585,36 @@ class Trainer:
         state_dtype, state_bytes = state_plan(n, k, self.config.history_window, networks, budget)
         if self.world > 1:
             half = distributed.all_reduce_max(torch.tensor([float(state_dtype == "float16")]))
-            state_dtype, state_bytes = ("float16", state_bytes // 2 if state_dtype == "float32" else state_bytes) \
-                if half.item() else (state_dtype, state_bytes)
+            state_dtype, state_bytes = (
+                ("float16", state_bytes // 2 if state_dtype == "float32" else state_bytes)
+                if half.item()
+                else (state_dtype, state_bytes)
+            )
         if state_bytes > budget:
-            log.warning("the per-sample state of %d samples x %d classes needs %s in %s, more than the memory "
-                        "budget of %s; it may not fit in RAM (raise --max-memory if the machine has it)",
-                        n, k, format_size(state_bytes), state_dtype, format_size(budget))
+            log.warning(
+                "the per-sample state of %d samples x %d classes needs %s in %s, more than the memory "
+                "budget of %s; it may not fit in RAM (raise --max-memory if the machine has it)",
+                n,
+                k,
+                format_size(state_bytes),
+                state_dtype,
+                format_size(budget),
+            )
         if data.streamed:
             images = "streamed"
-        elif self.device.type == "cuda" and data.images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]:
+        elif (
+            self.device.type == "cuda" and data.images.nbytes > 0.5 * torch.cuda.mem_get_info(self.device)[0]
+        ):
             images = "host"  # in RAM, moved to the GPU batch by batch
         else:
             images = "resident"
-        return {"budget_bytes": budget, "images": images, "state_dtype": state_dtype,
-                "image_bytes": int(data.images.nbytes), "state_bytes": int(state_bytes)}
+        return {
+            "budget_bytes": budget,
+            "images": images,
+            "state_dtype": state_dtype,
+            "image_bytes": int(data.images.nbytes),
+            "state_bytes": int(state_bytes),
+        }
 
     def track_rows(self, state: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Register per-sample ``state`` (samples along ``dim``) that a loss writes for its batch.
@@ -550,7 +634,7 @@ class Trainer:
             return batches
         if len(batches) > 1 and len(batches[-1]) < self.world:
             batches[-2:] = [torch.cat(batches[-2:])]
-        return [batch[self.rank::self.world] for batch in batches]
+        return [batch[self.rank :: self.world] for batch in batches]
 
     def _gather(self, index: torch.Tensor) -> torch.Tensor:
         """uint8 images (or embeddings) of the samples at ``index`` on the device."""
@@ -621,8 +705,12 @@ class Trainer:
             dx = torch.randint(0, 2 * pad + 1, (b,), generator=self.generator).to(batch.device)
             rows = (dy[:, None] + torch.arange(h, device=batch.device))[:, None, :, None]  # (B, 1, H, 1)
             cols = (dx[:, None] + torch.arange(w, device=batch.device))[:, None, None, :]  # (B, 1, 1, W)
-            batch = padded[torch.arange(b, device=batch.device)[:, None, None, None],
-                           torch.arange(batch.shape[1], device=batch.device)[None, :, None, None], rows, cols]
+            batch = padded[
+                torch.arange(b, device=batch.device)[:, None, None, None],
+                torch.arange(batch.shape[1], device=batch.device)[None, :, None, None],
+                rows,
+                cols,
+            ]
         if self.config.flip:
             flip = (torch.rand(b, generator=self.generator) < 0.5).to(batch.device)
             batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
@@ -634,7 +722,9 @@ class Trainer:
         name: str,
         epochs: int,
         lr: float,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]],
+        loss_fn: Callable[
+            [torch.Tensor, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]
+        ],
         select_fn: Callable[[History], object] | None = None,
         describe: Callable[[object], str] | None = None,
         schedule: str = "constant",
@@ -650,7 +740,10 @@ class Trainer:
             return
         start = time.perf_counter()
         optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
+            self.model.parameters(),
+            lr=lr,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
         )
         n, k = len(self.data), self.data.num_classes
         for epoch in range(epochs):
@@ -699,12 +792,17 @@ class Trainer:
             _check_finite(self.model, mean_loss, name, epoch, epochs, optimizer.param_groups[0]["lr"])
             self.history.push(epoch_probs.cpu())
             self.epochs_done += 1
-            self.curves.append({
-                "phase": name, "epoch": self.epochs_done, "lr": optimizer.param_groups[0]["lr"],
-                "loss": mean_loss,
-                "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
-                "used_fraction": int(used_sum) / n, "seconds": round(time.perf_counter() - epoch_start, 3),
-            })
+            self.curves.append(
+                {
+                    "phase": name,
+                    "epoch": self.epochs_done,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "loss": mean_loss,
+                    "train_accuracy": float((epoch_probs.argmax(1) == self.labels).float().mean()),
+                    "used_fraction": int(used_sum) / n,
+                    "seconds": round(time.perf_counter() - epoch_start, 3),
+                }
+            )
         self._sync_buffers()
         if self.progress:
             self.progress(name, epochs, epochs, describe(context) if describe else "")
@@ -759,8 +857,13 @@ class Trainer:
 
     @_with_compute_threads
     @torch.no_grad()
-    def predict(self, flip_average: bool | None = None, images: torch.Tensor | MappedImages | None = None,
-                *, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self,
+        flip_average: bool | None = None,
+        images: torch.Tensor | MappedImages | None = None,
+        *,
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(N, K)`` softmax of the current model without augmentation (averaged with the
         horizontally flipped view when flips are part of training), on the training images or
         on other uint8 ``images`` ``(N, C, S, S)`` (e.g. a held-out fold).
@@ -780,7 +883,9 @@ class Trainer:
         if features:
             network = self.model.networks[0] if isinstance(self.model, Ensemble) else self.model
             last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
-            hook = last.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach().float().cpu()))
+            hook = last.register_forward_pre_hook(
+                lambda _, args: captured.append(args[0].detach().float().cpu())
+            )
         share = torch.arange(len(images)).tensor_split(self.world)[self.rank]
         rows = []
         try:
@@ -812,9 +917,15 @@ class Trainer:
     def preprocessing(self) -> dict:
         """What a loaded model needs to prepare new images (or embeddings) the same way."""
         if self.data.is_features:
-            return {"input": "embeddings", "dim": int(self.data.channels), "channels": int(self.data.channels),
-                    "mean": [float(v) for v in self.data.mean], "std": [float(v) for v in self.data.std],
-                    "image_size": 0, "flip_average": False}
+            return {
+                "input": "embeddings",
+                "dim": int(self.data.channels),
+                "channels": int(self.data.channels),
+                "mean": [float(v) for v in self.data.mean],
+                "std": [float(v) for v in self.data.std],
+                "image_size": 0,
+                "flip_average": False,
+            }
         return {
             "image_size": int(self.data.images.shape[-1]),
             "channels": int(self.data.channels),
@@ -843,7 +954,9 @@ def learning_rate(base: float, epoch: int, epochs: int, schedule: str) -> float:
     raise ConfigError(f"schedule must be 'constant', 'cosine' or 'step'; got {schedule!r}")
 
 
-def _check_finite(model: nn.Module, loss: float | None, phase: str, epoch: int, epochs: int, lr: float) -> None:
+def _check_finite(
+    model: nn.Module, loss: float | None, phase: str, epoch: int, epochs: int, lr: float
+) -> None:
     """Raise :class:`TrainingError` when the epoch's mean loss or any weight is NaN or infinite.
 
     A diverged network predicts one class for everything; saving it would hand the user a model
@@ -853,10 +966,16 @@ def _check_finite(model: nn.Module, loss: float | None, phase: str, epoch: int, 
     weights_finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
     if weights_finite and (loss is None or math.isfinite(loss)):
         return
-    what = f"the loss became {loss}" if loss is not None and not math.isfinite(loss) else "the weights became NaN or infinite"
+    what = (
+        f"the loss became {loss}"
+        if loss is not None and not math.isfinite(loss)
+        else "the weights became NaN or infinite"
+    )
     raise TrainingError(
-        f"training diverged in phase {phase!r} at epoch {epoch + 1} of {epochs}: {what} at learning rate {lr:g}; "
-        "no model was saved", "run again with a lower learning rate (retrain --lr, e.g. 10 times lower)"
+        f"training diverged in phase {phase!r} at epoch {epoch + 1} of {epochs}: {what} at learning rate "
+        f"{lr:g}; "
+        "no model was saved",
+        "run again with a lower learning rate (retrain --lr, e.g. 10 times lower)",
     )
 
 
@@ -911,11 +1030,15 @@ def check_budget(budget: float, option: str = "--budget") -> float:
     """``budget`` (a multiple of the default schedule) when it is a number in ``(0, MAX_BUDGET]``,
     else ConfigError."""
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-        raise ConfigError(f"{option} must be a finite number > 0 (1 = the default schedule, 0.5 = half of it); "
-                          f"got {budget!r}")
+        raise ConfigError(
+            f"{option} must be a finite number > 0 (1 = the default schedule, 0.5 = half of it); "
+            f"got {budget!r}"
+        )
     if budget > MAX_BUDGET:
-        raise ConfigError(f"{option} must be in the range (0, {MAX_BUDGET}] (1 = the default schedule, {MAX_BUDGET} = "
-                          f"{MAX_BUDGET} times as many epochs); got {budget!r}")
+        raise ConfigError(
+            f"{option} must be in the range (0, {MAX_BUDGET}] (1 = the default schedule, {MAX_BUDGET} = "
+            f"{MAX_BUDGET} times as many epochs); got {budget!r}"
+        )
     return budget
 
 

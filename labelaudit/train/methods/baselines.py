@@ -56,16 +56,22 @@ class BaselineConfig:
         if not 0 <= self.k < 1:
             raise ConfigError(f"k must be in [0, 1); got {self.k!r}")
         if self.folds < 2 or self.fold_epochs < 1:
-            raise ConfigError(f"cv-ce needs folds >= 2 and fold_epochs >= 1; got {self.folds!r}, {self.fold_epochs!r}")
+            raise ConfigError(
+                f"cv-ce needs folds >= 2 and fold_epochs >= 1; got {self.folds!r}, {self.fold_epochs!r}"
+            )
         if self.flagger not in ("confident-learning", "cleanlab"):
             raise ConfigError(f"flagger must be 'confident-learning' or 'cleanlab'; got {self.flagger!r}")
         if self.epochs < 1 or self.prune_every < 1:
-            raise ConfigError(f"epochs and prune_every must be >= 1; got {self.epochs!r}, {self.prune_every!r}")
+            raise ConfigError(
+                f"epochs and prune_every must be >= 1; got {self.epochs!r}, {self.prune_every!r}"
+            )
         return self
 
     def scaled(self, scale: float) -> "BaselineConfig":
         epochs, fold_epochs = scaled_epochs((self.epochs, self.fold_epochs), scale)
-        return replace(self, epochs=epochs, fold_epochs=fold_epochs, prune_every=max(1, round(self.prune_every * scale)))
+        return replace(
+            self, epochs=epochs, fold_epochs=fold_epochs, prune_every=max(1, round(self.prune_every * scale))
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +106,9 @@ def run_baseline(trainer: Trainer, method: str, config: BaselineConfig, phase: s
     def describe(w) -> str:
         return f"kept {w.mean().item():.0%}" if method == "truncated-gce" else ""
 
-    trainer.run_phase(phase or method.upper(), config.epochs, config.lr, loss, select, describe, config.schedule)
+    trainer.run_phase(
+        phase or method.upper(), config.epochs, config.lr, loss, select, describe, config.schedule
+    )
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -130,7 +138,9 @@ def cross_validated_probs(
         train_idx = torch.from_numpy(np.flatnonzero(fold != f))
         held_idx = torch.from_numpy(np.flatnonzero(fold == f))
         trainer = Trainer(data.subset(train_idx), replace(train_config, seed=train_config.seed + f), progress)
-        run_baseline(trainer, "ce", replace(config, epochs=config.fold_epochs), phase=f"CV fold {f + 1}/{config.folds}")
+        run_baseline(
+            trainer, "ce", replace(config, epochs=config.fold_epochs), phase=f"CV fold {f + 1}/{config.folds}"
+        )
         probs[held_idx.numpy()] = trainer.predict(images=data.subset(held_idx).images).numpy()
         if first is None:
             first = trainer

@@ -33,7 +33,9 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, counts.max() / counts.clamp_min(1), torch.zeros_like(counts))
 
 
-def draw_complementary(labels: torch.Tensor, num_classes: int, draws: int, generator: torch.Generator) -> torch.Tensor:
+def draw_complementary(
+    labels: torch.Tensor, num_classes: int, draws: int, generator: torch.Generator
+) -> torch.Tensor:
     """``(B, draws)`` complementary labels ``(y + U{1..K-1}) % K``: never the given label."""
     offsets = torch.randint(1, num_classes, (len(labels), draws), generator=generator).to(labels.device)
     return (labels[:, None] + offsets) % num_classes
@@ -82,8 +84,12 @@ class NLNLConfig:
     selpl_schedule: str = "constant"  # SelPL learning rate: constant (paper) or cosine decay
 
     def validate(self, num_classes: int) -> "NLNLConfig":
-        if self.complementary != "all" and not (isinstance(self.complementary, int) and self.complementary >= 1):
-            raise ConfigError(f"complementary must be a positive integer or 'all'; got {self.complementary!r}")
+        if self.complementary != "all" and not (
+            isinstance(self.complementary, int) and self.complementary >= 1
+        ):
+            raise ConfigError(
+                f"complementary must be a positive integer or 'all'; got {self.complementary!r}"
+            )
         if not 0 < self.gamma < 1:
             raise ConfigError(f"gamma must be in (0, 1); got {self.gamma!r}")
         if len(self.epochs) != 3 or len(self.lrs) != 3:
@@ -102,7 +108,9 @@ def selnl_mask(mean_given: torch.Tensor, num_classes: int) -> torch.Tensor:
     return mean_given > 1.0 / num_classes
 
 
-def selpl_mask(mean_given: torch.Tensor, labels: torch.Tensor, num_classes: int, gamma: float, min_fraction: float) -> torch.Tensor:
+def selpl_mask(
+    mean_given: torch.Tensor, labels: torch.Tensor, num_classes: int, gamma: float, min_fraction: float
+) -> torch.Tensor:
     """Samples with mean ``p_y >= gamma``, topped up per class to ``min_fraction`` of the class.
 
     The top-up keeps SelPL from collapsing when it starts from a weak model: a class with few
@@ -143,7 +151,9 @@ def run_nlnl(trainer: Trainer, config: NLNLConfig) -> None:
         return selnl_mask(history.mean_given(data.labels), k)
 
     def selpl_select(history: History) -> torch.Tensor:
-        return selpl_mask(history.mean_given(data.labels), data.labels, k, config.gamma, config.min_class_fraction)
+        return selpl_mask(
+            history.mean_given(data.labels), data.labels, k, config.gamma, config.min_class_fraction
+        )
 
     def describe(mask) -> str:
         return f"selected {mask.float().mean().item():.0%}"
@@ -152,4 +162,6 @@ def run_nlnl(trainer: Trainer, config: NLNLConfig) -> None:
     nl_lr, selnl_lr, selpl_lr = config.lrs
     trainer.run_phase("NL", nl_epochs, nl_lr, negative, lambda _: everyone, describe)
     trainer.run_phase("SelNL", selnl_epochs, selnl_lr, negative, selnl_select, describe)
-    trainer.run_phase("SelPL", selpl_epochs, selpl_lr, positive, selpl_select, describe, config.selpl_schedule)
+    trainer.run_phase(
+        "SelPL", selpl_epochs, selpl_lr, positive, selpl_select, describe, config.selpl_schedule
+    )

@@ -27,7 +27,9 @@ EPS = 1e-7
 VARIANTS = ("pm", "pm-ar", "full")
 
 
-def pm_loss_per_sample(probs: torch.Tensor, labels: torch.Tensor, complementary: torch.Tensor) -> torch.Tensor:
+def pm_loss_per_sample(
+    probs: torch.Tensor, labels: torch.Tensor, complementary: torch.Tensor
+) -> torch.Tensor:
     """``-log p_y - sum_{k in S} log(1 - p_k)`` per sample.
 
     ``probs`` ``(B, K)``, ``labels`` ``(B,)``, ``complementary`` ``(B, K)`` bool mask of ``S``
@@ -82,11 +84,14 @@ class PMNARConfig:
     paper"); the defaults are the paper's."""
 
     # 10x the 24 epochs it had before issue 16: the budget at which it first matched NLNL's default
-    # F1 with a noise-rate error under 3 points on the sample data (docs/methods.md, "Quality against budget").
+    # F1 with a noise-rate error under 3 points on the sample data (docs/methods.md, "Quality against
+    # budget").
     epochs: int = 240
     warmup: int = 50
     lr: float = 0.1
-    schedule: str = "constant"  # measured better than the paper-shaped "step" at this budget (docs/methods.md)
+    schedule: str = (
+        "constant"  # measured better than the paper-shaped "step" at this budget (docs/methods.md)
+    )
     beta: float | None = None  # None: default_beta(K)
     variant: str = "full"
     reweight_from: str = "peer"  # peer (paper) or own: whose confidence in the given label weights a sample
@@ -97,11 +102,15 @@ class PMNARConfig:
         if self.variant not in VARIANTS:
             raise ConfigError(f"pmnar variant must be one of {list(VARIANTS)}; got {self.variant!r}")
         if self.warmup < 0 or self.epochs < 1:
-            raise ConfigError(f"pmnar needs epochs >= 1 and warmup >= 0; got {self.epochs!r}, {self.warmup!r}")
+            raise ConfigError(
+                f"pmnar needs epochs >= 1 and warmup >= 0; got {self.epochs!r}, {self.warmup!r}"
+            )
         if self.reweight_from not in ("peer", "own"):
             raise ConfigError(f"pmnar reweight_from must be 'peer' or 'own'; got {self.reweight_from!r}")
         if self.consistency_target not in ("ensemble", "own"):
-            raise ConfigError(f"pmnar consistency_target must be 'ensemble' or 'own'; got {self.consistency_target!r}")
+            raise ConfigError(
+                f"pmnar consistency_target must be 'ensemble' or 'own'; got {self.consistency_target!r}"
+            )
         if self.beta is not None and self.beta < 0:
             raise ConfigError(f"beta must be >= 0; got {self.beta!r}")
         return self
@@ -133,13 +142,17 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
     data, device = trainer.data, trainer.device
     n, k, m = len(data), data.num_classes, trainer.networks
     if m != config.networks:
-        raise ConfigError(f"pmnar variant {config.variant!r} needs a trainer with {config.networks} networks; got {m}")
+        raise ConfigError(
+            f"pmnar variant {config.variant!r} needs a trainer with {config.networks} networks; got {m}"
+        )
     beta = (config.beta if config.beta is not None else default_beta(k)) if config.variant == "full" else 0.0
     labels = data.labels.to(device)
     complementary = initial_complementary(data.labels, k).to(device).expand(m, n, k).clone()  # (M, N, K)
     # Last epoch's un-augmented softmax, written per batch (tracked: complete on every rank of a
     # data-parallel run at each epoch's end).
-    clean = trainer.track_rows(torch.full((m, n, k), 1.0 / k, device=device, dtype=trainer.state_dtype), dim=1)
+    clean = trainer.track_rows(
+        torch.full((m, n, k), 1.0 / k, device=device, dtype=trainer.state_dtype), dim=1
+    )
     weights = torch.ones(m, n, device=device)
     epoch = {"index": 0}
 
@@ -165,15 +178,21 @@ def run_pmnar(trainer: Trainer, config: PMNARConfig) -> PMNARState:
         target = probs_clean.mean(dim=0)  # ensemble prediction on the un-augmented view
         total = logits.new_zeros(())
         for net in range(m):
-            per_sample = w[net, index] * pm_loss_per_sample(probs_aug[net], batch_labels, complementary[net, index])
+            per_sample = w[net, index] * pm_loss_per_sample(
+                probs_aug[net], batch_labels, complementary[net, index]
+            )
             if beta:
                 own = config.consistency_target == "own"
-                per_sample = per_sample + beta * consistency_kl(probs_clean[net] if own else target, logits[net])
+                per_sample = per_sample + beta * consistency_kl(
+                    probs_clean[net] if own else target, logits[net]
+                )
             total = total + per_sample.mean()
         return total, torch.tensor(len(index))
 
     def describe(w) -> str:
-        return f"weight>0 {(w > 0).float().mean().item():.0%}" if epoch["index"] > config.warmup else "warm-up"
+        return (
+            f"weight>0 {(w > 0).float().mean().item():.0%}" if epoch["index"] > config.warmup else "warm-up"
+        )
 
     trainer.run_phase("PMNAR", config.epochs, config.lr, loss, start_epoch, describe, config.schedule)
     trainer.recompute_batch_norm()  # the saved model and the anchor estimator predict in eval mode
