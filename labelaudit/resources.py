@@ -88,6 +88,10 @@ def cgroup_cpu_limit(
 
 
 def _slot_folder() -> Path:
+    """``$LABELAUDIT_CPU_SLOTS``, else ``$TMPDIR/labelaudit-<uid>/cpu-slots``: the runs that share
+    one folder take turns (a test suite uses its own, so that it never waits for other runs)."""
+    if os.environ.get("LABELAUDIT_CPU_SLOTS"):
+        return Path(os.environ["LABELAUDIT_CPU_SLOTS"]).expanduser()
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"labelaudit-{uid}" / "cpu-slots"
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_cpu_slots(tmp_path_factory):
+    """The suite's runs take turns on the CPUs among themselves only (labelaudit.resources): a scan
+    elsewhere on the machine would otherwise make a test's scan wait and print a warning."""
+    previous = os.environ.get("LABELAUDIT_CPU_SLOTS")
+    os.environ["LABELAUDIT_CPU_SLOTS"] = str(tmp_path_factory.mktemp("cpu-slots"))
+    yield
+    if previous is None:
+        os.environ.pop("LABELAUDIT_CPU_SLOTS", None)
+    else:
+        os.environ["LABELAUDIT_CPU_SLOTS"] = previous
 
 
 @pytest.fixture(autouse=True)

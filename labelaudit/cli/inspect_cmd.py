@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,25 +70,20 @@ def inspect(
     if out is not None:  # checked, locked and created before decoding
         inputs = input_paths(table, [cache_root(cache_dir)])
         output = RunDirectory(out, "inspect", inputs=inputs, overwrite=overwrite).open()
-    try:
-        with progress_bars(bars) as progress:
-            store = load_images(
-                table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress
-            )
-            report = inspect_store(store)
-            as_dict = report.to_dict() if output is not None or json_output else None
-            if output is not None:  # a million skipped files take a second or two to list
-                progress("write output", 0, 2)
-                write_json(output.tmp / "inspect.json", as_dict)
-                progress("write output", 1, 2)
-                write_skipped_csv(output.tmp / "skipped.csv", store.table.skipped)
-                progress("write output", 2, 2)
-        if output is not None:
-            out = output.commit()
-    except BaseException:
-        if output is not None:
-            output.abort()
-        raise
+    with output.writing() if output is not None else nullcontext() as tmp, progress_bars(bars) as progress:
+        store = load_images(
+            table, image_size=image_size, cache_dir=cache_dir, workers=workers, progress=progress
+        )
+        report = inspect_store(store)
+        as_dict = report.to_dict() if output is not None or json_output else None
+        if output is not None:  # a million skipped files take a second or two to list
+            progress("write output", 0, 2)
+            write_json(tmp / "inspect.json", as_dict)
+            progress("write output", 1, 2)
+            write_skipped_csv(tmp / "skipped.csv", store.table.skipped)
+            progress("write output", 2, 2)
+    if output is not None:
+        out = output.path
     if json_output:
         typer.echo(json_text(as_dict))
     else:

@@ -554,15 +554,9 @@ def write_noisy_dataset(
     if isinstance(out_dir, RunDirectory):
         run = out_dir
     else:
-        run = RunDirectory(
-            out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite
-        ).open()
-    try:
-        info = _write_noisy_files(table, noisy, run.tmp)
-    except BaseException:
-        run.abort()
-        raise
-    run.commit()
+        run = RunDirectory(out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite)
+    with run.writing() as tmp:
+        info = _write_noisy_files(table, noisy, tmp)
     return info
 
 

@@ -50,7 +50,6 @@ from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus, mask
 
 MODES = ("pseudo", "drop", "forward", "labels")
 RELABEL = ("flagged", "all")
-EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -539,9 +538,8 @@ def write_retrain(
             "retrain",
             inputs=retrain_inputs(result.run, labels=result.config.labels),
             overwrite=overwrite,
-        ).open()
-    try:
-        out = run.tmp
+        )
+    with run.writing() as out:
         write_csv(out / "cleaned_labels.csv", result.cleaned)
         with atomic_path(out / "cleaned_labels.parquet") as tmp:
             result.cleaned.to_parquet(tmp, index=False)
@@ -564,7 +562,4 @@ def write_retrain(
                 **({"embedding": _embedding_spec(result.run)} if result.run.input_kind != "images" else {}),
             },
         )
-    except BaseException:
-        run.abort()
-        raise
-    return run.commit()
+    return run.path

@@ -380,6 +380,15 @@ _DIVERGED_ADVICE = {
 }
 
 
+#: Methods trained on one Trainer: the ScanConfig field holding their settings and how to run
+#: them (``run(trainer, method, settings)``); cv-ce trains one Trainer per fold (_train).
+_TRAINED_METHODS = {
+    "nlnl": ("nlnl", lambda trainer, method, settings: run_nlnl(trainer, settings)),
+    "pmnar": ("pmnar", lambda trainer, method, settings: run_pmnar(trainer, settings)),
+    "baseline": ("baseline", run_baseline),  # ce, gce, truncated-gce
+}
+
+
 def _train(data: TensorData, config: ScanConfig, progress):
     """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
     estimator's probabilities ``(N, K)``, the config with the schedule actually used and the
@@ -391,21 +400,11 @@ def _train(data: TensorData, config: ScanConfig, progress):
         # The last fold's network on every sample (its own training data is a subset).
         penultimate = trainer.predict(flip_average=False, images=data.images, features=True)[1].numpy()
         return trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate
-    if config.method == "nlnl":
-        nlnl = config.nlnl.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress)
-        run_nlnl(trainer, nlnl)
-        config = replace(config, nlnl=nlnl)
-    elif config.method == "pmnar":
-        pmnar = config.pmnar.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress, networks=pmnar.networks)
-        run_pmnar(trainer, pmnar)
-        config = replace(config, pmnar=pmnar)
-    else:
-        baseline = config.baseline.scaled(config.epochs_scale)
-        trainer = Trainer(data, config.train, progress)
-        run_baseline(trainer, config.method, baseline)
-        config = replace(config, baseline=baseline)
+    field, run_method = _TRAINED_METHODS.get(config.method, _TRAINED_METHODS["baseline"])
+    settings = getattr(config, field).scaled(config.epochs_scale)
+    trainer = Trainer(data, config.train, progress, networks=getattr(settings, "networks", 1))
+    run_method(trainer, config.method, settings)
+    config = replace(config, **{field: settings})
     anchor_probs, penultimate = trainer.predict(flip_average=False, features=True)
     return trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy()
 
@@ -624,13 +623,10 @@ def write_run(
                 result.table, weights=result.config.train.weights, files=[result.inputs.get("file")]
             ),
             overwrite=overwrite,
-        ).open()
-    try:
-        _write_run_files(result, run.tmp)
-    except BaseException:
-        run.abort()
-        raise
-    return run.commit()
+        )
+    with run.writing() as tmp:
+        _write_run_files(result, tmp)
+    return run.path
 
 
 def _write_run_files(result: ScanResult, out: Path) -> None:

@@ -452,9 +452,8 @@ def write_apply(
     else:
         output = RunDirectory(
             out_dir, "apply", inputs=apply_inputs(result.run, result.decisions.path), overwrite=overwrite
-        ).open()
-    try:
-        tmp = output.tmp
+        )
+    with output.writing() as tmp:
         with atomic_path(tmp / "cleaned.parquet") as file:
             result.cleaned.to_parquet(file, index=False)
         write_csv(tmp / "cleaned.csv", result.cleaned)
@@ -464,10 +463,7 @@ def write_apply(
             frame["new_label"] = frame["new_label"].where(frame["decision"] == "relabel", "")
         write_csv(tmp / "decisions.csv", frame[DECISION_COLUMNS])
         write_json(tmp / "apply.json", apply_summary(result))
-    except BaseException:
-        output.abort()
-        raise
-    return output.commit()
+    return output.path
 
 
 def _choice(result: list, choices_name: str) -> str | None:

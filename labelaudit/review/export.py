@@ -360,9 +360,8 @@ def export_run(
     target = out if out is not None else default_export_dir(run.path, format)
     output = RunDirectory(
         target, "export", inputs=input_paths(run.table, [run.path]), overwrite=overwrite
-    ).open()
-    try:
-        tmp = output.tmp
+    ).open()  # before the files are made: a bad --out fails first
+    with output.writing() as tmp:
         if format == "label-studio":
             write_text(tmp / "tasks.json", json_text(tasks) + "\n")
             write_text(tmp / "label_config.xml", config)
@@ -384,10 +383,6 @@ def export_run(
         )
         write_text(tmp / "README.txt", readme(result, run.path))
         write_json(tmp / "export.json", export_summary(result, run))
-    except BaseException:
-        output.abort()
-        raise
-    output.commit()
     return result
 
 

@@ -32,8 +32,9 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from .. import _interrupt
 from .._atomic import remove_stale_temporaries, temporary_sibling
@@ -397,6 +398,19 @@ class RunDirectory:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
         self._lock.release()
+
+    @contextmanager
+    def writing(self) -> Iterator[Path]:
+        """The temporary folder (opened first if need be) for the block to write into: moved into
+        place when the block ends (:meth:`commit`), deleted if it raises (:meth:`abort`)."""
+        if self.tmp is None and not self.committed:
+            self.open()
+        try:
+            yield self.tmp
+        except BaseException:
+            self.abort()
+            raise
+        self.commit()
 
     def __enter__(self) -> "RunDirectory":
         return self.open()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Floor of a probability before its log (every loss and method uses this one).
 EPS = 1e-7
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ..losses import EPS
 from ..trainer import History, TensorData, TrainConfig, Trainer, scaled_epochs
 
-EPS = 1e-7
 BASELINES = ("ce", "gce", "truncated-gce")  # trained like the other methods; cv-ce is separate
 
 

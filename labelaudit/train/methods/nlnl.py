@@ -22,9 +22,8 @@ from typing import Union
 import torch
 
 from ...errors import ConfigError
+from ..losses import EPS
 from ..trainer import History, Trainer, scaled_epochs
-
-EPS = 1e-7
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

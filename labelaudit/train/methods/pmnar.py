@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ...errors import ConfigError
+from ..losses import EPS
 from ..trainer import History, Trainer, scaled_epochs
 
-EPS = 1e-7
 VARIANTS = ("pm", "pm-ar", "full")
 
 
