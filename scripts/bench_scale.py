@@ -117,7 +117,8 @@ def streaming(args) -> None:
 
     from labelaudit import load_images, load_source
     from labelaudit.train.methods.nlnl import NLNLConfig, run_nlnl
-    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+    from labelaudit.train.tensors import TensorData
+    from labelaudit.train.trainer import TrainConfig, Trainer
 
     store = load_images(load_source(args.source))
     data = {"in memory": TensorData.from_store(store), "streamed": TensorData.from_store(store, max_memory=1)}

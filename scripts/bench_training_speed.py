@@ -22,8 +22,10 @@ import torch
 from labelaudit.data.images import load_images
 from labelaudit.data.sources import load_source
 from labelaudit.nets.models import build_model
+from labelaudit.train.compute import cpu_has_fast_bfloat16
 from labelaudit.train.methods.nlnl import class_weights, nl_loss
-from labelaudit.train.trainer import TensorData, TrainConfig, Trainer, cpu_has_fast_bfloat16
+from labelaudit.train.tensors import TensorData
+from labelaudit.train.trainer import TrainConfig, Trainer
 
 
 def bare_rate(data: TensorData, precision: str, steps: int = 40, repeats: int = 3) -> float:

@@ -21,7 +21,8 @@ from labelaudit.data.images import load_images
 from labelaudit.data.sources import load_source
 from labelaudit.pipeline.scan import ScanConfig, _train
 from labelaudit.train.inputs import backbone_embeddings
-from labelaudit.train.trainer import TensorData, TrainConfig
+from labelaudit.train.tensors import TensorData
+from labelaudit.train.trainer import TrainConfig
 
 
 def main(source: str, truth: str, settings: list[str]) -> None:

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+from labelaudit.train.tensors import TensorData
+from labelaudit.train.trainer import TrainConfig, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
 #: Long enough for the flags to settle (measured: 96.4% agreement at 0.3, 98.0% at 1), short enough for CI.

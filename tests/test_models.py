@@ -59,7 +59,8 @@ def test_default_backbone_by_image_size():
 def test_narrow_network_trains_on_odd_batches(batch):
     """torch's CPU channels_last backward segfaults for < 16 channels and odd batches; the
     Trainer must avoid that layout for narrow networks (a crash here kills the test run)."""
-    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+    from labelaudit.train.tensors import TensorData
+    from labelaudit.train.trainer import TrainConfig, Trainer
 
     images = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8)
     data = TensorData(images, torch.arange(batch) % 3, 3, torch.tensor([0.5]), torch.tensor([0.25]))
@@ -78,7 +79,7 @@ def test_narrow_network_trains_on_odd_batches(batch):
 
 
 def test_precision_is_resolved_per_device_and_input():
-    from labelaudit.train.trainer import cpu_has_fast_bfloat16, resolve_precision
+    from labelaudit.train.compute import cpu_has_fast_bfloat16, resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("fp32", cpu, features=False) == "fp32"
@@ -96,7 +97,8 @@ def test_bfloat16_training_is_deterministic_and_keeps_float32_weights(batch):
     """bf16 autocast on the CPU (the default where the CPU computes bf16 in hardware): the same
     seed gives the same weights and soft labels, weights stay float32, narrow networks and odd
     batches included."""
-    from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+    from labelaudit.train.tensors import TensorData
+    from labelaudit.train.trainer import TrainConfig, Trainer
 
     def train(width):
         images = torch.randint(

@@ -19,7 +19,8 @@ from labelaudit.train.methods.pmnar import (
     remove_predicted,
     run_pmnar,
 )
-from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+from labelaudit.train.tensors import TensorData
+from labelaudit.train.trainer import TrainConfig, Trainer
 
 
 def test_pm_loss_by_hand():

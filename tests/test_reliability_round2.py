@@ -302,7 +302,7 @@ def test_a_diverged_scan_gives_scan_advice():
 
 
 def test_a_tiny_memory_budget_is_reported_in_readable_units(tmp_path, capsys):
-    from labelaudit.train.trainer import format_size
+    from labelaudit.train.compute import format_size
 
     assert [format_size(v) for v in (1, 1024, 1536, 10 * 2**20, 3 * 2**30)] == [
         "1 B",

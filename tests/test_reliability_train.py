@@ -32,7 +32,8 @@ from labelaudit.pipeline.benchmark import failure_line
 from labelaudit.pipeline.scan import ScanConfig, scan, write_run
 from labelaudit.reports import write_json
 from labelaudit.train.methods.nlnl import NLNLConfig
-from labelaudit.train.trainer import TensorData, TrainConfig, Trainer
+from labelaudit.train.tensors import TensorData
+from labelaudit.train.trainer import TrainConfig, Trainer
 
 TINY = TrainConfig(width=8, flip=False, crop_padding=0)
 

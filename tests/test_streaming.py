@@ -11,17 +11,12 @@ from conftest import make_noisy_pattern_dataset, run_cli
 
 from labelaudit import load_images, load_source
 from labelaudit.errors import ConfigError
+from labelaudit.train.compute import parse_memory_size
 from labelaudit.train.methods.baselines import BaselineConfig, cross_validated_probs
 from labelaudit.train.methods.nlnl import NLNLConfig, run_nlnl
 from labelaudit.train.methods.pmnar import PMNARConfig, run_pmnar
-from labelaudit.train.trainer import (
-    History,
-    MappedImages,
-    TensorData,
-    TrainConfig,
-    Trainer,
-    parse_memory_size,
-)
+from labelaudit.train.tensors import MappedImages, TensorData
+from labelaudit.train.trainer import History, TrainConfig, Trainer
 
 TINY = TrainConfig(width=8, batch_size=32)
 

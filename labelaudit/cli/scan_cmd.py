@@ -252,10 +252,11 @@ def scan_command(
     from ..pipeline.scan import ScanConfig, default_run_dir, scan, scan_inputs, summary, write_run
     from ..runs.directory import RunDirectory
     from ..train import distributed
+    from ..train.compute import parse_memory_size
     from ..train.methods.baselines import BaselineConfig
     from ..train.methods.nlnl import NLNLConfig
     from ..train.methods.pmnar import PMNARConfig
-    from ..train.trainer import TrainConfig, parse_memory_size
+    from ..train.trainer import TrainConfig
 
     if epochs is not None:
         raise ConfigError(

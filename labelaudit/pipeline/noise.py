@@ -365,7 +365,7 @@ def confusion_probabilities(
     n = len(y)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     probs = torch.zeros(n, num_classes, dtype=torch.float64)
-    from ..train.trainer import torch_threads
+    from ..train.compute import torch_threads
 
     with torch_threads(
         1

@@ -43,10 +43,12 @@ from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, in
 from ..runs.format import RUN_FORMAT_VERSION
 from ..runs.scan_run import ScanRun, load_run, read_labels
 from ..train.checkpoint import save_model
+from ..train.compute import holding_cpus
 from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, uses_pretrained
 from ..train.losses import forward_corrected_loss
 from ..train.methods.nlnl import class_weights
-from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus, masked_mean
+from ..train.tensors import TensorData
+from ..train.trainer import TrainConfig, Trainer, masked_mean
 
 MODES = ("pseudo", "drop", "forward", "labels")
 RELABEL = ("flagged", "all")
@@ -162,7 +164,7 @@ def retrain(
         (it must hold the same weights: checked by ``weights_id``).
 
     Runs that together would need more CPU threads than the machine has take turns
-    (:func:`labelaudit.train.trainer.cpu_share`).
+    (:func:`labelaudit.train.compute.cpu_share`).
     """
     config.validate()
     started = time.perf_counter()

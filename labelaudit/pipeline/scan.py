@@ -32,6 +32,7 @@ from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, in
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..train import distributed
 from ..train.checkpoint import save_model
+from ..train.compute import holding_cpus
 from ..train.inputs import (
     absolute_weights,
     backbone_embeddings,
@@ -42,7 +43,8 @@ from ..train.inputs import (
 from ..train.methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, run_baseline
 from ..train.methods.nlnl import NLNLConfig, run_nlnl
 from ..train.methods.pmnar import PMNARConfig, run_pmnar
-from ..train.trainer import TensorData, TrainConfig, Trainer, holding_cpus
+from ..train.tensors import TensorData
+from ..train.trainer import TrainConfig, Trainer
 
 METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
 #: What ``method="auto"`` runs, by input kind: on a head over embeddings truncated GCE beat NLNL
@@ -169,7 +171,7 @@ def scan(
         or ``threshold``.
 
     Runs that together would need more CPU threads than the machine has take turns
-    (:func:`labelaudit.train.trainer.cpu_share`): each computes with the threads it would have alone.
+    (:func:`labelaudit.train.compute.cpu_share`): each computes with the threads it would have alone.
 
     Returns
     -------

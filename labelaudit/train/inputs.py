@@ -26,7 +26,8 @@ import numpy as np
 
 from ..data.images import ImageStore, ProgressCallback
 from ..errors import ConfigError
-from .trainer import TrainConfig, resolve_device
+from .compute import resolve_device
+from .trainer import TrainConfig
 
 INPUT_KINDS = ("images", "embeddings", "embeddings-file", "probs-file")
 

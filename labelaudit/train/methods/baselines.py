@@ -20,7 +20,8 @@ import torch
 
 from ...errors import ConfigError
 from ..losses import EPS
-from ..trainer import History, TensorData, TrainConfig, Trainer, scaled_epochs
+from ..tensors import TensorData
+from ..trainer import History, TrainConfig, Trainer, scaled_epochs
 
 BASELINES = ("ce", "gce", "truncated-gce")  # trained like the other methods; cv-ce is separate
 
