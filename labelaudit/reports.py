@@ -32,11 +32,7 @@ def read_json(path: str | os.PathLike):
     UTF-8, not JSON, or nested too deeply for Python's parser (``[[[[...`` 100,000 levels deep
     raises RecursionError inside :mod:`json`; callers that catch ValueError then catch it too).
     """
-    return parse_json(Path(path).read_text(encoding="utf-8"))
-
-
-def parse_json(text: str):
-    """``json.loads(text)``, with a RecursionError (absurdly deep nesting) raised as ValueError."""
+    text = Path(path).read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except RecursionError:

@@ -10,7 +10,7 @@ thread count it would have alone. So:
 
 - :func:`usable_cpus` counts the CPUs this process may really use: its affinity mask and, in a
   container, its cgroup CPU quota (torch's own default is every core of the host).
-- :func:`cpu_share` takes one slot per thread from a machine-wide set of :func:`usable_cpus`
+- :func:`cpu_slots` takes one slot per thread from a machine-wide set of :func:`usable_cpus`
   slots (file locks, released by the kernel when a process dies): runs that together need more
   threads than there are CPUs wait for each other instead of thrashing, each with the thread
   count it would have alone, so its results do not depend on what else runs.
@@ -97,7 +97,7 @@ def _slot_folder() -> Path:
 
 
 @contextmanager
-def cpu_share(
+def cpu_slots(
     threads: int,
     *,
     progress: Optional[Callable[..., None]] = None,

@@ -6,7 +6,7 @@ Settings (each a pair of scans of SOURCE started 0.3 s apart, every scan into it
 all with a warm image cache):
 
 - ``queued``: labelaudit's default: the second scan waits for the first to give its CPU slots
-  back (labelaudit.resources.cpu_share), then runs with the threads it would have alone.
+  back (labelaudit.resources.cpu_slots), then runs with the threads it would have alone.
 - ``unqueued``: what runs did before the queue: each process has its own slot folder (its own
   TMPDIR), so both compute at once with their usual threads.
 - ``passive``: as ``unqueued``, with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once

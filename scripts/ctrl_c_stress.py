@@ -48,12 +48,12 @@ def trial(root: Path, out: Path, env: dict, rng: random.Random) -> tuple[str, st
         for line in process.stdout:
             if line.startswith("Run directory"):
                 break
-        moment = f"{1000 * rng.uniform(0, 0.05):.0f} ms after 'Run directory:'"
-        time.sleep(float(moment.split()[0]) / 1000)
+        delay = rng.uniform(0, 0.05)
+        moment = f"{1000 * delay:.0f} ms after 'Run directory:'"
     else:
         delay = rng.uniform(0.02, 7.0)
         moment = f"{delay:.2f} s after start"
-        time.sleep(delay)
+    time.sleep(delay)
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)

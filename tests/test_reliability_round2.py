@@ -23,7 +23,7 @@ from PIL import Image
 
 from labelaudit.audit.similarity import find_similarity_issues
 from labelaudit.errors import ConfigError
-from labelaudit.resources import cgroup_cpu_limit, cpu_share
+from labelaudit.resources import cgroup_cpu_limit, cpu_slots
 
 FAST = ["--budget", "0.05", "--width", "8", "--quiet"]
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist_noisy"
@@ -450,8 +450,8 @@ def test_runs_that_need_more_cpus_than_there_are_take_turns(tmp_path):
             textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from labelaudit.resources import cpu_share
-        with cpu_share(2, slots=2, folder=Path({str(folder)!r})) as held:
+        from labelaudit.resources import cpu_slots
+        with cpu_slots(2, slots=2, folder=Path({str(folder)!r})) as held:
             assert held == 2
             Path({str(tmp_path / "holding")!r}).write_text("yes")
             time.sleep(1.5)
@@ -465,13 +465,13 @@ def test_runs_that_need_more_cpus_than_there_are_take_turns(tmp_path):
             assert holder.poll() is None and time.time() < deadline
             time.sleep(0.02)
         phases = []
-        with cpu_share(
+        with cpu_slots(
             1, slots=2, folder=folder, progress=lambda phase, done, total, extra="": phases.append(phase)
         ) as held:
             assert held == 1
             assert released.exists()  # it waited for the other run to give the CPUs back
         assert "waiting for CPUs" in phases
-        with cpu_share(2, slots=2, folder=folder) as held:  # free again: at once
+        with cpu_slots(2, slots=2, folder=folder) as held:  # free again: at once
             assert held == 2
     finally:
         holder.wait(timeout=60)

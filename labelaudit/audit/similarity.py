@@ -276,22 +276,20 @@ def find_duplicates(
         first = np.repeat(np.arange(n), indices.shape[1])
         found.append(np.stack([np.minimum(first, indices.ravel()), np.maximum(first, indices.ravel())], 1))
     candidates = np.unique(np.concatenate(found), axis=0)
-    by_hash: dict[str, list[int]] = {}
-    for i, h in enumerate(hashes):
-        by_hash.setdefault(h, []).append(i)
-    exact_pairs = np.array(
-        [(members[0], m) for members in by_hash.values() if len(members) > 1 for m in members[1:]],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    # Equal hashes, equal pixels: each copy is linked to the first sample with its pixels (copies
+    # listed image by image, in order of first appearance).
+    codes, _ = pd.factorize(pd.Series(hashes, dtype=object))
+    first = np.unique(codes, return_index=True)[1]  # (M,) first sample of each distinct image
+    copies = np.flatnonzero(first[codes] != np.arange(n))
+    copies = copies[np.argsort(codes[copies], kind="stable")]
+    exact_pairs = np.stack([first[codes[copies]], copies], axis=1).astype(np.int64)
     difference = aligned_differences(grey, candidates)
     # What an ordinary nearest neighbour looks like: each distinct image once, its exact copies
     # left out (1,000 copies of one picture would put the median, and the threshold, at 0).
-    codes, _ = pd.factorize(pd.Series(hashes, dtype=object))
     other = codes[candidates[:, 0]] != codes[candidates[:, 1]]
     nearest = np.full(n, np.inf)
     np.minimum.at(nearest, candidates[other, 0], difference[other])
     np.minimum.at(nearest, candidates[other, 1], difference[other])
-    first = np.unique(codes, return_index=True)[1]
     limit = duplicate_threshold(nearest[first]) if threshold is None else 255.0 * (1.0 - threshold)
     linked = difference <= limit
     pairs = pd.DataFrame(

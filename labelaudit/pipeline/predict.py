@@ -36,6 +36,21 @@ def _as_model(model: LoadedModel | str | os.PathLike) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model)
 
 
+def _decode_and_predict(model: LoadedModel, table: SampleTable, cache_dir, workers, progress):
+    """``(store, probs)``: ``table``'s images decoded at the model's size and channels (the scan's
+    cache), and the model's class probabilities ``(N, K)`` for them."""
+    store = load_images(
+        table,
+        image_size=model.image_size_for_cache,
+        channels=model.image_channels,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        require_all_classes=False,
+    )
+    return store, model.predict_store(store, cache_dir=cache_dir, progress=progress)
+
+
 def predict(
     model: LoadedModel | str | os.PathLike,
     source: str | os.PathLike,
@@ -74,16 +89,7 @@ def predict(
     table = load_unlabeled(source, path_column=path_column, id_column=id_column)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
-    store = load_images(
-        table,
-        image_size=model.image_size_for_cache,
-        channels=model.image_channels,
-        cache_dir=cache_dir,
-        workers=workers,
-        progress=progress,
-        require_all_classes=False,
-    )
-    probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
+    store, probs = _decode_and_predict(model, table, cache_dir, workers, progress)
     names = np.array(model.class_names, dtype=object)
     best = probs.argmax(axis=1)
     frame = pd.DataFrame(
@@ -177,16 +183,7 @@ def evaluate(
         classes=model.class_names,
         require_all_classes=False,
     )
-    store = load_images(
-        table,
-        image_size=model.image_size_for_cache,
-        channels=model.image_channels,
-        cache_dir=cache_dir,
-        workers=workers,
-        progress=progress,
-        require_all_classes=False,
-    )
-    probs = model.predict_store(store, cache_dir=cache_dir, progress=progress)
+    store, probs = _decode_and_predict(model, table, cache_dir, workers, progress)
     truth = store.table.samples["given_label"].to_numpy()
     return {
         "model": str(model.path),

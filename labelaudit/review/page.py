@@ -49,10 +49,11 @@ from .._atomic import remove_stale_temporaries, temporary_sibling
 from ..data._decode import GRAY_MODES, _to_channels, classify_error
 from ..data.sources import read_table
 from ..errors import ConfigError, LabelAuditError, OutputError
-from ..reports import json_text, read_json, write_csv
+from ..reports import json_text, write_csv
 from ..resources import usable_cpus
 from ..runs.directory import FolderLock, check_matrix_fingerprint, data_fingerprint, replace_folder
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
+from ..runs.scan_run import read_run_json
 
 REVIEW_DIR = "review"
 #: Static files of the page, copied from ``labelaudit/review/assets``.
@@ -158,7 +159,7 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         for name in ("summary.json", "report.parquet", MATRIX_FILES["cleaned"])
         if not (path / name).is_file()
     ]
-    summary = _read_summary(path) if "summary.json" not in missing else None
+    summary = read_run_json(path / "summary.json")
     if summary is not None and summary.get("kind") != "scan":
         raise ConfigError(
             f"{str(path)!r} is the output of labelaudit {summary.get('kind')!r}, not of a scan; pass "
@@ -540,18 +541,6 @@ def thumbnail(source: str, target: Path, size: int) -> tuple[str, str] | None:
         return classify_error(exc)
     img.save(target, "JPEG", quality=88)  # a failed write (disk full) is not the image's fault: raised
     return None
-
-
-def _read_summary(path: Path) -> dict:
-    try:
-        summary = read_json(path / "summary.json")
-    except (ValueError, OSError) as exc:
-        raise ConfigError(
-            f"cannot read summary.json in {str(path)!r} ({exc}); scan the dataset again"
-        ) from None
-    if not isinstance(summary, dict):
-        raise ConfigError(f"summary.json in {str(path)!r} is not a labelaudit file; scan the dataset again")
-    return summary
 
 
 def _read_transition_matrix(file: Path, names: tuple[str, ...]) -> np.ndarray:

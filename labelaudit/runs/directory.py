@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .. import _interrupt
-from .._atomic import remove_stale_temporaries, temporary_sibling
+from .._atomic import remove_stale_temporaries, temporary_sibling, write_text
 from ..errors import ConfigError, OutputError
-from ..reports import read_json
+from ..reports import matrix_fingerprint, read_json
 
 try:  # POSIX; on other systems runs are not locked (the rename still makes them whole)
     import fcntl
@@ -174,8 +174,6 @@ def _legacy_marker(folder: Path) -> dict | None:
 
 def write_marker(folder: Path, kind: str, entries: Iterable[str] | None = None) -> None:
     """Mark ``folder`` as a ``kind`` output of labelaudit listing ``entries`` (default: what is in it now)."""
-    from .._atomic import write_text
-
     names = sorted(os.listdir(folder)) if entries is None else sorted(entries)
     marker = {
         "written_by": "labelaudit",
@@ -507,8 +505,6 @@ def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
     """ConfigError when the matrix file ``path`` carries another data fingerprint than ``expected``
     (:func:`labelaudit.reports.matrix_fingerprint`; a file without one, as written by earlier
     versions or by hand, and an ``expected`` of None are not checked)."""
-    from ..reports import matrix_fingerprint
-
     found = matrix_fingerprint(path)
     if found is not None and expected is not None and found != expected:
         raise ConfigError(

@@ -15,8 +15,7 @@ import torch
 
 from ..data.images import ProgressCallback
 from ..errors import ConfigError
-from ..resources import cpu_share as share_cpus
-from ..resources import usable_cpus
+from ..resources import cpu_slots, usable_cpus
 from . import distributed
 from .config import TrainConfig
 
@@ -90,13 +89,13 @@ def cpu_threads(config: TrainConfig, *, features: bool = False) -> int:
 @contextmanager
 def cpu_share(config: TrainConfig, progress: Optional[ProgressCallback] = None):
     """Run the block holding :func:`cpu_threads` slots of the machine's CPUs
-    (:func:`labelaudit.resources.cpu_share`): concurrent runs take turns instead of slowing each
+    (:func:`labelaudit.resources.cpu_slots`): concurrent runs take turns instead of slowing each
     other down many times. Not under torchrun (its processes must run together) nor on a GPU."""
     several = os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1")
     if several or resolve_device(config.validate().device).type != "cpu":
         yield
         return
-    with share_cpus(cpu_threads(config), progress=progress):
+    with cpu_slots(cpu_threads(config), progress=progress):
         yield
 
 
