@@ -14,6 +14,7 @@ import pandas as pd
 from ..data.sources import SampleTable
 from ..errors import ConfigError
 from .estimators import confident_learning_flags, model_noise_rate, per_class_noise_rates, transition_matrix
+from .issue_types import ISSUE_TYPES, REASONS  # noqa: F401  (REASONS: importable here as before)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,41 @@ def label_margin(soft_labels: np.ndarray, given: np.ndarray) -> np.ndarray:
     return np.log(p_given) - np.log(np.clip(others.max(axis=1), 1e-6, 1.0))
 
 
+def _flag_by_rule(margin: np.ndarray, confidence: np.ndarray, threshold: float | None):
+    """``(flags, rule)``: the learned mixture boundary on ``margin`` (``threshold`` None), or
+    ``confidence < threshold``; ``rule`` is the ``flag_rule`` recorded in the summary."""
+    if threshold is not None:
+        return confidence < threshold, {"rule": "fixed", "confidence_threshold": threshold}
+    fit = fit_two_gaussians(margin)
+    boundary = mixture_boundary(fit)
+    return margin < boundary, {
+        "rule": "mixture",
+        "margin_boundary": boundary,
+        "label_quality_threshold": float(1 / (1 + np.exp(-boundary))),
+        "mixture": {"means": fit.means, "stds": fit.stds, "weights": fit.weights},
+    }
+
+
+def _suggestions(soft: np.ndarray, given: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """``(N,)`` the most likely class of each sample, except that a flagged label is never
+    "corrected" to itself: a fixed threshold, or a mixture boundary above 0, can flag a sample
+    whose given label is the most likely one; it is suggested the strongest other class."""
+    rows = np.arange(len(given))
+    suggested = soft.argmax(axis=1)
+    others = soft.copy()
+    others[rows, given] = -np.inf
+    return np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
+
+
+def worst_first_rank(label_quality: np.ndarray) -> np.ndarray:
+    """``(N,)`` 1-based rank, worst first: lowest label quality; ties broken by sample order."""
+    n = len(label_quality)
+    order = np.lexsort((np.arange(n), label_quality))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    return rank
+
+
 def audit_from_soft_labels(
     table: SampleTable,
     soft_labels: np.ndarray,
@@ -181,36 +217,15 @@ def audit_from_soft_labels(
     soft = soft / soft.sum(axis=1, keepdims=True)
     given = table.samples["given_label"].to_numpy()
     confidence = soft[np.arange(n), given]
-    suggested = soft.argmax(axis=1)
     margin = label_margin(soft, given)
     label_quality = 1.0 / (1.0 + np.exp(-margin))
     if flags is not None:
-        flags = np.asarray(flags, dtype=bool)
-        rule = flag_rule or {"rule": "given"}
-    elif threshold is None:
-        fit = fit_two_gaussians(margin)
-        boundary = mixture_boundary(fit)
-        flags = margin < boundary
-        rule = {
-            "rule": "mixture",
-            "margin_boundary": boundary,
-            "label_quality_threshold": float(1 / (1 + np.exp(-boundary))),
-            "mixture": {"means": fit.means, "stds": fit.stds, "weights": fit.weights},
-        }
+        flags, rule = np.asarray(flags, dtype=bool), flag_rule or {"rule": "given"}
     else:
-        flags = confidence < threshold
-        rule = {"rule": "fixed", "confidence_threshold": threshold}
-    # A flagged label is never "corrected" to itself: suggest the strongest other class then.
-    # (A fixed threshold, or a mixture boundary above 0, can flag a sample whose given label is the most
-    # likely one.)
-    others = soft.copy()
-    others[np.arange(n), given] = -np.inf
-    suggested = np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
+        flags, rule = _flag_by_rule(margin, confidence, threshold)
+    suggested = _suggestions(soft, given, flags)
     cleaned = np.where(flags, suggested, given)
-    # Rank worst first: lowest label quality; ties broken by sample order.
-    order = np.lexsort((np.arange(n), label_quality))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(1, n + 1)
+    rank = worst_first_rank(label_quality)
     names = np.array(table.class_names, dtype=object)
     report = pd.DataFrame(
         {
@@ -237,29 +252,21 @@ def audit_from_soft_labels(
     )
 
 
-#: Why a sample is listed for review (``reason`` column): its label looks wrong, it is a
-#: near-duplicate of a sample with another label, or it looks like no class of the dataset.
-REASONS = ("label", "duplicate_conflict", "outlier")
-
-
 def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
     """``audit`` with the near-duplicate and outlier columns of ``issues``
     (:class:`labelaudit.audit.similarity.SimilarityIssues`) and a ``reason`` column, and with outliers
     left out of the noise-rate estimates and T: an image of no class has no true class to be
     wrong about, and counting its label as a flip would add a row of T that does not exist.
 
-    ``reason`` lists the reasons a sample should be reviewed, ``;``-separated in the order of
-    :data:`REASONS` (empty when none).
+    The columns are those of each issue type (:data:`labelaudit.audit.issue_types.ISSUE_TYPES`);
+    ``reason`` lists the issue types a sample is listed for (:func:`reason_column`).
     """
     report = audit.report.copy()
     ids = report["sample_id"].to_numpy()
-    has_copy = issues.duplicate_of >= 0
-    report["duplicate_group"] = issues.duplicate_group
-    report["duplicate_of"] = np.where(has_copy, ids[np.maximum(issues.duplicate_of, 0)], "")
-    report["duplicate_similarity"] = issues.duplicate_similarity
-    report["duplicate_conflict"] = issues.duplicate_conflict
-    report["outlier_score"] = issues.outlier_score
-    report["is_outlier"] = issues.is_outlier
+    for issue_type in ISSUE_TYPES.values():
+        if issue_type.report_columns is not None:
+            for column, values in issue_type.report_columns(issues, ids).items():
+                report[column] = values
     report["reason"] = reason_column(report)
     keep = ~np.asarray(issues.is_outlier, dtype=bool)
     given = table.samples["given_label"].to_numpy()
@@ -287,19 +294,16 @@ def review_mask(report: pd.DataFrame) -> np.ndarray:
 
 
 def reason_column(report: pd.DataFrame) -> np.ndarray:
-    """``(N,)`` str: the :data:`REASONS` that apply to each row of a report, ``;``-separated."""
-    parts = [report["suspected_noisy"].to_numpy(dtype=bool)]
-    parts.append(
-        report["duplicate_conflict"].to_numpy(dtype=bool)
-        if "duplicate_conflict" in report
-        else np.zeros(len(report), dtype=bool)
-    )
-    parts.append(
-        report["is_outlier"].to_numpy(dtype=bool)
-        if "is_outlier" in report
-        else np.zeros(len(report), dtype=bool)
-    )
-    return np.array([";".join(r for r, on in zip(REASONS, row) if on) for row in zip(*parts)], dtype=object)
+    """``(N,)`` str: the issue types each row of a report is listed for, ``;``-separated in the
+    order of :data:`REASONS` (empty when none); an issue type whose column the report lacks (not
+    searched) lists no row."""
+    no = np.zeros(len(report), dtype=bool)
+    listed = [
+        report[t.flag_column].to_numpy(dtype=bool) if t.flag_column in report else no
+        for t in ISSUE_TYPES.values()
+    ]
+    reasons = list(ISSUE_TYPES)
+    return np.array([";".join(r for r, on in zip(reasons, row) if on) for row in zip(*listed)], dtype=object)
 
 
 def require_cleanlab():

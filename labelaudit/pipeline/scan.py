@@ -20,8 +20,9 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_path
-from ..audit.estimators import anchor_transition_matrix, bootstrap_interval
+from ..audit.estimators import anchor_transition_matrix, bootstrap_interval, per_class_bootstrap_intervals
 from ..audit.flags import Audit, audit_from_soft_labels, cv_flags, review_mask, with_similarity
+from ..audit.issue_types import issue_summary
 from ..audit.metrics import load_truth, truth_metrics
 from ..audit.similarity import SimilarityIssues, find_similarity_issues
 from ..data.images import ImageStore, ProgressCallback, load_images
@@ -64,15 +65,12 @@ class ScanConfig:
     method: str = "auto"  # auto: nlnl on images, truncated-gce on a head over embeddings (AUTO_METHOD)
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
-    threshold: Optional[float] = (
-        None  # None: learned boundary (docs/methods.md); else flag p(given) < threshold
-    )
-    similarity: Optional[bool] = (
-        None  # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
-    )
-    duplicate_threshold: Optional[float] = (
-        None  # pixel similarity for near-duplicates; None: read from the data
-    )
+    # None: the learned boundary (docs/methods.md); else flag p(given) < threshold
+    threshold: Optional[float] = None
+    # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
+    similarity: Optional[bool] = None
+    # pixel similarity for near-duplicates; None: read from the data
+    duplicate_threshold: Optional[float] = None
     train: TrainConfig = field(default_factory=TrainConfig)
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
     pmnar: PMNARConfig = field(default_factory=PMNARConfig)
@@ -415,17 +413,6 @@ def summary(result: ScanResult) -> dict:
     """The run's ``summary.json`` content."""
     audit, table, issues = result.audit, result.table, result.similarity
     names = list(table.class_names)
-    flagged = int(audit.report["suspected_noisy"].sum())
-    # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
-    estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
-    from ..audit.estimators import per_class_bootstrap_intervals
-
-    class_intervals = per_class_bootstrap_intervals(
-        audit.report["suspected_noisy"].to_numpy(),
-        table.samples["given_label"].to_numpy(),
-        len(names),
-        seed=result.config.train.seed,
-    )
     out = {
         "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
@@ -437,50 +424,16 @@ def summary(result: ScanResult) -> dict:
         "class_counts": {n: int(c) for n, c in table.class_counts().items()},
         "data_fingerprint": fingerprint(table),
         "run_id": result.run_id,
-        "num_flagged": flagged,
+        "num_flagged": int(audit.report["suspected_noisy"].sum()),
         "num_skipped": int(len(table.skipped)),
-        "estimated_noise_rate": audit.noise_rate,
-        # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
-        "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
-        "noise_rate_interval_95": {
-            "low": result.noise_rate_interval[0],
-            "high": result.noise_rate_interval[1],
-            "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)",
-        },
-        "flag_rule": audit.flag_rule,
-        # Near-duplicates and images of no class (labelaudit.audit.similarity); outliers are left out of
-        # the noise-rate estimates and T. Null counts: not searched (see similarity.skipped).
-        "n_outliers": issues.n_outliers if issues is not None else None,
-        "n_duplicate_groups": issues.n_duplicate_groups if issues is not None else None,
-        "n_duplicate_conflicts": issues.n_duplicate_conflicts if issues is not None else None,
+        **_noise_rate_summary(result),
+        # Near-duplicates and images of no class (audit.issue_types); outliers are left out of the
+        # noise-rate estimates and T. Null counts: not searched (see similarity.skipped).
+        **issue_summary(issues),
         "similarity": similarity_summary(issues, result.similarity_skipped),
         "class_overlap": class_overlap(audit, table, issues),
-        "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
-        # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals); null: no samples.
-        "per_class_noise_rate_intervals_95": {
-            n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
-            for n, (lo, hi) in zip(names, class_intervals)
-        },
-        # K x K matrices live in their own CSV files: a 1,000-class summary stays small.
-        "transition_matrix": {
-            "file": MATRIX_FILES["cleaned"],
-            "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
-            "estimator": "cleaned label (suggested where flagged, else given) vs given label",
-            "per_class_noise_rates": {
-                n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
-                for i, n in enumerate(names)
-            },
-        },
-        "transition_matrix_anchor": {
-            "file": MATRIX_FILES["anchor"],
-            "convention": "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1",
-            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile "
-            "of "
-            "p_i under the final model without augmentation, row-normalised",
-            "per_class_noise_rates": {
-                n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)
-            },
-        },
+        **_per_class_summary(result),
+        **_transition_summary(result),
         "settings": result.config.to_dict(),
         # What the network learnt from: images, a backbone's embeddings, or the user's files.
         "input": result.inputs,
@@ -492,18 +445,95 @@ def summary(result: ScanResult) -> dict:
             "channels": result.store.channels,
             "reused": result.store.reused,
         },
+        **_runtime_summary(result),
+    }
+    if result.truth is not None:
+        out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
+        out["truth"]["true_transition_matrix_file"] = MATRIX_FILES["truth"]
+    return out
+
+
+def _noise_rate_summary(result: ScanResult) -> dict:
+    """The estimated noise rate, the model's second estimate, the interval and the flag rule."""
+    audit = result.audit
+    return {
+        "estimated_noise_rate": audit.noise_rate,
+        # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
+        "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
+        "noise_rate_interval_95": {
+            "low": result.noise_rate_interval[0],
+            "high": result.noise_rate_interval[1],
+            "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)",
+        },
+        "flag_rule": audit.flag_rule,
+    }
+
+
+def _per_class_summary(result: ScanResult) -> dict:
+    """Each class's flagged share and its bootstrap interval (null: no samples)."""
+    audit, names = result.audit, list(result.table.class_names)
+    class_intervals = per_class_bootstrap_intervals(
+        audit.report["suspected_noisy"].to_numpy(),
+        result.table.samples["given_label"].to_numpy(),
+        len(names),
+        seed=result.config.train.seed,
+    )
+    return {
+        "per_class_noise_rates": {n: _nan_to_none(r) for n, r in zip(names, audit.per_class_noise_rates)},
+        # Percentile bootstrap within each class (estimators.per_class_bootstrap_intervals).
+        "per_class_noise_rate_intervals_95": {
+            n: {"low": _nan_to_none(lo), "high": _nan_to_none(hi)}
+            for n, (lo, hi) in zip(names, class_intervals)
+        },
+    }
+
+
+def _transition_summary(result: ScanResult) -> dict:
+    """Where the two estimates of T are, how each was made, and the noise rate each row implies.
+    K x K matrices live in their own CSV files: a 1,000-class summary stays small."""
+    audit, names = result.audit, list(result.table.class_names)
+    # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
+    estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
+    convention = "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1"
+    return {
+        "transition_matrix": {
+            "file": MATRIX_FILES["cleaned"],
+            "convention": convention,
+            "estimator": "cleaned label (suggested where flagged, else given) vs given label",
+            "per_class_noise_rates": {
+                n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
+                for i, n in enumerate(names)
+            },
+        },
+        "transition_matrix_anchor": {
+            "file": MATRIX_FILES["anchor"],
+            "convention": convention,
+            "estimator": "anchor points (Patrini et al. 2017): per class the sample at the 97th percentile "
+            "of p_i under the final model without augmentation, row-normalised",
+            "per_class_noise_rates": {
+                n: float(1 - result.anchor_transition_matrix[i, i]) for i, n in enumerate(names)
+            },
+        },
+    }
+
+
+def _runtime_summary(result: ScanResult) -> dict:
+    """Where and how the scan computed: times, device, processes, memory, precision, threads,
+    training curves and package versions."""
+    trainer = result.trainer
+    return {
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "device": str(result.trainer.device) if result.trainer is not None else None,
+        "device": str(trainer.device) if trainer is not None else None,
         # Processes that trained together (torchrun) and how they talked; 1 and null for one process.
         "world_size": result.distributed["world_size"],
         "distributed_backend": result.distributed["distributed_backend"],
-        # Where the images lived while training and the dtype of the per-sample state (Trainer._memory_plan).
-        "memory": result.trainer.memory if result.trainer is not None else None,
+        # Where the images lived while training and the dtype of the per-sample state (the memory plan).
+        "memory": trainer.memory if trainer is not None else None,
         # The arithmetic the network actually trained in (settings.train.precision may say auto).
-        "precision": result.trainer.precision if result.trainer is not None else None,
+        "precision": trainer.precision if trainer is not None else None,
         # CPU threads the network computed with (None on a GPU left at torch's setting); results depend on it.
-        "threads": result.trainer.threads if result.trainer is not None else None,
-        "training_curves": result.trainer.curves if result.trainer is not None else [],
+        "threads": trainer.threads if trainer is not None else None,
+        "training_curves": trainer.curves if trainer is not None else [],
         "versions": {
             "labelaudit": __version__,
             "torch": torch.__version__,
@@ -512,10 +542,6 @@ def summary(result: ScanResult) -> dict:
             "pandas": pd.__version__,
         },
     }
-    if result.truth is not None:
-        out["truth"] = {k: v for k, v in result.truth.items() if k != "true_transition_matrix"}
-        out["truth"]["true_transition_matrix_file"] = MATRIX_FILES["truth"]
-    return out
 
 
 def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str]) -> dict:

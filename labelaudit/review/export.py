@@ -36,6 +36,8 @@ import pandas as pd
 
 from .. import __version__
 from .._atomic import write_text
+from ..audit.issue_types import ISSUE_TYPES
+from ..audit.issue_types import tags as issue_tags
 from ..errors import ConfigError, DatasetError
 from ..reports import json_text, write_csv, write_json
 from ..runs.directory import RunDirectory, input_paths
@@ -237,19 +239,20 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
 def _similarity_fields(row) -> dict:
     """A flagged row's ``reason`` and near-duplicate and outlier fields (JSON-safe: no NaN)."""
     fields = {"reason": str(getattr(row, "reason", "label") or "label")}
-    if hasattr(row, "duplicate_of"):
-        similarity = float(row.duplicate_similarity)
-        fields.update(
-            duplicate_of=str(row.duplicate_of if isinstance(row.duplicate_of, str) else ""),
-            duplicate_similarity=None if np.isnan(similarity) else similarity,
-            outlier_score=float(row.outlier_score),
-        )
+    if hasattr(row, "duplicate_of"):  # the evidence of each issue type but its yes/no flag
+        for column in (c for t in ISSUE_TYPES.values() for c in t.export_columns):
+            fields[column] = _json_value(getattr(row, column))
     return fields
 
 
-def _fiftyone_tags(row) -> list[str]:
-    reasons = str(getattr(row, "reason", "label") or "label").split(";")
-    return ["suspected_noisy" if r == "label" else r for r in reasons]
+def _json_value(value):
+    """A report cell as JSON can hold it: NaN as null, numpy numbers as Python's, a missing
+    string as ``""``."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def review_table(flagged: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +284,7 @@ def fiftyone_samples(flagged: pd.DataFrame, class_names: Sequence[str]) -> dict:
     samples = [
         {
             "filepath": str(row.path),
-            "tags": _fiftyone_tags(row),
+            "tags": issue_tags(str(getattr(row, "reason", "") or "")),
             "labelaudit_id": str(row.sample_id),
             "ground_truth": {"label": str(row.given_label)},
             "suggested": {"label": str(row.suggested_label), "confidence": float(row.suggested_confidence)},
@@ -338,52 +341,55 @@ def export_run(
         raise ConfigError(f"--document-root is for --format label-studio only; got --format {format}")
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
     flagged = flagged_report(run.report)
-    names = run.class_names
-    dataset = dataset_folder(run.report["path"].astype(str).tolist(), run.table.source, run.table.kind)
     root = folders = None
-    if format == "label-studio":
-        if document_root is None:
-            root = default_document_root(dataset)
-        else:
-            root = Path(document_root).expanduser()
-            if not root.is_dir():
-                raise ConfigError(
-                    f"--document-root {str(document_root)!r} is not a folder; pass the folder Label "
-                    "Studio serves files from (it must contain the images)"
-                )
-            root = root.resolve()
-        paths = flagged["path"].astype(str).tolist()
-        model_version = f"labelaudit-{__version__}-{run.summary.get('method', 'scan')}"
-        tasks = label_studio_tasks(flagged, root, model_version)  # checks every image is under the root
-        folders = storage_folders(paths, root, dataset)
-        config = label_config(names)
+    if format == "label-studio":  # checks every image is under the document root, before --out
+        contents, root, folders = _label_studio_files(run, flagged, document_root)
+    elif format == "csv":
+        contents = {"review.csv": review_table(flagged)}
+    else:
+        contents = {"fiftyone.json": json_text(fiftyone_samples(flagged, run.class_names)) + "\n"}
     target = out if out is not None else default_export_dir(run.path, format)
     output = RunDirectory(
         target, "export", inputs=input_paths(run.table, [run.path]), overwrite=overwrite
     ).open()  # before the files are made: a bad --out fails first
     with output.writing() as tmp:
-        if format == "label-studio":
-            write_text(tmp / "tasks.json", json_text(tasks) + "\n")
-            write_text(tmp / "label_config.xml", config)
-            files = ["tasks.json", "label_config.xml"]
-        elif format == "csv":
-            write_csv(tmp / "review.csv", review_table(flagged))
-            files = ["review.csv"]
-        else:
-            write_text(tmp / "fiftyone.json", json_text(fiftyone_samples(flagged, names)) + "\n")
-            files = ["fiftyone.json"]
-        files += ["README.txt", "export.json"]
+        for name, content in contents.items():
+            if isinstance(content, pd.DataFrame):
+                write_csv(tmp / name, content)
+            else:
+                write_text(tmp / name, content)
         result = ExportResult(
             path=output.path,
             format=format,
             num_exported=len(flagged),
-            files=files,
+            files=[*contents, "README.txt", "export.json"],
             document_root=root,
             storage_folders=folders or [],
         )
         write_text(tmp / "README.txt", readme(result, run.path))
         write_json(tmp / "export.json", export_summary(result, run))
     return result
+
+
+def _label_studio_files(run: ScanRun, flagged: pd.DataFrame, document_root) -> tuple[dict, Path, list[Path]]:
+    """``({file name: text}, document root, storage folders)`` of a Label Studio export: the tasks
+    (every image checked to lie under the document root) and the labeling config."""
+    dataset = dataset_folder(run.report["path"].astype(str).tolist(), run.table.source, run.table.kind)
+    if document_root is None:
+        root = default_document_root(dataset)
+    else:
+        root = Path(document_root).expanduser()
+        if not root.is_dir():
+            raise ConfigError(
+                f"--document-root {str(document_root)!r} is not a folder; pass the folder Label "
+                "Studio serves files from (it must contain the images)"
+            )
+        root = root.resolve()
+    model_version = f"labelaudit-{__version__}-{run.summary.get('method', 'scan')}"
+    tasks = label_studio_tasks(flagged, root, model_version)  # checks every image is under the root
+    folders = storage_folders(flagged["path"].astype(str).tolist(), root, dataset)
+    contents = {"tasks.json": json_text(tasks) + "\n", "label_config.xml": label_config(run.class_names)}
+    return contents, root, folders
 
 
 def export_summary(result: ExportResult, run) -> dict:

@@ -25,7 +25,10 @@
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
-  var REASON_TEXT = { label: "suspect label", duplicate_conflict: "near-duplicate with another label", outlier: "outlier" };
+  // The issue types a sample can be listed for (labelaudit/audit/issue_types.py), in reason order.
+  var ISSUE_TYPES = D.issue_types || [{ reason: "label", title: "suspect label", view: "suspect labels" }];
+  var REASON_TEXT = {};
+  ISSUE_TYPES.forEach(function (t) { REASON_TEXT[t.reason] = t.title; });
   var DONE = { accept: "accepted", keep: "kept", relabel: "relabelled", remove: "remove from dataset", unsure: "unsure" };
   var KEY_DECISION = { a: "accept", g: "keep", r: "remove", u: "unsure" };
   var STORE_KEY = "labelaudit-review:" + D.review_key;
@@ -175,7 +178,7 @@
 
   // ---- filters -----------------------------------------------------------------------------
   var filters = { given: -1, suggested: -1, state: "", view: "", threshold: D.threshold };
-  // Why each sample is listed: "label", "duplicate_conflict", "outlier" (older runs: label only).
+  // Why each sample is listed: reasons of ISSUE_TYPES (older runs: label only).
   var REASONS = (S.reason || []).map(function (r) { return r ? r.split(";") : ["label"]; });
   function reasonsOf(k) { return REASONS[k] || ["label"]; }
   // Every listed member of each near-duplicate group, by group number.
@@ -588,10 +591,12 @@
     $("filter-suggested").addEventListener("change", function (e) { filters.suggested = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
     $("filter-state").addEventListener("change", function (e) { filters.state = e.target.value; e.target.blur(); applyFilters(); });
     $("filter-view").addEventListener("change", function (e) { filters.view = e.target.value; e.target.blur(); applyFilters(); });
-    var counts = { label: 0, duplicate_conflict: 0, outlier: 0 };
+    var counts = {};
     for (var r = 0; r < N; r++) reasonsOf(r).forEach(function (name) { counts[name] = (counts[name] || 0) + 1; });
-    Array.prototype.forEach.call($("filter-view").options, function (option) {
-      if (option.value) option.textContent += " (" + int(counts[option.value] || 0) + ")";
+    ISSUE_TYPES.forEach(function (t) { // one view per issue type, with how many it lists
+      var option = el("option", null, t.view + " (" + int(counts[t.reason] || 0) + ")");
+      option.value = t.reason;
+      $("filter-view").appendChild(option);
     });
     if (D.class_overlap && D.class_overlap.length) {
       var overlap = $("overlap");

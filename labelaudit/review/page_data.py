@@ -1,0 +1,321 @@
+"""What the review page shows: a scan's run directory read and checked, and the data the page's
+script receives (``data.js``; see :mod:`labelaudit.review.page`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..audit.issue_types import SIMILARITY_COLUMNS, page_issue_types
+from ..data.sources import read_table
+from ..errors import ConfigError
+from ..runs.directory import check_matrix_fingerprint, data_fingerprint
+from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
+from ..runs.scan_run import read_run_json
+
+#: The threshold slider's resolution: ``histogram[i]`` counts samples with label_quality < i / BINS.
+HISTOGRAM_BINS = 1000
+#: Cards per page of the grid.
+PAGE_SIZE = 100
+#: decisions.csv columns and decision values (the contract with ``labelaudit apply``).
+DECISION_COLUMNS = ("sample_id", "decision", "new_label", "note")
+DECISIONS = ("accept", "keep", "relabel", "remove", "unsure")
+REPORT_COLUMNS = (
+    "sample_id",
+    "path",
+    "given_label",
+    "suspected_noisy",
+    "confidence",
+    "suggested_label",
+    "suggested_confidence",
+    "label_quality",
+    "rank",
+)
+
+
+@dataclass(frozen=True)
+class ReviewData:
+    """What the page shows, read from a scan's run directory.
+
+    ``flagged`` holds the report rows the page lists, worst first (by ``rank``), at most
+    ``limit`` of them: suspect labels, and near-duplicates of another label and outliers (a
+    non-empty ``reason``); ``num_flagged`` counts all of them.
+    ``transition_matrix`` is ``(K, K)`` with ``T[i, j] = P(given = j | true = i)`` (rows = true
+    class). ``histogram`` has ``HISTOGRAM_BINS + 1`` entries: ``histogram[i]`` = number of samples
+    (all of them, flagged or not) with ``label_quality < i / HISTOGRAM_BINS``.
+    """
+
+    run_dir: Path
+    summary: dict
+    class_names: tuple[str, ...]
+    flagged: pd.DataFrame
+    num_samples: int
+    num_flagged: int
+    transition_matrix: np.ndarray
+    histogram: np.ndarray
+    review_key: str
+
+
+def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None) -> ReviewData:
+    """Read and check what the review page needs from a scan's run directory.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The ``--out`` folder of a finished ``labelaudit scan``.
+    limit : int, optional
+        List only the ``limit`` most suspect flagged samples (all when None).
+
+    Raises
+    ------
+    ConfigError
+        Not a folder, not a scan's run directory, a file missing or unreadable, another format
+        version, or files of two runs mixed (the data fingerprints differ).
+    """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a whole number >= 1; got {limit!r}")
+    path = Path(run_dir).expanduser().resolve()
+    summary = _read_scan_summary(path, run_dir)
+    names = tuple(str(n) for n in summary["class_names"])
+    report = _read_report(path, summary, names)
+    check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
+    transition = _read_transition_matrix(path / MATRIX_FILES["cleaned"], names)
+
+    quality = report["label_quality"].to_numpy(dtype=np.float64)
+    edges = np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
+    histogram = np.searchsorted(np.sort(quality[np.isfinite(quality)]), edges, side="left")
+    # Listed: suspect labels and, where the scan searched them, near-duplicates of another label and outliers.
+    from .export import flagged_report
+
+    flagged = flagged_report(report)
+    digest = hashlib.sha256(f"labelaudit-review-v1\n{summary['data_fingerprint']}\n".encode())
+    for sample_id, suggested in zip(flagged["sample_id"].astype(str), flagged["suggested_label"].astype(str)):
+        digest.update(f"{sample_id}\t{suggested}\n".encode("utf-8", "surrogatepass"))
+    num_flagged = len(flagged)
+    if limit is not None:
+        flagged = flagged.head(limit)
+    return ReviewData(
+        run_dir=path,
+        summary=summary,
+        class_names=names,
+        flagged=flagged.reset_index(drop=True),
+        num_samples=len(report),
+        num_flagged=num_flagged,
+        transition_matrix=transition,
+        histogram=histogram,
+        review_key=digest.hexdigest()[:32],
+    )
+
+
+def _read_scan_summary(path: Path, given: str | os.PathLike) -> dict:
+    """``summary.json`` of the scan run directory ``path`` (``given`` as the user wrote it), checked:
+    a finished scan's folder, of this format version, with class names and a data fingerprint."""
+    if not path.is_dir():
+        raise ConfigError(
+            f"run directory {str(given)!r} does not exist; pass the --out folder of a labelaudit scan"
+        )
+    missing = [
+        name
+        for name in ("summary.json", "report.parquet", MATRIX_FILES["cleaned"])
+        if not (path / name).is_file()
+    ]
+    summary = read_run_json(path / "summary.json")
+    if summary is not None and summary.get("kind") != "scan":
+        raise ConfigError(
+            f"{str(path)!r} is the output of labelaudit {summary.get('kind')!r}, not of a scan; pass "
+            "the run directory of a scan"
+        )
+    if missing:
+        raise ConfigError(
+            f"{str(path)!r} is not a complete scan run directory (missing {', '.join(missing)}); pass "
+            "the --out folder of a finished labelaudit scan"
+        )
+    if summary.get("format_version") != RUN_FORMAT_VERSION:
+        raise ConfigError(
+            f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this "
+            f"labelaudit reads version {RUN_FORMAT_VERSION}: scan the dataset again with this version"
+        )
+    if not isinstance(summary.get("class_names"), list) or "data_fingerprint" not in summary:
+        raise ConfigError(
+            f"summary.json in {str(path)!r} lacks class_names or data_fingerprint; scan the dataset again"
+        )
+    return summary
+
+
+def _read_report(path: Path, summary: dict, names: tuple[str, ...]) -> pd.DataFrame:
+    """The columns of ``report.parquet`` the page shows, checked against ``summary.json``: the same
+    scan (data fingerprint) and labels that are classes of it."""
+    try:
+        import pyarrow.parquet as pq
+
+        present = set(pq.read_schema(path / "report.parquet").names)
+        extra = [c for c in SIMILARITY_COLUMNS if c in present]
+        report = pd.read_parquet(path / "report.parquet", columns=list(REPORT_COLUMNS) + extra)
+    except (ValueError, OSError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot read report.parquet in {str(path)!r} ({first}); scan the dataset again"
+        ) from None
+    ids, given = report["sample_id"].astype(str), report["given_label"].astype(str)
+    if data_fingerprint(ids.tolist(), given.tolist()) != summary["data_fingerprint"]:
+        raise ConfigError(
+            f"summary.json and report.parquet in {str(path)!r} do not belong to the same scan (their "
+            "data fingerprints differ); scan the dataset again into a new --out"
+        )
+    unknown = sorted((set(given) | set(report["suggested_label"].astype(str))) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"report.parquet in {str(path)!r} has labels that are not classes of the scan "
+            f"({unknown[:3]!r}); scan the dataset again"
+        )
+    return report
+
+
+def _read_transition_matrix(file: Path, names: tuple[str, ...]) -> np.ndarray:
+    """``(K, K)`` T from ``transition_matrix.csv``, checked against the class names."""
+    try:
+        frame = read_table(file, "transition matrix")
+        values = frame.iloc[:, 1:].to_numpy(dtype=np.float64)
+    except Exception as exc:  # ManifestError, or text where numbers belong
+        raise ConfigError(
+            f"cannot read {file.name} in {str(file.parent)!r} ({exc}); scan the dataset again"
+        ) from None
+    rows, columns = [str(v) for v in frame.iloc[:, 0]], [str(c) for c in frame.columns[1:]]
+    if rows != list(names) or columns != list(names) or not np.isfinite(values).all():
+        raise ConfigError(
+            f"{file.name} in {str(file.parent)!r} is not the {len(names)} x {len(names)} matrix of this "
+            "scan's classes; scan the dataset again"
+        )
+    return values
+
+
+def page_data(
+    data: ReviewData,
+    has_thumb: Sequence[bool],
+    unreadable: pd.DataFrame,
+    plots: Sequence[str],
+    thumb_size: int,
+) -> dict:
+    """The object ``data.js`` assigns to ``window.LABELAUDIT_REVIEW`` (columns as arrays).
+
+    ``samples.given``/``samples.suggested`` are indices into ``classes``; ``samples.thumb[i]``
+    is 1 when ``thumbs/<i>.jpg`` exists; ``threshold`` is the slider's starting position (in
+    ``1 / HISTOGRAM_BINS`` steps): the scan's learned label-quality boundary, raised where
+    needed so that every listed sample lies below it.
+    """
+    flagged, summary = data.flagged, data.summary
+    index = {name: i for i, name in enumerate(data.class_names)}
+    quality = flagged["label_quality"].to_numpy(dtype=np.float64)
+    threshold = _slider_start(flagged, summary.get("flag_rule") or {})
+
+    def numbers(column: str) -> list:
+        return [round(float(v), 4) for v in flagged[column].to_numpy(dtype=np.float64)]
+
+    return {
+        "format": 1,
+        "review_key": data.review_key,
+        "run": {
+            "name": data.run_dir.name,
+            "path": str(data.run_dir),
+            "source": str(summary.get("source", "")),
+            "method": summary.get("method"),
+            "data_fingerprint": summary["data_fingerprint"],
+            "estimated_noise_rate": summary.get("estimated_noise_rate"),
+            "flag_rule": summary.get("flag_rule"),
+        },
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "labelaudit": __version__,
+        "classes": list(data.class_names),
+        "transition_matrix": np.round(data.transition_matrix, 4).tolist(),
+        "num_samples": data.num_samples,
+        "num_flagged": data.num_flagged,
+        "histogram_bins": HISTOGRAM_BINS,
+        "histogram": data.histogram.tolist(),
+        "threshold": threshold,
+        "page_size": PAGE_SIZE,
+        "thumb_size": thumb_size,
+        "plots": list(plots),
+        "unreadable": unreadable.head(1000).to_dict(orient="records"),
+        "num_unreadable": len(unreadable),
+        "samples": {
+            "id": flagged["sample_id"].astype(str).tolist(),
+            "path": flagged["path"].astype(str).tolist(),
+            "given": flagged["given_label"].astype(str).map(index).astype(int).tolist(),
+            "suggested": flagged["suggested_label"].astype(str).map(index).astype(int).tolist(),
+            "confidence": numbers("confidence"),
+            "suggested_confidence": numbers("suggested_confidence"),
+            "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with i / BINS
+            "rank": flagged["rank"].astype(int).tolist(),
+            "thumb": [int(bool(t)) for t in has_thumb],
+            **_similarity_arrays(flagged),
+        },
+        "class_overlap": summary.get("class_overlap") or [],
+        # reason, title and view name of each issue type (audit.issue_types): the page's views
+        "issue_types": page_issue_types(),
+    }
+
+
+def _slider_start(flagged: pd.DataFrame, rule: dict) -> int:
+    """The label-quality slider's starting position, in ``1 / HISTOGRAM_BINS`` steps: the scan's
+    learned boundary, raised where needed so that every listed suspect label lies below it."""
+    quality = flagged["label_quality"].to_numpy(dtype=np.float64)
+    # The slider filters suspect labels; near-duplicates and outliers stay listed.
+    suspect = (
+        flagged["suspected_noisy"].to_numpy(dtype=bool)
+        if "suspected_noisy" in flagged
+        else np.ones(len(flagged), bool)
+    )
+    finite = quality[np.isfinite(quality) & suspect]
+    learned = rule.get("label_quality_threshold")
+    # The learned rule is label_quality < learned: start there (rounded down to a slider step, so
+    # the count shown never exceeds the scan's), but never below a flagged sample's value.
+    threshold = (
+        int(np.floor(learned * HISTOGRAM_BINS))
+        if isinstance(learned, (int, float)) and np.isfinite(learned)
+        else 0
+    )
+    if len(finite):
+        threshold = max(threshold, int(np.floor(finite.max() * HISTOGRAM_BINS)) + 1)
+    elif not threshold:
+        threshold = HISTOGRAM_BINS // 2
+    threshold = min(threshold, HISTOGRAM_BINS)
+
+    return threshold
+
+
+def _similarity_arrays(flagged: pd.DataFrame) -> dict:
+    """The page's near-duplicate and outlier columns: ``reason`` (``;``-separated), ``group``
+    (-1: none), ``partner`` (position in the list of the near-copy, -1 when not listed),
+    ``partner_id``, ``duplicate_similarity`` and ``outlier_score`` (null when not searched)."""
+    from ..audit.flags import reason_column
+
+    n = len(flagged)
+    if "duplicate_group" not in flagged:
+        reasons = reason_column(flagged).tolist() if "suspected_noisy" in flagged else ["label"] * n
+        return {
+            "reason": reasons,
+            "group": [-1] * n,
+            "partner": [-1] * n,
+            "partner_id": [""] * n,
+            "duplicate_similarity": [None] * n,
+            "outlier_score": [None] * n,
+        }
+    position = {sample_id: i for i, sample_id in enumerate(flagged["sample_id"].astype(str))}
+    partner_id = flagged["duplicate_of"].fillna("").astype(str)
+    similarity = flagged["duplicate_similarity"].to_numpy(dtype=np.float64)
+    return {
+        "reason": flagged["reason"].fillna("").astype(str).tolist(),
+        "group": flagged["duplicate_group"].astype(int).tolist(),
+        "partner": [position.get(p, -1) if p else -1 for p in partner_id],
+        "partner_id": partner_id.tolist(),
+        "duplicate_similarity": [None if np.isnan(v) else round(float(v), 4) for v in similarity],
+        "outlier_score": [round(float(v), 4) for v in flagged["outlier_score"].to_numpy(dtype=np.float64)],
+    }
