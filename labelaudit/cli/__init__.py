@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run() -> None:
     """Entry point of the console script and ``python -m labelaudit``: :func:`main`, then leave at
-    once. The interpreter's teardown after a scan takes about a second, and a Ctrl-C in it, after
-    Python has reset its signal handlers, killed the process by the signal without a word."""
+    once, without the interpreter's teardown: a Ctrl-C in it, after Python has reset its signal
+    handlers, would kill the process by the signal without a word (docs/reliability.md)."""
     _interrupt.install()
     try:
         if _interrupt.pending():  # pressed while the imports ran
@@ -135,8 +135,8 @@ def _exit_interrupted() -> None:
 
     An output moved into place before the Ctrl-C is complete (:data:`labelaudit._interrupt.committed`);
     an unfinished one was removed on the way up. Leaving with ``os._exit``: a KeyboardInterrupt
-    that escaped code run through CPython's C API (an import, a finaliser) made the interpreter
-    kill itself by SIGINT at exit although handled (4 of 8 scans interrupted during imports)."""
+    that escaped code run through CPython's C API (an import, a finaliser) can make the interpreter
+    kill itself by SIGINT at exit although handled (docs/reliability.md)."""
     done = [str(p) for p in _interrupt.committed]
     if done:
         print(

@@ -9,16 +9,12 @@ import typer
 from rich.markup import escape
 
 from ..reports import json_text
-from ._common import JsonOpt, OverwriteOpt, stdout
-
-RunArg = Annotated[
-    Path,
-    typer.Argument(help="The run directory a scan wrote (its --out).", show_default=False, readable=False),
-]
+from .console import stdout
+from .options import JsonOpt, OverwriteOpt, RunDirArg, out_option, path_argument
 
 
 def export_command(
-    run_dir: RunArg,
+    run_dir: RunDirArg,
     format: Annotated[
         str,
         typer.Option(
@@ -30,13 +26,7 @@ def export_command(
         ),
     ] = "label-studio",
     out: Annotated[
-        Optional[str],
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="DIR",
-            help="New folder for the export [default: <run dir>-export-<format> beside it].",
-        ),
+        Optional[str], out_option("New folder for the export [default: <run dir>-export-<format> beside it].")
     ] = None,
     document_root: Annotated[
         Optional[Path],
@@ -93,24 +83,19 @@ def export_command(
 
 
 def apply_command(
-    run_dir: RunArg,
+    run_dir: RunDirArg,
     decisions: Annotated[
         Path,
-        typer.Argument(
-            help="decisions.csv (sample_id, decision, new_label, note; decision: accept, keep, relabel, "
-            "remove, unsure) or a Label Studio JSON export of the tasks labelaudit export wrote.",
-            show_default=False,
-            readable=False,
+        path_argument(
+            "decisions.csv (sample_id, decision, new_label, note; decision: accept, keep, relabel, "
+            "remove, unsure) or a Label Studio JSON export of the tasks labelaudit export wrote."
         ),
     ],
     out: Annotated[
         Optional[str],
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="DIR",
-            help="New folder for cleaned.parquet/.csv, removed.csv, decisions.csv and apply.json [default: "
-            "<run dir>-cleaned beside it].",
+        out_option(
+            "New folder for cleaned.parquet/.csv, removed.csv, decisions.csv and apply.json [default: "
+            "<run dir>-cleaned beside it]."
         ),
     ] = None,
     accept_unreviewed: Annotated[

@@ -15,7 +15,8 @@ from ..data.inspect import MAX_SKIPPED_IN_JSON, DatasetReport, inspect_store
 from ..data.sources import SKIP_REASONS, load_source
 from ..reports import json_text, write_json, write_skipped_csv
 from ..runs.directory import RunDirectory, input_paths
-from ._common import (
+from .console import progress_bars, stdout
+from .options import (
     CacheDirOpt,
     IdColumnOpt,
     ImageSizeOpt,
@@ -26,8 +27,6 @@ from ._common import (
     QuietOpt,
     SourceArg,
     WorkersOpt,
-    progress_bars,
-    stdout,
 )
 
 _LIST_LIMIT = 10

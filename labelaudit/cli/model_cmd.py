@@ -9,45 +9,37 @@ import typer
 from rich.markup import escape
 
 from ..reports import json_text
-from ._common import (
+from .console import print_class_table, progress_bars, stdout
+from .options import (
     CacheDirOpt,
     IdColumnOpt,
     JsonOpt,
     LabelColumnOpt,
+    ModelArg,
     PathColumnOpt,
     QuietOpt,
     WorkersOpt,
-    progress_bars,
-    stdout,
+    backbone_weights_option,
+    out_option,
+    path_argument,
 )
-from .retrain_cmd import print_class_table
 
-ModelArg = Annotated[
-    Path,
-    typer.Argument(
-        help="A model.pt, or the run directory of a scan or retrain.", show_default=False, readable=False
-    ),
-]
+ModelWeightsOpt = Annotated[Optional[str], backbone_weights_option("models")]
 
 
 def predict_command(
     model: ModelArg,
     source: Annotated[
         Path,
-        typer.Argument(
-            help="Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv "
-            "manifest with a path column.",
-            show_default=False,
-            readable=False,
+        path_argument(
+            "Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv "
+            "manifest with a path column."
         ),
     ],
     out: Annotated[
         Optional[str],
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="FILE",
-            help="Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].",
+        out_option(
+            "Predictions file, .csv or .parquet [default: ./predictions-<source name>.csv].", metavar="FILE"
         ),
     ] = None,
     path_column: PathColumnOpt = None,
@@ -57,15 +49,7 @@ def predict_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing predictions file at --out.")
     ] = False,
-    weights: Annotated[
-        Optional[str],
-        typer.Option(
-            "--weights",
-            metavar="FILE",
-            help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold "
-            "the same weights).",
-        ),
-    ] = None,
+    weights: ModelWeightsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict the class of new images: predicted_label, confidence and the soft label per image.
@@ -110,11 +94,9 @@ def evaluate_command(
     model: ModelArg,
     source: Annotated[
         Path,
-        typer.Argument(
-            help="Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be "
-            "classes of the model.",
-            show_default=False,
-            readable=False,
+        path_argument(
+            "Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be "
+            "classes of the model."
         ),
     ],
     path_column: PathColumnOpt = None,
@@ -123,15 +105,7 @@ def evaluate_command(
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     json_output: JsonOpt = False,
-    weights: Annotated[
-        Optional[str],
-        typer.Option(
-            "--weights",
-            metavar="FILE",
-            help="Head-mode models: the backbone's weights file, when it moved since the scan (it must hold "
-            "the same weights).",
-        ),
-    ] = None,
+    weights: ModelWeightsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Accuracy of a model on labelled images: overall, per class, and the confusion matrix.

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from ..reports import json_text
-from ._common import JsonOpt, QuietOpt, progress_bars, stdout
+from .console import progress_bars, stdout
+from .options import JsonOpt, QuietOpt, RunDirArg
 
 
 def review_command(
-    run_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="The run directory a scan wrote (its --out).", show_default=False, readable=False
-        ),
-    ],
+    run_dir: RunDirArg,
     overwrite: Annotated[
         bool,
         typer.Option(
