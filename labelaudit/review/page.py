@@ -46,7 +46,7 @@ from PIL import Image, ImageOps
 
 from .. import __version__
 from .._atomic import remove_stale_temporaries, temporary_sibling
-from ..data._decode import GRAY_MODES, _to_channels, classify_error
+from ..data._decode import GRAY_MODES, classify_error, to_channels
 from ..data.sources import read_table
 from ..errors import ConfigError, LabelAuditError, OutputError
 from ..reports import json_text, write_csv
@@ -535,7 +535,7 @@ def thumbnail(source: str, target: Path, size: int) -> tuple[str, str] | None:
                 channels = 1 if img.mode in GRAY_MODES else 3
                 img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at a reduced scale
                 img.load()
-                img = _to_channels(ImageOps.exif_transpose(img), channels)  # a new image: outlives the file
+                img = to_channels(ImageOps.exif_transpose(img), channels)  # a new image: outlives the file
                 img.thumbnail((size, size), Image.Resampling.BICUBIC)
     except Exception as exc:  # any decoder failure is a placeholder, never fatal
         return classify_error(exc)
