@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.sources import SampleTable, _labels_as_text, match_classes, read_table
+from ..data.sources import SampleTable, labels_as_text, match_classes, read_table
 from ..errors import ManifestError
 from .estimators import transition_matrix
 
@@ -50,7 +50,7 @@ def load_truth(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
             f"truth file {path.name!r} has no true-label column (looked for {list(TRUE_LABEL_CANDIDATES)}, "
             f"found {list(frame.columns)}); add a true_label column"
         )
-    true_text = _labels_as_text(frame[label_col], strip=path.suffix.lower() not in (".parquet", ".pq"))
+    true_text = labels_as_text(frame[label_col], strip=path.suffix.lower() not in (".parquet", ".pq"))
     if "sample_id" in frame.columns and frame["sample_id"].astype(str).isin(table.samples["sample_id"]).any():
         lookup = dict(zip(frame["sample_id"].astype(str), true_text))
         keys = table.samples["sample_id"]

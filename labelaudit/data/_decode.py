@@ -123,7 +123,7 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
             img.draft("L" if channels == 1 else "RGB", (size, size))
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_channels(img, channels)
+            img = to_channels(img, channels)
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
@@ -131,7 +131,9 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     return array
 
 
-def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """``img`` as 8-bit ``"L"`` (``channels == 1``) or ``"RGB"``: 16-bit and float images scaled
+    to 8 bits, palettes expanded, transparency composited over white."""
     if img.mode in _WIDE_MODES:
         values = np.asarray(img)
         if img.mode == "F":

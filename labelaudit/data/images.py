@@ -1,8 +1,9 @@
 """Decode a dataset's images once into a memory-mapped uint8 array on disk.
 
 Training epochs read :attr:`ImageStore.pixels` and never touch PIL. The cache lives under
-:func:`default_cache_dir` (never inside the user's input), keyed by every file's path, size and
-modification time: a second run on unchanged files reuses it, a changed file builds a new one.
+:func:`~labelaudit.data.cache_dir.cache_root` (never inside the user's input), keyed by every
+file's path, size and modification time: a second run on unchanged files reuses it, a changed file
+builds a new one.
 
 Layout of one cache entry ``<cache_dir>/<key>/``:
 
@@ -31,10 +32,11 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
+from .._atomic import atomic_path, temporary_sibling
 from ..errors import ConfigError
 from ..resources import usable_cpus
 from . import _decode
+from .cache_dir import cache_root, default_cache_dir, entry_folders, is_cache_key, open_cache_entry
 from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
 
 CACHE_FORMAT_VERSION = 1
@@ -47,34 +49,25 @@ _CHUNK = 128
 _HEADER_COLUMNS = ("width", "height", "mode", "format", "sha1", "reason", "detail")
 _STATUS_COLUMNS = ("position", "reason", "detail")
 
+__all__ = [
+    "AUTO_SIZE_RANGE",
+    "CACHE_FORMAT_VERSION",
+    "DEFAULT_MAX_PIXELS",
+    "ImageStore",
+    "ProgressCallback",
+    "cache_root",
+    "default_cache_dir",
+    "entry_folders",
+    "is_cache_key",
+    "load_images",
+    "open_cache_entry",
+]
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[..., None]
 """``progress(phase, done, total, extra="")``: called as work advances; the CLI draws bars from it.
 ``extra`` is a short status text (e.g. the selected fraction during training)."""
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder to use: ``cache_dir`` (user-expanded), else :func:`default_cache_dir`.
-
-    An empty ``cache_dir`` is an error, not the current folder (``Path("")`` is ``.``).
-    """
-    if cache_dir is None:
-        return default_cache_dir()
-    if not str(cache_dir).strip():
-        raise ConfigError(
-            "--cache-dir is empty; pass a folder for the image cache, e.g. --cache-dir "
-            "~/.cache/labelaudit, or leave it out for the default"
-        )
-    return Path(cache_dir).expanduser()
-
-
-def default_cache_dir() -> Path:
-    """``$LABELAUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/labelaudit``, else ``~/.cache/labelaudit``."""
-    if os.environ.get("LABELAUDIT_CACHE_DIR"):
-        return Path(os.environ["LABELAUDIT_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "labelaudit"
 
 
 @dataclass(frozen=True)
@@ -183,28 +176,70 @@ def load_images(
         header_skips = _skips(table, headers, ~readable)
         check_usable(table.without(header_skips), require_all_classes)  # raises: nothing readable
     size = image_size or _auto_size(headers[readable])
+    channels = _cache_channels(channels, headers[readable])
+    decodable = np.flatnonzero(readable.to_numpy())
+    decoded = _decoded_pixels(table, entry, decodable, size, channels, max_pixels, workers, progress)
+    return _store(table, headers, decodable, decoded, entry, require_all_classes)
+
+
+def _cache_channels(channels: int | None, readable_headers: pd.DataFrame) -> int:
+    """``channels`` when given (1 or 3, else ConfigError), else 1 when every image is grayscale."""
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3; got {channels!r}")
-    channels = channels or (1 if headers.loc[readable, "mode"].isin(_decode.GRAY_MODES).all() else 3)
+    return channels or (1 if readable_headers["mode"].isin(_decode.GRAY_MODES).all() else 3)
 
-    decodable = np.flatnonzero(readable.to_numpy())
+
+@dataclass(frozen=True)
+class _Decoded:
+    """The cached ``(M, S, S, C)`` pixels of the decodable rows, their failures, and whether the
+    array came from an earlier run."""
+
+    pixels: np.ndarray
+    failures: pd.DataFrame
+    reused: bool
+
+
+def _decoded_pixels(
+    table: SampleTable,
+    entry: Path,
+    decodable: np.ndarray,
+    size: int,
+    channels: int,
+    max_pixels: int,
+    workers: int,
+    progress: ProgressCallback | None,
+) -> _Decoded:
+    """The pixels of the ``decodable`` rows of ``table`` from the cache entry, decoded first when
+    no complete array is there. ConfigError when the array cannot be read back after writing."""
     # The decodable rows depend on max_pixels, so it is part of the name of the array they index.
     pixels_file = entry / f"pixels-s{size}-c{channels}-maxpx{max_pixels}.npy"
     status_file = entry / f"decode-s{size}-c{channels}-maxpx{max_pixels}.parquet"
     shape = (len(decodable), size, size, channels)
     cached = _load_decoded(pixels_file, status_file, shape)
-    reused = cached is not None
+    if cached is not None:
+        return _Decoded(*cached, reused=True)
+    _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
+    cached = _load_decoded(pixels_file, status_file, shape)
     if cached is None:
-        _decode_all(table, decodable, pixels_file, status_file, size, channels, workers, progress)
-        cached = _load_decoded(pixels_file, status_file, shape)
-        if cached is None:
-            raise ConfigError(
-                f"the image cache in {str(entry)!r} cannot be read back right after writing it; "
-                "check the disk, or pass another --cache-dir or set LABELAUDIT_CACHE_DIR"
-            )
-    pixels, failures = cached
+        raise ConfigError(
+            f"the image cache in {str(entry)!r} cannot be read back right after writing it; "
+            "check the disk, or pass another --cache-dir or set LABELAUDIT_CACHE_DIR"
+        )
+    return _Decoded(*cached, reused=False)
 
+
+def _store(
+    table: SampleTable,
+    headers: pd.DataFrame,
+    decodable: np.ndarray,
+    decoded: _Decoded,
+    entry: Path,
+    require_all_classes: bool,
+) -> ImageStore:
+    """The :class:`ImageStore` of the samples whose header was read and whose pixels decoded; the
+    others moved to ``skipped`` (:func:`check_usable` raises when too few remain)."""
     # Map failures back: decode positions are rows of `pixels`, i.e. indexes into `decodable`.
+    failures = decoded.failures
     decode_reason = pd.Series("", index=headers.index, dtype=object)
     decode_detail = pd.Series("", index=headers.index, dtype=object)
     failed_rows = decodable[failures["position"].to_numpy(dtype=np.int64)]
@@ -223,55 +258,14 @@ def load_images(
     files = headers.loc[usable, ["width", "height", "mode", "format", "sha1"]].reset_index(drop=True)
     return ImageStore(
         table=kept,
-        pixels=pixels,
+        pixels=decoded.pixels,
         positions=position_of_row[usable],
         files=files,
-        image_size=size,
-        channels=channels,
+        image_size=decoded.pixels.shape[1],  # S and C: _load_decoded checked the array's shape
+        channels=decoded.pixels.shape[3],
         cache_dir=entry,
-        reused=reused,
+        reused=decoded.reused,
     )
-
-
-def open_cache_entry(root: Path, key: str) -> Path:
-    """Create (or reuse) the cache entry ``root/key`` after checking that ``root`` is a writable
-    folder; delete the temporaries that killed runs left in any entry under ``root``."""
-    fix = "pass another --cache-dir or set LABELAUDIT_CACHE_DIR to a writable folder"
-    try:
-        if root.exists() and not root.is_dir():
-            raise ConfigError(f"cache directory {str(root)!r} is a file, not a folder; {fix}")
-        entry = root / key
-        entry.mkdir(parents=True, exist_ok=True)
-        probe = temporary_sibling(entry / "write-test")
-        probe.open("xb").close()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"cache directory {str(root)!r} cannot be written: {exc.strerror or exc}; {fix}"
-        ) from exc
-    for folder in entry_folders(root):
-        remove_stale_temporaries(folder)
-    return entry
-
-
-def is_cache_key(name: str) -> bool:
-    """A cache key: 24 lowercase hex digits."""
-    return len(name) == 24 and all(c in "0123456789abcdef" for c in name)
-
-
-def entry_folders(root: Path) -> list[Path]:
-    """The cache entries under ``root``: folders named by 24 hex digits, nothing else."""
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return []
-    return [
-        Path(e.path)
-        for e in entries
-        if len(e.name) == 24
-        and all(c in "0123456789abcdef" for c in e.name)
-        and e.is_dir(follow_symlinks=False)
-    ]
 
 
 def _discard(*files: Path) -> None:
@@ -421,7 +415,7 @@ def _headers(
 
 def _as_columns(rows: list[dict]) -> list[list]:
     """A chunk's header dicts as one list per :data:`_HEADER_COLUMNS` entry: a dict per file
-    costs ~0.4 kB, about twice its values (measured at a million files)."""
+    would cost about twice its values (docs/benchmarks.md, "Scale")."""
     return [[row[name] for row in rows] for name in _HEADER_COLUMNS]
 
 

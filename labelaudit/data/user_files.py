@@ -51,26 +51,34 @@ what is wrong and the fix.
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
-from ..errors import ConfigError, LabelAuditError, some
-from .sources import SampleTable, displayable_path, read_table, where_row
+from ..errors import ConfigError, some
+from .keyed_files import (
+    CHUNK_ROWS,
+    EMBEDDING_COLUMN,
+    KEY_COLUMNS,
+    PROB_PREFIX,
+    KeyedFile,
+    first_line,
+    warn_ignored,
+)
+from .sample_table import SampleTable, displayable_path
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "EMBEDDING_COLUMN",
+    "KEY_COLUMNS",
+    "MANIFEST_ROW_COLUMN",
+    "PROB_PREFIX",
+    "SUM_TOLERANCE",
+    "read_embeddings",
+    "read_probs",
+]
 
-#: Columns that identify a row (the first one present is the key); never read as values.
-KEY_COLUMNS = ("sample_id", "path")
-#: The column read as the embedding when several columns are present.
-EMBEDDING_COLUMN = "embedding"
-#: Prefix of a class's probability column (labelaudit's report.parquet writes ``p_<class>``).
-PROB_PREFIX = "p_"
 #: Largest accepted ``|row sum - 1|`` of a probability row.
 SUM_TOLERANCE = 1e-3
 #: Samples-table column with each sample's 0-based manifest data row, when the source records it.
@@ -79,8 +87,6 @@ MANIFEST_ROW_COLUMN = "manifest_row"
 _NPY = (".npy",)
 _PARQUET = (".parquet", ".pq")
 _CSV = (".csv",)
-_CHUNK_ROWS = 4096  # rows copied (and checked) at a time: bounds the temporaries of a 100k x 2048 read
-_UNNAMED = re.compile(r"^(Unnamed: \d+|__index_level_\d+__)$")  # a saved pandas index
 
 
 def read_embeddings(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
@@ -119,7 +125,7 @@ def read_embeddings(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
             rows, name_row = _npy_rows(array.shape[0], table, what)
             out = _gather(array, rows, np.float32)
     else:
-        keyed = _KeyedFile(file, fmt, what)
+        keyed = KeyedFile(file, fmt, what)
         rows = keyed.align(table)
         name_row = keyed.name_row
         out = keyed.embeddings(rows)
@@ -170,7 +176,7 @@ def read_probs(path: str | os.PathLike, table: SampleTable) -> np.ndarray:
             rows, name_row = _npy_rows(array.shape[0], table, what)
             out = _gather(array, rows, np.float64)
     else:
-        keyed = _KeyedFile(file, fmt, what)
+        keyed = KeyedFile(file, fmt, what)
         columns = keyed.prob_columns(table.class_names)
         rows = keyed.align(table)
         name_row = keyed.name_row
@@ -225,7 +231,7 @@ class _npy:
             self.array = np.lib.format.open_memmap(self.file, mode="r")  # never unpickles
         except Exception as exc:  # bad magic, object dtype, truncated header, I/O errors
             raise ConfigError(
-                f"{self.what} cannot be read as .npy: {_first_line(exc)}; save a numeric array with "
+                f"{self.what} cannot be read as .npy: {first_line(exc)}; save a numeric array with "
                 "numpy.save(...) (object arrays and pickles are not read)"
             ) from exc
         if self.array.dtype.kind not in "fiu":
@@ -243,19 +249,6 @@ class _npy:
                 mm.close()
             except BufferError:  # a view is still alive; the garbage collector closes it
                 pass
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _type_name(kind) -> str:
-    """A pyarrow type as a person would say it: ``text`` for every string type."""
-    import pyarrow as pa
-
-    texts = (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", None))
-    return "text" if any(test is not None and test(kind) for test in texts) else str(kind)
 
 
 # --- alignment -----------------------------------------------------------------------------------
@@ -279,7 +272,7 @@ def _npy_rows(n_file: int, table: SampleTable, what: str) -> tuple[np.ndarray, C
                 f"{what} has {n_file} rows, but the dataset refers to manifest row {int(rows.max())}; "
                 "key the rows by sample_id in a parquet or CSV file instead"
             )
-        _warn_ignored(what, n_file - n, f"{n_file - n} for manifest rows that are not usable images")
+        warn_ignored(what, n_file - n, f"{n_file - n} for manifest rows that are not usable images")
         return rows, name_row
     if n_file == n:
         return np.arange(n, dtype=np.int64), name_row
@@ -307,273 +300,11 @@ def _gather(source: np.ndarray, rows: np.ndarray, dtype) -> np.ndarray:
     may be a memory map far larger than memory, and only the rows asked for are read."""
     out = np.empty((len(rows), source.shape[1]), dtype)
     in_order = len(rows) == source.shape[0] and bool(np.all(rows == np.arange(len(rows))))
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        stop = min(start + _CHUNK_ROWS, len(rows))
+    for start in range(0, len(rows), CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, len(rows))
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: reported as such
             out[start:stop] = source[start:stop] if in_order else source[rows[start:stop]]
     return out
-
-
-def _warn_ignored(what: str, count: int, detail: str) -> None:
-    if count > 0:
-        log.warning("%s: ignored %d rows (%s)", what, count, detail)
-
-
-class _KeyedFile:
-    """A parquet or CSV file whose rows are keyed by ``sample_id`` or ``path``.
-
-    Parquet is read with pyarrow, only the columns needed, a list column streamed in batches;
-    CSV through :func:`labelaudit.data.sources.read_table` (text cells, our formula escaping undone).
-    """
-
-    def __init__(self, file: Path, fmt: str, what: str):
-        self.file, self.fmt, self.what = file, fmt, what
-        self._arrow = {}  # parquet column name -> pyarrow ChunkedArray
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                self._schema = pq.read_schema(file)
-            except Exception as exc:
-                raise self._unreadable(exc) from exc
-            self.columns = [str(name) for name in self._schema.names]
-            self._frame = None
-        else:
-            try:
-                self._frame = read_table(file, "file")
-            except LabelAuditError as exc:
-                raise self._unreadable(exc.__cause__ or exc) from exc
-            self._frame.columns = [str(c) for c in self._frame.columns]
-            self.columns = list(self._frame.columns)
-        key = next((c for c in KEY_COLUMNS if c in self.columns), None)
-        if key is None:
-            raise ConfigError(
-                f"{what} has no sample_id or path column (columns: {some(self.columns)}); add "
-                "a sample_id column with labelaudit's ids (see the report's sample_id) or a path column"
-            )
-        self.key = key
-        self.values = [c for c in self.columns if c not in KEY_COLUMNS and not _UNNAMED.match(c)]
-
-    def _unreadable(self, exc: BaseException) -> ConfigError:
-        return ConfigError(
-            f"{self.what} cannot be read as {self.fmt}: {_first_line(exc)}; check that it is a valid "
-            f"{self.fmt} file"
-        )
-
-    def name_row(self, index: int) -> str:
-        return where_row(self.file, index)
-
-    # raw columns
-
-    def _column(self, name: str):
-        """A parquet column as a pyarrow ChunkedArray (read once)."""
-        if name not in self._arrow:
-            import pyarrow.parquet as pq
-
-            try:
-                column = pq.read_table(self.file, columns=[name]).column(0)
-            except Exception as exc:
-                raise self._unreadable(exc) from exc
-            self._arrow[name] = column
-        return self._arrow[name]
-
-    def _is_list(self, name: str) -> bool:
-        if self.fmt != "parquet":
-            return False
-        import pyarrow as pa
-
-        kind = self._schema.field(name).type
-        return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-
-    def numbers(self, name: str) -> np.ndarray:
-        """Column ``name`` as a 1-D numeric array (missing cells NaN); error when not numeric."""
-        if self.fmt == "parquet":
-            import pyarrow as pa
-
-            kind = self._schema.field(name).type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                raise self._not_numeric(name, f"holds {_type_name(kind)} values")
-            return self._column(name).to_numpy(zero_copy_only=False)
-        text = self._frame[name]
-        values = pd.to_numeric(text, errors="coerce")
-        bad = values.isna() & text.notna() & ~text.str.strip().str.lower().isin(["nan", "-nan", "+nan"])
-        if bad.any():
-            first = int(np.flatnonzero(bad.to_numpy())[0])
-            raise self._not_numeric(name, f"holds the text {text.iloc[first]!r} {self.name_row(first)}")
-        return values.to_numpy(dtype=np.float64)
-
-    def _not_numeric(self, name: str, detail: str) -> ConfigError:
-        return ConfigError(f"{self.what} column {name!r} {detail}, expected numbers; fix or drop that column")
-
-    def keys(self) -> np.ndarray:
-        """The key of every row as text; a path key resolved like a manifest's paths."""
-        if self.fmt == "parquet":
-            raw = pd.Series(self._column(self.key).to_pandas(), dtype=object)
-        else:
-            raw = self._frame[self.key]
-        missing = raw.isna() | (raw.map(str).str.strip() == "")
-        if missing.any():
-            first = int(np.flatnonzero(missing.to_numpy())[0])
-            raise ConfigError(
-                f"{self.what} has {int(missing.sum())} rows with no {self.key} (first "
-                f"{self.name_row(first)}); fill them in or drop those rows"
-            )
-        if self.key == "sample_id":
-            return raw.map(str).to_numpy(dtype=object)
-        root = self.file.parent  # as sources.py resolves a manifest's paths against its folder
-        resolved = raw.map(lambda p: os.path.normpath(os.path.join(root, os.path.expanduser(str(p).strip()))))
-        return resolved.to_numpy(dtype=object)
-
-    # alignment and values
-
-    def align(self, table: SampleTable) -> np.ndarray:
-        """The file row of each sample of ``table``; errors for repeated keys and missing samples."""
-        keys = pd.Index(self.keys())
-        repeated = keys[keys.duplicated()]
-        if len(repeated):
-            raise ConfigError(
-                f"{self.what} repeats the {self.key} {repeated[0]!r} ({len(repeated)} repeated rows); "
-                f"keep one row per sample"
-            )
-        wanted = table.samples[self.key]
-        rows = keys.get_indexer(wanted)
-        absent = rows < 0
-        if absent.any():
-            example = f"; its {self.key}s look like {keys[0]!r}" if len(keys) else ""
-            where = " (relative paths are read from the file's folder)" if self.key == "path" else ""
-            raise ConfigError(
-                f"{self.what} has no row for {int(absent.sum())} of the dataset's {len(table)} samples "
-                f"(first: {self.key} {wanted.iloc[int(np.flatnonzero(absent)[0])]!r}{example}){where}; "
-                f"add a row for every sample, keyed by labelaudit's {self.key}"
-            )
-        extra = len(keys) - len(rows)
-        if extra:
-            skipped = set(table.skipped[self.key].map(str))
-            if self.key == "path":
-                skipped |= set(table.duplicate_rows["path"].map(str))
-            unused = np.ones(len(keys), bool)
-            unused[rows] = False
-            of_skipped = int(keys[unused].isin(skipped).sum())
-            _warn_ignored(
-                self.what,
-                extra,
-                f"{of_skipped} for images the dataset skipped, "
-                f"{extra - of_skipped} for samples not in the dataset",
-            )
-        return rows.astype(np.int64)
-
-    def embeddings(self, rows: np.ndarray) -> np.ndarray:
-        """``(len(rows), D)`` float32: the embedding of file row ``rows[i]`` in row ``i``."""
-        if EMBEDDING_COLUMN in self.values:
-            chosen = [EMBEDDING_COLUMN]
-        elif len(self.values) == 1 and self._is_list(self.values[0]):
-            chosen = self.values
-        else:
-            chosen = self.values
-            lists = [c for c in chosen if self._is_list(c)]
-            if lists:
-                raise ConfigError(
-                    f"{self.what} has list column {lists[0]!r} among {len(chosen)} value columns; name "
-                    f"the embedding column {EMBEDDING_COLUMN!r} or keep only the key and one list column"
-                )
-        if not chosen:
-            raise ConfigError(
-                f"{self.what} has no embedding columns besides {self.key!r}; add an {EMBEDDING_COLUMN!r} "
-                "list column or one numeric column per feature"
-            )
-        if len(chosen) == 1 and self._is_list(chosen[0]):
-            return self._list_embeddings(chosen[0], rows)
-        out = np.empty((len(rows), len(chosen)), np.float32)
-        for j, name in enumerate(chosen):
-            with np.errstate(over="ignore"):  # beyond float32's range becomes inf: reported as such
-                out[:, j] = self.numbers(name)[rows]
-        return out
-
-    def _list_embeddings(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """``(len(rows), D)`` float32 from parquet list column ``name``, streamed a batch of rows
-        at a time: each batch's values are one flat buffer, reshaped without a copy (no per-row
-        Python objects, never the whole column in memory at once). Errors for null rows, rows of
-        different lengths, empty lists or non-numeric items."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        item = self._schema.field(name).type.value_type
-        if not (pa.types.is_integer(item) or pa.types.is_floating(item)):
-            raise self._not_numeric(name, f"holds lists of {_type_name(item)} values")
-        order = np.argsort(rows, kind="stable")
-        wanted = rows[order]  # file rows in file order; order[i] is the sample that wants wanted[i]
-        out, dim, offset = None, None, 0
-        try:
-            batches = pq.ParquetFile(self.file, pre_buffer=False, buffer_size=1 << 22).iter_batches(
-                batch_size=_CHUNK_ROWS, columns=[name]
-            )
-            for batch in batches:
-                chunk = batch.column(0)
-                if chunk.null_count:
-                    first = offset + int(np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False))[0])
-                    raise ConfigError(
-                        f"{self.what} column {name!r} has empty (null) rows (first {self.name_row(first)}); "
-                        "give every sample an embedding"
-                    )
-                lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
-                if dim is None and len(lengths):
-                    dim = int(lengths[0])
-                    if dim < 1:
-                        raise ConfigError(
-                            f"{self.what} column {name!r} holds empty lists; every embedding needs at "
-                            "least one value"
-                        )
-                    out = np.empty((len(rows), dim), np.float32)
-                uneven = np.flatnonzero(lengths != dim)
-                if len(uneven):
-                    raise ConfigError(
-                        f"{self.what} column {name!r} holds {int(lengths[uneven[0]])} values "
-                        f"{self.name_row(offset + int(uneven[0]))} but {dim} in the first row; every "
-                        "embedding needs the same length"
-                    )
-                if len(chunk):
-                    block = chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), dim)
-                    start, stop = np.searchsorted(wanted, [offset, offset + len(chunk)])
-                    with np.errstate(over="ignore"):  # beyond float32's range becomes inf: reported as such
-                        out[order[start:stop]] = block[wanted[start:stop] - offset]
-                offset += len(chunk)
-        except LabelAuditError:
-            raise
-        except Exception as exc:  # a damaged data page
-            raise self._unreadable(exc) from exc
-        return out if out is not None else np.empty((len(rows), 1), np.float32)
-
-    def prob_columns(self, class_names) -> list[str]:
-        """The column of each class: every ``p_<class>`` when all exist, else every ``<class>``."""
-        present = set(self.values)
-        prefixed = [PROB_PREFIX + name for name in class_names]
-        exact = list(class_names)
-        if all(c in present for c in prefixed):
-            # A p_ column for a class the dataset lacks: the rows' mass is spread over other
-            # classes than the dataset's, so the rows would not sum to 1 over its own.
-            foreign = [c for c in self.values if c.startswith(PROB_PREFIX) and c not in set(prefixed)]
-            if foreign:
-                raise ConfigError(
-                    f"{self.what} has column {foreign[0]!r} for a class the dataset does not have "
-                    f"({len(foreign)} such column{'s' if len(foreign) > 1 else ''}; the dataset's classes "
-                    "are "
-                    f"{some(class_names)}); pass probabilities over the dataset's classes only (check the "
-                    "class "
-                    "names, or drop those columns and renormalise the rows)"
-                )
-            return prefixed
-        if all(c in present for c in exact):
-            return exact
-        closer = (
-            prefixed if sum(c in present for c in prefixed) >= sum(c in present for c in exact) else exact
-        )
-        missing = [name for name, c in zip(class_names, closer) if c not in present]
-        raise ConfigError(
-            f"{self.what} has no column for class {missing[0]!r} ({len(missing)} of {len(class_names)} "
-            f"classes missing); add one column per class named {PROB_PREFIX + missing[0]!r} (or "
-            f"{missing[0]!r}): classes are {some(class_names)}"
-        )
 
 
 # --- value checks --------------------------------------------------------------------------------
@@ -586,8 +317,8 @@ def _sample(table: SampleTable, i: int) -> str:
 def _check_finite(out: np.ndarray, rows: np.ndarray, table: SampleTable, name_row, what: str) -> None:
     """Error naming the first file row (in file order) with a NaN or infinite value."""
     bad = np.zeros(len(out), bool)
-    for start in range(0, len(out), _CHUNK_ROWS):
-        bad[start : start + _CHUNK_ROWS] = ~np.isfinite(out[start : start + _CHUNK_ROWS]).all(axis=1)
+    for start in range(0, len(out), CHUNK_ROWS):
+        bad[start : start + CHUNK_ROWS] = ~np.isfinite(out[start : start + CHUNK_ROWS]).all(axis=1)
     if bad.any():
         i = _first_in_file(bad, rows)
         big = " or too large for float32" if out.dtype == np.float32 else ""

@@ -121,9 +121,9 @@ class Preprocess:
         white, 16-bit scaled to 8 bits).
         """
         if image.mode != "RGB":
-            from ..data._decode import _to_channels
+            from ..data._decode import to_channels
 
-            image = _to_channels(image, 3)
+            image = to_channels(image, 3)
         width, height = image.size
         # torchvision's rule: the shorter side becomes resize_size, the longer one is truncated.
         if width <= height:

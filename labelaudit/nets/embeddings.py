@@ -244,7 +244,7 @@ def open_rgb(path: str, min_side: int) -> Image.Image:
             img.draft("RGB", (min_side, min_side))
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _decode._to_channels(img, 3)
+            return _decode.to_channels(img, 3)
 
 
 # ------------------------------------------------------------------------------------------- private

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from ..data._decode import GRAY_MODES, _to_channels, classify_error
+from ..data._decode import GRAY_MODES, classify_error, to_channels
 from ..resources import usable_cpus
 
 ProgressCallback = Callable[..., None]
@@ -78,7 +78,7 @@ def thumbnail(source: str, target: Path, size: int) -> tuple[str, str] | None:
                 channels = 1 if img.mode in GRAY_MODES else 3
                 img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at a reduced scale
                 img.load()
-                img = _to_channels(ImageOps.exif_transpose(img), channels)  # a new image: outlives the file
+                img = to_channels(ImageOps.exif_transpose(img), channels)  # a new image: outlives the file
                 img.thumbnail((size, size), Image.Resampling.BICUBIC)
     except Exception as exc:  # any decoder failure is a placeholder, never fatal
         return classify_error(exc)
