@@ -53,7 +53,7 @@ def per_class_noise_rates(flags: np.ndarray, given_labels: np.ndarray, num_class
 def anchor_transition_matrix(
     probs: np.ndarray, *, percentile: float = 97.0, min_samples_per_class: int = 100
 ) -> np.ndarray:
-    """Estimate ``T`` from anchor points (Patrini et al. 2017, seed 003).
+    """Estimate ``T`` from anchor points (Patrini et al. 2017).
 
     For each class ``i``, the anchor is the sample whose predicted ``p_i`` sits at the
     ``percentile``-th percentile over all samples (robust to a few over-confident outliers);

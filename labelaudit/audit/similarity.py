@@ -1,4 +1,4 @@
-"""Near-duplicates and images of no class (issue 18).
+"""Near-duplicates and images of no class.
 
 Two kinds of wrong label that are not lone flips:
 
@@ -14,11 +14,10 @@ Two kinds of wrong label that are not lone flips:
 - **Outliers**: an image unlike every class. Its score is the mean cosine distance to its ``k``
   nearest neighbours in the outlier features (a backbone's embeddings when the scan has them,
   otherwise small grey thumbnails of the images: a network trained on the classes maps a foreign
-  image onto one of them, measured in docs/benchmarks.md), divided by the median of that distance
-  over the samples given the same label, so a class that is naturally diverse does not make its
-  samples outliers.
+  image onto one of them), divided by the median of that distance over the distinct images.
 
-:func:`find_similarity_issues` runs both and returns a :class:`SimilarityIssues`.
+:func:`find_similarity_issues` runs both and returns a :class:`SimilarityIssues`. Why these
+choices, and what they were measured against: docs/methods.md and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,11 +31,11 @@ import torch
 
 #: Neighbours per sample searched for near-duplicate candidates.
 DUPLICATE_NEIGHBOURS = 20
-#: Neighbours of the outlier distance: N / 200, within these bounds (50 measured best at 10,000
-#: images; a small dataset needs fewer, or the distance averages over whole classes).
+#: Neighbours of the outlier distance: N / 200, within these bounds (a small dataset needs fewer,
+#: or the distance averages over whole classes; docs/methods.md).
 OUTLIER_NEIGHBOURS = (5, 50)
 #: Fewest samples for which ``is_outlier`` is decided: the robust spread of a few dozen
-#: distances is too unsteady (34 random blobs gave 2 "outliers"); below, only the score is given.
+#: distances is too unsteady (docs/methods.md); below, only the score is given.
 MIN_OUTLIER_SAMPLES = 100
 #: Side of the grey thumbnails used as outlier features when the scan has no embeddings.
 THUMBNAIL_SIZE = 14
@@ -122,13 +121,12 @@ def aligned_differences(
 ) -> np.ndarray:
     """Root-mean-square grey-level difference of each pair of images, at their best alignment.
 
-    ``images`` ``(N, H, W)`` uint8 (:func:`comparison_images`); ``pairs`` ``(P, 2)`` sample indices. Each
-    pair is compared
-    at every offset of up to ``shift`` pixels in each direction (on the overlapping part), after
-    subtracting the mean difference (an overall brightness change is not a different picture);
-    the smallest of these differences is returned, ``(P,)`` float32 in grey levels (0..255).
-    Pairs are compared ``chunk`` at a time (small chunks stay in the CPU's cache: 2.5 times
-    faster than 8,192).
+    ``images`` ``(N, H, W)`` uint8 (:func:`comparison_images`); ``pairs`` ``(P, 2)`` sample
+    indices. Each pair is compared at every offset of up to ``shift`` pixels in each direction (on
+    the overlapping part), after subtracting the mean difference (an overall brightness change is
+    not a different picture); the smallest of these differences is returned, ``(P,)`` float32 in
+    grey levels (0..255). Pairs are compared ``chunk`` at a time (small chunks stay in the CPU's
+    cache).
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float32)
@@ -348,8 +346,8 @@ def outlier_scores(
     their image's score and do not set the scale. A distinct image's distance is its mean
     cosine distance to its ``k`` nearest other distinct images (default:
     :data:`OUTLIER_NEIGHBOURS` of the number of distinct images), divided by the median distance
-    of the distinct images (``per_class``: of the samples given the same label; it measured
-    worse, docs/benchmarks.md). ``outlier_score`` is the rank of that ratio in [0, 1] (1 = the
+    of the distinct images (``per_class``: of the samples given the same label; not the default,
+    see docs/methods.md). ``outlier_score`` is the rank of that ratio in [0, 1] (1 = the
     most isolated sample); ``is_outlier``: a ratio above the median plus ``spread`` robust
     standard deviations (1.4826 x MAD) of the distinct images' log ratios, decided only from
     :data:`MIN_OUTLIER_SAMPLES` distinct images on.
@@ -457,15 +455,7 @@ def find_similarity_issues(
         used["duplicate_candidates"] = "+".join(filter(None, [used["duplicate_candidates"], "thumbnails"]))
         dup = find_duplicates(grey, pixel_hashes(images), lists, labels, threshold=duplicate_threshold)
     else:
-        dup = {
-            "duplicate_group": np.full(n, -1, dtype=np.int64),
-            "duplicate_of": np.full(n, -1, dtype=np.int64),
-            "duplicate_similarity": np.full(n, np.nan),
-            "duplicate_conflict": np.zeros(n, dtype=bool),
-            "exact_duplicate": np.zeros(n, dtype=bool),
-            "duplicate_threshold": float("nan"),
-            "pairs": pd.DataFrame({"a": [], "b": [], "difference": []}),
-        }
+        dup = _not_searched(n)
     return SimilarityIssues(
         duplicate_group=dup["duplicate_group"],
         duplicate_of=dup["duplicate_of"],
@@ -479,3 +469,17 @@ def find_similarity_issues(
         features=used,
         pairs=dup["pairs"],
     )
+
+
+def _not_searched(n: int) -> dict:
+    """The near-duplicate results of :func:`find_duplicates` for ``n`` samples whose pixels were not
+    read: no groups, no pairs, thresholds NaN."""
+    return {
+        "duplicate_group": np.full(n, -1, dtype=np.int64),
+        "duplicate_of": np.full(n, -1, dtype=np.int64),
+        "duplicate_similarity": np.full(n, np.nan),
+        "duplicate_conflict": np.zeros(n, dtype=bool),
+        "exact_duplicate": np.zeros(n, dtype=bool),
+        "duplicate_threshold": float("nan"),
+        "pairs": pd.DataFrame({"a": [], "b": [], "difference": []}),
+    }

@@ -39,7 +39,7 @@ from ..data.images import ImageStore, ProgressCallback, load_images
 from ..data.sources import load_source
 from ..errors import ConfigError, DatasetError
 from ..reports import write_csv, write_json
-from ..runs.directory import RunDirectory, check_not_input, data_fingerprint, input_paths
+from ..runs.directory import RunDirectory, as_run_directory, check_not_input, data_fingerprint, input_paths
 from ..runs.format import RUN_FORMAT_VERSION
 from ..runs.scan_run import ScanRun, load_run, read_labels
 from ..train.checkpoint import save_model
@@ -532,15 +532,12 @@ def write_retrain(
     ``out_dir`` is a path or an opened :class:`~labelaudit.runs.directory.RunDirectory`; ``overwrite``
     replaces an earlier retrain's folder (nothing else that is not empty is ever replaced).
     """
-    if isinstance(out_dir, RunDirectory):
-        run = out_dir
-    else:
-        run = RunDirectory(
-            out_dir,
-            "retrain",
-            inputs=retrain_inputs(result.run, labels=result.config.labels),
-            overwrite=overwrite,
-        )
+    run = as_run_directory(
+        out_dir,
+        "retrain",
+        inputs=lambda: retrain_inputs(result.run, labels=result.config.labels),
+        overwrite=overwrite,
+    )
     with run.writing() as out:
         write_csv(out / "cleaned_labels.csv", result.cleaned)
         with atomic_path(out / "cleaned_labels.parquet") as tmp:

@@ -27,54 +27,54 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
-import json
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .. import _interrupt
-from .._atomic import remove_stale_temporaries, temporary_sibling, write_text
-from ..errors import ConfigError, OutputError
-from ..reports import matrix_fingerprint, read_json
+from .._atomic import remove_stale_temporaries, temporary_sibling
+from ..errors import OutputError
+from .fingerprints import check_matrix_fingerprint, data_fingerprint
+from .locks import FolderLock
+from .markers import (
+    KINDS,
+    LATER_ENTRIES,
+    LEGACY_ENTRIES,
+    MARKER,
+    MARKER_FORMAT_VERSION,
+    foreign_entries,
+    output_kind,
+    read_marker,
+    write_marker,
+)
 
-try:  # POSIX; on other systems runs are not locked (the rename still makes them whole)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
-
-#: The commands that write output folders.
-KINDS = ("scan", "retrain", "inspect", "inject-noise", "benchmark", "export", "apply")
-#: Written by labelaudit into every output folder it makes: ``{"written_by": "labelaudit", "kind",
-#: "format_version", "entries"}`` (the top-level names it wrote).
-MARKER = ".labelaudit-output.json"
-MARKER_FORMAT_VERSION = 1
-#: Folders labelaudit adds to a finished scan's run directory later (``review``, ``write_plots_for_run``).
-LATER_ENTRIES = frozenset({"review", "plots"})
-#: Scan and retrain folders written before the marker existed: recognised by ``summary.json``'s
-#: ``kind`` and ``format_version`` only when they hold nothing but these names.
-LEGACY_ENTRIES = {
-    "scan": frozenset(
-        {
-            "report.parquet",
-            "report.csv",
-            "flagged.csv",
-            "summary.json",
-            "transition_matrix.csv",
-            "transition_matrix_anchor.csv",
-            "true_transition_matrix.csv",
-            "skipped.csv",
-            "config.json",
-            "model.pt",
-        }
-    ),
-    "retrain": frozenset(
-        {"model.pt", "cleaned_labels.csv", "cleaned_labels.parquet", "summary.json", "config.json"}
-    ),
-}
+#: The names importable from here: this module's own, and those of the marker, the lock and the
+#: fingerprints, which moved to their own modules.
+__all__ = [
+    "KINDS",
+    "LATER_ENTRIES",
+    "LEGACY_ENTRIES",
+    "MARKER",
+    "MARKER_FORMAT_VERSION",
+    "FolderLock",
+    "RunDirectory",
+    "as_run_directory",
+    "check_matrix_fingerprint",
+    "check_not_input",
+    "check_output_folder",
+    "data_fingerprint",
+    "foreign_entries",
+    "input_paths",
+    "output_kind",
+    "output_path",
+    "prepare_output_file",
+    "read_marker",
+    "replace_folder",
+    "write_marker",
+]
 
 
 def output_path(text: str | os.PathLike | None, option: str = "--out") -> Path | None:
@@ -141,62 +141,6 @@ def check_not_input(
     return out
 
 
-def read_marker(folder: Path) -> dict | None:
-    """The :data:`MARKER` labelaudit wrote into ``folder`` (or the equivalent of one for a scan or
-    retrain folder of an earlier version, see :data:`LEGACY_ENTRIES`), or None."""
-    try:
-        marker = read_json(folder / MARKER)
-    except (OSError, ValueError):
-        return _legacy_marker(folder)
-    if not (
-        isinstance(marker, dict)
-        and marker.get("written_by") == "labelaudit"
-        and marker.get("kind") in KINDS
-        and isinstance(marker.get("entries"), list)
-    ):
-        return None
-    return marker
-
-
-def _legacy_marker(folder: Path) -> dict | None:
-    try:
-        summary = read_json(folder / "summary.json")
-        names = set(os.listdir(folder))
-    except (OSError, ValueError):
-        return None
-    kind = summary.get("kind") if isinstance(summary, dict) else None
-    if kind not in LEGACY_ENTRIES or summary.get("format_version") not in (1, 2):
-        return None
-    if not names - LATER_ENTRIES <= LEGACY_ENTRIES[kind]:
-        return None  # something else is in there: not recognisably ours
-    return {"written_by": "labelaudit", "kind": kind, "entries": sorted(names)}
-
-
-def write_marker(folder: Path, kind: str, entries: Iterable[str] | None = None) -> None:
-    """Mark ``folder`` as a ``kind`` output of labelaudit listing ``entries`` (default: what is in it now)."""
-    names = sorted(os.listdir(folder)) if entries is None else sorted(entries)
-    marker = {
-        "written_by": "labelaudit",
-        "kind": kind,
-        "format_version": MARKER_FORMAT_VERSION,
-        "entries": [n for n in names if n != MARKER],
-    }
-    write_text(folder / MARKER, json.dumps(marker, indent=2) + "\n")
-
-
-def output_kind(folder: Path) -> str | None:
-    """The command whose output ``folder`` is (``"scan"``, ``"retrain"``...), by its marker, or None."""
-    marker = read_marker(folder)
-    return None if marker is None else marker["kind"]
-
-
-def foreign_entries(folder: Path) -> list[str]:
-    """Names in ``folder`` that labelaudit did not write there (all of them without a marker)."""
-    marker = read_marker(folder)
-    ours = set() if marker is None else {*marker["entries"], *LATER_ENTRIES, MARKER}
-    return sorted(name for name in os.listdir(folder) if name not in ours)
-
-
 def check_output_folder(out: Path, kind: str, *, overwrite: bool, option: str = "--out") -> bool:
     """Raise :class:`OutputError` unless ``out`` may receive a ``kind`` output; True when it exists
     and will be replaced. A file, a mount point, a foreign non-empty folder, an output holding
@@ -244,50 +188,6 @@ def check_output_folder(out: Path, kind: str, *, overwrite: bool, option: str = 
             f"or another {option}"
         )
     return True
-
-
-class FolderLock:
-    """An exclusive ``flock`` on ``.<name>.lock`` beside ``target``; fails at once when held."""
-
-    def __init__(self, target: Path, option: str) -> None:
-        self.target = target
-        self.path = target.with_name(f".{target.name}.lock")
-        self.fd: int | None = None
-        self.option = option
-
-    def acquire(self) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise OutputError(
-                    f"another labelaudit process is writing {self.option} "
-                    f"{str(self.target)!r}; "
-                    f"wait for it to finish or pass another {self.option}"
-                ) from None
-            # The previous holder may have deleted the file between our open and flock: retry on the new one.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                self.fd = fd
-                return
-            os.close(fd)
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        os.close(self.fd)
-        self.fd = None
 
 
 class RunDirectory:
@@ -420,6 +320,25 @@ class RunDirectory:
             self.abort()
 
 
+def as_run_directory(
+    out: str | os.PathLike | RunDirectory,
+    kind: str,
+    *,
+    inputs: Callable[[], Sequence[Path]],
+    overwrite: bool = False,
+) -> RunDirectory:
+    """The output folder of a ``write_*`` function that takes a path or an opened directory.
+
+    ``out`` itself when it is a :class:`RunDirectory` (a command opened it before its long work, so
+    a bad ``--out`` failed first), else a new ``kind`` :class:`RunDirectory` at the path ``out``
+    that may not be, hold or lie inside any of ``inputs()``. ``inputs`` is called only for a path:
+    an opened directory was checked against its inputs when it was made.
+    """
+    if isinstance(out, RunDirectory):
+        return out
+    return RunDirectory(out, kind, inputs=inputs(), overwrite=overwrite)
+
+
 def replace_folder(tmp: Path, target: Path) -> None:
     """Rename the finished folder ``tmp`` to ``target``, replacing an existing ``target``.
 
@@ -487,29 +406,3 @@ def prepare_output_file(
             f"cannot write {option} {str(target)!r} ({exc.strerror or exc}); pass a path you can write to"
         ) from None
     return out
-
-
-def data_fingerprint(sample_ids: Sequence[str], labels: Sequence[str]) -> str:
-    """A hash of the samples and their labels, in order: ``sha256:<hex>``.
-
-    Written into ``summary.json`` and ``model.pt``; readers compare it to tell a run's files
-    apart from files of another dataset or another run.
-    """
-    digest = hashlib.sha256(b"labelaudit-data-v1\n")
-    for sample_id, label in zip(sample_ids, labels):
-        digest.update(f"{sample_id}\t{label}\n".encode("utf-8", "surrogatepass"))
-    return "sha256:" + digest.hexdigest()
-
-
-def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
-    """ConfigError when the matrix file ``path`` carries another data fingerprint than ``expected``
-    (:func:`labelaudit.reports.matrix_fingerprint`; a file without one, as written by earlier
-    versions or by hand, and an ``expected`` of None are not checked)."""
-    found = matrix_fingerprint(path)
-    if found is not None and expected is not None and found != expected:
-        raise ConfigError(
-            f"{path.name} in {str(path.parent)!r} belongs to another dataset (its data fingerprint differs "
-            "from "
-            "summary.json's: copied from another run); put back the scan's own file, or scan the dataset "
-            "again"
-        )

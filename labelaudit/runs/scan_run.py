@@ -16,7 +16,7 @@ from ..data.sources import SampleTable, read_table, table_from_rows, where_row
 from ..errors import ConfigError, ManifestError, some
 from ..reports import read_json, read_matrix_csv
 from ..train.config import TrainConfig
-from .directory import check_matrix_fingerprint, data_fingerprint
+from .fingerprints import check_matrix_fingerprint, data_fingerprint
 from .format import MATRIX_FILES, RUN_FORMAT_VERSION
 
 
@@ -70,6 +70,43 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
         Images of the run no longer exist.
     """
     path = Path(run_dir).expanduser().resolve()
+    summary, settings = _read_summary_and_settings(run_dir, path)
+    try:
+        report = pd.read_parquet(path / "report.parquet")
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"cannot read report.parquet in {str(path)!r} ({exc}); scan the dataset again"
+        ) from None
+    _check_summary(path, summary)
+    names = tuple(summary["class_names"])
+    ids, labels = _check_report(path, report, summary)
+    check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
+    try:
+        transition = read_matrix_csv(path / MATRIX_FILES["cleaned"], len(names))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"cannot read {MATRIX_FILES['cleaned']} in {str(path)!r} ({exc}); scan the dataset again"
+        ) from None
+    source = Path(summary["source"])
+    kind = (
+        "folder"
+        if source.suffix.lower() not in (".parquet", ".pq", ".csv")
+        else source.suffix.lower().lstrip(".")
+    )
+    table = table_from_rows(ids, report["path"].astype(str).tolist(), labels, names, source, kind)
+    train_fields = {f for f in TrainConfig.__dataclass_fields__}
+    # The scan's memory budget belongs to the machine it ran on: retrain uses this machine's default.
+    train = TrainConfig(
+        **{k: v for k, v in settings.get("train", {}).items() if k in train_fields and k != "max_memory"}
+    )
+    return ScanRun(
+        path=path, summary=summary, report=report, table=table, train=train, transition_matrix=transition
+    )
+
+
+def _read_summary_and_settings(run_dir: str | os.PathLike, path: Path) -> tuple[dict, dict]:
+    """``summary.json`` and ``config.json`` of the scan run directory ``path``; ConfigError when it
+    is not a folder, is a retrain's, or lacks one of the files a scan writes."""
     if not path.is_dir():
         raise ConfigError(
             f"run directory {str(run_dir)!r} does not exist; pass the --out folder of a labelaudit scan"
@@ -90,13 +127,12 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             "--out "
             "folder of a finished labelaudit scan"
         )
-    settings = read_run_json(path / "config.json")
-    try:
-        report = pd.read_parquet(path / "report.parquet")
-    except (ValueError, OSError) as exc:
-        raise ConfigError(
-            f"cannot read report.parquet in {str(path)!r} ({exc}); scan the dataset again"
-        ) from None
+    return summary, read_run_json(path / "config.json")
+
+
+def _check_summary(path: Path, summary: dict) -> None:
+    """ConfigError unless ``summary`` is of this format version and names the source, the classes
+    and the data fingerprint."""
     if summary.get("format_version") != RUN_FORMAT_VERSION:
         raise ConfigError(
             f"run directory {str(path)!r} has format version {summary.get('format_version')!r}; this "
@@ -106,19 +142,17 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
     absent_keys = [k for k in ("source", "class_names", "data_fingerprint") if k not in summary]
     if absent_keys:
         raise ConfigError(f"summary.json in {str(path)!r} lacks {absent_keys}; scan the dataset again")
-    names = tuple(summary["class_names"])
+
+
+def _check_report(path: Path, report: pd.DataFrame, summary: dict) -> tuple[list[str], list[str]]:
+    """The report's sample ids and given labels, as text; ConfigError when it lacks a column a reader
+    needs or belongs to another scan than ``summary`` (the data fingerprints differ)."""
     needed = ["sample_id", "path", "given_label", "suspected_noisy", "suggested_label"] + [
-        f"p_{n}" for n in names
+        f"p_{n}" for n in summary["class_names"]
     ]
     absent = [c for c in needed if c not in report.columns]
     if absent:
         raise ConfigError(f"report.parquet in {str(path)!r} lacks columns {absent}; scan the dataset again")
-    source = Path(summary["source"])
-    kind = (
-        "folder"
-        if source.suffix.lower() not in (".parquet", ".pq", ".csv")
-        else source.suffix.lower().lstrip(".")
-    )
     ids, labels = report["sample_id"].astype(str).tolist(), report["given_label"].astype(str).tolist()
     if data_fingerprint(ids, labels) != summary["data_fingerprint"]:
         raise ConfigError(
@@ -126,22 +160,7 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             "fingerprints "
             "differ: files of two runs or datasets are mixed); scan the dataset again into a new --out"
         )
-    check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
-    try:
-        transition = read_matrix_csv(path / MATRIX_FILES["cleaned"], len(names))
-    except (ValueError, OSError) as exc:
-        raise ConfigError(
-            f"cannot read {MATRIX_FILES['cleaned']} in {str(path)!r} ({exc}); scan the dataset again"
-        ) from None
-    table = table_from_rows(ids, report["path"].astype(str).tolist(), labels, names, source, kind)
-    train_fields = {f for f in TrainConfig.__dataclass_fields__}
-    # The scan's memory budget belongs to the machine it ran on: retrain uses this machine's default.
-    train = TrainConfig(
-        **{k: v for k, v in settings.get("train", {}).items() if k in train_fields and k != "max_memory"}
-    )
-    return ScanRun(
-        path=path, summary=summary, report=report, table=table, train=train, transition_matrix=transition
-    )
+    return ids, labels
 
 
 def read_run_json(path: Path) -> dict | None:
