@@ -78,8 +78,8 @@ def measure_scan(
     timing = read_json(timing_file)
     summary = read_json(run_dir / "summary.json")
     report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
-    is_noisy = _truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
-    return _row(
+    is_noisy = truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
+    return results_row(
         summary["truth"],
         ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
         timing["seconds"],
@@ -87,7 +87,7 @@ def measure_scan(
     )
 
 
-def _truth_is_noisy(path: Path, sample_ids: pd.Series) -> np.ndarray:
+def truth_is_noisy(path: Path, sample_ids: pd.Series) -> np.ndarray:
     """``is_noisy`` of every sample in ``sample_ids`` from the truth.csv that inject-noise wrote, ``(N,)``
     bool.
 
@@ -169,7 +169,7 @@ def measure_cleanlab(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
     # cleanlab's own ranking score is the self-confidence p_given.
     ranking = ranking_metrics(-probs[np.arange(len(given)), given], given != true)
     # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
-    return _row(
+    return results_row(
         metrics,
         ranking,
         cv_measured["seconds"] + time.perf_counter() - started,
@@ -177,7 +177,7 @@ def measure_cleanlab(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
     )
 
 
-def _row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> dict:
+def results_row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> dict:
     """One results.csv row from a run's truth metrics, ranking metrics, time and memory."""
     return {
         "precision": truth["precision"],
