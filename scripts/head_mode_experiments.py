@@ -46,7 +46,7 @@ def main(source: str, truth: str, settings: list[str]) -> None:
             cached[key] = backbone_embeddings(store, train).features
         data = TensorData.from_features(cached[key], given, table.num_classes)
         started = time.perf_counter()
-        _, soft, _, _ = _train(data, ScanConfig(method=method, epochs_scale=budget, train=train), None)
+        soft = _train(data, ScanConfig(method=method, epochs_scale=budget, train=train), None).soft_labels
         flags = rule = None
         if method == "cv-ce":
             flags, rule = cv_flags(soft, given, "confident-learning")

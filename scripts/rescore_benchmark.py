@@ -24,9 +24,10 @@ import pandas as pd
 
 from labelaudit._atomic import write_text
 from labelaudit.audit.flags import audit_from_soft_labels, cv_flags
-from labelaudit.audit.metrics import load_truth, ranking_metrics, truth_metrics
+from labelaudit.audit.metrics import audit_truth_metrics, load_truth, ranking_metrics
 from labelaudit.data.sources import table_from_rows
-from labelaudit.pipeline.benchmark import _cleanlab_row, _row, _truth_is_noisy, markdown_table, summarise
+from labelaudit.pipeline.benchmark_runs import measure_cleanlab, results_row, truth_is_noisy
+from labelaudit.pipeline.benchmark_tables import markdown_table, summarise
 from labelaudit.reports import write_csv
 
 
@@ -49,21 +50,13 @@ def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
         flags, rule = cv_flags(soft / soft.sum(axis=1, keepdims=True), given, "confident-learning")
     audit = audit_from_soft_labels(table, soft, flags=flags, flag_rule=rule)
     true = load_truth(data_dir / "truth.csv", table)
-    metrics = truth_metrics(
-        audit.report["suspected_noisy"].to_numpy(),
-        given,
-        true,
-        audit.cleaned_labels,
-        audit.noise_rate,
-        audit.transition_matrix,
-        model_noise_rate=audit.model_noise_rate,
-    )
+    metrics = audit_truth_metrics(audit, given, true)
     ranking = ranking_metrics(
         -audit.report["label_quality"].to_numpy(),
-        _truth_is_noisy(data_dir / "truth.csv", report["sample_id"]),
+        truth_is_noisy(data_dir / "truth.csv", report["sample_id"]),
     )
     timing = json.loads(run_dir.with_name(f"{run_dir.name}.timing.json").read_text())
-    return _row(metrics, ranking, timing["seconds"], timing["peak_memory_mb"])
+    return results_row(metrics, ranking, timing["seconds"], timing["peak_memory_mb"])
 
 
 def main() -> None:
@@ -96,7 +89,7 @@ def main() -> None:
         if row.method == "cleanlab":
             cv_dir = args.benchmark / "runs" / setting / "cv-ce"
             timing = json.loads(cv_dir.with_name("cv-ce.timing.json").read_text())
-            rows.append({**base, **_cleanlab_row(data_dir, cv_dir, timing)})
+            rows.append({**base, **measure_cleanlab(data_dir, cv_dir, timing)})
         else:
             rows.append(
                 {**base, **rescore_run(args.benchmark / "runs" / setting / row.method, data_dir, row.method)}

@@ -10,6 +10,7 @@ import numpy as np
 from ..data.sources import SampleTable, labels_as_text, match_classes, read_table
 from ..errors import ManifestError
 from .estimators import transition_matrix
+from .flags import Audit
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -116,6 +117,20 @@ def truth_metrics(
         }
     )
     return metrics
+
+
+def audit_truth_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> dict:
+    """:func:`truth_metrics` of an audit: its flags, suggested labels, noise rates and ``T``
+    against the true labels ``true`` ``(N,)`` of the samples given ``given`` ``(N,)``."""
+    return truth_metrics(
+        audit.report["suspected_noisy"].to_numpy(),
+        given,
+        true,
+        audit.cleaned_labels,
+        audit.noise_rate,
+        audit.transition_matrix,
+        model_noise_rate=audit.model_noise_rate,
+    )
 
 
 def classification_metrics(predicted: np.ndarray, true: np.ndarray, class_names) -> dict:

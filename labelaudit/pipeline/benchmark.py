@@ -8,6 +8,9 @@ resumes where it stopped (``benchmark.json`` records the source and scan setting
 benchmark in the same folder is refused). ``cleanlab`` is not trained separately: it applies
 ``cleanlab.filter.find_label_issues`` to the out-of-fold probabilities of the ``cv-ce`` run, and
 its AUROC/AUPRC use cleanlab's own ranking score, the self-confidence ``p_given``.
+
+One run is measured in :mod:`labelaudit.pipeline.benchmark_runs`; the summary tables are made in
+:mod:`labelaudit.pipeline.benchmark_tables`.
 """
 
 from __future__ import annotations
@@ -15,22 +18,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .._atomic import write_text
-from ..audit.flags import audit_from_soft_labels, cv_flags
-from ..audit.metrics import load_truth, ranking_metrics, truth_metrics
-from ..data._decode import die_with_parent, libc_prctl
 from ..data.images import ProgressCallback, cache_root
-from ..data.sources import load_source, read_table, table_from_rows
+from ..data.sources import load_source
 from ..errors import ConfigError, OutputError
 from ..reports import read_json, write_csv, write_json
 from ..runs.directory import (
@@ -43,11 +39,19 @@ from ..runs.directory import (
     output_path,
     write_marker,
 )
-from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file, write_noisy_dataset
+
+# The `name as name` imports keep names importable from here, where they were defined before the split.
+from .benchmark_runs import failure_line as failure_line
+from .benchmark_runs import measure_cleanlab, measure_scan
+from .benchmark_tables import METRICS as METRICS
+from .benchmark_tables import markdown_table, summarise
+from .noise import KINDS, NAMED_MAPS, confusable_noise, inject_noise, read_map_file
+from .noisy_dataset import write_noisy_dataset
 
 SCAN_METHODS = ("nlnl", "pmnar", "ce", "gce", "truncated-gce", "cv-ce")
 METHODS = (*SCAN_METHODS, "cleanlab")
-#: ``labelaudit scan`` options that every benchmark run sets itself (see :func:`_run_scan`), which
+#: ``labelaudit scan`` options that every benchmark run sets itself (see
+#: :func:`~labelaudit.pipeline.benchmark_runs.measure_scan`), which
 #: ``--scan-option`` may not repeat: the last one given would win and, for ``--out``, replace a
 #: folder outside the benchmark.
 OWNED_SCAN_OPTIONS = (
@@ -62,23 +66,6 @@ OWNED_SCAN_OPTIONS = (
     "--epochs",
     "--quiet",
     "-q",
-)
-# Columns of the per-run table, and the ones averaged over seeds.
-METRICS = (
-    "precision",
-    "recall",
-    "f1",
-    "auroc",
-    "auprc",
-    "true_noise_rate",
-    "estimated_noise_rate",
-    "noise_rate_error",
-    "model_estimated_noise_rate",
-    "model_noise_rate_error",
-    "transition_matrix_mae",
-    "relabel_accuracy",
-    "seconds",
-    "peak_memory_mb",
 )
 
 
@@ -236,12 +223,12 @@ def _run_jobs(out: Path, table, config: BenchmarkConfig, cache_dir, progress) ->
                 )
             write_noisy_dataset(table, noisy, data_dir)
         run_dir = out / "runs" / f"{_slug(setting)}-seed{seed}" / method
-        measured = _run_scan(data_dir, run_dir, method, seed, config, env)
+        measured = measure_scan(data_dir, run_dir, method, seed, config.epochs_scale, config.scan_args, env)
         base = {"noise": setting.label, "kind": setting.kind, "rate": setting.rate, "seed": seed}
         if method in config.methods:
             rows.append({**base, "method": method, **measured})
         if method == "cv-ce" and "cleanlab" in config.methods:
-            rows.append({**base, "method": "cleanlab", **_cleanlab_row(data_dir, run_dir, measured)})
+            rows.append({**base, "method": "cleanlab", **measure_cleanlab(data_dir, run_dir, measured)})
         write_csv(out / "results.csv", pd.DataFrame(rows))
     if progress:
         progress("benchmark", len(jobs), len(jobs), "done")
@@ -330,235 +317,6 @@ def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
 
 def _slug(setting: NoiseSetting) -> str:
     return f"{setting.kind}-{setting.rate:g}"
-
-
-def _run_scan(
-    data_dir: Path, run_dir: Path, method: str, seed: int, config: BenchmarkConfig, env: dict
-) -> dict:
-    """Scan the noisy manifest in a child process (reusing a finished run); return its metrics.
-
-    The child's log and timing sit beside its run directory (``<method>.log``,
-    ``<method>.timing.json``): the run directory itself is the scan's, written whole or not at all.
-    """
-    timing_file = run_dir.with_name(f"{run_dir.name}.timing.json")
-    log_file = run_dir.with_name(f"{run_dir.name}.log")
-    if not (timing_file.is_file() and (run_dir / "summary.json").is_file()):
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        # --overwrite: a finished run whose timing was never recorded is redone.
-        command = [
-            sys.executable,
-            "-m",
-            "labelaudit",
-            "scan",
-            str(data_dir / "manifest.parquet"),
-            "--method",
-            method,
-            "--truth",
-            str(data_dir / "truth.csv"),
-            "--out",
-            str(run_dir),
-            "--overwrite",
-            "--seed",
-            str(seed),
-            "--budget",
-            str(config.epochs_scale),
-            "--quiet",
-            *config.scan_args,
-        ]
-        started = time.perf_counter()
-        # The child dies with this process (PR_SET_PDEATHSIG on Linux), as the decode workers do:
-        # a killed benchmark leaves no scan running and holding its run's lock.
-        prctl = libc_prctl()
-        preexec = partial(die_with_parent, os.getpid(), prctl) if prctl is not None else None
-        with open(log_file, "w") as log:
-            child = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
-            )
-            _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the parent's
-            child.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        if child.returncode != 0:
-            reason = failure_line(log_file.read_text(errors="replace"))
-            return {"error": f"exit {child.returncode}: {reason}", "seconds": seconds}
-        # ru_maxrss is in kilobytes on Linux, bytes on macOS.
-        peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-        write_json(timing_file, {"seconds": seconds, "peak_memory_mb": peak, "command": command})
-    timing = read_json(timing_file)
-    summary = read_json(run_dir / "summary.json")
-    report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
-    is_noisy = _truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
-    return _row(
-        summary["truth"],
-        ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
-        timing["seconds"],
-        timing["peak_memory_mb"],
-    )
-
-
-def _truth_is_noisy(path: Path, sample_ids: pd.Series) -> np.ndarray:
-    """``is_noisy`` of every sample in ``sample_ids`` from the truth.csv that inject-noise wrote, ``(N,)``
-    bool.
-
-    Read as text (ids such as ``NA`` or ``None`` stay ids, formula-escaped cells are unescaped);
-    ``is_noisy`` is ``True``/``False``. Raises :class:`ConfigError` when a sample has no row.
-    """
-    truth = read_table(path, "truth file")
-    if not {"sample_id", "is_noisy"} <= set(truth.columns):
-        raise ConfigError(
-            f"truth file {str(path)!r} lacks a sample_id or is_noisy column; delete that data folder "
-            "and run the benchmark again"
-        )
-    flags = (
-        truth["is_noisy"]
-        .astype(str)
-        .str.strip()
-        .str.lower()
-        .map({"true": True, "false": False, "1": True, "0": False})
-    )
-    lookup = dict(zip(truth["sample_id"], flags))
-    values = [lookup.get(sample_id) for sample_id in sample_ids]
-    missing = [sample_id for sample_id, value in zip(sample_ids, values) if value is None or pd.isna(value)]
-    if missing:
-        raise ConfigError(
-            f"truth file {str(path)!r} has no True/False is_noisy for {len(missing)} samples of the run "
-            f"(first: {missing[0]!r}); delete that data folder and run the benchmark again"
-        )
-    return np.array(values, dtype=bool)
-
-
-_BOX = set("╭╮╰╯─│┃━┏┓┗┛ ")
-
-
-def failure_line(log: str) -> str:
-    """The line of a failed child scan's output that says why it failed.
-
-    Our own ``labelaudit: error: ...`` line (without the prefix); else the command-line parser's
-    ``Error: ...`` line, or the text inside the box in which rich-formatted help frames it (its
-    lines joined, borders dropped); else the last line of a traceback; else the last line that is
-    not a box border.
-    """
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for prefix in ("labelaudit: error:", "Error:"):
-        for line in reversed(lines):
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-    boxed = [line.strip("│┃ ") for line in lines if line[0] in "│┃"]
-    if boxed:
-        return " ".join(part for part in boxed if part)
-    text = [line for line in lines if not set(line) <= _BOX and line[0] not in "╭╰┏┗"]
-    return text[-1] if text else "no output"
-
-
-def _cleanlab_row(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
-    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities, audited like a scan."""
-    if cv_measured.get("error"):
-        return {"error": "cv-ce run failed"}
-    names = read_json(run_dir / "summary.json")["class_names"]
-    report = pd.read_parquet(run_dir / "report.parquet")
-    table = table_from_rows(
-        report["sample_id"].astype(str).tolist(),
-        report["path"].astype(str).tolist(),
-        report["given_label"].astype(str).tolist(),
-        names,
-        data_dir / "manifest.parquet",
-        "parquet",
-    )
-    given = table.samples["given_label"].to_numpy()
-    probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    started = time.perf_counter()
-    try:
-        flags, rule = cv_flags(probs, given, "cleanlab")
-    except Exception as exc:  # missing extra or a third-party failure costs one row, not the benchmark
-        return {"error": f"cleanlab failed: {exc}"}
-    audit = audit_from_soft_labels(table, probs, flags=flags, flag_rule=rule)
-    true = load_truth(data_dir / "truth.csv", table)
-    metrics = truth_metrics(
-        audit.report["suspected_noisy"].to_numpy(),
-        given,
-        true,
-        audit.cleaned_labels,
-        audit.noise_rate,
-        audit.transition_matrix,
-        model_noise_rate=audit.model_noise_rate,
-    )
-    # cleanlab's own ranking score is the self-confidence p_given.
-    ranking = ranking_metrics(-probs[np.arange(len(given)), given], given != true)
-    # The cv-ce training is shared: its time and memory plus cleanlab's own seconds.
-    return _row(
-        metrics,
-        ranking,
-        cv_measured["seconds"] + time.perf_counter() - started,
-        cv_measured["peak_memory_mb"],
-    )
-
-
-def _row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: float) -> dict:
-    """One results.csv row from a run's truth metrics, ranking metrics, time and memory."""
-    return {
-        "precision": truth["precision"],
-        "recall": truth["recall"],
-        "f1": truth["f1"],
-        **ranking,
-        "true_noise_rate": truth["true_noise_rate"],
-        "estimated_noise_rate": truth["estimated_noise_rate"],
-        "noise_rate_error": truth["noise_rate_error"],
-        "transition_matrix_mae": truth["transition_matrix_mae"],
-        "model_estimated_noise_rate": truth.get("model_estimated_noise_rate"),
-        "model_noise_rate_error": truth.get("model_noise_rate_error"),
-        "relabel_accuracy": truth["relabel_accuracy_on_noisy_flagged"],
-        "seconds": seconds,
-        "peak_memory_mb": peak_memory_mb,
-        "error": "",
-    }
-
-
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds) of every metric per noise setting and method."""
-    ok = results[results["error"].fillna("") == ""] if "error" in results else results
-    if ok.empty:
-        return pd.DataFrame(columns=["noise", "method", "seeds"])
-    present = [m for m in METRICS if m in ok.columns]
-    grouped = ok.groupby(["noise", "method"], sort=False)[present]
-    mean = grouped.mean().add_suffix("_mean")
-    std = grouped.std(ddof=1).add_suffix("_std")
-    counts = grouped.size().rename("seeds")
-    table = pd.concat([counts, mean, std], axis=1).reset_index()
-    ordered = ["noise", "method", "seeds"] + [f"{m}_{s}" for m in present for s in ("mean", "std")]
-    return table[ordered]
-
-
-def markdown_table(summary: pd.DataFrame) -> str:
-    """The summary as a markdown table: mean ± std (std shown when there are several seeds)."""
-    columns = [
-        ("precision", "precision", 3),
-        ("recall", "recall", 3),
-        ("f1", "F1", 3),
-        ("auroc", "AUROC", 3),
-        ("auprc", "AUPRC", 3),
-        ("true_noise_rate", "true noise", 3),
-        ("estimated_noise_rate", "flagged share", 3),
-        ("model_estimated_noise_rate", "model estimate", 3),
-        ("transition_matrix_mae", "T MAE", 4),
-        ("relabel_accuracy", "relabel acc.", 3),
-        ("seconds", "seconds", 0),
-        ("peak_memory_mb", "peak MB", 0),
-    ]
-    header = ["noise", "method", "seeds"] + [title for _, title, _ in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in summary.itertuples(index=False):
-        row = row._asdict()
-        cells = [row["noise"], row["method"], str(row["seeds"])]
-        for key, _, digits in columns:
-            mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-            if mean is None or pd.isna(mean):
-                cells.append("-")
-            elif row["seeds"] > 1 and not pd.isna(std):
-                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
-            else:
-                cells.append(f"{mean:.{digits}f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def write_summary(results: pd.DataFrame, out: Path, config: BenchmarkConfig, table) -> None:

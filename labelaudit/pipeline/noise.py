@@ -1,6 +1,6 @@
 """Synthetic label noise for benchmarks: take labels assumed clean, flip a known share.
 
-Kinds (../shared/METHODS.md "Noise kinds for benchmarks"):
+Kinds (docs/glossary.md "Noise kinds", docs/benchmarks.md):
 
 - ``symm-inc``: a chosen sample's label is redrawn uniformly over all K classes (it may stay,
   so the real rate is about ``rate * (K - 1) / K``).
@@ -10,8 +10,10 @@ Kinds (../shared/METHODS.md "Noise kinds for benchmarks"):
 - a full transition matrix ``T`` (``T[i, j] = P(given = j | true = i)``) read from a CSV file.
 - ``confusable``: instance-dependent noise, the kind a person makes: an image is mislabelled as
   the class it resembles, and ambiguous images are mislabelled more often
-  (:func:`confusion_probabilities`, :func:`inject_noise`).
-- a flip table: the given label of each listed sample, from the user (:func:`read_flip_table`).
+  (:mod:`labelaudit.pipeline.confusable`, :func:`confusable_noise`).
+- a flip table: the given label of each listed sample, from the user (:func:`read_flip_table`,
+  in :mod:`labelaudit.pipeline.noisy_dataset` with :class:`NoisyLabels` and
+  :func:`write_noisy_dataset`).
 
 Exactly ``round(rate * n_c)`` samples of each class ``c`` are chosen (a full ``T`` is realised
 per row by largest remainders; ``confusable`` chooses ``round(rate * N)`` over the whole
@@ -23,16 +25,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..audit.estimators import transition_matrix
+from ..data.images import load_images
 from ..data.sources import SampleTable, read_table
 from ..errors import ConfigError
+from .confusable import confusable_flips, confusion_probabilities, pixel_features
+
+# The `name as name` imports keep names importable from here, where they were defined before the split.
+from .confusable import inclusion_probabilities as inclusion_probabilities
+from .confusable import systematic_sample as systematic_sample
+from .noisy_dataset import NoisyLabels
+from .noisy_dataset import read_flip_table as read_flip_table
+from .noisy_dataset import write_noisy_dataset as write_noisy_dataset
 
 KINDS = ("symm-inc", "symm-exc", "asymm", "confusable")
 
@@ -81,33 +90,6 @@ NAMED_MAPS: dict[str, dict] = {
         "names": {d: [str(d)] for d in range(10)},
     },
 }
-
-
-@dataclass(frozen=True)
-class NoisyLabels:
-    """The result of an injection: new given labels and what was done."""
-
-    true_labels: np.ndarray  # (N,) int64, the input labels
-    noisy_labels: np.ndarray  # (N,) int64
-    kind: str
-    requested_rate: float | None
-    mapping: dict[str, str] | None  # asymm: class -> class it flips to
-    class_names: tuple[str, ...]
-    #: confusable: ``(N,)`` each sample's probability of having been flipped (its inclusion probability)
-    flip_probability: np.ndarray | None = None
-    #: confusable: how the confusion classifier was fitted and how well it did (noise.json ``recipe``)
-    recipe: dict | None = None
-
-    @property
-    def is_noisy(self) -> np.ndarray:
-        return self.noisy_labels != self.true_labels
-
-    @property
-    def real_rate(self) -> float:
-        return float(self.is_noisy.mean())
-
-    def transition_matrix(self) -> np.ndarray:
-        return transition_matrix(self.true_labels, self.noisy_labels, len(self.class_names))
 
 
 def _norm(name: str) -> str:
@@ -246,7 +228,7 @@ def inject_noise(
 
     rng = np.random.default_rng(seed)
     if kind == "confusable":
-        return _confusable(labels, tuple(class_names), rate, confusion, rng)
+        return confusable_flips(labels, tuple(class_names), rate, confusion, rng)
     noisy = labels.copy()
     for c in range(k):
         members = np.flatnonzero(labels == c)
@@ -267,165 +249,6 @@ def inject_noise(
     return NoisyLabels(labels, noisy, kind if t is None else "matrix", rate, mapping, tuple(class_names))
 
 
-def _confusable(
-    labels: np.ndarray,
-    class_names: tuple[str, ...],
-    rate: float,
-    confusion: np.ndarray,
-    rng: np.random.Generator,
-) -> NoisyLabels:
-    n, k = len(labels), len(class_names)
-    confusion = np.asarray(confusion, dtype=np.float64)
-    if confusion.shape != (n, k) or not np.isfinite(confusion).all() or (confusion < 0).any():
-        raise ConfigError(
-            f"confusion probabilities must be a finite non-negative ({n}, {k}) array; got {confusion.shape}"
-        )
-    others = confusion.copy()
-    others[np.arange(n), labels] = -np.inf
-    target = others.argmax(axis=1)
-    weight = others[np.arange(n), target]
-    wanted = int(round(rate * n))
-    if wanted > int((weight > 0).sum()):
-        raise ConfigError(
-            f"--rate {rate:g} asks for {wanted} flips but only {int((weight > 0).sum())} images resemble "
-            "another class at all; lower --rate"
-        )
-    probability = inclusion_probabilities(weight, wanted)
-    chosen = systematic_sample(probability, rng)
-    noisy = labels.copy()
-    noisy[chosen] = target[chosen]
-    emptied = [c for c in np.unique(labels) if not (noisy == c).any()]
-    if emptied:  # a class nobody is given any more vanishes from the manifest (its truth rows then fail)
-        c = int(emptied[0])
-        raise ConfigError(
-            f"confusable noise at --rate {rate:g} moves every image of class {class_names[c]!r} "
-            f"({int((labels == c).sum())}) elsewhere and none into it; lower --rate or try another --seed"
-        )
-    return NoisyLabels(labels, noisy, "confusable", rate, None, class_names, flip_probability=probability)
-
-
-def inclusion_probabilities(weight: np.ndarray, count: int) -> np.ndarray:
-    """``min(1, s * weight)`` with the scale ``s`` found by bisection so they sum to ``count``."""
-    weight = np.asarray(weight, dtype=np.float64)
-    if count <= 0:
-        return np.zeros_like(weight)
-    low, high = 0.0, 1.0
-    while np.minimum(1.0, high * weight).sum() < count:
-        high *= 2
-        if high > 1e300:
-            raise ConfigError(
-                f"cannot choose {count} samples from {int((weight > 0).sum())} with a non-zero weight"
-            )
-    for _ in range(200):
-        middle = (low + high) / 2
-        if np.minimum(1.0, middle * weight).sum() < count:
-            low = middle
-        else:
-            high = middle
-    probability = np.minimum(1.0, high * weight)
-    # exact sum; rounding moves no value above 1 by more than 1e-12
-    return probability * (count / probability.sum())
-
-
-def systematic_sample(probability: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indexes of a sample of exactly ``round(sum(probability))`` items in which item ``i`` is
-    included with probability ``probability[i]``: systematic sampling over a random order."""
-    order = rng.permutation(len(probability))
-    edges = np.concatenate([[0.0], np.cumsum(np.clip(probability[order], 0.0, 1.0))])
-    start = rng.uniform()
-    # item j is taken when an integer + start falls in [edges[j], edges[j+1])
-    hits = np.floor(edges[1:] - start) - np.floor(edges[:-1] - start)
-    return np.sort(order[hits > 0])
-
-
-def confusion_probabilities(
-    features: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    *,
-    folds: int = 5,
-    weight_decay: float = 1e-2,
-    iterations: int = 100,
-    seed: int = 0,
-) -> tuple[np.ndarray, dict]:
-    """Out-of-fold class probabilities of a multinomial logistic regression: how much each image
-    resembles each class, to a simple reader of its pixels.
-
-    The features are standardised (per dimension, over all samples); each of ``folds`` seeded
-    folds is predicted by a model fitted with L-BFGS (``iterations`` steps from zero weights,
-    L2 penalty ``weight_decay / 2 * |W|^2`` on the mean cross-entropy) on the other folds, so no
-    image scores itself. Returns ``(N, K)`` probabilities and a description of the recipe with
-    the classifier's out-of-fold accuracy on the (clean) labels.
-    """
-    import torch
-
-    x = torch.as_tensor(np.asarray(features, dtype=np.float64).reshape(len(features), -1))
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-3)
-    y = torch.as_tensor(np.array(labels, dtype=np.int64))
-    n = len(y)
-    fold_of = np.random.default_rng(seed).permutation(n) % folds
-    probs = torch.zeros(n, num_classes, dtype=torch.float64)
-    from ..train.compute import torch_threads
-
-    with torch_threads(
-        1
-    ):  # float sums depend on the thread count: one thread gives the same noise on every machine
-        _fit_folds(x, y, fold_of, folds, num_classes, weight_decay, iterations, probs)
-    result = probs.numpy()
-    recipe = {
-        "classifier": "multinomial logistic regression (L-BFGS, float64, one thread) on standardised pixels",
-        "folds": folds,
-        "weight_decay": weight_decay,
-        "iterations": iterations,
-        "features": int(x.shape[1]),
-        "out_of_fold_accuracy": float((result.argmax(1) == y.numpy()).mean()),
-    }
-    return result, recipe
-
-
-def _fit_folds(
-    x, y, fold_of: np.ndarray, folds: int, num_classes: int, weight_decay: float, iterations: int, probs
-) -> None:
-    """Fill ``probs`` (``(N, K)`` float64) fold by fold from zero-started L-BFGS fits on the other folds."""
-    import torch
-
-    for fold in range(folds):  # zero start, full batches: nothing random but the folds
-        held = torch.from_numpy(fold_of == fold)
-        w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS(
-            [w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
-        )
-        x_fit, y_fit = x[~held], y[~held]
-
-        def closure():
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(x_fit @ w + b, y_fit) + weight_decay / 2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        with torch.no_grad():
-            probs[held] = torch.softmax(x[held] @ w + b, dim=1)
-
-
-def pixel_features(store, max_side: int = 28) -> np.ndarray:
-    """``(N, D)`` float32 pixels of an :class:`~labelaudit.data.images.ImageStore` in ``[0, 1]``,
-    area-averaged
-    down to at most ``max_side`` pixels a side (a logistic regression gains nothing from more)."""
-    import torch
-
-    chunks = []
-    for start in range(0, len(store), 4096):
-        batch = (
-            torch.from_numpy(store.images(slice(start, start + 4096))).permute(0, 3, 1, 2).float().div_(255)
-        )
-        if batch.shape[-1] > max_side:
-            batch = torch.nn.functional.adaptive_avg_pool2d(batch, max_side)
-        chunks.append(batch.reshape(len(batch), -1))
-    return torch.cat(chunks).numpy()
-
-
 def confusable_noise(
     table: SampleTable,
     rate: float,
@@ -441,8 +264,6 @@ def confusable_noise(
     The classifier is the same for every ``seed`` (its folds use seed 0): the seed changes only
     which samples are drawn. An image that cannot be decoded keeps its label (weight 0).
     """
-    from ..data.images import load_images
-
     store = load_images(
         table, cache_dir=cache_dir, workers=workers, progress=progress, require_all_classes=False
     )
@@ -463,66 +284,6 @@ def confusable_noise(
     return replace(noisy, recipe=recipe)
 
 
-def read_flip_table(path: str | os.PathLike, table: SampleTable) -> NoisyLabels:
-    """Noise given sample by sample: a CSV/parquet file with ``sample_id`` (or ``path``) and
-    ``label`` (the label to give; ``noisy_label`` and ``to`` are accepted too). Samples not listed
-    keep their label."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"flip table {str(path)!r} does not exist; pass a CSV or parquet file with sample_id,label "
-            "columns"
-        )
-    frame = read_table(path, "flip table")
-    columns = {str(c).lower(): c for c in frame.columns}
-    key = next((columns[c] for c in ("sample_id", "path") if c in columns), None)
-    target = next((columns[c] for c in ("label", "noisy_label", "to") if c in columns), None)
-    if key is None or target is None:
-        raise ConfigError(
-            f"flip table {path.name!r} needs a sample_id (or path) column and a label column; "
-            f"it has {[str(c) for c in frame.columns]}"
-        )
-    by_path = key != columns.get("sample_id")
-    ids = table.samples["path" if by_path else "sample_id"].astype(str).to_numpy()
-    position = pd.Series(np.arange(len(ids)), index=ids)
-    if not position.index.is_unique:
-        raise ConfigError(
-            f"flip table {path.name!r} names samples by {key!r}, which is not unique in the dataset; use "
-            "sample_id"
-        )
-    if frame[target].isna().any():
-        raise ConfigError(
-            f"flip table {path.name!r} has an empty {target!r} cell; give every listed sample a label"
-        )
-    keys = frame[key].astype(str).str.strip().to_numpy()
-    values = frame[target].astype(str).to_numpy()
-    if by_path:  # as in a manifest or truth file: relative to the flip table's folder
-        folder = path.resolve().parent
-        keys = np.array([os.path.normpath(os.path.join(folder, k)) for k in keys])
-    unknown = [v for v in keys if v not in position.index]
-    if unknown:
-        raise ConfigError(
-            f"flip table {path.name!r} names {len(unknown)} samples that are not in the dataset "
-            f"(first: {unknown[0]!r}); list samples by the dataset's {key}"
-        )
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"flip table {path.name!r} lists a sample twice; give each sample one row")
-    from ..data.sources import match_classes
-
-    index = {str(c): i for i, c in enumerate(table.class_names)}
-    named = match_classes(list(values), [str(c) for c in table.class_names])  # "cat" names a folder "cat "
-    bad = [v for v in values if named[v] is None]
-    if bad:
-        raise ConfigError(
-            f"flip table {path.name!r} gives label {bad[0]!r}, which is not a class of the dataset "
-            f"{list(table.class_names)}"
-        )
-    labels = table.samples["given_label"].to_numpy().astype(np.int64)
-    noisy = labels.copy()
-    noisy[position.loc[keys].to_numpy()] = [index[named[v]] for v in values]
-    return NoisyLabels(labels, noisy, "table", None, None, tuple(table.class_names))
-
-
 def _largest_remainder(expected: np.ndarray) -> np.ndarray:
     """Integer counts summing to ``round(sum(expected))`` closest to ``expected``."""
     floor = np.floor(expected).astype(np.int64)
@@ -530,71 +291,3 @@ def _largest_remainder(expected: np.ndarray) -> np.ndarray:
     order = np.argsort(-(expected - floor), kind="stable")
     floor[order[:short]] += 1
     return floor
-
-
-def write_noisy_dataset(
-    table: SampleTable,
-    noisy: NoisyLabels,
-    out_dir,
-    *,
-    overwrite: bool = False,
-    inputs: Sequence[os.PathLike] = (),
-) -> dict:
-    """Write ``manifest.parquet`` (sample_id, path, label: the noisy label), ``truth.csv``
-    (sample_id, path, given_label, true_label, is_noisy) and ``noise.json`` into ``out_dir``,
-    all or nothing.
-
-    Paths are absolute: the images stay where they are and are never copied or changed.
-    ``out_dir`` is a path or an opened :class:`~labelaudit.runs.directory.RunDirectory`; it may not be,
-    hold or lie inside the source or ``inputs`` (e.g. the map file); ``overwrite`` replaces an
-    earlier inject-noise output.
-    """
-    from ..runs.directory import RunDirectory, input_paths
-
-    if isinstance(out_dir, RunDirectory):
-        run = out_dir
-    else:
-        run = RunDirectory(out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite)
-    with run.writing() as tmp:
-        info = _write_noisy_files(table, noisy, tmp)
-    return info
-
-
-def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dict:
-    from .._atomic import atomic_path
-    from ..reports import write_csv, write_json
-
-    names = np.array(noisy.class_names, dtype=object)
-    samples = table.samples
-    truth = pd.DataFrame(
-        {
-            "sample_id": samples["sample_id"].to_numpy(),
-            "path": samples["path"].to_numpy(),
-            "given_label": names[noisy.noisy_labels],
-            "true_label": names[noisy.true_labels],
-            "is_noisy": noisy.is_noisy,
-        }
-    )
-    if noisy.flip_probability is not None:
-        truth["flip_probability"] = noisy.flip_probability
-    with atomic_path(out / "manifest.parquet") as tmp:
-        truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(
-            tmp, index=False
-        )
-    write_csv(out / "truth.csv", truth)
-    t = noisy.transition_matrix()
-    info = {
-        "source": str(table.source),
-        "kind": noisy.kind,
-        "requested_rate": noisy.requested_rate,
-        "real_rate": noisy.real_rate,
-        "num_samples": int(len(truth)),
-        "num_flipped": int(noisy.is_noisy.sum()),
-        "mapping": noisy.mapping,
-        "recipe": noisy.recipe,
-        "class_names": list(noisy.class_names),
-        "per_class_real_rate": {n: float(1 - t[i, i]) for i, n in enumerate(noisy.class_names)},
-        "transition_matrix": {"convention": "T[i][j] = P(given = j | true = i)", "matrix": t.tolist()},
-    }
-    write_json(out / "noise.json", info)
-    return info

@@ -1,30 +1,18 @@
 """``retrain``: a scan's run directory -> a model trained on the cleaned labels.
 
-Modes (docs/methods.md "Retrain"):
-
-- ``pseudo`` (NLNL paper section 3.5): a fresh network learns the samples the audit kept (class
-  weights from the kept subset); its 10-epoch mean softmax relabels the flagged samples (or all,
-  ``relabel="all"``); a second fresh network learns every sample from those soft labels with
-  cross-entropy, weighted by the class of each soft label's argmax.
-- ``drop``: the first network of ``pseudo`` alone (kept samples only).
-- ``forward``: one network on every given label with the forward-corrected loss
-  ``-log (T^T p)_y``, ``T`` being the audit's transition-matrix estimate.
-- ``labels`` (``RetrainConfig(labels=FILE)``, ``retrain --labels FILE``): one network on the labels
-  of a file matched by ``sample_id`` (``apply``'s ``cleaned.parquet``: the reviewed labels), with
-  class weights as in ``drop``; the scan's flags are not used, samples absent from the file are
-  not trained on.
-
-:func:`retrain` does the work; :func:`write_retrain` writes the new run directory.
+The modes (``pseudo``, ``drop``, ``forward``, ``labels``) and their settings,
+:class:`RetrainConfig`, are in :mod:`labelaudit.pipeline.retrain_modes`; :func:`retrain` reads the
+scan's run and inputs again and trains in one of them; :func:`write_retrain` writes the new run
+directory.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -35,66 +23,23 @@ import torch
 from .. import __version__
 from .._atomic import atomic_path
 from ..audit.metrics import classification_metrics
-from ..data.images import ImageStore, ProgressCallback, load_images
-from ..data.sources import load_source
-from ..errors import ConfigError, DatasetError
+from ..data.images import ImageStore, ProgressCallback
+from ..data.sources import SampleTable, load_source
+from ..errors import ConfigError
 from ..reports import write_csv, write_json
 from ..runs.directory import RunDirectory, as_run_directory, check_not_input, data_fingerprint, input_paths
 from ..runs.format import RUN_FORMAT_VERSION
 from ..runs.scan_run import ScanRun, load_run, read_labels
 from ..train.checkpoint import save_model
 from ..train.compute import holding_cpus
-from ..train.inputs import absolute_weights, backbone_embeddings, pretrained_image_settings, uses_pretrained
-from ..train.losses import forward_corrected_loss
-from ..train.methods.nlnl import class_weights
+from ..train.inputs import PreparedInputs, absolute_weights, prepare_inputs
 from ..train.tensors import TensorData
-from ..train.trainer import TrainConfig, Trainer, masked_mean
+from ..train.trainer import TrainConfig, Trainer
 
-MODES = ("pseudo", "drop", "forward", "labels")
-RELABEL = ("flagged", "all")
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """How to retrain. ``epochs`` is per network (``pseudo`` trains two)."""
-
-    mode: str = "pseudo"
-    relabel: str = "flagged"  # pseudo only: which samples take the first network's soft label
-    epochs: int = 30
-    lr: float = 0.1
-    schedule: str = "step"  # lr / 10 at 40% and 80% of each network's epochs
-    seed: Optional[int] = None  # None: the scan's seed
-    device: Optional[str] = None  # None: the scan's device setting
-    threads: Optional[int] = None  # None: the scan's setting (training.cpu_threads)
-    labels: Optional[str] = (
-        None  # mode "labels": a parquet/CSV with sample_id and label (apply's cleaned.parquet)
-    )
-
-    def validate(self) -> "RetrainConfig":
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {list(MODES)}; got {self.mode!r}")
-        if self.mode == "labels" and self.labels is None:
-            raise ConfigError(
-                "mode 'labels' trains on the labels of a file: pass --labels FILE (e.g. the cleaned.parquet "
-                "of labelaudit apply)"
-            )
-        if self.labels is not None and self.mode != "labels":
-            raise ConfigError(
-                f"--labels trains one network on the file's labels and takes no --mode; got --mode "
-                f"{self.mode!r}: drop --mode (or --labels)"
-            )
-        if self.relabel not in RELABEL:
-            raise ConfigError(f"relabel must be one of {list(RELABEL)}; got {self.relabel!r}")
-        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
-            raise ConfigError(f"threads must be a positive integer; got {self.threads!r}")
-        if self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(
-                f"retrain needs --epochs >= 1 and a finite --lr > 0; got {self.epochs!r}, {self.lr!r}"
-            )
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# The `name as name` imports keep names importable from here, where they were defined before the split.
+from .retrain_modes import MODES as MODES
+from .retrain_modes import RELABEL as RELABEL
+from .retrain_modes import TRAIN_BY_MODE, RetrainConfig, Retrained, RetrainJob
 
 
 @dataclass
@@ -119,12 +64,7 @@ def _retrain_train_config(call: dict) -> TrainConfig:
     call["config"].validate()  # a bad setting fails before the run is read
     if not isinstance(call["run_dir"], ScanRun):
         call["run_dir"] = load_run(call["run_dir"])
-    config, train = call["config"], call["run_dir"].train
-    return replace(
-        train,
-        threads=train.threads if config.threads is None else config.threads,
-        device=train.device if config.device is None else config.device,
-    )
+    return _train_settings(call["run_dir"], call["config"])
 
 
 @holding_cpus(_retrain_train_config)
@@ -168,251 +108,166 @@ def retrain(
     """
     config.validate()
     started = time.perf_counter()
-    run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
-    if weights is not None:
-        if run.input_kind != "embeddings":
-            raise ConfigError(
-                "--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
-                f"{str(run.path)!r} did not: drop --weights"
-            )
-        run = replace(run, train=replace(run.train, weights=absolute_weights(weights)))
+    run = _with_moved_weights(run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir), weights)
     if out_dir is not None:
         check_retrain_out(run, out_dir, labels=config.labels)
-    targets = None
-    if config.mode == "labels":  # read before decoding: a bad labels file fails at once
-        targets = read_labels(config.labels, run)  # (N,) class index, -1: not listed
-        listed_counts = np.bincount(targets[targets >= 0], minlength=len(run.class_names))
-        if (listed_counts == 0).any():
-            empty = run.class_names[int(np.flatnonzero(listed_counts == 0)[0])]
-            raise ConfigError(
-                f"no sample of --labels {str(config.labels)!r} has the class {empty!r}, so the network has "
-                "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead"
-            )
-    kind = run.input_kind
-    if kind == "embeddings-file" and test is not None:
-        raise ConfigError(
-            "this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
-            "compute for --test images; drop --test, or scan with --backbone instead"
-        )
-    store = None
-    if kind == "embeddings-file":
-        features = _scan_embeddings_file(run)
-    else:
-        cache = run.summary.get("image_cache") or {}
-        size, channels = (
-            (cache.get("image_size"), cache.get("channels")) if kind == "images" else (None, None)
-        )
-        store = load_images(
-            run.table,
-            image_size=size,
-            channels=channels,
-            cache_dir=cache_dir,
-            workers=workers,
-            progress=progress,
-        )
-    if store is not None and len(store.table) != len(run.table):
-        first = store.table.skipped.iloc[0]
-        raise DatasetError(
-            f"{len(run.table) - len(store.table)} images of the run can no longer be decoded (first: "
-            f"{first['path']!r}, "
-            f"{first['reason']}); fix them or scan the dataset again"
-        )
-    test_store = None
-    if test is not None:  # read before training: a bad test set fails at once
-        test_table = load_source(
-            test,
-            path_column=test_path_column,
-            label_column=test_label_column,
-            classes=run.class_names,
-            require_all_classes=False,
-        )
-        test_store = load_images(
-            test_table,
-            image_size=store.image_size if kind == "images" else None,
-            channels=store.channels if kind == "images" else None,
-            cache_dir=cache_dir,
-            workers=workers,
-            progress=progress,
-            require_all_classes=False,
-        )
-    train = replace(
-        run.train,
-        seed=run.train.seed if config.seed is None else config.seed,
-        device=run.train.device if config.device is None else config.device,
-        threads=run.train.threads if config.threads is None else config.threads,
-    )
+    # Read before decoding: a bad labels file or test set fails at once.
+    reviewed = _reviewed_labels(run, config.labels) if config.mode == "labels" else None
+    test_table = None if test is None else _test_table(run, test, test_path_column, test_label_column)
+    train = _train_settings(run, config)
+    inputs = _training_inputs(run, train, cache_dir, workers, progress)
     test_inputs = None
-    if kind == "embeddings":  # the same backbone and weights as the scan, embeddings from the cache
-        weights_id = run.summary["input"].get("weights_id")
-        features = backbone_embeddings(
-            store, train, cache_dir=cache_dir, progress=progress, expect_weights_id=weights_id
-        ).features
-        if test_store is not None:
-            test_inputs = torch.from_numpy(
-                np.array(
-                    backbone_embeddings(
-                        test_store,
-                        train,
-                        cache_dir=cache_dir,
-                        progress=progress,
-                        expect_weights_id=weights_id,
-                    ).features
-                )
-            )
-    elif test_store is not None:
-        test_inputs = torch.from_numpy(test_store.images()).permute(0, 3, 1, 2)
+    if test_table is not None:
+        test_inputs = _test_inputs(run, test_table, train, inputs, cache_dir, workers, progress)
     prepared = time.perf_counter()
-
-    given_labels = run.table.samples["given_label"].to_numpy()
-    if kind in ("embeddings", "embeddings-file"):
-        data = TensorData.from_features(features, given_labels, len(run.class_names))
-    else:
-        data = TensorData.from_store(store, train.max_memory)
-        if uses_pretrained(train):  # fine-tuning: the weights' own normalisation
-            _, mean, std = pretrained_image_settings(train)
-            data = replace(data, mean=torch.tensor(mean), std=torch.tensor(std))
-    k, given = data.num_classes, data.labels
-    kept = torch.from_numpy(~run.flagged if targets is None else targets >= 0)
-
-    if config.mode == "labels":
-        learnt = torch.from_numpy(np.where(targets >= 0, targets, given.numpy()))
-        final = Trainer(replace(data, labels=learnt), train, progress)
-        trainers = [final]
-        final.run_phase(
-            "reviewed labels",
-            config.epochs,
-            config.lr,
-            _weighted_ce(class_weights(learnt[kept], k)),
-            lambda _: kept.float(),
-            lambda _: f"listed {kept.float().mean().item():.0%}",
-            config.schedule,
-        )
-        cleaned = learnt.numpy()
-        confidence_source = run.soft_labels()
-    elif config.mode in ("pseudo", "drop"):
-        kept_counts = np.bincount(given[kept].numpy(), minlength=k)
-        if (kept_counts == 0).any():
-            empty = run.class_names[int(np.flatnonzero(kept_counts == 0)[0])]
-            raise ConfigError(
-                f"the scan flagged every sample given class {empty!r}, so --mode {config.mode} has nothing "
-                "to learn it "
-                "from; use --mode forward, or review the flags (flagged.csv) first"
-            )
-        first = Trainer(data, train, progress)
-        trainers = [first]
-        weights = class_weights(given[kept], k)
-        first.run_phase(
-            "kept samples",
-            config.epochs,
-            config.lr,
-            _weighted_ce(weights),
-            lambda _: kept.float(),
-            lambda _: f"kept {kept.float().mean().item():.0%}",
-            config.schedule,
-        )
-        final = first
-        if config.mode == "drop":
-            cleaned = np.where(run.flagged, run.suggested_labels(), given.numpy())
-            confidence_source = run.soft_labels()
-        else:
-            soft = first.history.mean()  # (N, K) the first network's 10-epoch mean softmax
-            relabel = torch.ones(len(data), dtype=torch.bool) if config.relabel == "all" else ~kept
-            targets = torch.nn.functional.one_hot(given, k).float()
-            targets[relabel] = soft[relabel]
-            hard = targets.argmax(dim=1)
-            second = Trainer(replace(data, labels=hard), replace(train, seed=train.seed + 1), progress)
-            second.run_phase(
-                "soft labels",
-                config.epochs,
-                config.lr,
-                _soft_ce(targets, class_weights(hard, k)),
-                lambda _: targets,
-                lambda _: f"relabelled {relabel.float().mean().item():.0%}",
-                config.schedule,
-            )
-            trainers.append(second)
-            final = second
-            cleaned = hard.numpy()
-            confidence_source = soft.numpy()
-    else:
-        transition = torch.from_numpy(run.transition_matrix).float()
-        final = Trainer(data, train, progress)
-        trainers = [final]
-        final.run_phase(
-            "forward correction", config.epochs, config.lr, _forward(transition), None, None, config.schedule
-        )
-        cleaned = given.numpy()
-        confidence_source = run.soft_labels()
-
-    in_training = kept.numpy() if config.mode in ("drop", "labels") else np.ones(len(data), dtype=bool)
-    curves = {
-        phase: trainer.curves for trainer in trainers for phase in trainer.phase_seconds
-    }  # one phase each
-    names = np.array(run.class_names, dtype=object)
-    n = len(data)
-    cleaned_frame = pd.DataFrame(
-        {
-            "sample_id": run.report["sample_id"].to_numpy(),
-            "path": run.report["path"].to_numpy(),
-            "given_label": names[given.numpy()],
-            "cleaned_label": names[cleaned],
-            "changed": cleaned != given.numpy(),
-            "confidence": confidence_source[np.arange(n), cleaned].astype(np.float64),
-            "in_training": in_training,
-        }
-    )
+    data = inputs.training_data(train)
+    trained = TRAIN_BY_MODE[config.mode](RetrainJob(run, config, train, data, reviewed, progress))
     seconds = {"load_and_decode": prepared - started}
-    for trainer in trainers:
+    for trainer in trained.trainers:
         seconds.update(trainer.phase_seconds)
-    test_metrics = None
-    if test_store is not None:
-        probs = final.predict(images=test_inputs).numpy()
-        truth = test_store.table.samples["given_label"].to_numpy()
-        test_metrics = {
-            "source": str(test_store.table.source),
-            "num_skipped": int(len(test_store.table.skipped)),
-            **classification_metrics(probs.argmax(axis=1), truth, run.class_names),
-        }
+    test_metrics = None if test_inputs is None else _test_metrics(run, trained.final, test_inputs)
     seconds["total"] = time.perf_counter() - started
     return RetrainResult(
         run=run,
-        store=store,
+        store=inputs.store,
         config=config,
-        trainer=final,
-        cleaned=cleaned_frame,
-        curves=curves,
+        trainer=trained.final,
+        cleaned=_cleaned_labels(run, data, trained),
+        # one phase each
+        curves={phase: trainer.curves for trainer in trained.trainers for phase in trainer.phase_seconds},
         seconds=seconds,
         test=test_metrics,
         train_settings=train,
     )
 
 
-def _weighted_ce(weights: torch.Tensor):
-    """Class-weighted CE on the samples whose mask entry is 1 (context: ``(N,)`` float mask)."""
-
-    def loss(logits, labels, index, mask):
-        per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        return masked_mean(per_sample, weights.to(logits.device)[labels] * mask[index])
-
-    return loss
-
-
-def _soft_ce(targets: torch.Tensor, weights: torch.Tensor):
-    """``-sum_k t_k log p_k`` weighted by the class of ``argmax t`` (context: ``(N, K)`` targets)."""
-
-    def loss(logits, labels, index, soft):
-        per_sample = -(soft[index] * torch.log_softmax(logits, dim=1)).sum(dim=1)
-        return masked_mean(per_sample, weights.to(logits.device)[labels])
-
-    return loss
+def _with_moved_weights(run: ScanRun, weights: str | None) -> ScanRun:
+    """``run`` with its backbone's weights file where it is now, when ``weights`` says (head-mode
+    scans only; the file must hold the same weights, which :func:`prepare_inputs` checks)."""
+    if weights is None:
+        return run
+    if run.input_kind != "embeddings":
+        raise ConfigError(
+            "--weights applies to a scan that trained a head on a pretrained backbone's embeddings; "
+            f"{str(run.path)!r} did not: drop --weights"
+        )
+    return replace(run, train=replace(run.train, weights=absolute_weights(weights)))
 
 
-def _forward(transition: torch.Tensor):
-    def loss(logits, labels, index, _):
-        per_sample = forward_corrected_loss(logits, labels, transition.to(logits.device))
-        return per_sample.mean(), torch.tensor(len(index))
+def _reviewed_labels(run: ScanRun, labels: str) -> np.ndarray:
+    """``(N,)`` class index of each sample of ``run`` in the --labels file, -1 where it is not listed;
+    every class must have a listed sample."""
+    reviewed = read_labels(labels, run)
+    listed_counts = np.bincount(reviewed[reviewed >= 0], minlength=len(run.class_names))
+    if (listed_counts == 0).any():
+        empty = run.class_names[int(np.flatnonzero(listed_counts == 0)[0])]
+        raise ConfigError(
+            f"no sample of --labels {str(labels)!r} has the class {empty!r}, so the network has "
+            "nothing to learn it from; label some samples with it, or scan the cleaned manifest instead"
+        )
+    return reviewed
 
-    return loss
+
+def _test_table(run: ScanRun, test, path_column: str | None, label_column: str | None) -> SampleTable:
+    """The held-out ``test`` source's samples; its labels must be classes of the scan."""
+    if run.input_kind == "embeddings-file":
+        raise ConfigError(
+            "this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
+            "compute for --test images; drop --test, or scan with --backbone instead"
+        )
+    return load_source(
+        test,
+        path_column=path_column,
+        label_column=label_column,
+        classes=run.class_names,
+        require_all_classes=False,
+    )
+
+
+def _train_settings(run: ScanRun, config: RetrainConfig) -> TrainConfig:
+    """The scan's network settings with the retrain's seed, device and threads, where given."""
+    return replace(
+        run.train,
+        seed=run.train.seed if config.seed is None else config.seed,
+        device=run.train.device if config.device is None else config.device,
+        threads=run.train.threads if config.threads is None else config.threads,
+    )
+
+
+def _training_inputs(run: ScanRun, train: TrainConfig, cache_dir, workers, progress) -> PreparedInputs:
+    """What the scan's network learnt from, again: its own --embeddings file, or its images (from
+    the cache, at the scan's size and channels for a network on the pixels), embedded by the same
+    backbone and weights for a head. Every image must still decode."""
+    if run.input_kind == "embeddings-file":
+        return PreparedInputs(run.input_kind, run.table, features=_scan_embeddings_file(run))
+    cache = (run.summary.get("image_cache") or {}) if run.input_kind == "images" else {}
+    return _decoded_inputs(
+        run, run.table, train, cache.get("image_size"), cache.get("channels"), cache_dir, workers, progress
+    )
+
+
+def _test_inputs(
+    run: ScanRun,
+    table: SampleTable,
+    train: TrainConfig,
+    training: PreparedInputs,
+    cache_dir,
+    workers,
+    progress,
+) -> PreparedInputs:
+    """The test set's inputs, prepared as the training set's were (pixels at their size and channels)."""
+    store = training.store if run.input_kind == "images" else None
+    size, channels = (store.image_size, store.channels) if store is not None else (None, None)
+    return _decoded_inputs(run, table, train, size, channels, cache_dir, workers, progress, test=True)
+
+
+def _decoded_inputs(
+    run: ScanRun, table: SampleTable, train, image_size, channels, cache_dir, workers, progress, *, test=False
+) -> PreparedInputs:
+    """``table``'s images decoded (and embedded, for a head) as the scan's network saw them. A network
+    retrained after a --probs scan (which trained nothing) learns from the images."""
+    return prepare_inputs(
+        table,
+        "embeddings" if run.input_kind == "embeddings" else "images",
+        train,
+        image_size=image_size,
+        channels=channels,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        expect_weights_id=(run.summary.get("input") or {}).get("weights_id"),
+        require_all_classes=not test,
+        every_image=not test,
+    )
+
+
+def _cleaned_labels(run: ScanRun, data: TensorData, trained: Retrained) -> pd.DataFrame:
+    """cleaned_labels.csv: each sample's given and cleaned label, the confidence in the cleaned one,
+    and whether the final network learnt it."""
+    names = np.array(run.class_names, dtype=object)
+    given, cleaned = data.labels.numpy(), trained.cleaned
+    return pd.DataFrame(
+        {
+            "sample_id": run.report["sample_id"].to_numpy(),
+            "path": run.report["path"].to_numpy(),
+            "given_label": names[given],
+            "cleaned_label": names[cleaned],
+            "changed": cleaned != given,
+            "confidence": trained.confidence_source[np.arange(len(data)), cleaned].astype(np.float64),
+            "in_training": trained.in_training,
+        }
+    )
+
+
+def _test_metrics(run: ScanRun, final: Trainer, test: PreparedInputs) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of the final network on the test set."""
+    probs = final.predict(images=test.network_inputs()).numpy()
+    truth = test.table.samples["given_label"].to_numpy()
+    return {
+        "source": str(test.table.source),
+        "num_skipped": int(len(test.table.skipped)),
+        **classification_metrics(probs.argmax(axis=1), truth, run.class_names),
+    }
 
 
 def default_retrain_dir(run_dir: str | os.PathLike, mode: str) -> Path:

@@ -23,9 +23,9 @@ from .._atomic import atomic_path
 from ..audit.estimators import anchor_transition_matrix, bootstrap_interval, per_class_bootstrap_intervals
 from ..audit.flags import Audit, audit_from_soft_labels, cv_flags, review_mask, with_similarity
 from ..audit.issue_types import issue_summary
-from ..audit.metrics import load_truth, truth_metrics
+from ..audit.metrics import audit_truth_metrics, load_truth
 from ..audit.similarity import SimilarityIssues, find_similarity_issues
-from ..data.images import ImageStore, ProgressCallback, load_images
+from ..data.images import ImageStore, ProgressCallback
 from ..data.sources import SampleTable, load_source
 from ..errors import ConfigError, TrainingError
 from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
@@ -35,11 +35,11 @@ from ..train import distributed
 from ..train.checkpoint import save_model
 from ..train.compute import holding_cpus
 from ..train.inputs import (
+    PreparedInputs,
     absolute_weights,
-    backbone_embeddings,
-    pretrained_image_settings,
+    decode_settings,
+    prepare_inputs,
     resolve_train_mode,
-    uses_pretrained,
 )
 from ..train.methods.baselines import BASELINES, BaselineConfig, cross_validated_probs, run_baseline
 from ..train.methods.nlnl import NLNLConfig, run_nlnl
@@ -151,15 +151,13 @@ def scan(
         Method, schedule, network and flagging settings.
     path_column, label_column, id_column : str, optional
         Manifest columns (ignored for a SampleTable).
-    cache_dir, workers :
-        Passed to :func:`labelaudit.load_images`.
+    cache_dir, workers, progress :
+        Passed to :func:`labelaudit.load_images`: ``progress(phase, done, total, extra="")``.
     truth : path-like, optional
         A file with each sample's true label; adds precision/recall/F1 and estimate errors.
     out_dir : path-like, optional
         Where :func:`write_run` will write; checked against the inputs before training so a bad
         choice fails fast.
-    progress : callable, optional
-        ``progress(phase, done, total, extra="")``.
     embeddings : path-like, optional
         The user's own per-sample embeddings (:func:`labelaudit.data.user_files.read_embeddings`): a head is
         trained on them instead of a network on the images, which are not decoded.
@@ -177,6 +175,42 @@ def scan(
     """
     config.validate()
     distributed.setup(config.train.device)  # under torchrun: join the other processes (else nothing)
+    config, kind = _settled_config(config, embeddings, probs)
+    started = time.perf_counter()
+    if isinstance(source, SampleTable):
+        table = source
+    else:
+        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+    if out_dir is not None:  # before decoding and training, so a bad choice fails at once
+        _check_out_dir(out_dir, table, config, truth, cache_dir, (embeddings, probs))
+    inputs = _prepare_inputs(table, kind, config, embeddings, probs, cache_dir, workers, progress)
+    true_labels = load_truth(truth, inputs.table) if truth is not None else None
+    prepared = time.perf_counter()
+    fitted = _fit_and_audit(inputs, config, progress)
+    trained = time.perf_counter()
+    audit, similarity, skipped = _search_similarity(fitted.audit, inputs, fitted.penultimate, config)
+    anchor_t = anchor_transition_matrix(fitted.anchor_probs)
+    interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
+    seconds = _seconds(started, prepared, trained if similarity is not None else None, fitted, inputs)
+    return ScanResult(
+        table=inputs.table,
+        store=inputs.store,
+        config=_resolved_config(fitted.config, inputs, fitted.trainer),
+        trainer=fitted.trainer,
+        audit=audit,
+        seconds=seconds,
+        truth=None if true_labels is None else _truth_metrics(audit, inputs.table, true_labels, anchor_t),
+        anchor_transition_matrix=anchor_t,
+        noise_rate_interval=interval,
+        inputs=inputs.info,
+        similarity=similarity,
+        similarity_skipped=skipped,
+    )
+
+
+def _settled_config(config: ScanConfig, embeddings, probs) -> tuple[ScanConfig, str]:
+    """The scan's input kind (:func:`~labelaudit.train.inputs.resolve_train_mode`) and its config
+    with the method ``auto`` picks for that kind and the weights as the run records them."""
     kind = resolve_train_mode(config.train, embeddings_file=embeddings, probs_file=probs)
     if kind == "probs-file" and config.method != "auto":
         raise ConfigError(
@@ -185,155 +219,135 @@ def scan(
         )
     if config.method == "auto":
         config = replace(config, method=AUTO_METHOD[kind])
-    if config.train.backbone == "efficientnet_lite0" and config.train.weights is None:
-        # its weights ship in a package
-        config = replace(config, train=replace(config.train, weights="DEFAULT"))
-    config = replace(config, train=replace(config.train, weights=absolute_weights(config.train.weights)))
-    started = time.perf_counter()
-    if isinstance(source, SampleTable):
-        table = source
-    else:
-        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
-    if out_dir is not None:  # before decoding and training, so a bad choice fails at once
-        check_not_input(
-            out_dir,
-            scan_inputs(
-                table,
-                truth=truth,
-                cache_dir=cache_dir,
-                weights=config.train.weights,
-                files=(embeddings, probs),
-            ),
-        )
-    store, inputs = None, {"kind": kind}
-    given_probs = features = None
-    if kind == "probs-file":
-        from ..data.user_files import read_probs
+    weights = config.train.weights
+    if config.train.backbone == "efficientnet_lite0" and weights is None:
+        weights = "DEFAULT"  # its weights ship in a package
+    return replace(config, train=replace(config.train, weights=absolute_weights(weights))), kind
 
-        given_probs = read_probs(probs, table)
-        inputs["file"] = str(Path(probs).expanduser().resolve())
-    elif kind == "embeddings-file":
-        from ..data.user_files import read_embeddings
 
-        features = read_embeddings(embeddings, table)
-        inputs.update(file=str(Path(embeddings).expanduser().resolve()), dim=int(features.shape[1]))
-    elif kind == "embeddings":
-        from ..nets.backbones import load_backbone
+def _check_out_dir(out_dir, table: SampleTable, config: ScanConfig, truth, cache_dir, files) -> None:
+    """Refuse an output folder that is, holds or lies inside anything the scan reads (:func:`scan_inputs`)."""
+    read = scan_inputs(table, truth=truth, cache_dir=cache_dir, weights=config.train.weights, files=files)
+    check_not_input(out_dir, read)
 
-        # a bad choice fails before decoding
-        backbone = load_backbone(config.train.backbone, config.train.weights)
-        with distributed.primary_first():  # rank 0 fills the caches, the other ranks read them
-            store = load_images(
-                table, image_size=config.image_size, cache_dir=cache_dir, workers=workers, progress=progress
-            )
-            embedded = backbone_embeddings(
-                store, config.train, cache_dir=cache_dir, progress=progress, backbone=backbone
-            )
-        features, inputs = embedded.features, embedded.info
-    else:
-        image_size, channels, normalisation = config.image_size, None, None
-        if uses_pretrained(config.train):  # fine-tuning: the weights' own resolution and normalisation
-            from ..nets.backbones import load_backbone
 
-            load_backbone(config.train.backbone, config.train.weights)  # a bad choice fails before decoding
-            crop, mean, std = pretrained_image_settings(config.train)
-            image_size, channels, normalisation = image_size or crop, 3, (mean, std)
-        with distributed.primary_first():  # rank 0 fills the cache, the other ranks read it
-            store = load_images(
-                table,
-                image_size=image_size,
-                channels=channels,
-                cache_dir=cache_dir,
-                workers=workers,
-                progress=progress,
-            )
-    table = store.table if store is not None else table
-    true_labels = load_truth(truth, table) if truth is not None else None
-    prepared = time.perf_counter()
-
-    given = table.samples["given_label"].to_numpy()
-    flags = rule = None  # None: audit_from_soft_labels applies the threshold or learned boundary
-    if given_probs is not None:
-        trainer, config_used = None, config
-        soft_labels = anchor_probs = given_probs
-        if config.threshold is None:  # out-of-sample probabilities, like cv-ce's: the same rule
-            flags, rule = cv_flags(given_probs, given, config.baseline.flagger)
-    else:
-        if features is not None:
-            data = TensorData.from_features(features, given, table.num_classes)
-        else:
-            data = TensorData.from_store(store, config.train.max_memory)
-            if normalisation is not None:  # a pretrained network expects its own normalisation
-                data = replace(data, mean=torch.tensor(normalisation[0]), std=torch.tensor(normalisation[1]))
-        try:
-            trainer, soft_labels, anchor_probs, config_used, penultimate = _train(data, config, progress)
-        except TrainingError as exc:  # scan has no --lr: say what the user can change
-            raise TrainingError(exc.what, _DIVERGED_ADVICE.get(kind, _DIVERGED_ADVICE["images"])) from None
-        if config.method == "cv-ce" and config.threshold is None:
-            flags, rule = cv_flags(soft_labels, given, config.baseline.flagger)
-    audit = audit_from_soft_labels(
-        table, soft_labels, threshold=config.threshold, flags=flags, flag_rule=rule
+def _prepare_inputs(
+    table: SampleTable, kind: str, config: ScanConfig, embeddings, probs, cache_dir, workers, progress
+) -> PreparedInputs:
+    """The scan's :class:`~labelaudit.train.inputs.PreparedInputs`: pixels at the size the network
+    needs (a pretrained backbone's own when fine-tuning), a backbone's embeddings, or the user's file."""
+    image_size, channels = config.image_size, None
+    if kind == "images":
+        image_size, channels = decode_settings(config.train, config.image_size)
+    return prepare_inputs(
+        table,
+        kind,
+        config.train,
+        image_size=image_size,
+        channels=channels,
+        file=embeddings if embeddings is not None else probs,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
     )
-    trained = time.perf_counter()
-    similarity, similarity_skipped = None, _similarity_skipped(config, kind, len(table))
-    if similarity_skipped is None:
+
+
+@dataclass
+class _Fitted:
+    """What a scan's method learnt (or the user's probabilities, when nothing is trained) and the audit
+    of its soft labels."""
+
+    trainer: Optional[Trainer]  # None: nothing was trained (--probs)
+    soft_labels: np.ndarray  # (N, K)
+    anchor_probs: np.ndarray  # (N, K) what the anchor estimator of T reads
+    config: ScanConfig  # with the schedule actually used
+    penultimate: Optional[np.ndarray] = None  # (N, D) the final network's penultimate activations
+    flags: Optional[np.ndarray] = None  # None: the threshold or the learned boundary flags
+
+    flag_rule: Optional[dict] = None
+    audit: Optional[Audit] = None
+
+
+def _fit_and_audit(inputs: PreparedInputs, config: ScanConfig, progress) -> _Fitted:
+    """Train the scan's method on its inputs (or take the user's probabilities as they are) and
+    audit the soft labels: flag, rank and suggest (:func:`~labelaudit.audit.flags.audit_from_soft_labels`).
+
+    Out-of-sample probabilities (the user's, cv-ce's out-of-fold ones) are flagged by cv-ce's rule
+    unless a threshold is set."""
+    if inputs.probs is not None:
+        fitted = _Fitted(None, inputs.probs, inputs.probs, config)
+    else:
+        data = inputs.training_data(config.train)
+        try:
+            fitted = _train(data, config, progress)
+        except TrainingError as exc:  # scan has no --lr: say what the user can change
+            advice = _DIVERGED_ADVICE.get(inputs.kind, _DIVERGED_ADVICE["images"])
+            raise TrainingError(exc.what, advice) from None
+    if config.threshold is None and (inputs.probs is not None or config.method == "cv-ce"):
+        given = inputs.table.samples["given_label"].to_numpy()
+        fitted.flags, fitted.flag_rule = cv_flags(fitted.soft_labels, given, config.baseline.flagger)
+    fitted.audit = audit_from_soft_labels(
+        inputs.table,
+        fitted.soft_labels,
+        threshold=config.threshold,
+        flags=fitted.flags,
+        flag_rule=fitted.flag_rule,
+    )
+    return fitted
+
+
+def _search_similarity(audit: Audit, inputs: PreparedInputs, penultimate, config: ScanConfig):
+    """``(audit, issues, skipped)``: the audit joined with the near-duplicates and outliers found,
+    or unchanged with None and why they were not searched."""
+    skipped = _similarity_skipped(config, inputs.kind, len(inputs.table))
+    if skipped is not None:
+        return audit, None, skipped
+    images = inputs.kind == "images"
+    issues = find_similarity_issues(
+        _StoreRows(inputs.store) if inputs.store is not None else None,
+        inputs.table.samples["given_label"].to_numpy(),
         # Penultimate activations of a network trained on the pixels; a head's input is the embeddings
         # themselves.
-        similarity = find_similarity_issues(
-            _StoreRows(store) if store is not None else None,
-            given,
-            features=penultimate if kind == "images" else None,
-            embeddings=features if kind != "images" else None,
-            duplicate_threshold=config.duplicate_threshold,
-        )
-        audit = with_similarity(audit, table, similarity)
-    anchor_t = anchor_transition_matrix(anchor_probs)
-    interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
+        features=penultimate if images else None,
+        embeddings=inputs.features if not images else None,
+        duplicate_threshold=config.duplicate_threshold,
+    )
+    return with_similarity(audit, inputs.table, issues), issues, None
 
+
+def _seconds(started: float, prepared: float, searched: Optional[float], fitted: _Fitted, inputs) -> dict:
+    """summary.json ``seconds``: decoding (embedding included), each training phase, the similarity
+    search (which began at ``searched``; None: not searched) and the total, until now."""
     seconds = {
         "load_and_decode": prepared - started,
-        **(trainer.phase_seconds if trainer is not None else {}),
+        **(fitted.trainer.phase_seconds if fitted.trainer is not None else {}),
     }
-    if similarity is not None:
-        seconds["similarity"] = time.perf_counter() - trained
-    if inputs.get("seconds") is not None:
-        seconds["embed"] = inputs["seconds"]  # part of load_and_decode
+    if searched is not None:
+        seconds["similarity"] = time.perf_counter() - searched
+    if inputs.info.get("seconds") is not None:
+        seconds["embed"] = inputs.info["seconds"]  # part of load_and_decode
     seconds["total"] = time.perf_counter() - started
-    metrics = None
-    if true_labels is not None:
-        # The labels the report suggests for flagged samples (never the given label itself).
-        metrics = truth_metrics(
-            audit.report["suspected_noisy"].to_numpy(),
-            given,
-            true_labels,
-            audit.cleaned_labels,
-            audit.noise_rate,
-            audit.transition_matrix,
-            model_noise_rate=audit.model_noise_rate,
-        )
-        metrics["transition_matrix_mae_anchor"] = float(
-            np.abs(anchor_t - np.array(metrics["true_transition_matrix"])).mean()
-        )
-    train = config.train
+    return seconds
+
+
+def _truth_metrics(audit: Audit, table: SampleTable, true_labels: np.ndarray, anchor_t: np.ndarray) -> dict:
+    """The audit against the true labels (:func:`~labelaudit.audit.metrics.audit_truth_metrics`),
+    with the error of the anchor estimate of T."""
+    metrics = audit_truth_metrics(audit, table.samples["given_label"].to_numpy(), true_labels)
+    true_t = np.array(metrics["true_transition_matrix"])
+    metrics["transition_matrix_mae_anchor"] = float(np.abs(anchor_t - true_t).mean())
+    return metrics
+
+
+def _resolved_config(config: ScanConfig, inputs: PreparedInputs, trainer: Optional[Trainer]) -> ScanConfig:
+    """The settings the scan ran with (config.json): the backbone ``auto`` picked, ``--train``
+    as full or head, and the image size the pixels were decoded at."""
+    kind, train = inputs.kind, config.train
     if kind == "images":
         train = replace(train, backbone=trainer.backbone)
     if kind != "probs-file":  # a --probs scan trained nothing: its settings stay as given (retrain uses them)
         train = replace(train, train="full" if kind == "images" else "head")
-    resolved = replace(config_used, image_size=store.image_size if kind == "images" else None, train=train)
-    return ScanResult(
-        table=table,
-        store=store,
-        config=resolved,
-        trainer=trainer,
-        audit=audit,
-        seconds=seconds,
-        truth=metrics,
-        anchor_transition_matrix=anchor_t,
-        noise_rate_interval=interval,
-        inputs=inputs,
-        similarity=similarity,
-        similarity_skipped=similarity_skipped,
-    )
+    return replace(config, image_size=inputs.store.image_size if kind == "images" else None, train=train)
 
 
 #: Above this many samples the exact neighbour search (quadratic in N) is skipped unless asked for.
@@ -389,7 +403,7 @@ _TRAINED_METHODS = {
 }
 
 
-def _train(data: TensorData, config: ScanConfig, progress):
+def _train(data: TensorData, config: ScanConfig, progress) -> _Fitted:
     """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
     estimator's probabilities ``(N, K)``, the config with the schedule actually used and the
     final network's penultimate activations ``(N, D)`` (numpy)."""
@@ -399,14 +413,14 @@ def _train(data: TensorData, config: ScanConfig, progress):
         soft_labels, trainer = cross_validated_probs(data, baseline, config.train, progress)
         # The last fold's network on every sample (its own training data is a subset).
         penultimate = trainer.predict(flip_average=False, images=data.images, features=True)[1].numpy()
-        return trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate
+        return _Fitted(trainer, soft_labels, soft_labels, replace(config, baseline=baseline), penultimate)
     field, run_method = _TRAINED_METHODS.get(config.method, _TRAINED_METHODS["baseline"])
     settings = getattr(config, field).scaled(config.epochs_scale)
     trainer = Trainer(data, config.train, progress, networks=getattr(settings, "networks", 1))
     run_method(trainer, config.method, settings)
     config = replace(config, **{field: settings})
     anchor_probs, penultimate = trainer.predict(flip_average=False, features=True)
-    return trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy()
+    return _Fitted(trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy())
 
 
 def summary(result: ScanResult) -> dict:
