@@ -301,7 +301,7 @@ def test_escaped_csvs_read_back_exactly(tmp_path, capsys):
 # file but model.pt into its temporary folder: a kill at a controlled point of the write.
 STOP_BEFORE_MODEL = """
 import os, signal, sys
-import labelaudit.pipeline.scan as scanner
+import labelaudit.pipeline.scan_outputs as scanner
 scanner.save_model = lambda *a, **k: os.kill(os.getpid(), getattr(signal, sys.argv[1]))
 from labelaudit.cli import main
 main(sys.argv[2:])

@@ -228,7 +228,7 @@ def test_a_review_killed_before_the_rename_leaves_the_earlier_review_whole(run_c
 
 
 def test_review_constants_match_the_scanner():
-    from labelaudit.pipeline import scan as scanner
+    from labelaudit.pipeline import scan_outputs as scanner  # the writer of a scan run
     from labelaudit.review import page as review
 
     assert review.RUN_FORMAT_VERSION == scanner.RUN_FORMAT_VERSION  # one source now: labelaudit.runs.format
