@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ...errors import ConfigError
+from ..history import History
 from ..losses import EPS
-from ..trainer import History, Trainer, scaled_epochs
+from ..schedule import scaled_epochs
+from ..trainer import Trainer
 
 VARIANTS = ("pm", "pm-ar", "full")
 
