@@ -93,8 +93,8 @@ class Trainer:
         check_shareable(len(data), config.batch_size, self.world)
         self.order_generator, self.generator = _generators(config.seed, self.world, self.rank)
         torch.manual_seed(config.seed)  # each network draws its own initialisation from it
-        self.backbone, self.model, self.memory_format = _build_model(data, config, networks)
-        self.model = self.model.to(self.device, memory_format=self.memory_format)
+        self.backbone, model, self.memory_format = _build_model(data, config, networks)
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.networks = networks
         # What trains: the model itself, or its DistributedDataParallel wrapper under torchrun
         # (gradients averaged over the ranks). Predictions use the model itself.
