@@ -82,7 +82,7 @@ def loop_rate(data: TensorData, precision: str, epochs: int) -> tuple[float, Tra
 def stage_seconds(trainer: Trainer, batches: int = 40) -> dict[str, float]:
     """Per-batch seconds of each stage of the loop, each repeated alone."""
     index = torch.randperm(len(trainer.data), generator=torch.Generator().manual_seed(0))[:128]
-    batch = trainer.images[index]
+    batch = trainer.batches.images[index]
     out: dict[str, float] = {}
 
     def timed(name, fn):
@@ -92,10 +92,10 @@ def stage_seconds(trainer: Trainer, batches: int = 40) -> dict[str, float]:
             fn()
         out[name] = (time.perf_counter() - start) / batches
 
-    timed("gather batch", lambda: trainer.images[index])
-    timed("augment", lambda: trainer.augment(batch))
+    timed("gather batch", lambda: trainer.batches.images[index])
+    timed("augment", lambda: trainer.batches.augment(batch))
     timed("normalise", lambda: trainer.normalize(batch))
-    x = trainer.normalize(trainer.augment(batch))
+    x = trainer.normalize(trainer.batches.augment(batch))
     trainer.model.train()
 
     def forward_backward():

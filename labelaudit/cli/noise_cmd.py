@@ -236,7 +236,7 @@ def benchmark_command(
     Example: labelaudit benchmark ./clean-images --noise symm-exc:0.2,symm-exc:0.4 --seeds 2 --out bench
     """
     from ..pipeline.benchmark import BenchmarkConfig, parse_methods, parse_noise, run_benchmark
-    from ..train.trainer import check_budget
+    from ..train.schedule import check_budget
 
     refuse_renamed_epochs("benchmark", epochs)
     config = BenchmarkConfig(

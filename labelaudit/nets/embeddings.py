@@ -4,27 +4,13 @@
 backbone's own preprocessing and stores its pooled penultimate features as float16. A method
 trained on these ``(N, D)`` features instead of pixels audits large photos in minutes on a CPU.
 
-Cache layout, under the cache root (:func:`labelaudit.data.images.default_cache_dir` or ``cache_dir``)::
-
-    embeddings/<backbone>/<key>.npy       (U, D) float16, one row per distinct image content
-    embeddings/<backbone>/<key>.parquet   column ``sha1``: the content hash of each row, sorted
-
-``key`` hashes the format version, the backbone name, the weights' identity, the preprocessing
-and the sorted distinct SHA-1s of the images' bytes: the same images reuse the entry whatever
-their paths, order or duplicates; other weights or another preprocessing get another entry.
-The ``.npy`` is written under a temporary name and renamed when complete, then the sidecar;
-the sidecar's presence marks a complete entry. A damaged entry (unreadable sidecar, truncated
-array, wrong shape) is deleted and computed again.
+The cache's layout and its entries are :mod:`labelaudit.nets.embedding_cache`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import queue
-import shutil
 import threading
 import time
 import warnings
@@ -34,27 +20,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageOps
 
-from .._atomic import atomic_path, remove_stale_temporaries, temporary_sibling
 from ..data import _decode
-from ..data.images import cache_root, entry_folders, is_cache_key
+from ..data.images import cache_root
 from ..errors import ConfigError, DatasetError
-from .backbones import PRETRAINED_BACKBONES, Backbone
+from .backbones import Backbone
+from .embedding_cache import EMBEDDINGS_FORMAT_VERSION, clear_cache, entry_file, load_entry, write_entry
 
 if TYPE_CHECKING:
     from ..data.images import ImageStore
 
-EMBEDDINGS_FORMAT_VERSION = 1
-#: Images per forward pass on the CPU: small batches keep activations in cache (2 cores: 16
-#: images/batch embed up to 1.5x faster than 64 with EfficientNets, as fast with ResNets).
-DEFAULT_CPU_BATCH_SIZE = 16
-_SIDECAR_META = b"labelaudit.nets.embeddings"
+# The cache's format version and its cleaner are importable from here too, where they used to live.
+__all__ = [
+    "DEFAULT_CPU_BATCH_SIZE",
+    "EMBEDDINGS_FORMAT_VERSION",
+    "Embeddings",
+    "clear_cache",
+    "compute_embeddings",
+    "embed_files",
+    "open_rgb",
+]
 
-log = logging.getLogger(__name__)
+#: Images per forward pass on the CPU: small batches keep the activations in the CPU's cache
+#: (docs/benchmarks.md, "Embedding speed per backbone").
+DEFAULT_CPU_BATCH_SIZE = 16
 
 ProgressCallback = Callable[..., None]
 """``progress(phase, done, total, extra="")`` with phase ``"embed"``, called after each batch;
@@ -120,9 +111,7 @@ def compute_embeddings(
         Cache root; default :func:`labelaudit.data.images.default_cache_dir`. Must not be inside the
         input folder.
     batch_size : int, optional
-        Images per forward pass; default 16 on the CPU, 64 on CUDA. On 2 CPU cores 16 measured
-        as fast as 32 or 64 for ResNets and up to 1.5x faster for EfficientNets (activations
-        stay in cache).
+        Images per forward pass; default :data:`DEFAULT_CPU_BATCH_SIZE` (16) on the CPU, 64 on CUDA.
     device : {"cpu", "cuda", "cuda:<n>", "auto"} or torch.device, default="cpu"
         On CUDA the forward runs under float16 autocast.
     progress : callable, optional
@@ -141,8 +130,6 @@ def compute_embeddings(
     DatasetError
         An image that was readable when ``store`` was loaded cannot be read now.
     """
-    from ..data.images import open_cache_entry
-
     start = time.perf_counter()
     device = _resolve_device(device)
     batch_size = _check_batch_size(batch_size, device)
@@ -151,28 +138,12 @@ def compute_embeddings(
     if len(sha1) != len(paths) or (sha1 == "").any():
         raise ValueError("store.files['sha1'] must hold one content hash per row of store.table.samples")
     unique, first, inverse = np.unique(sha1, return_index=True, return_inverse=True)  # (U,), (U,), (N,)
-
     root = cache_root(cache_dir).resolve()
     store.table.check_outside_input(root, "cache directory", "--cache-dir (or LABELAUDIT_CACHE_DIR)")
-    # checks it is writable; may raise ConfigError
-    folder = open_cache_entry(root / "embeddings", backbone.name)
-    remove_stale_temporaries(folder)
-    key = _cache_key(backbone, unique)
-    array_file, sidecar = folder / f"{key}.npy", folder / f"{key}.parquet"
-
-    cached = _load_entry(array_file, sidecar, unique, backbone.dim)
-    reused = cached is not None
-    rate = None
-    if cached is None:
-        rate = _write_entry(
-            array_file, sidecar, paths[first].tolist(), unique, backbone, batch_size, device, progress
-        )
-        cached = _load_entry(array_file, sidecar, unique, backbone.dim)
-        if cached is None:
-            raise ConfigError(
-                f"the embedding cache {str(array_file)!r} cannot be read back right after writing it; "
-                "check the disk, or pass another --cache-dir or set LABELAUDIT_CACHE_DIR"
-            )
+    array_file = entry_file(root, backbone, unique)
+    cached, rate = _cached_or_embedded(
+        array_file, paths[first].tolist(), unique, backbone, batch_size, device, progress
+    )
     if len(unique) == len(sha1) and (inverse == np.arange(len(sha1))).all():
         features = cached  # samples are the cache rows in order: keep the memory map
     else:
@@ -181,8 +152,8 @@ def compute_embeddings(
     return Embeddings(
         features=features,
         path=array_file,
-        key=key,
-        reused=reused,
+        key=array_file.stem,
+        reused=rate is None,
         seconds=time.perf_counter() - start,
         backbone=backbone.name,
         weights_id=backbone.weights_id,
@@ -274,92 +245,31 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _cache_key(backbone: Backbone, unique_sha1: np.ndarray) -> str:
-    """24 hex digits from the format, backbone, weights, preprocessing and sorted distinct SHA-1s."""
-    header = {
-        "format": EMBEDDINGS_FORMAT_VERSION,
-        "backbone": backbone.name,
-        "weights_id": backbone.weights_id,
-        "preprocess": backbone.preprocess.to_dict(),
-    }
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode() + b"\n")
-    digest.update("\n".join(unique_sha1.tolist()).encode())
-    return digest.hexdigest()[:24]
-
-
-def _load_entry(array_file: Path, sidecar: Path, unique_sha1: np.ndarray, dim: int) -> np.ndarray | None:
-    """The cached ``(U, D)`` float16 memory map when the entry is complete and whole, else None.
-
-    A damaged entry (unreadable sidecar, other hashes, truncated or garbage ``.npy``, wrong
-    shape or dtype, NaN or infinite values) is deleted, so it is computed again.
-    """
-    if not sidecar.exists():
-        return None  # never written, or a run in progress: the next write replaces the array
-    try:
-        hashes = pq.read_table(sidecar, columns=["sha1"]).column("sha1").to_numpy(zero_copy_only=False)
-        features = np.load(array_file, mmap_mode="r")
-        valid = (
-            features.dtype == np.float16
-            and features.shape == (len(unique_sha1), dim)
-            and len(hashes) == len(unique_sha1)
-            and bool((hashes.astype(str) == unique_sha1).all())
-            and bool(np.isfinite(features).all())  # same size, bytes overwritten: NaN would fail every scan
-        )
-    except Exception as exc:  # damage raises anything: ValueError, OSError, ArrowInvalid...
-        log.warning("damaged embedding cache %s (%s); computing it again", array_file, exc)
-        valid = False
-    if valid:
-        return features
-    features = None  # drop the memory map before deleting its file
-    for file in (sidecar, array_file):
-        try:
-            file.unlink()
-        except FileNotFoundError:
-            pass
-    return None
-
-
-def _write_entry(
+def _cached_or_embedded(
     array_file: Path,
-    sidecar: Path,
     paths: list[str],
     unique_sha1: np.ndarray,
     backbone: Backbone,
     batch_size: int,
     device: torch.device,
     progress: ProgressCallback | None,
-) -> float:
-    """Embed ``paths`` (one per distinct image, in ``unique_sha1`` order) into a new cache entry;
-    return images per second."""
+) -> tuple[np.ndarray, float | None]:
+    """``(features, images per second)`` of the cache entry ``array_file``: the entry as it is (rate
+    None) when complete and whole, else embedded afresh from ``paths`` (one per distinct image, in
+    ``unique_sha1`` order), written and read back."""
+    cached = load_entry(array_file, unique_sha1, backbone.dim)
+    if cached is not None:
+        return cached, None
     start = time.perf_counter()
-    tmp = temporary_sibling(array_file, ".npy")
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(paths), backbone.dim))
-        for begin, features in _embed(paths, backbone, batch_size, device, progress):
-            if np.abs(features).max(initial=0.0) > np.finfo(np.float16).max:
-                raise ConfigError(
-                    f"the {backbone.name} weights ({backbone.weights_id}) give features beyond float16's "
-                    f"range (|x| > 65504), which the embedding cache stores; check the weights file"
-                )
-            out[begin : begin + len(features)] = features  # float32 -> float16
-        out.flush()
-        del out
-        os.replace(tmp, array_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    meta = {
-        "format": EMBEDDINGS_FORMAT_VERSION,
-        "backbone": backbone.name,
-        "weights_id": backbone.weights_id,
-        "preprocess": backbone.preprocess.to_dict(),
-        "dim": backbone.dim,
-    }
-    table = pa.table({"sha1": pa.array(unique_sha1.tolist(), pa.string())})
-    table = table.replace_schema_metadata({_SIDECAR_META: json.dumps(meta).encode()})
-    with atomic_path(sidecar) as tmp_sidecar:
-        pq.write_table(table, tmp_sidecar)
-    return len(paths) / max(time.perf_counter() - start, 1e-9)
+    write_entry(array_file, unique_sha1, backbone, _embed(paths, backbone, batch_size, device, progress))
+    rate = len(paths) / max(time.perf_counter() - start, 1e-9)
+    cached = load_entry(array_file, unique_sha1, backbone.dim)
+    if cached is None:
+        raise ConfigError(
+            f"the embedding cache {str(array_file)!r} cannot be read back right after writing it; "
+            "check the disk, or pass another --cache-dir or set LABELAUDIT_CACHE_DIR"
+        )
+    return cached, rate
 
 
 def _embed(
@@ -379,8 +289,8 @@ def _embed(
     preprocess = backbone.preprocess
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     start, done = time.perf_counter(), 0
-    # Decoding the next batch in a background thread measured no faster on 2 CPU cores (the
-    # forward keeps both busy); with a GPU computing, the CPU is free to decode meanwhile.
+    # On a CPU the forward keeps every core busy and decoding ahead gains nothing
+    # (docs/benchmarks.md); with a GPU computing, the CPU is free to decode meanwhile.
     batches = _prefetched if device.type == "cuda" else _sequential
     for begin, pixels in batches(paths, preprocess, batch_size):
         x = torch.from_numpy(pixels).to(device, non_blocking=True)  # (B, H, W, 3) uint8
@@ -455,38 +365,3 @@ def _load_batch(paths: list[str], preprocess) -> np.ndarray:
                 "Pillow: fix or remove the file (and run again to refresh the image cache)"
             ) from None
     return out
-
-
-def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
-    """Delete the cache entries under ``cache_dir`` (default :func:`default_cache_dir`); return bytes freed.
-
-    Only folders named like cache entries (24 hex digits) are removed, and in
-    ``embeddings/<backbone name>/`` the embedding files named by their 24-hex-digit key
-    (:mod:`labelaudit.nets.embeddings`), never
-    anything else there.
-    """
-    root = cache_root(cache_dir)
-    if not root.is_dir():
-        return 0
-    freed = 0
-    for entry in entry_folders(root):
-        freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-        shutil.rmtree(entry)
-    for backbone_dir in (root / "embeddings").glob("*"):
-        if (
-            backbone_dir.name not in PRETRAINED_BACKBONES
-            or not backbone_dir.is_dir()
-            or backbone_dir.is_symlink()
-        ):
-            continue
-        for file in backbone_dir.iterdir():
-            key, _, suffix = file.name.partition(".")
-            if (
-                suffix in ("npy", "parquet")
-                and is_cache_key(key)
-                and file.is_file()
-                and not file.is_symlink()
-            ):
-                freed += file.stat().st_size
-                file.unlink()
-    return freed

@@ -106,6 +106,13 @@ class Ensemble(nn.Module):
         return torch.stack([net(x) for net in self.networks])
 
 
+def mean_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """float32 softmax over classes; the ``(M, B, K)`` logits of an :class:`Ensemble` give the mean
+    of its networks' softmax, ``(B, K)``."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return probs.mean(dim=0) if probs.dim() == 3 else probs
+
+
 def build_model(
     backbone: str,
     in_channels: int,

@@ -125,7 +125,7 @@ class BenchmarkConfig:
             raise ConfigError(f"--seeds must be >= 1; got {self.seeds!r}")
         if any(s.kind == "asymm" for s in self.settings) and self.noise_map is None:
             raise ConfigError("asymm noise needs --map (cifar10, fashion-mnist, mnist or a CSV file)")
-        from ..train.trainer import check_budget
+        from ..train.schedule import check_budget
 
         check_budget(self.epochs_scale)
         for arg in self.scan_args:

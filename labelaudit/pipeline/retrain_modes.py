@@ -29,10 +29,10 @@ import torch
 from ..data.images import ProgressCallback
 from ..errors import ConfigError
 from ..runs.scan_run import ScanRun
-from ..train.losses import forward_corrected_loss
+from ..train.losses import forward_corrected_loss, masked_mean
 from ..train.methods.nlnl import class_weights
 from ..train.tensors import TensorData
-from ..train.trainer import TrainConfig, Trainer, masked_mean
+from ..train.trainer import TrainConfig, Trainer
 
 MODES = ("pseudo", "drop", "forward", "labels")
 RELABEL = ("flagged", "all")

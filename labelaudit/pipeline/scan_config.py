@@ -54,7 +54,7 @@ class ScanConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {list(METHODS)}; got {self.method!r}")
         from ..audit.flags import require_cleanlab
-        from ..train.trainer import check_budget
+        from ..train.schedule import check_budget
 
         check_budget(self.epochs_scale)  # finite and > 0: inf would train forever
         if self.threshold is not None and not 0 < self.threshold < 1:

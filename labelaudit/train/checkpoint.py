@@ -18,9 +18,10 @@ from torch import nn
 from .._atomic import atomic_path
 from ..errors import ConfigError
 from ..nets import HEADS
-from ..nets.models import Ensemble, build_head, build_model
+from ..nets.models import Ensemble, build_head, build_model, mean_softmax
 from ..nets.weights import load_weights_only
 from ..reports import read_json
+from .config import TrainConfig
 
 MODEL_FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "state_dict", "class_names", "backbone", "networks", "preprocessing")
@@ -95,7 +96,6 @@ class LoadedModel:
             return self.predict_proba(store.images())
         self.check_takes_images()
         from .inputs import backbone_embeddings
-        from .trainer import TrainConfig
 
         spec = TrainConfig(
             backbone=self.embedding["backbone"], weights=self.embedding.get("weights"), device="cpu"
@@ -131,7 +131,7 @@ class LoadedModel:
             raise ConfigError(f"embeddings must be (N, {self.channels}) for this model; got {features.shape}")
         mean, std = self.mean.view(1, -1), self.std.view(1, -1)
         out = [
-            _probs(
+            mean_softmax(
                 self.model(
                     torch.from_numpy(np.asarray(features[i : i + batch_size], dtype=np.float32))
                     .sub(mean)
@@ -165,16 +165,11 @@ class LoadedModel:
                 0, 3, 1, 2
             )
             x = batch.float().div_(255).sub_(mean).div_(std).contiguous()
-            p = _probs(self.model(x))
+            p = mean_softmax(self.model(x))
             if self.flip_average:
-                p = (p + _probs(self.model(x.flip(3)))) / 2
+                p = (p + mean_softmax(self.model(x.flip(3)))) / 2
             out.append(p)
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
-
-
-def _probs(logits: torch.Tensor) -> torch.Tensor:
-    probs = torch.softmax(logits.float(), dim=-1)
-    return probs.mean(dim=0) if probs.dim() == 3 else probs
 
 
 def _check_same_run(target: Path, checkpoint: dict) -> None:
@@ -220,49 +215,11 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         The file is missing, is not a labelaudit model, or has another format version.
     """
     target = resolve_model_path(path)
-    try:
-        checkpoint = load_weights_only(target)
-    except Exception as exc:  # unpickling errors come in many types; all mean "not our file"
-        raise ConfigError(
-            f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the "
-            "model.pt of a run"
-        ) from None
-    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED_KEYS):
-        raise ConfigError(
-            f"{str(target)!r} is not a labelaudit model file (missing keys); pass the model.pt of a run"
-        )
-    if checkpoint["format_version"] != MODEL_FORMAT_VERSION:
-        raise ConfigError(
-            f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit "
-            "reads "
-            f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
-        )
+    checkpoint = _read_checkpoint(target)
     _check_same_run(target, checkpoint)
     try:
         prep = checkpoint["preprocessing"]
-        names = tuple(checkpoint["class_names"])
-        embedding = checkpoint.get("embedding")
-        if prep.get("input") == "embeddings":
-            if not isinstance(embedding, dict):
-                raise KeyError("embedding")
-            head = str(checkpoint["backbone"]).removeprefix("head-")
-            if head not in HEADS:
-                raise ValueError(f"unknown head {head!r}")
-            nets = [build_head(head, int(prep["dim"]), len(names)) for _ in range(checkpoint["networks"])]
-        else:
-            embedding = None
-            nets = [
-                build_model(
-                    checkpoint["backbone"],
-                    prep["channels"],
-                    len(names),
-                    depth=checkpoint.get("depth", 8),
-                    width=checkpoint.get("width", 16),
-                )
-                for _ in range(checkpoint["networks"])
-            ]
-        model = nets[0] if len(nets) == 1 else Ensemble(nets)
-        model.load_state_dict(checkpoint["state_dict"])
+        model, embedding = _network(checkpoint)
         broken = next(
             (
                 k
@@ -273,7 +230,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         )
         loaded = LoadedModel(
             model=model.eval(),
-            class_names=names,
+            class_names=tuple(checkpoint["class_names"]),
             image_size=int(prep["image_size"]),
             channels=int(prep["channels"]),
             mean=torch.tensor(prep["mean"], dtype=torch.float32),
@@ -294,3 +251,55 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             "train it again with a lower learning rate"
         )
     return loaded
+
+
+def _read_checkpoint(target: Path) -> dict:
+    """The dict saved in ``target``; ConfigError unless it is a labelaudit model of this format version."""
+    try:
+        checkpoint = load_weights_only(target)
+    except Exception as exc:  # unpickling errors come in many types; all mean "not our file"
+        raise ConfigError(
+            f"{str(target)!r} is not a readable labelaudit model file ({type(exc).__name__}); pass the "
+            "model.pt of a run"
+        ) from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in _REQUIRED_KEYS):
+        raise ConfigError(
+            f"{str(target)!r} is not a labelaudit model file (missing keys); pass the model.pt of a run"
+        )
+    if checkpoint["format_version"] != MODEL_FORMAT_VERSION:
+        raise ConfigError(
+            f"{str(target)!r} has model format version {checkpoint['format_version']!r}; this labelaudit "
+            "reads "
+            f"version {MODEL_FORMAT_VERSION}: use the labelaudit version that wrote it, or run the scan again"
+        )
+    return checkpoint
+
+
+def _network(checkpoint: dict) -> tuple[nn.Module, dict | None]:
+    """The checkpoint's network with its weights loaded, and where its embeddings came from (None
+    for a network on images). KeyError, TypeError, ValueError or RuntimeError for damaged content."""
+    prep = checkpoint["preprocessing"]
+    names = tuple(checkpoint["class_names"])
+    embedding = checkpoint.get("embedding")
+    if prep.get("input") == "embeddings":
+        if not isinstance(embedding, dict):
+            raise KeyError("embedding")
+        head = str(checkpoint["backbone"]).removeprefix("head-")
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}")
+        nets = [build_head(head, int(prep["dim"]), len(names)) for _ in range(checkpoint["networks"])]
+    else:
+        embedding = None
+        nets = [
+            build_model(
+                checkpoint["backbone"],
+                prep["channels"],
+                len(names),
+                depth=checkpoint.get("depth", 8),
+                width=checkpoint.get("width", 16),
+            )
+            for _ in range(checkpoint["networks"])
+        ]
+    model = nets[0] if len(nets) == 1 else Ensemble(nets)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model, embedding

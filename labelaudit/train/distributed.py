@@ -149,6 +149,36 @@ def broadcast(tensor: torch.Tensor) -> torch.Tensor:
     return _collective(tensor, lambda t: dist.broadcast(t, src=0))
 
 
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` is true on any rank (``flag`` itself in a single process)."""
+    return bool(all_reduce_max(torch.tensor([float(flag)])).item())
+
+
+def sum_epoch_shares(totals: list[torch.Tensor], tracked: list[tuple[torch.Tensor, int]], rows) -> None:
+    """Complete an epoch's per-sample results on every rank, in place.
+
+    Each rank trained the samples ``rows`` (``(N,)`` bool) and wrote only theirs: each tensor of
+    ``totals`` (zero elsewhere, e.g. the epoch's softmax, or sums such as the loss) is summed over
+    the ranks; each ``(state, dim)`` of ``tracked`` (samples along ``dim``, holding every rank's
+    older values elsewhere) keeps this rank's ``rows`` only, then is summed.
+    """
+    for tensor in totals:
+        all_reduce_sum(tensor)
+    for state, dim in tracked:
+        shape = [1] * state.dim()
+        shape[dim] = len(rows)
+        state.mul_(rows.view(shape).to(state.device, state.dtype))
+        all_reduce_sum(state)
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers of ``model`` (e.g. batch-norm running statistics, which
+    DistributedDataParallel broadcasts before each forward, so after the last step they differ
+    per rank)."""
+    for buffer in model.buffers():
+        broadcast(buffer)
+
+
 def _collective(tensor: torch.Tensor, operation) -> torch.Tensor:
     """Run the in-place ``operation`` on ``tensor`` across the ranks; NCCL works on GPU tensors
     only, so a host tensor goes through this process's GPU there."""

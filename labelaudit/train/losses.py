@@ -52,3 +52,12 @@ def invert_transition(transition: np.ndarray, *, max_condition: float = 1e4) -> 
         if np.linalg.cond(candidate) <= max_condition:
             return np.linalg.inv(candidate)
     return identity
+
+
+def masked_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum(w * loss) / max(sum(w), eps)`` and the number of samples with ``w > 0``.
+
+    Never NaN, also when every sample of the batch is masked out (``ignore_index`` would be).
+    """
+    total = weights.sum()
+    return (per_sample * weights).sum() / total.clamp_min(1e-12), (weights > 0).sum()

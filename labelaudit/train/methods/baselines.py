@@ -19,9 +19,12 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ..config import TrainConfig
+from ..history import History
 from ..losses import EPS
+from ..schedule import scaled_epochs
 from ..tensors import TensorData
-from ..trainer import History, TrainConfig, Trainer, scaled_epochs
+from ..trainer import Trainer
 
 BASELINES = ("ce", "gce", "truncated-gce")  # trained like the other methods; cv-ce is separate
 

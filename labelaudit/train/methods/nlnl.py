@@ -22,8 +22,10 @@ from typing import Union
 import torch
 
 from ...errors import ConfigError
+from ..history import History
 from ..losses import EPS
-from ..trainer import History, Trainer, scaled_epochs
+from ..schedule import scaled_epochs
+from ..trainer import Trainer
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ...errors import ConfigError
+from ..history import History
 from ..losses import EPS
-from ..trainer import History, Trainer, scaled_epochs
+from ..schedule import scaled_epochs
+from ..trainer import Trainer
 
 VARIANTS = ("pm", "pm-ar", "full")
 
@@ -83,15 +85,11 @@ class PMNARConfig:
     choices against their alternatives (docs/methods.md, "Where our PMNAR differs from the
     paper"); the defaults are the paper's."""
 
-    # 10x the 24 epochs it had before issue 16: the budget at which it first matched NLNL's default
-    # F1 with a noise-rate error under 3 points on the sample data (docs/methods.md, "Quality against
-    # budget").
+    # The budget at which PMNAR matches NLNL's default (docs/methods.md, "Quality against budget").
     epochs: int = 240
     warmup: int = 50
     lr: float = 0.1
-    schedule: str = (
-        "constant"  # measured better than the paper-shaped "step" at this budget (docs/methods.md)
-    )
+    schedule: str = "constant"  # better than the paper-shaped "step" at this budget (docs/methods.md)
     beta: float | None = None  # None: default_beta(K)
     variant: str = "full"
     reweight_from: str = "peer"  # peer (paper) or own: whose confidence in the given label weights a sample
