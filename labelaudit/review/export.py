@@ -257,19 +257,9 @@ def _json_value(value):
 
 def review_table(flagged: pd.DataFrame) -> pd.DataFrame:
     """The ``csv`` format: :data:`REVIEW_COLUMNS`, decision columns empty, worst first."""
-    table = flagged[
-        [
-            "sample_id",
-            "given_label",
-            "suggested_label",
-            "suggested_confidence",
-            "label_quality",
-            "rank",
-            "reason",
-            "path",
-        ]
-    ].copy()
-    for column in ("decision", "new_label", "note"):
+    decision_columns = ("decision", "new_label", "note")  # for the reviewer to fill in
+    table = flagged[[c for c in REVIEW_COLUMNS if c not in decision_columns]].copy()
+    for column in decision_columns:
         table[column] = ""
     return table[REVIEW_COLUMNS]
 
