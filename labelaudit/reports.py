@@ -94,6 +94,12 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
+def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as parquet without the index, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write ``frame`` as CSV without the index, atomically, with formula-like text escaped."""
     with atomic_path(path) as tmp:

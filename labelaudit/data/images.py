@@ -32,8 +32,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path, temporary_sibling
+from .._atomic import temporary_sibling
 from ..errors import ConfigError
+from ..reports import write_parquet
 from ..resources import usable_cpus
 from . import _decode
 from .cache_dir import cache_root, default_cache_dir, entry_folders, is_cache_key, open_cache_entry
@@ -408,8 +409,7 @@ def _headers(
     headers = headers.astype({"width": "int64", "height": "int64"})
     # A permission fix changes neither size nor mtime: never cache an "unreadable" verdict.
     if not headers["reason"].isin(["unreadable", "missing"]).any():
-        with atomic_path(headers_file) as tmp:
-            headers.to_parquet(tmp, index=False)
+        write_parquet(headers_file, headers)
     return headers
 
 
@@ -450,6 +450,5 @@ def _decode_all(
     failures = pd.DataFrame(
         [row for chunk in results for row in chunk], columns=["position", "reason", "detail"]
     ).astype({"position": "int64", "reason": object, "detail": object})
-    with atomic_path(status_file) as tmp:
-        failures.to_parquet(tmp, index=False)
+    write_parquet(status_file, failures)
     return failures

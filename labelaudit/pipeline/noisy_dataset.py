@@ -12,11 +12,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path
 from ..audit.estimators import transition_matrix
 from ..data.sources import SampleTable, match_classes, read_table
 from ..errors import ConfigError
-from ..reports import write_csv, write_json
+from ..reports import write_csv, write_json, write_parquet
 from ..runs.directory import RunDirectory, input_paths
 
 
@@ -145,10 +144,8 @@ def _write_noisy_files(table: SampleTable, noisy: NoisyLabels, out: Path) -> dic
     )
     if noisy.flip_probability is not None:
         truth["flip_probability"] = noisy.flip_probability
-    with atomic_path(out / "manifest.parquet") as tmp:
-        truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"}).to_parquet(
-            tmp, index=False
-        )
+    manifest = truth[["sample_id", "path", "given_label"]].rename(columns={"given_label": "label"})
+    write_parquet(out / "manifest.parquet", manifest)
     write_csv(out / "truth.csv", truth)
     t = noisy.transition_matrix()
     info = {

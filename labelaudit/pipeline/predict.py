@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path
 from ..audit.metrics import classification_metrics
 from ..data.images import ProgressCallback, load_images
 from ..data.sources import SampleTable, load_source, load_unlabeled
 from ..errors import OutputError
-from ..reports import write_csv, write_skipped_csv
+from ..reports import write_csv, write_parquet, write_skipped_csv
 from ..runs.directory import input_paths, output_kind, prepare_output_file
 from ..train.checkpoint import LoadedModel, load_model
 
@@ -144,8 +143,7 @@ def write_predictions(
     """
     path = check_predictions_file(path, predictions.table, predictions.model, overwrite=overwrite)
     if path.suffix.lower() == ".parquet":
-        with atomic_path(path) as tmp:
-            predictions.frame.to_parquet(tmp, index=False)
+        write_parquet(path, predictions.frame)
     else:
         write_csv(path, predictions.frame)
     skipped_file = _skipped_file(path)

@@ -21,12 +21,11 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from .._atomic import atomic_path
 from ..audit.metrics import classification_metrics
 from ..data.images import ImageStore, ProgressCallback
 from ..data.sources import SampleTable, load_source
 from ..errors import ConfigError
-from ..reports import write_csv, write_json
+from ..reports import write_csv, write_json, write_parquet
 from ..runs.directory import RunDirectory, as_run_directory, check_not_input, data_fingerprint, input_paths
 from ..runs.format import RUN_FORMAT_VERSION
 from ..runs.scan_run import ScanRun, load_run, read_labels
@@ -395,8 +394,7 @@ def write_retrain(
     )
     with run.writing() as out:
         write_csv(out / "cleaned_labels.csv", result.cleaned)
-        with atomic_path(out / "cleaned_labels.parquet") as tmp:
-            result.cleaned.to_parquet(tmp, index=False)
+        write_parquet(out / "cleaned_labels.parquet", result.cleaned)
         write_json(
             out / "config.json",
             {"retrain": result.config.to_dict(), "train": result.train_settings.to_dict()},

@@ -15,13 +15,12 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from .._atomic import atomic_path
 from ..audit.estimators import per_class_bootstrap_intervals
 from ..audit.flags import Audit, review_mask
 from ..audit.issue_types import issue_summary
 from ..audit.similarity import SimilarityIssues
 from ..data.sources import SampleTable
-from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_skipped_csv
+from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_parquet, write_skipped_csv
 from ..runs.directory import RunDirectory, data_fingerprint, input_paths
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..train.checkpoint import save_model
@@ -285,8 +284,7 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
         "manifest_row" in table.samples
     ):  # lets retrain find a sample's row of a --embeddings .npy in manifest order
         full["manifest_row"] = table.samples["manifest_row"].to_numpy()
-    with atomic_path(out / "report.parquet") as tmp:
-        full.to_parquet(tmp, index=False)
+    write_parquet(out / "report.parquet", full)
     write_csv(out / "report.csv", audit.report)
     write_csv(out / "flagged.csv", audit.report[review_mask(audit.report)].sort_values("rank", kind="stable"))
     corner = matrix_corner(fingerprint(table))  # the T files carry the data fingerprint too

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .._atomic import atomic_path
 from ..errors import ConfigError, ManifestError
-from ..reports import write_csv, write_json
+from ..reports import write_csv, write_json, write_parquet
 from ..runs.directory import RunDirectory, as_run_directory, input_paths
 from ..runs.fingerprints import data_fingerprint
 from ..runs.scan_run import ScanRun, load_run
@@ -292,8 +291,7 @@ def write_apply(
         out_dir, "apply", inputs=lambda: apply_inputs(result.run, result.decisions.path), overwrite=overwrite
     )
     with output.writing() as tmp:
-        with atomic_path(tmp / "cleaned.parquet") as file:
-            result.cleaned.to_parquet(file, index=False)
+        write_parquet(tmp / "cleaned.parquet", result.cleaned)
         write_csv(tmp / "cleaned.csv", result.cleaned)
         write_csv(tmp / "removed.csv", result.removed)
         frame = result.decisions.frame.copy()
