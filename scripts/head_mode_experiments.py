@@ -16,7 +16,7 @@ import sys
 import time
 
 from labelaudit.audit.flags import audit_from_soft_labels, cv_flags
-from labelaudit.audit.metrics import load_truth, truth_metrics
+from labelaudit.audit.metrics import audit_truth_metrics, load_truth
 from labelaudit.data.images import load_images
 from labelaudit.data.sources import load_source
 from labelaudit.pipeline.scan import ScanConfig, _train
@@ -51,14 +51,7 @@ def main(source: str, truth: str, settings: list[str]) -> None:
         if method == "cv-ce":
             flags, rule = cv_flags(soft, given, "confident-learning")
         audit = audit_from_soft_labels(table, soft, flags=flags, flag_rule=rule)
-        m = truth_metrics(
-            audit.report["suspected_noisy"].to_numpy(),
-            given,
-            true,
-            audit.cleaned_labels,
-            audit.noise_rate,
-            audit.transition_matrix,
-        )
+        m = audit_truth_metrics(audit, given, true)
         print(
             f"{setting:40s} F1 {m['f1']:.3f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
             f"noise rate {audit.noise_rate:.3f} (true {m['true_noise_rate']:.3f})  "

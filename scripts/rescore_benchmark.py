@@ -25,24 +25,13 @@ import pandas as pd
 from labelaudit._atomic import write_text
 from labelaudit.audit.flags import audit_from_soft_labels, cv_flags
 from labelaudit.audit.metrics import audit_truth_metrics, load_truth, ranking_metrics
-from labelaudit.data.sources import table_from_rows
-from labelaudit.pipeline.benchmark_runs import measure_cleanlab, results_row, truth_is_noisy
+from labelaudit.pipeline.benchmark_runs import measure_cleanlab, results_row, run_report_table, truth_is_noisy
 from labelaudit.pipeline.benchmark_tables import markdown_table, summarise
 from labelaudit.reports import write_csv
 
 
 def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    names = summary["class_names"]
-    report = pd.read_parquet(run_dir / "report.parquet")
-    table = table_from_rows(
-        report["sample_id"].astype(str).tolist(),
-        report["path"].astype(str).tolist(),
-        report["given_label"].astype(str).tolist(),
-        names,
-        data_dir / "manifest.parquet",
-        "parquet",
-    )
+    names, report, table = run_report_table(run_dir, data_dir)
     soft = report[[f"p_{n}" for n in names]].to_numpy(np.float64)
     given = table.samples["given_label"].to_numpy()
     flags = rule = None

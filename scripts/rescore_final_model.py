@@ -19,7 +19,7 @@ import torch
 
 from labelaudit import load_images, load_source
 from labelaudit.audit.flags import audit_from_soft_labels
-from labelaudit.audit.metrics import load_truth, truth_metrics
+from labelaudit.audit.metrics import audit_truth_metrics, load_truth
 from labelaudit.train.checkpoint import load_model
 
 
@@ -63,14 +63,7 @@ def main() -> None:
         ):
             for threshold in (None, 0.5):
                 audit = audit_from_soft_labels(table, soft, threshold=threshold)
-                m = truth_metrics(
-                    audit.report["suspected_noisy"].to_numpy(),
-                    given,
-                    true,
-                    audit.cleaned_labels,
-                    audit.noise_rate,
-                    audit.transition_matrix,
-                )
+                m = audit_truth_metrics(audit, given, true)
                 low = np.mean(soft[np.arange(len(given)), given] < 0.5)
                 print(
                     f"| {run} | {name} | {'boundary' if threshold is None else threshold} | {m['f1']:.3f} | "

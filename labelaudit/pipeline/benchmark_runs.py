@@ -18,7 +18,7 @@ import pandas as pd
 from ..audit.flags import audit_from_soft_labels, cv_flags
 from ..audit.metrics import audit_truth_metrics, load_truth, ranking_metrics
 from ..data._decode import die_with_parent, libc_prctl
-from ..data.sources import read_table, table_from_rows
+from ..data.sources import SampleTable, read_table, table_from_rows
 from ..errors import ConfigError
 from ..reports import read_json, write_json
 
@@ -141,10 +141,9 @@ def failure_line(log: str) -> str:
     return text[-1] if text else "no output"
 
 
-def measure_cleanlab(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
-    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities, audited like a scan."""
-    if cv_measured.get("error"):
-        return {"error": "cv-ce run failed"}
+def run_report_table(run_dir: Path, data_dir: Path) -> tuple[list, pd.DataFrame, SampleTable]:
+    """``(class names, report, sample table)`` of a benchmark's scan run over the noisy dataset in
+    ``data_dir``: the table rebuilt from the report's rows, in the report's order."""
     names = read_json(run_dir / "summary.json")["class_names"]
     report = pd.read_parquet(run_dir / "report.parquet")
     table = table_from_rows(
@@ -155,6 +154,14 @@ def measure_cleanlab(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
         data_dir / "manifest.parquet",
         "parquet",
     )
+    return names, report, table
+
+
+def measure_cleanlab(data_dir: Path, run_dir: Path, cv_measured: dict) -> dict:
+    """cleanlab's find_label_issues on the cv-ce run's out-of-fold probabilities, audited like a scan."""
+    if cv_measured.get("error"):
+        return {"error": "cv-ce run failed"}
+    names, report, table = run_report_table(run_dir, data_dir)
     given = table.samples["given_label"].to_numpy()
     probs = report[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
