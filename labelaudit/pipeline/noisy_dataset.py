@@ -16,7 +16,7 @@ from ..audit.estimators import transition_matrix
 from ..data.sources import SampleTable, match_classes, read_table
 from ..errors import ConfigError
 from ..reports import write_csv, write_json, write_parquet
-from ..runs.directory import RunDirectory, input_paths
+from ..runs.directory import as_run_directory, input_paths
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,9 @@ def write_noisy_dataset(
     hold or lie inside the source or ``inputs`` (e.g. the map file); ``overwrite`` replaces an
     earlier inject-noise output.
     """
-    if isinstance(out_dir, RunDirectory):
-        run = out_dir
-    else:
-        run = RunDirectory(out_dir, "inject-noise", inputs=input_paths(table, inputs), overwrite=overwrite)
+    run = as_run_directory(
+        out_dir, "inject-noise", inputs=lambda: input_paths(table, inputs), overwrite=overwrite
+    )
     with run.writing() as tmp:
         info = _write_noisy_files(table, noisy, tmp)
     return info

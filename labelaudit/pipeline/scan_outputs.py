@@ -21,7 +21,7 @@ from ..audit.issue_types import issue_summary
 from ..audit.similarity import SimilarityIssues
 from ..data.sources import SampleTable
 from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_parquet, write_skipped_csv
-from ..runs.directory import RunDirectory, data_fingerprint, input_paths
+from ..runs.directory import RunDirectory, as_run_directory, data_fingerprint, input_paths
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..train.checkpoint import save_model
 from .scan_config import ScanResult
@@ -259,17 +259,14 @@ def write_run(
     (the CLI does that, so a bad ``--out`` fails before training and stays locked until written).
     ``overwrite`` replaces an earlier scan's run directory; anything else that is not empty is refused.
     """
-    if isinstance(out_dir, RunDirectory):
-        run = out_dir
-    else:
-        run = RunDirectory(
-            out_dir,
-            "scan",
-            inputs=scan_inputs(
-                result.table, weights=result.config.train.weights, files=[result.inputs.get("file")]
-            ),
-            overwrite=overwrite,
-        )
+    run = as_run_directory(
+        out_dir,
+        "scan",
+        inputs=lambda: scan_inputs(
+            result.table, weights=result.config.train.weights, files=[result.inputs.get("file")]
+        ),
+        overwrite=overwrite,
+    )
     with run.writing() as tmp:
         _write_run_files(result, tmp)
     return run.path
