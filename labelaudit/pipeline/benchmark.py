@@ -21,7 +21,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .._atomic import write_text
@@ -33,12 +32,12 @@ from ..runs.directory import (
     FolderLock,
     check_not_input,
     check_output_folder,
-    data_fingerprint,
     input_paths,
     output_kind,
     output_path,
     write_marker,
 )
+from ..runs.fingerprints import table_fingerprint
 
 # The `name as name` imports keep names importable from here, where they were defined before the split.
 from .benchmark_runs import failure_line as failure_line
@@ -277,10 +276,7 @@ def _check_resumable(out: Path, table, config: BenchmarkConfig) -> None:
     The data is identified by its source, sample count and :func:`~labelaudit.runs.directory.data_fingerprint`
     (sample ids and given labels in table order): images moved between class folders change it.
     """
-    names = np.asarray(table.class_names, dtype=object)
-    fingerprint = data_fingerprint(
-        table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist()
-    )
+    fingerprint = table_fingerprint(table)
     identity = {
         "source": str(table.source),
         "num_samples": len(table),

@@ -21,6 +21,7 @@ from ..data.images import ImageStore, ProgressCallback
 from ..data.sources import SampleTable, load_source
 from ..errors import ConfigError, TrainingError
 from ..runs.directory import check_not_input
+from ..runs.fingerprints import table_fingerprint as fingerprint  # noqa: F401  (importable here)
 from ..train import distributed
 from ..train.compute import holding_cpus
 from ..train.inputs import (
@@ -39,7 +40,6 @@ from .scan_config import AUTO_METHOD, METHODS, ScanConfig, ScanResult  # noqa: F
 from .scan_outputs import (  # noqa: F401  (importable from pipeline.scan as before)
     class_overlap,
     default_run_dir,
-    fingerprint,
     scan_inputs,
     similarity_summary,
     summary,

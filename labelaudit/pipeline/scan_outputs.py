@@ -21,7 +21,8 @@ from ..audit.issue_types import issue_summary
 from ..audit.similarity import SimilarityIssues
 from ..data.sources import SampleTable
 from ..reports import matrix_corner, write_csv, write_json, write_matrix_csv, write_parquet, write_skipped_csv
-from ..runs.directory import RunDirectory, as_run_directory, data_fingerprint, input_paths
+from ..runs.directory import RunDirectory, as_run_directory, input_paths
+from ..runs.fingerprints import table_fingerprint
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..train.checkpoint import save_model
 from .scan_config import ScanResult
@@ -40,7 +41,7 @@ def summary(result: ScanResult) -> dict:
         "num_classes": len(names),
         "class_names": names,
         "class_counts": {n: int(c) for n, c in table.class_counts().items()},
-        "data_fingerprint": fingerprint(table),
+        "data_fingerprint": table_fingerprint(table),
         "run_id": result.run_id,
         "num_flagged": int(audit.report["suspected_noisy"].sum()),
         "num_skipped": int(len(table.skipped)),
@@ -220,14 +221,6 @@ def class_overlap(
 #: The run directory's matrix files, by estimator.
 
 
-def fingerprint(table: SampleTable) -> str:
-    """:func:`labelaudit.runs.directory.data_fingerprint` of a table's sample ids and given class names."""
-    names = np.asarray(table.class_names, dtype=object)
-    return data_fingerprint(
-        table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist()
-    )
-
-
 def _nan_to_none(value: float):
     return None if np.isnan(value) else float(value)
 
@@ -275,16 +268,17 @@ def write_run(
 def _write_run_files(result: ScanResult, out: Path) -> None:
     audit, table = result.audit, result.table
     names = list(table.class_names)
+    info = summary(result)
+    fingerprint = info["data_fingerprint"]  # the T files and model.pt carry it too
     soft = pd.DataFrame(audit.soft_labels.astype(np.float32), columns=[f"p_{name}" for name in names])
     full = pd.concat([audit.report.reset_index(drop=True), soft], axis=1)  # one concat: no per-column inserts
-    if (
-        "manifest_row" in table.samples
-    ):  # lets retrain find a sample's row of a --embeddings .npy in manifest order
+    # lets retrain find a sample's row of a --embeddings .npy in manifest order
+    if "manifest_row" in table.samples:
         full["manifest_row"] = table.samples["manifest_row"].to_numpy()
     write_parquet(out / "report.parquet", full)
     write_csv(out / "report.csv", audit.report)
     write_csv(out / "flagged.csv", audit.report[review_mask(audit.report)].sort_values("rank", kind="stable"))
-    corner = matrix_corner(fingerprint(table))  # the T files carry the data fingerprint too
+    corner = matrix_corner(fingerprint)
     write_matrix_csv(out / MATRIX_FILES["cleaned"], audit.transition_matrix, names, corner)
     write_matrix_csv(out / MATRIX_FILES["anchor"], result.anchor_transition_matrix, names, corner)
     if result.truth is not None:
@@ -293,14 +287,13 @@ def _write_run_files(result: ScanResult, out: Path) -> None:
         )
     write_skipped_csv(out / "skipped.csv", table.skipped)
     write_json(out / "config.json", result.config.to_dict())
-    info = summary(result)
     write_json(out / "summary.json", info)
     from ..runs.plots import PLOTS_DIR, PlotData, write_plots  # matplotlib loads only here, not for --help
 
     write_plots(PlotData.from_summary(info, audit.report, audit.transition_matrix), out / PLOTS_DIR)
     if result.trainer is None:  # --probs: nothing was trained, so there is no model to save
         return
-    extra = {"data_fingerprint": fingerprint(table), "run_id": result.run_id}
+    extra = {"data_fingerprint": fingerprint, "run_id": result.run_id}
     if result.inputs["kind"] != "images":  # a head: what it needs to see the same embeddings again
         extra["embedding"] = {
             k: v

@@ -7,6 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from ..data.sample_table import SampleTable
 from ..errors import ConfigError
 from ..reports import matrix_fingerprint
 
@@ -21,6 +24,14 @@ def data_fingerprint(sample_ids: Sequence[str], labels: Sequence[str]) -> str:
     for sample_id, label in zip(sample_ids, labels):
         digest.update(f"{sample_id}\t{label}\n".encode("utf-8", "surrogatepass"))
     return "sha256:" + digest.hexdigest()
+
+
+def table_fingerprint(table: SampleTable) -> str:
+    """:func:`data_fingerprint` of a table's sample ids and given class names, in table order."""
+    names = np.asarray(table.class_names, dtype=object)
+    return data_fingerprint(
+        table.samples["sample_id"].tolist(), names[table.samples["given_label"].to_numpy()].tolist()
+    )
 
 
 def check_matrix_fingerprint(path: Path, expected: str | None) -> None:
