@@ -20,10 +20,14 @@ REPORT_COLUMNS = [
     "given_label",
     "suspected_noisy",
     "confidence",
+    "p_label_wrong",
     "suggested_label",
     "suggested_confidence",
     "label_quality",
     "rank",
+    "is_ambiguous",
+    "ambiguous_with",
+    "reason",
 ]
 
 
@@ -45,21 +49,24 @@ def _table(given, names=("a", "b", "c")) -> SampleTable:
 def test_audit_report_flags_ranks_and_suggestions():
     table = _table([0, 1, 2, 0])
     soft = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.45, 0.55, 0.0]])
-    audit = audit_from_soft_labels(table, soft, threshold=0.5)
+    audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     report = audit.report
     assert report.columns.tolist() == REPORT_COLUMNS
-    assert report["suspected_noisy"].tolist() == [False, True, False, True]
+    # s3: given a at 0.45 and b at 0.55 both keep >= 0.35: ambiguous, not a confident error
+    assert report["suspected_noisy"].tolist() == [False, True, False, False]
+    assert report["is_ambiguous"].tolist() == [False, False, False, True]
+    assert report["reason"].tolist() == ["", "label", "", "ambiguous"]
     assert report["confidence"].tolist() == pytest.approx([0.9, 0.3, 0.6, 0.45])
+    assert report["p_label_wrong"].tolist() == pytest.approx([0.1, 0.7, 0.4, 0.55])
     assert report["suggested_label"].tolist() == ["a", "a", "c", "b"]
     # label_quality = p_given / (p_given + p_best_other)
     assert report["label_quality"].tolist() == pytest.approx([0.9 / 0.95, 0.3 / 0.9, 0.6 / 0.8, 0.45 / 1.0])
-    assert report["rank"].tolist() == [4, 1, 3, 2]  # lowest label quality first
-    assert audit.cleaned_labels.tolist() == [0, 0, 2, 1]
-    assert audit.noise_rate == 0.5
+    assert report["rank"].tolist() == [4, 1, 3, 2]  # highest p_label_wrong first
+    assert audit.cleaned_labels.tolist() == [0, 0, 2, 1]  # the ambiguous one: its most likely class
+    assert audit.noise_rate == pytest.approx((0.1 + 0.7 + 0.4 + 0.55) / 4)  # expected share wrong
     np.testing.assert_allclose(audit.transition_matrix.sum(axis=1), 1.0)
-    # cleaned a: given a (s0), given b (s1) -> T[a] = [0.5, 0.5, 0]; cleaned b: s3 given a
-    np.testing.assert_allclose(audit.transition_matrix[0], [0.5, 0.5, 0.0])
-    np.testing.assert_allclose(audit.transition_matrix[1], [1.0, 0.0, 0.0])
+    # T expected under the posteriors: true a carries 0.9 + 0.45 given a, 0.6 given b, 0.2 given c
+    np.testing.assert_allclose(audit.transition_matrix[0], np.array([1.35, 0.6, 0.2]) / 2.15)
 
 
 def _soft_labels(rng, given, kind):
@@ -86,13 +93,16 @@ def test_learned_boundary_flags_wrong_labels_not_hard_ones():
     kind = np.array(["clean"] * 700 + ["hard"] * 100 + ["wrong"] * 200)
     given = rng.integers(0, 4, len(kind))
     table = _table(list(given), names=("a", "b", "c", "d"))
-    audit = audit_from_soft_labels(table, _soft_labels(rng, given, kind))
+    audit = audit_from_soft_labels(table, _soft_labels(rng, given, kind), calibration="plain")
     flags = audit.report["suspected_noisy"].to_numpy()
     assert (flags == (kind == "wrong")).all()  # the p=0.5 rule would also flag the 100 hard ones
-    assert audit.noise_rate == pytest.approx(0.2)
+    assert flags.mean() == pytest.approx(0.2)
     assert audit.flag_rule["rule"] == "mixture" and audit.flag_rule["margin_boundary"] < 0
-    fixed = audit_from_soft_labels(table, _soft_labels(np.random.default_rng(0), given, kind), threshold=0.5)
-    assert fixed.report["suspected_noisy"].sum() == 300
+    fixed = audit_from_soft_labels(
+        table, _soft_labels(np.random.default_rng(0), given, kind), threshold=0.5, calibration="plain"
+    )
+    listed = fixed.report["suspected_noisy"] | fixed.report["is_ambiguous"]
+    assert listed.sum() == 300
 
 
 def test_learned_boundary_never_flags_the_most_likely_label():
@@ -180,12 +190,12 @@ def test_load_truth_errors(tmp_path):
 
 def test_fixed_threshold_never_suggests_the_given_label():
     table = _table([0, 1])
-    soft = np.array([[0.4, 0.35, 0.25], [0.1, 0.8, 0.1]])
-    audit = audit_from_soft_labels(table, soft, threshold=0.5)
+    soft = np.array([[0.4, 0.33, 0.27], [0.1, 0.8, 0.1]])
+    audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     report = audit.report
     assert report["suspected_noisy"].tolist() == [True, False]
     assert report["suggested_label"].tolist() == ["b", "b"]  # flagged 'a' -> strongest other class
-    assert report["suggested_confidence"].tolist() == pytest.approx([0.35, 0.8])
+    assert report["suggested_confidence"].tolist() == pytest.approx([0.33, 0.8])
     assert audit.cleaned_labels.tolist() == [1, 1]
 
 
@@ -237,8 +247,9 @@ def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
     p_given = 1 / (1 + np.exp(-margin))
     soft[np.arange(len(given)), given] = p_given
     soft[np.arange(len(given)), other] = 1 - p_given
-    audit = audit_from_soft_labels(_table(list(given)), soft)
-    flags = audit.report["suspected_noisy"].to_numpy()
+    audit = audit_from_soft_labels(_table(list(given)), soft, calibration="plain")
+    # suspect or ambiguous: both are what the boundary flagged
+    flags = (audit.report["suspected_noisy"] | audit.report["is_ambiguous"]).to_numpy()
     assert audit.flag_rule["margin_boundary"] > 0
     wrong = np.arange(len(given)) >= n_right
     assert flags[wrong].mean() > 0.85 and flags[~wrong].mean() < 0.02
@@ -254,8 +265,10 @@ def test_model_noise_rate_is_the_expected_share_of_wrong_labels():
 
     soft = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     assert model_noise_rate(soft, np.array([0, 0, 1])) == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
-    audit = audit_from_soft_labels(_table([0, 0, 1], names=("a", "b")), soft, threshold=0.5)
+    table = _table([0, 0, 1], names=("a", "b"))
+    audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     assert audit.model_noise_rate == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
-    assert audit.noise_rate == pytest.approx(1 / 3)  # the flagged share stays separate
+    assert audit.noise_rate == pytest.approx(audit.report["p_label_wrong"].mean())
+    assert audit.report["suspected_noisy"].mean() == pytest.approx(1 / 3)  # the flagged share stays separate
     with pytest.raises(ValueError, match="soft_labels must be"):
         model_noise_rate(soft, np.array([0, 1]))

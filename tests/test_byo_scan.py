@@ -220,7 +220,8 @@ def test_embeddings_npy_in_manifest_order_with_a_skipped_row_scan_and_retrain(no
     assert code == 0, err
     cleaned = pd.read_parquet(tmp_path / "re" / "cleaned_labels.parquet")
     right = cleaned.merge(truth, on="sample_id")
-    assert (right["cleaned_label"] == right["true_label"]).mean() > 0.9  # the rows were matched, not shifted
+    # the rows were matched, not shifted (chance: 0.25)
+    assert (right["cleaned_label"] == right["true_label"]).mean() > 0.8
 
 
 def test_library_warnings_reach_the_terminal_as_labelaudit_warning_lines(noisy, tmp_path, capsys):

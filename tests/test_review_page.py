@@ -96,7 +96,8 @@ def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
     assert code == 0, err
     review = run_copy / "review"
     assert f"Open in a browser: {review / 'index.html'}" in out
-    flagged = scanned["report"][scanned["report"]["suspected_noisy"]].sort_values("rank")
+    report = scanned["report"]
+    flagged = report[report["suspected_noisy"] | report["is_ambiguous"]].sort_values("rank")  # listed
     data = load_page_data(review)
     assert data["samples"]["id"] == flagged["sample_id"].tolist()  # worst first
     assert data["classes"][0] == XSS and data["num_flagged"] == len(flagged) == len(data["samples"]["id"])

@@ -58,17 +58,21 @@ def test_run_directory_contract(scanned, tmp_path):
     run = write_run(scanned, tmp_path / "run")
     assert {p.name for p in run.iterdir()} == RUN_FILES
     report = pd.read_parquet(run / "report.parquet")
-    assert report.columns[:9].tolist() == [
+    assert report.columns[:12].tolist() == [
         "sample_id",
         "path",
         "given_label",
         "suspected_noisy",
         "confidence",
+        "p_label_wrong",
         "suggested_label",
         "suggested_confidence",
         "label_quality",
         "rank",
+        "is_ambiguous",
+        "ambiguous_with",
     ]
+    np.testing.assert_allclose(report["confidence"] + report["p_label_wrong"], 1.0, atol=1e-6)
     soft = report[[f"p_{c}" for c in scanned.store.table.class_names]].to_numpy()
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     assert sorted(report["rank"]) == list(range(1, len(report) + 1))

@@ -170,10 +170,10 @@ def test_scan_reports_duplicates_and_outliers_and_leaves_the_inputs_alone(plante
     listed = set(flagged["sample_id"])
     assert {"Coat/copy-of-bag.jpg", planted["bag"]} <= listed and outliers <= listed
     assert set(flagged["reason"]) - {""} and (flagged["reason"] != "").all()
-    # Outliers are left out of the noise rate: it is the flagged share among the other samples.
+    # Outliers are left out of the noise rate: it is the mean p_label_wrong of the other samples.
     kept = report["is_outlier"].astype(str) != "True"
     assert summary["estimated_noise_rate"] == pytest.approx(
-        (report.loc[kept, "suspected_noisy"].astype(str) == "True").mean()
+        report.loc[kept, "p_label_wrong"].mean(), rel=1e-6
     )
     # Class overlap names the pair the conflicting copy straddles.
     assert any(
@@ -244,7 +244,8 @@ def test_label_studio_export_carries_the_reason(planted, tmp_path, capsys):
     copy = by_id["Coat/copy-of-bag.jpg"]
     assert "duplicate_conflict" in copy["reason"].split(";") and copy["duplicate_of"] == planted["bag"]
     assert all(
-        set(t["data"]["reason"].split(";")) <= {"label", "duplicate_conflict", "outlier"} for t in tasks
+        set(t["data"]["reason"].split(";")) <= {"label", "ambiguous", "duplicate_conflict", "outlier"}
+        for t in tasks
     )
 
 
@@ -265,7 +266,7 @@ def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tm
     assert card_ids(browser) == listed["sample_id"].tolist()  # everything listed, worst label first
 
     view = Select(browser.find_element("id", "filter-view"))
-    assert [o.text for o in view.options][2] == "near-duplicates with another label (2)"
+    assert [o.text for o in view.options][3] == "near-duplicates with another label (2)"
     view.select_by_value("duplicate_conflict")
     # the pair, side by side
     assert sorted(card_ids(browser)) == sorted(["Coat/copy-of-bag.jpg", planted["bag"]])

@@ -41,11 +41,12 @@ def transition_matrix(true_labels: np.ndarray, given_labels: np.ndarray, num_cla
 
 
 def per_class_noise_rates(flags: np.ndarray, given_labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(K,)`` share of the samples *given* each label that are flagged (NaN for an empty class)."""
-    flags = np.asarray(flags, dtype=bool)
+    """``(K,)`` mean of ``flags`` over the samples *given* each label (NaN for an empty class):
+    the share flagged for 0/1 flags, the expected share wrong for probabilities."""
+    flags = np.asarray(flags, dtype=np.float64)
     given_labels = np.asarray(given_labels, dtype=np.int64)
     totals = np.bincount(given_labels, minlength=num_classes).astype(float)
-    flagged = np.bincount(given_labels[flags], minlength=num_classes).astype(float)
+    flagged = np.bincount(given_labels, weights=flags, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, flagged / totals, np.nan)
 
@@ -154,7 +155,10 @@ def per_class_bootstrap_intervals(
     Parameters
     ----------
     flags : array of shape ``(N,)``
-        Whether each sample is flagged (``suspected_noisy``).
+        Whether each sample is flagged (``suspected_noisy``), or the probability that its label is
+        wrong (``p_label_wrong``): then each class's count of wrong labels is drawn as
+        ``Binomial(n_k, mean p)``, the distribution of the count when every resampled label is
+        wrong with its own probability.
     given_labels : array of shape ``(N,)``
         The given label of each sample, as indexes in ``0..K-1``.
     num_classes : int
@@ -169,7 +173,7 @@ def per_class_bootstrap_intervals(
     numpy.ndarray of shape ``(K, 2)``
         ``[low, high]`` per class; both NaN for a class no sample is given (nothing to estimate).
     """
-    flags = np.asarray(flags, dtype=bool)
+    flags = np.asarray(flags, dtype=np.float64)
     given_labels = np.asarray(given_labels, dtype=np.int64)
     if flags.shape != given_labels.shape or flags.ndim != 1:
         raise ValueError(
@@ -181,7 +185,7 @@ def per_class_bootstrap_intervals(
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1; got {resamples!r}")
     totals = np.bincount(given_labels, minlength=num_classes)
-    flagged = np.bincount(given_labels[flags], minlength=num_classes)
+    flagged = np.bincount(given_labels, weights=flags, minlength=num_classes)
     rng = np.random.default_rng(seed)
     tail = (1 - level) / 2 * 100
     out = np.full((num_classes, 2), np.nan)

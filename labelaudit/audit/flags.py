@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..data.sources import SampleTable
 from ..errors import ConfigError
-from .estimators import confident_learning_flags, model_noise_rate, per_class_noise_rates, transition_matrix
+from .calibration import Calibration, calibrate, expected_transition_matrix
+from .estimators import confident_learning_flags, model_noise_rate, per_class_noise_rates
 from .issue_types import ISSUE_TYPES, REASONS  # noqa: F401  (REASONS: importable here as before)
 
 
@@ -25,23 +26,29 @@ class Audit:
     ----------
     report : pandas.DataFrame
         One row per sample, in sample-table order: ``sample_id, path, given_label,
-        suspected_noisy, confidence, suggested_label, suggested_confidence, label_quality, rank``
-        (labels as class names; ``rank`` 1 = least likely correct).
+        suspected_noisy, confidence, p_label_wrong, suggested_label, suggested_confidence,
+        label_quality, rank, is_ambiguous, ambiguous_with, reason`` (labels as class names;
+        ``rank`` 1 = most likely wrong).
     soft_labels : numpy.ndarray
-        ``(N, K)`` averaged soft labels, rows sum to 1.
+        ``(N, K)`` the method's soft labels, rows sum to 1.
     cleaned_labels : numpy.ndarray
-        ``(N,)`` the suggested label where flagged, else the given label (indexes).
+        ``(N,)`` the suggested label where suspected noisy, else the given label (indexes).
     noise_rate : float
-        Estimated share of wrong labels: the share flagged.
-    model_noise_rate : float
-        The share of wrong labels the soft labels imply apart from the flags
-        (:func:`labelaudit.audit.estimators.model_noise_rate`).
+        Estimated share of wrong labels: the mean of ``p_label_wrong``.
     per_class_noise_rates : numpy.ndarray
-        ``(K,)`` share flagged among the samples given each label.
+        ``(K,)`` mean ``p_label_wrong`` among the samples given each label.
     transition_matrix : numpy.ndarray
-        ``(K, K)`` ``T[i, j] = P(given = j | true = i)`` with the cleaned label standing in for the true one.
+        ``(K, K)`` ``T[i, j] = P(given = j | true = i)``, expected under the calibrated posteriors.
     flag_rule : dict
         How ``suspected_noisy`` was decided (rule name and its fitted or given threshold).
+    model_noise_rate : float
+        ``1 - mean(p_given)`` of the raw soft labels, before calibration
+        (:func:`labelaudit.audit.estimators.model_noise_rate`).
+    posterior : numpy.ndarray
+        ``(N, K)`` calibrated posterior of each sample's true class
+        (:func:`labelaudit.audit.calibration.calibrate`).
+    calibration : dict
+        How the posteriors were calibrated (:meth:`~labelaudit.audit.calibration.Calibration.summary`).
     """
 
     report: pd.DataFrame
@@ -52,6 +59,13 @@ class Audit:
     transition_matrix: np.ndarray
     flag_rule: dict
     model_noise_rate: float = float("nan")
+    posterior: np.ndarray | None = None
+    calibration: dict | None = None
+
+    @property
+    def p_label_wrong(self) -> np.ndarray:
+        """``(N,)`` the report's ``p_label_wrong``."""
+        return self.report["p_label_wrong"].to_numpy(dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,7 @@ def _flag_by_rule(margin: np.ndarray, confidence: np.ndarray, threshold: float |
     }
 
 
-def _suggestions(soft: np.ndarray, given: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def suggestions(soft: np.ndarray, given: np.ndarray, flags: np.ndarray) -> np.ndarray:
     """``(N,)`` the most likely class of each sample, except that a flagged label is never
     "corrected" to itself: a fixed threshold, or a mixture boundary above 0, can flag a sample
     whose given label is the most likely one; it is suggested the strongest other class."""
@@ -165,13 +179,30 @@ def _suggestions(soft: np.ndarray, given: np.ndarray, flags: np.ndarray) -> np.n
     return np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
 
 
-def worst_first_rank(label_quality: np.ndarray) -> np.ndarray:
-    """``(N,)`` 1-based rank, worst first: lowest label quality; ties broken by sample order."""
-    n = len(label_quality)
-    order = np.lexsort((np.arange(n), label_quality))
+def worst_first_rank(p_label_wrong: np.ndarray, label_quality: np.ndarray | None = None) -> np.ndarray:
+    """``(N,)`` 1-based rank, worst first: highest ``p_label_wrong``, ties broken by the lower
+    ``label_quality`` (when given), then by sample order."""
+    n = len(p_label_wrong)
+    keys = [np.arange(n)]
+    if label_quality is not None:
+        keys.append(np.asarray(label_quality, dtype=np.float64))
+    keys.append(-np.asarray(p_label_wrong, dtype=np.float64))
+    order = np.lexsort(keys)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
     return rank
+
+
+#: A flagged label whose given class and strongest rival both keep at least this calibrated
+#: probability is ``ambiguous``, not a confident error (docs/calibration.md: on human-like noise
+#: such samples are wrong about half the time).
+AMBIGUITY_FLOOR = 0.35
+#: The default flag rule on calibrated probabilities: more likely wrong than right.
+P_WRONG_THRESHOLD = 0.5
+#: Methods whose soft labels are out-of-sample (each sample scored by models that never trained on
+#: it): their calibrated probabilities decide the flags. In-sample soft labels keep the mixture
+#: boundary, which measured better on them (docs/calibration.md).
+OUT_OF_SAMPLE_RULE = "calibrated"
 
 
 def audit_from_soft_labels(
@@ -181,17 +212,33 @@ def audit_from_soft_labels(
     threshold: float | None = None,
     flags: np.ndarray | None = None,
     flag_rule: dict | None = None,
+    rule: str = "mixture",
+    calibration: str = "auto",
+    calibrated: Calibration | None = None,
 ) -> Audit:
-    """Flag suspect labels from soft labels.
+    """Flag suspect labels from soft labels, with calibrated probabilities and estimates.
 
-    ``label_quality = p_given / (p_given + p_best_other)``: 0.5 when the given label ties with the
-    strongest other class. By default (``threshold=None``) the flag threshold is learned from the
-    data: a two-component Gaussian mixture on the log-ratio ``log(p_given / p_best_other)``
-    separates wrong labels (given class far below another) from right but hard ones; samples on
-    the wrong-label side of the boundary where both components are equally likely are flagged
-    (see :func:`mixture_boundary` for when that may include a sample whose given label is
-    still the most likely class). A fixed ``threshold`` flags
-    ``confidence < threshold`` instead (the NLNL paper's rule with 0.5).
+    The soft labels are first calibrated without the truth
+    (:func:`labelaudit.audit.calibration.calibrate`) into ``q``, each sample's posterior of its true
+    class. ``p_label_wrong = 1 - q[given]``, ``confidence = q[given]``; the suggestion is the most
+    likely class under ``q`` and ``suggested_confidence`` its ``q``. The noise rate is the expected
+    share of wrong labels (the mean of ``p_label_wrong``), per class likewise, and T is the expected
+    one under ``q``. ``rank`` orders by ``p_label_wrong``, worst first.
+
+    Which samples are flagged (``suspected_noisy``):
+
+    - ``flags`` given: those (e.g. the confident-learning rule); ``flag_rule`` describes them;
+    - ``threshold`` given: ``confidence < threshold``;
+    - ``rule="calibrated"``: ``p_label_wrong > 0.5`` (for out-of-sample soft labels);
+    - ``rule="mixture"`` (default): a two-component Gaussian mixture on the log-ratio
+      ``log(p_given / p_best_other)`` of the raw soft labels separates wrong labels from right but
+      hard ones; samples on the wrong-label side of the boundary are flagged (see
+      :func:`mixture_boundary`).
+
+    A flagged sample whose given class and strongest other class both keep calibrated probability
+    :data:`AMBIGUITY_FLOOR` or more is ``is_ambiguous`` (``ambiguous_with`` names the other class)
+    instead of ``suspected_noisy``: the evidence cannot place it. Its cleaned label is its most
+    likely class; the estimates, which sum probabilities, do not depend on the split.
 
     Parameters
     ----------
@@ -200,9 +247,16 @@ def audit_from_soft_labels(
     soft_labels : array of shape ``(N, K)``
         Per-sample class probabilities (rows are renormalised to sum to 1).
     threshold : float, optional
-        Fixed threshold on the confidence in the given label; None = learned boundary.
+        Fixed threshold on the calibrated confidence in the given label.
     flags : array of shape ``(N,)``, optional
-        Flags decided elsewhere (e.g. the confident-learning rule); ``flag_rule`` describes them.
+        Flags decided elsewhere; ``flag_rule`` describes them.
+    rule : {"mixture", "calibrated"}
+        The default flag rule when neither ``flags`` nor ``threshold`` is given.
+    calibration : {"auto", "plain", "through-T"}
+        :func:`labelaudit.audit.calibration.calibrate`'s ``kind``.
+    calibrated : Calibration, optional
+        Posteriors calibrated elsewhere (e.g. from forward-corrected heads); ``calibration`` is then
+        not used.
 
     Returns
     -------
@@ -214,42 +268,79 @@ def audit_from_soft_labels(
         raise ValueError(f"soft_labels must have shape (N, K) = ({n}, {k}); got {soft.shape}")
     if threshold is not None and not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1); got {threshold!r}")
+    if rule not in ("mixture", "calibrated"):
+        raise ValueError(f"rule must be 'mixture' or 'calibrated'; got {rule!r}")
     soft = soft / soft.sum(axis=1, keepdims=True)
     given = table.samples["given_label"].to_numpy()
-    confidence = soft[np.arange(n), given]
-    margin = label_margin(soft, given)
-    label_quality = 1.0 / (1.0 + np.exp(-margin))
+    rows = np.arange(n)
+    if calibrated is None:
+        calibrated = calibrate(soft, given, kind=calibration)
+    q, p_wrong = calibrated.posterior, calibrated.p_label_wrong
+    confidence = q[rows, given]
+    label_quality = 1.0 / (1.0 + np.exp(-label_margin(q, given)))
     if flags is not None:
-        flags, rule = np.asarray(flags, dtype=bool), flag_rule or {"rule": "given"}
+        listed, rule_info = np.asarray(flags, dtype=bool), flag_rule or {"rule": "given"}
+    elif threshold is not None:
+        listed, rule_info = confidence < threshold, {"rule": "fixed", "confidence_threshold": threshold}
+    elif rule == "calibrated":
+        listed = p_wrong > P_WRONG_THRESHOLD
+        rule_info = {"rule": "calibrated", "p_label_wrong_threshold": P_WRONG_THRESHOLD}
     else:
-        flags, rule = _flag_by_rule(margin, confidence, threshold)
-    suggested = _suggestions(soft, given, flags)
-    cleaned = np.where(flags, suggested, given)
-    rank = worst_first_rank(label_quality)
+        margin = label_margin(soft, given)
+        listed, rule_info = _flag_by_rule(margin, soft[rows, given], None)
+    rival = _strongest_other(q, given)
+    ambiguous = listed & (confidence >= AMBIGUITY_FLOOR) & (q[rows, rival] >= AMBIGUITY_FLOOR)
+    suspect = listed & ~ambiguous
+    rule_info = {**rule_info, "ambiguity_floor": AMBIGUITY_FLOOR}
+    suggested = suggestions(q, given, listed)
+    # The best single guess: the suggestion for a suspect label, the most likely class for an
+    # ambiguous one (its given class or its rival, whichever keeps more probability).
+    cleaned = np.where(suspect, suggested, np.where(ambiguous, q.argmax(axis=1), given))
     names = np.array(table.class_names, dtype=object)
     report = pd.DataFrame(
         {
             "sample_id": table.samples["sample_id"].to_numpy(),
             "path": table.samples["path"].to_numpy(),
             "given_label": names[given],
-            "suspected_noisy": flags,
+            "suspected_noisy": suspect,
             "confidence": confidence,
+            "p_label_wrong": p_wrong,
             "suggested_label": names[suggested],
-            "suggested_confidence": soft[np.arange(n), suggested],
+            "suggested_confidence": q[rows, suggested],
             "label_quality": label_quality,
-            "rank": rank,
+            "rank": worst_first_rank(p_wrong, label_quality),
+            "is_ambiguous": ambiguous,
+            "ambiguous_with": np.where(ambiguous, names[rival], ""),
         }
     )
+    report["reason"] = reason_column(report)
     return Audit(
         report=report,
         soft_labels=soft,
         cleaned_labels=cleaned,
-        noise_rate=float(flags.mean()),
-        per_class_noise_rates=per_class_noise_rates(flags, given, k),
-        transition_matrix=transition_matrix(cleaned, given, k),
-        flag_rule=rule,
-        model_noise_rate=model_noise_rate(soft, given),
+        flag_rule=rule_info,
+        posterior=q,
+        calibration=calibrated.summary(),
+        **_estimates(p_wrong, q, given, soft, k),
     )
+
+
+def _strongest_other(q: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """``(N,)`` the most likely class other than the given one."""
+    others = q.copy()
+    others[np.arange(len(given)), given] = -np.inf
+    return others.argmax(axis=1)
+
+
+def _estimates(p_wrong: np.ndarray, q: np.ndarray, given: np.ndarray, soft: np.ndarray, k: int) -> dict:
+    """The Audit's dataset-level estimates from calibrated probabilities: the expected noise rate,
+    per class, and the expected T (:func:`~labelaudit.audit.calibration.expected_transition_matrix`)."""
+    return {
+        "noise_rate": float(p_wrong.mean()) if len(p_wrong) else float("nan"),
+        "per_class_noise_rates": per_class_noise_rates(p_wrong, given, k),
+        "transition_matrix": expected_transition_matrix(q, given),
+        "model_noise_rate": model_noise_rate(soft, given),
+    }
 
 
 def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
@@ -261,7 +352,7 @@ def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
     The columns are those of each issue type (:data:`labelaudit.audit.issue_types.ISSUE_TYPES`);
     ``reason`` lists the issue types a sample is listed for (:func:`reason_column`).
     """
-    report = audit.report.copy()
+    report = audit.report.drop(columns="reason", errors="ignore")  # re-made last, over every issue type
     ids = report["sample_id"].to_numpy()
     for issue_type in ISSUE_TYPES.values():
         if issue_type.report_columns is not None:
@@ -270,24 +361,17 @@ def with_similarity(audit: Audit, table: SampleTable, issues) -> Audit:
     report["reason"] = reason_column(report)
     keep = ~np.asarray(issues.is_outlier, dtype=bool)
     given = table.samples["given_label"].to_numpy()
-    flags = report["suspected_noisy"].to_numpy(dtype=bool)
-    k = table.num_classes
     if not keep.any():  # every sample an outlier: nothing left to estimate from, keep the estimates
         return replace(audit, report=report)
-    return replace(
-        audit,
-        report=report,
-        noise_rate=float(flags[keep].mean()),
-        per_class_noise_rates=per_class_noise_rates(flags[keep], given[keep], k),
-        transition_matrix=transition_matrix(audit.cleaned_labels[keep], given[keep], k),
-        model_noise_rate=model_noise_rate(audit.soft_labels[keep], given[keep]),
-    )
+    p_wrong, posterior, soft = audit.p_label_wrong[keep], audit.posterior[keep], audit.soft_labels[keep]
+    estimates = _estimates(p_wrong, posterior, given[keep], soft, table.num_classes)
+    return replace(audit, report=report, **estimates)
 
 
 def review_mask(report: pd.DataFrame) -> np.ndarray:
-    """``(N,)`` bool: the rows of a report to review, those with a ``reason`` (suspect labels and,
-    when the scan searched them, near-duplicates of another label and outliers); a report of a
-    scan without the search has no ``reason`` column: its suspect labels."""
+    """``(N,)`` bool: the rows of a report to review, those with a ``reason`` (suspect and ambiguous
+    labels and, when the scan searched them, near-duplicates of another label and outliers); a
+    report of an older scan without a ``reason`` column: its suspect labels."""
     if "reason" in report:
         return (report["reason"].fillna("").astype(str) != "").to_numpy()
     return report["suspected_noisy"].to_numpy(dtype=bool)

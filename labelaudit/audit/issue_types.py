@@ -1,8 +1,9 @@
 """The kinds of problem a scan lists a sample for, one definition each.
 
-A sample is listed for review when its label looks wrong (``label``), when it is a near-duplicate
-of a sample with another label (``duplicate_conflict``), or when it looks like no class of the
-dataset (``outlier``). Each kind is an :class:`IssueType`: the name that stands in the report's
+A sample is listed for review when its label looks wrong (``label``), when the evidence cannot
+place it between its given class and one other (``ambiguous``), when it is a near-duplicate of a
+sample with another label (``duplicate_conflict``), or when it looks like no class of the dataset
+(``outlier``). Each kind is an :class:`IssueType`: the name that stands in the report's
 ``reason`` column, the report column that lists a sample for it, the columns it adds, its counts
 in ``summary.json`` and the words the review page and the exports use for it.
 
@@ -42,10 +43,10 @@ class IssueType:
         The FiftyOne export's tag for it.
     columns : tuple of str
         The report columns it adds, ``flag_column`` among them, in report order; empty for
-        ``label``, whose columns every report has.
+        ``label`` and ``ambiguous``, whose columns every report has.
     report_columns : callable, optional
         ``report_columns(issues, sample_ids) -> {column: (N,) array}``: :attr:`columns` from a
-        :class:`~labelaudit.audit.similarity.SimilarityIssues`; None for ``label`` (the audit's own).
+        :class:`~labelaudit.audit.similarity.SimilarityIssues`; None for the audit's own kinds.
     export_columns : tuple of str
         The columns of its evidence that a Label Studio task carries in its ``data``.
     summary_keys : tuple of str
@@ -85,6 +86,14 @@ LABEL = IssueType(
     view_title="suspect labels",
     tag="suspected_noisy",
 )
+AMBIGUOUS = IssueType(
+    reason="ambiguous",
+    flag_column="is_ambiguous",
+    title="ambiguous between two classes",
+    view_title="ambiguous labels",
+    tag="ambiguous",
+    export_columns=("ambiguous_with",),
+)
 DUPLICATE_CONFLICT = IssueType(
     reason="duplicate_conflict",
     flag_column="duplicate_conflict",
@@ -109,7 +118,7 @@ OUTLIER = IssueType(
 )
 
 #: Every issue type, in the order of the ``reason`` column.
-ISSUE_TYPES: dict[str, IssueType] = {t.reason: t for t in (LABEL, DUPLICATE_CONFLICT, OUTLIER)}
+ISSUE_TYPES: dict[str, IssueType] = {t.reason: t for t in (LABEL, AMBIGUOUS, DUPLICATE_CONFLICT, OUTLIER)}
 
 #: The values of the report's ``reason`` column (``;``-separated, in this order).
 REASONS = tuple(ISSUE_TYPES)

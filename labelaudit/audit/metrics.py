@@ -9,8 +9,9 @@ import numpy as np
 
 from ..data.sources import SampleTable, labels_as_text, match_classes, read_table
 from ..errors import ManifestError
-from .estimators import transition_matrix
-from .flags import Audit
+from .calibration import expected_calibration_error, reliability_bins
+from .estimators import per_class_noise_rates, transition_matrix
+from .flags import Audit, suggestions
 
 TRUE_LABEL_CANDIDATES = ("true_label", "clean_label", "true", "label")
 
@@ -121,8 +122,9 @@ def truth_metrics(
 
 def audit_truth_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> dict:
     """:func:`truth_metrics` of an audit: its flags, suggested labels, noise rates and ``T``
-    against the true labels ``true`` ``(N,)`` of the samples given ``given`` ``(N,)``."""
-    return truth_metrics(
+    against the true labels ``true`` ``(N,)`` of the samples given ``given`` ``(N,)``, with the
+    calibration and ranking of its probabilities (:func:`probability_metrics`)."""
+    metrics = truth_metrics(
         audit.report["suspected_noisy"].to_numpy(),
         given,
         true,
@@ -131,6 +133,52 @@ def audit_truth_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> di
         audit.transition_matrix,
         model_noise_rate=audit.model_noise_rate,
     )
+    metrics.update(probability_metrics(audit, given, true))
+    return metrics
+
+
+def probability_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> dict:
+    """How far an audit's probabilities are from the truth.
+
+    - ``average_precision``: of ``p_label_wrong`` as a ranking of the wrong labels;
+    - ``ece_p_label_wrong``: expected calibration error (10 equal-width bins) of ``p_label_wrong``
+      against "the given label is wrong", over all samples;
+    - ``ece_suggested_confidence``: of ``suggested_confidence`` against "the suggestion is the true
+      class", over the samples listed as suspect or ambiguous;
+    - ``f1_with_ambiguous``: flag F1 counting ambiguous samples as flagged;
+    - ``max_class_noise_rate_error`` and ``max_transition_matrix_error``: the largest error of a
+      class's estimated noise rate and of a cell of T;
+    - ``reliability``: the reliability diagram's bins of each of the two probabilities.
+    """
+    report = audit.report
+    given, true = np.asarray(given), np.asarray(true)
+    is_noisy = true != given
+    p_wrong = report["p_label_wrong"].to_numpy(dtype=np.float64)
+    listed = report["suspected_noisy"].to_numpy(dtype=bool) | report["is_ambiguous"].to_numpy(dtype=bool)
+    right_suggestion = suggestions(audit.posterior, given, listed) == true
+    confidence = report["suggested_confidence"].to_numpy(dtype=np.float64)
+    k = audit.posterior.shape[1]
+    rate_error = np.abs(audit.per_class_noise_rates - per_class_noise_rates(is_noisy, given, k))
+    return {
+        "average_precision": ranking_metrics(p_wrong, is_noisy)["auprc"],
+        "ece_p_label_wrong": expected_calibration_error(p_wrong, is_noisy),
+        "ece_suggested_confidence": _none_if_nan(
+            expected_calibration_error(confidence[listed], right_suggestion[listed])
+        ),
+        "f1_with_ambiguous": detection_metrics(listed, is_noisy)["f1"],
+        "max_class_noise_rate_error": _none_if_nan(float(np.nanmax(rate_error))) if k else None,
+        "max_transition_matrix_error": float(
+            np.abs(audit.transition_matrix - transition_matrix(true, given, k)).max()
+        ),
+        "reliability": {
+            "p_label_wrong": reliability_bins(p_wrong, is_noisy),
+            "suggested_confidence": reliability_bins(confidence[listed], right_suggestion[listed]),
+        },
+    }
+
+
+def _none_if_nan(value: float):
+    return None if value is None or np.isnan(value) else float(value)
 
 
 def classification_metrics(predicted: np.ndarray, true: np.ndarray, class_names) -> dict:

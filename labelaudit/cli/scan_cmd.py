@@ -324,25 +324,22 @@ def _print_headline(result: ScanResult, flagged) -> None:
         f"in {result.seconds['total']:.0f} s ({len(table.skipped)} files skipped)."
     )
     low, high = result.noise_rate_interval
-    model_rate = (
-        ""
-        if np.isnan(audit.model_noise_rate)
-        else f"; the soft labels alone imply {audit.model_noise_rate:.1%}"
-    )
+    ambiguous = int(audit.report["is_ambiguous"].sum())
     stdout.print(
-        f"Flagged [bold]{len(flagged)}[/] labels as suspect: estimated noise rate "
-        f"[bold]{audit.noise_rate:.1%}[/] "
-        f"(the share flagged; 95% bootstrap interval {low:.1%}-{high:.1%}){model_rate}."
+        f"Flagged [bold]{len(flagged)}[/] labels as suspect"
+        + (f" and [bold]{ambiguous}[/] as ambiguous between two classes" if ambiguous else "")
+        + f": estimated noise rate [bold]{audit.noise_rate:.1%}[/] "
+        f"(the expected share of wrong labels; 95% interval {low:.1%}-{high:.1%})."
     )
 
 
 def _suspects_table(flagged) -> Table:
     """The most suspect flagged labels, worst first."""
     top = Table(title=f"Most suspect labels (of {len(flagged)}; all in flagged.csv)", title_justify="left")
-    for col in ("rank", "sample_id", "given", "confidence", "suggested", "suggested conf."):
+    for col in ("rank", "sample_id", "given", "P(wrong)", "suggested", "P(suggested)"):
         top.add_column(
             col,
-            justify="right" if col in ("rank", "confidence", "suggested conf.") else "left",
+            justify="right" if col in ("rank", "P(wrong)", "P(suggested)") else "left",
             overflow="fold",
         )
     for row in flagged.head(_SHOW_FLAGGED).itertuples():
@@ -350,7 +347,7 @@ def _suspects_table(flagged) -> Table:
             str(row.rank),
             escape(row.sample_id),
             escape(row.given_label),
-            f"{row.confidence:.2f}",
+            f"{row.p_label_wrong:.2f}",
             escape(row.suggested_label),
             f"{row.suggested_confidence:.2f}",
         )
@@ -358,17 +355,18 @@ def _suspects_table(flagged) -> Table:
 
 
 def _class_estimates_table(result: ScanResult) -> Table:
-    """Per class: its images, the share flagged, and the estimated chance a label stays itself."""
+    """Per class: its images, the expected share of wrong labels, and the estimated chance a label
+    stays itself."""
     audit, names = result.audit, result.table.class_names
     report = audit.report
     rates = Table(title="Per-class estimates", title_justify="left")
     rates.add_column("class")
     rates.add_column("images", justify="right")
-    rates.add_column("flagged share", justify="right")
+    rates.add_column("est. wrong", justify="right")
     rates.add_column("T\\[i,i] (kept as itself)", justify="right")
-    # A class no sample was cleaned to (every image given it flagged and moved elsewhere) has no
-    # row of T to estimate: transition_matrix fills it with the identity, shown here as "-", not 1.00.
-    cleaned_counts = np.bincount(audit.cleaned_labels, minlength=len(names))
+    # A class with no probability mass has no row of T to estimate: expected_transition_matrix
+    # fills it with the identity, shown here as "-", not 1.00.
+    cleaned_counts = audit.posterior.sum(axis=0) > 0
     for i, name in enumerate(names):
         share = audit.per_class_noise_rates[i]
         kept = f"{audit.transition_matrix[i, i]:.2f}" if cleaned_counts[i] else "-"
@@ -379,9 +377,7 @@ def _class_estimates_table(result: ScanResult) -> Table:
             kept,
         )
     if not cleaned_counts.all():
-        rates.caption = (
-            "T\\[i,i] -: no image is left in this class after cleaning (all of its images were flagged)"
-        )
+        rates.caption = "T\\[i,i] -: no image is likely to belong to this class"
         rates.caption_justify = "left"
     return rates
 
@@ -390,12 +386,18 @@ def _truth_line(t: dict) -> str:
     """The audit scored against the true labels (scan --truth)."""
     return (
         f"Against the truth: precision [bold]{t['precision']:.3f}[/], recall [bold]{t['recall']:.3f}[/], "
-        f"F1 [bold]{t['f1']:.3f}[/]; noise rate true {t['true_noise_rate']:.1%} vs estimated "
-        f"{t['estimated_noise_rate']:.1%} (error {t['noise_rate_error'] * 100:.1f} points)"
+        f"F1 [bold]{t['f1']:.3f}[/] (with the ambiguous ones {t['f1_with_ambiguous']:.3f})"
         + (
-            f", soft labels' estimate {t['model_estimated_noise_rate']:.1%} (error "
-            f"{t['model_noise_rate_error'] * 100:.1f} points)"
-            if t.get("model_noise_rate_error") is not None
+            f", average precision of P(wrong) {t['average_precision']:.3f}"
+            if t.get("average_precision") is not None  # undefined when no label is wrong
+            else ""
+        )
+        + f"; noise rate true {t['true_noise_rate']:.1%} vs estimated {t['estimated_noise_rate']:.1%} "
+        f"(error {t['noise_rate_error'] * 100:.1f} points); "
+        f"calibration error of P(wrong) {t['ece_p_label_wrong']:.3f}"
+        + (
+            f", of P(suggested) {t['ece_suggested_confidence']:.3f}"
+            if t.get("ece_suggested_confidence") is not None
             else ""
         )
         + f"; T mean absolute error {t['transition_matrix_mae']:.4f}"

@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
+import torch
 
-from ..audit.estimators import anchor_transition_matrix, bootstrap_interval
+from ..audit.calibration import Calibration, calibrate, calibrate_clean
+from ..audit.estimators import anchor_transition_matrix, per_class_bootstrap_intervals
 from ..audit.flags import Audit, audit_from_soft_labels, cv_flags, with_similarity
 from ..audit.metrics import audit_truth_metrics, load_truth
 from ..audit.similarity import find_similarity_issues
@@ -32,6 +34,7 @@ from ..train.inputs import (
     resolve_train_mode,
 )
 from ..train.methods.baselines import cross_validated_probs, run_baseline
+from ..train.methods.cross_fit import CrossFit, cross_fitted_probs, forward_corrected_probs, run_cross_fit
 from ..train.methods.nlnl import run_nlnl
 from ..train.methods.pmnar import run_pmnar
 from ..train.tensors import TensorData
@@ -113,7 +116,7 @@ def scan(
     trained = time.perf_counter()
     audit, similarity, skipped = _search_similarity(fitted.audit, inputs, fitted.penultimate, config)
     anchor_t = anchor_transition_matrix(fitted.anchor_probs)
-    interval = bootstrap_interval(audit.report["suspected_noisy"].to_numpy(), seed=config.train.seed)
+    interval = expected_share_interval(audit, inputs.table, config.train.seed)
     seconds = _seconds(started, prepared, trained if similarity is not None else None, fitted, inputs)
     return ScanResult(
         table=inputs.table,
@@ -128,7 +131,32 @@ def scan(
         inputs=inputs.info,
         similarity=similarity,
         similarity_skipped=skipped,
+        cross_fit=_cross_fit_summary(fitted),
     )
+
+
+def _cross_fit_summary(fitted: _Fitted) -> Optional[dict]:
+    """``summary.json``'s ``cross_fit``: the heads' loss and weight decay, and the forward-corrected
+    heads' when the posteriors came from them (null: the soft labels are not cross-fitted)."""
+    if fitted.cross_fit is None:
+        return None
+    return {
+        **fitted.cross_fit.summary(),
+        "forward_corrected": None if fitted.forward is None else fitted.forward.summary(),
+    }
+
+
+def expected_share_interval(audit: Audit, table: SampleTable, seed: int) -> tuple[float, float]:
+    """95% interval of the estimated noise rate (the mean ``p_label_wrong`` of the samples that are
+    not outliers): the count of wrong labels drawn as ``Binomial(N, rate)``. Sampling uncertainty
+    only, not the error of the calibration (docs/calibration.md measures that)."""
+    p_wrong = audit.p_label_wrong
+    if "is_outlier" in audit.report:
+        p_wrong = p_wrong[~audit.report["is_outlier"].to_numpy(dtype=bool)]
+    if len(p_wrong) == 0:
+        return float("nan"), float("nan")
+    low, high = per_class_bootstrap_intervals(p_wrong, np.zeros(len(p_wrong), np.int64), 1, seed=seed)[0]
+    return float(low), float(high)
 
 
 def _settled_config(config: ScanConfig, embeddings, probs) -> tuple[ScanConfig, str]:
@@ -189,6 +217,8 @@ class _Fitted:
 
     flag_rule: Optional[dict] = None
     audit: Optional[Audit] = None
+    cross_fit: Optional[CrossFit] = None  # the soft labels are cross-fitted heads' out-of-fold probabilities
+    forward: Optional[CrossFit] = None  # forward-corrected heads behind the posteriors (_calibrate)
 
 
 def _fit_and_audit(inputs: PreparedInputs, config: ScanConfig, progress) -> _Fitted:
@@ -206,17 +236,47 @@ def _fit_and_audit(inputs: PreparedInputs, config: ScanConfig, progress) -> _Fit
         except TrainingError as exc:  # scan has no --lr: say what the user can change
             advice = _DIVERGED_ADVICE.get(inputs.kind, _DIVERGED_ADVICE["images"])
             raise TrainingError(exc.what, advice) from None
+    given = inputs.table.samples["given_label"].to_numpy()
     if config.threshold is None and (inputs.probs is not None or config.method == "cv-ce"):
-        given = inputs.table.samples["given_label"].to_numpy()
         fitted.flags, fitted.flag_rule = cv_flags(fitted.soft_labels, given, config.baseline.flagger)
+    calibrated = _calibrate(fitted, given, config, progress)
     fitted.audit = audit_from_soft_labels(
         inputs.table,
         fitted.soft_labels,
         threshold=config.threshold,
         flags=fitted.flags,
         flag_rule=fitted.flag_rule,
+        rule="calibrated" if fitted.cross_fit is not None else "mixture",
+        calibrated=calibrated,
     )
     return fitted
+
+
+def _calibrate(fitted: _Fitted, given: np.ndarray, config: ScanConfig, progress) -> Calibration:
+    """The soft labels calibrated without the truth (:func:`~labelaudit.audit.calibration.calibrate`).
+
+    When the noise looks class-conditional and the soft labels came from cross-fitted heads, a
+    second set of heads is fitted through the estimated T (forward correction) and the posteriors
+    come from those: on head-mode embeddings this raised flag F1 from 0.751 to 0.819 on
+    asymmetric noise and from 0.910 to 0.920 on symmetric noise (docs/calibration.md)."""
+    calibrated = calibrate(fitted.soft_labels, given)
+    fit = fitted.cross_fit
+    if calibrated.kind != "through-T" or fit is None or fit.features is None:
+        return calibrated
+    started = time.perf_counter()
+    with fitted.trainer.compute_threads():
+        fitted.forward = forward_corrected_probs(
+            fit.features,
+            torch.as_tensor(given),
+            fitted.soft_labels.shape[1],
+            calibrated.transition_matrix,
+            fitted.config.cross_fit,
+            config.train.seed,
+            progress,
+        )
+    fitted.trainer.phase_seconds["forward-corrected"] = time.perf_counter() - started
+    transition = calibrated.transition_matrix
+    return calibrate_clean(fitted.forward.probs, given, transition, calibrated.easy_disagreement_ratio)
 
 
 def _search_similarity(audit: Audit, inputs: PreparedInputs, penultimate, config: ScanConfig):
@@ -330,6 +390,11 @@ def _train(data: TensorData, config: ScanConfig, progress) -> _Fitted:
     """Run the scan's method on ``data``: the trainer, the soft labels ``(N, K)``, the anchor
     estimator's probabilities ``(N, K)``, the config with the schedule actually used and the
     final network's penultimate activations ``(N, D)`` (numpy)."""
+    cross_fit = config.cross_fit.scaled(config.epochs_scale)
+    if config.method == "cv-gce":
+        fit, trainer = run_cross_fit(data, cross_fit, config.train, progress)
+        # Out-of-fold probabilities feed the audit and the anchor estimator alike.
+        return _Fitted(trainer, fit.probs, fit.probs, replace(config, cross_fit=cross_fit), cross_fit=fit)
     if config.method == "cv-ce":
         baseline = config.baseline.scaled(config.epochs_scale)
         # Out-of-fold CE probabilities are both the soft labels and the anchor estimator's input.
@@ -343,4 +408,29 @@ def _train(data: TensorData, config: ScanConfig, progress) -> _Fitted:
     run_method(trainer, config.method, settings)
     config = replace(config, **{field: settings})
     anchor_probs, penultimate = trainer.predict(flip_average=False, features=True)
-    return _Fitted(trainer, trainer.history.mean().numpy(), anchor_probs.numpy(), config, penultimate.numpy())
+    soft_labels = trainer.history.mean().numpy()
+    fitted = _Fitted(trainer, soft_labels, anchor_probs.numpy(), config, penultimate.numpy())
+    if config.method in CROSS_FITTED_METHODS:
+        started = time.perf_counter()
+        with trainer.compute_threads():
+            fitted.cross_fit = _cross_fit_penultimate(penultimate, data, cross_fit, config, progress)
+        trainer.phase_seconds["cross-fit"] = time.perf_counter() - started
+        fitted.soft_labels = fitted.cross_fit.probs
+        fitted.config = replace(fitted.config, cross_fit=cross_fit)
+    return fitted
+
+
+#: Noise-robust methods whose audit reads heads cross-fitted on the final network's penultimate
+#: features rather than the training-time soft labels: on the sample data flag F1 0.856 -> 0.90 and
+#: the largest per-class noise-rate error 0.34 -> 0.11 (docs/calibration.md). The baselines keep
+#: their own soft labels, as the papers define them.
+CROSS_FITTED_METHODS = ("nlnl", "pmnar")
+
+
+def _cross_fit_penultimate(penultimate, data: TensorData, settings, config: ScanConfig, progress) -> CrossFit:
+    """Out-of-fold probabilities of cross-entropy linear heads on the standardised penultimate
+    features (:func:`~labelaudit.train.methods.cross_fit.cross_fitted_probs`)."""
+    x = penultimate.float()
+    x = (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-6)
+    labels = data.labels.cpu()
+    return cross_fitted_probs(x, labels, data.num_classes, settings, "ce", config.train.seed, progress)

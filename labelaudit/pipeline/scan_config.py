@@ -17,17 +17,19 @@ from ..data.sources import SampleTable
 from ..errors import ConfigError
 from ..train import distributed
 from ..train.methods.baselines import BASELINES, BaselineConfig
+from ..train.methods.cross_fit import CrossFitConfig
 from ..train.methods.nlnl import NLNLConfig
 from ..train.methods.pmnar import PMNARConfig
 from ..train.trainer import TrainConfig, Trainer
 
-METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce")
-#: What ``method="auto"`` runs, by input kind: on a head over embeddings truncated GCE beat NLNL
-#: and GCE on every measured setting (docs/pretrained.md), on pixels NLNL does (docs/methods.md).
+METHODS = ("auto", "nlnl", "pmnar", *BASELINES, "cv-ce", "cv-gce")
+#: What ``method="auto"`` runs, by input kind: on embeddings cross-fitted linear heads (cv-gce)
+#: beat a single head on human-like and asymmetric noise (docs/calibration.md), on pixels NLNL
+#: does (docs/methods.md).
 AUTO_METHOD = {
     "images": "nlnl",
-    "embeddings": "truncated-gce",
-    "embeddings-file": "truncated-gce",
+    "embeddings": "cv-gce",
+    "embeddings-file": "cv-gce",
     "probs-file": "given-probs",
 }
 
@@ -36,7 +38,7 @@ AUTO_METHOD = {
 class ScanConfig:
     """Everything that decides a scan's result; saved as the run's ``config.json``."""
 
-    method: str = "auto"  # auto: nlnl on images, truncated-gce on a head over embeddings (AUTO_METHOD)
+    method: str = "auto"  # auto: nlnl on images, cv-gce on embeddings (AUTO_METHOD)
     image_size: Optional[int] = None  # None: median shorter side clamped to 16..64
     epochs_scale: float = 1.0  # multiplies every phase's epochs
     # None: the learned boundary (docs/methods.md); else flag p(given) < threshold
@@ -49,6 +51,7 @@ class ScanConfig:
     nlnl: NLNLConfig = field(default_factory=NLNLConfig)
     pmnar: PMNARConfig = field(default_factory=PMNARConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    cross_fit: CrossFitConfig = field(default_factory=CrossFitConfig)
 
     def validate(self) -> "ScanConfig":
         if self.method not in METHODS:
@@ -64,6 +67,7 @@ class ScanConfig:
         self.train.validate()
         self.pmnar.validate()
         self.baseline.validate()
+        self.cross_fit.validate()
         if self.method == "cv-ce" and self.baseline.flagger == "cleanlab" and self.threshold is None:
             require_cleanlab()  # before any training, not after five fold models
         return self
@@ -95,6 +99,7 @@ class ScanResult:
     inputs: dict = field(default_factory=lambda: {"kind": "images"})
     similarity: Optional[SimilarityIssues] = None  # near-duplicates and outliers; None when not searched
     similarity_skipped: Optional[str] = None  # why they were not searched
+    cross_fit: Optional[dict] = None  # the cross-fitted heads' chosen weight decay (CrossFit.summary)
 
 
 # --probs trains nothing

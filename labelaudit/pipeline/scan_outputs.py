@@ -73,26 +73,33 @@ def summary(result: ScanResult) -> dict:
 
 
 def _noise_rate_summary(result: ScanResult) -> dict:
-    """The estimated noise rate, the model's second estimate, the interval and the flag rule."""
+    """The estimated noise rate (expected share of wrong labels), the raw model's second estimate,
+    the interval, the flag rule and how the probabilities were calibrated."""
     audit = result.audit
+    report = audit.report
     return {
         "estimated_noise_rate": audit.noise_rate,
-        # A second estimate apart from the flags (estimators.model_noise_rate); NaN-free: null when undefined.
+        "flagged_share": float(report["suspected_noisy"].mean()) if len(report) else None,
+        "num_ambiguous": int(report["is_ambiguous"].sum()) if "is_ambiguous" in report else None,
+        # The raw soft labels' 1 - mean p(given) (estimators.model_noise_rate); NaN-free: null when undefined.
         "model_estimated_noise_rate": _nan_to_none(audit.model_noise_rate),
         "noise_rate_interval_95": {
             "low": result.noise_rate_interval[0],
             "high": result.noise_rate_interval[1],
-            "method": "percentile bootstrap of the flagged share, 1000 resamples (sampling error only)",
+            "method": "mean p_label_wrong; the count of wrong labels drawn as Binomial(N, rate), 1000 "
+            "draws (sampling error only)",
         },
         "flag_rule": audit.flag_rule,
+        "calibration": audit.calibration,
+        "cross_fit": result.cross_fit,
     }
 
 
 def _per_class_summary(result: ScanResult) -> dict:
-    """Each class's flagged share and its bootstrap interval (null: no samples)."""
+    """Each class's expected share of wrong labels and its interval (null: no samples)."""
     audit, names = result.audit, list(result.table.class_names)
     class_intervals = per_class_bootstrap_intervals(
-        audit.report["suspected_noisy"].to_numpy(),
+        audit.p_label_wrong,
         result.table.samples["given_label"].to_numpy(),
         len(names),
         seed=result.config.train.seed,
@@ -111,14 +118,15 @@ def _transition_summary(result: ScanResult) -> dict:
     """Where the two estimates of T are, how each was made, and the noise rate each row implies.
     K x K matrices live in their own CSV files: a 1,000-class summary stays small."""
     audit, names = result.audit, list(result.table.class_names)
-    # A class no sample was cleaned to has no row of T to estimate (the identity fills it): null.
-    estimated_row = np.bincount(audit.cleaned_labels, minlength=len(names)) > 0
+    # A class with no probability mass has no row of T to estimate (the identity fills it): null.
+    estimated_row = audit.posterior.sum(axis=0) > 0
     convention = "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1"
     return {
         "transition_matrix": {
             "file": MATRIX_FILES["cleaned"],
             "convention": convention,
-            "estimator": "cleaned label (suggested where flagged, else given) vs given label",
+            "estimator": "expected under the calibrated posteriors: T[i, j] proportional to the sum of "
+            "P(true = i) over the samples given j",
             "per_class_noise_rates": {
                 n: float(1 - audit.transition_matrix[i, i]) if estimated_row[i] else None
                 for i, n in enumerate(names)

@@ -136,6 +136,8 @@ def apply_decisions(
     given = report["given_label"].astype(str).to_numpy(dtype=object)
     suggested = report["suggested_label"].astype(str).to_numpy(dtype=object)
     flagged = report["suspected_noisy"].to_numpy(dtype=bool)
+    if "is_ambiguous" in report:  # listed for review like a suspect label
+        flagged = flagged | report["is_ambiguous"].to_numpy(dtype=bool)
     decision, new_label, note = _decisions_by_sample(ids, decisions.frame)
     label, source, removed, reason = _outcomes(
         given, suggested, flagged, decision, new_label, accept_unreviewed

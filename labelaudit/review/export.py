@@ -239,8 +239,8 @@ def label_studio_tasks(flagged: pd.DataFrame, document_root: Path, model_version
 def _similarity_fields(row) -> dict:
     """A flagged row's ``reason`` and near-duplicate and outlier fields (JSON-safe: no NaN)."""
     fields = {"reason": str(getattr(row, "reason", "label") or "label")}
-    if hasattr(row, "duplicate_of"):  # the evidence of each issue type but its yes/no flag
-        for column in (c for t in ISSUE_TYPES.values() for c in t.export_columns):
+    for column in (c for t in ISSUE_TYPES.values() for c in t.export_columns):
+        if hasattr(row, column):  # the evidence of each issue type the scan looked for, but its yes/no flag
             fields[column] = _json_value(getattr(row, column))
     return fields
 

@@ -39,6 +39,8 @@ REPORT_COLUMNS = (
     "label_quality",
     "rank",
 )
+#: Report columns of scans since calibrated probabilities (read when present).
+CALIBRATED_COLUMNS = ("p_label_wrong", "is_ambiguous", "ambiguous_with")
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def _read_report(path: Path, summary: dict, names: tuple[str, ...]) -> pd.DataFr
         import pyarrow.parquet as pq
 
         present = set(pq.read_schema(path / "report.parquet").names)
-        extra = [c for c in SIMILARITY_COLUMNS if c in present]
+        extra = [c for c in (*CALIBRATED_COLUMNS, *SIMILARITY_COLUMNS) if c in present]
         report = pd.read_parquet(path / "report.parquet", columns=list(REPORT_COLUMNS) + extra)
     except (ValueError, OSError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -254,6 +256,8 @@ def page_data(
             "suggested_confidence": numbers("suggested_confidence"),
             "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with i / BINS
             "rank": flagged["rank"].astype(int).tolist(),
+            # The calibrated probability that the given label is wrong (null: a scan from before it).
+            "p_label_wrong": numbers("p_label_wrong") if "p_label_wrong" in flagged else None,
             "thumb": [int(bool(t)) for t in has_thumb],
             **_similarity_arrays(flagged),
         },

@@ -316,7 +316,9 @@
     suggested.appendChild(el("span", "label suggested", CLASSES[S.suggested[index]]));
     suggested.appendChild(el("span", "key", " (" + fmt(S.suggested_confidence[index], 2) + ")"));
     meta.appendChild(suggested);
-    meta.appendChild(el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
+    meta.appendChild(S.p_label_wrong
+      ? el("div", "key", "P(label wrong) " + fmt(S.p_label_wrong[index], 3))
+      : el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
     var reasons = reasonsOf(index);
     meta.appendChild(el("div", "reasons", reasons.map(function (r) { return REASON_TEXT[r] || r; }).join(" \u00b7 ")));
     if (reasons.indexOf("duplicate_conflict") >= 0 && S.partner_id[index]) {

@@ -20,6 +20,8 @@ rebuilt from a finished run directory's files by :func:`write_plots_for_run`, on
   plot says so instead of drawing one.
 - ``training_curves.png`` (:mod:`.training_curves`): mean loss and accuracy against the given
   labels per epoch, phases shaded and named (PMNAR's warm-up end marked).
+- ``reliability.png`` (:mod:`.reliability`, only for a scan with ``--truth``): reliability diagrams
+  of ``p_label_wrong`` and ``suggested_confidence`` against the truth.
 
 What they show is a :class:`PlotData` (:mod:`.data`); :mod:`.folder` writes the four into
 ``plots/``; :mod:`.canvas` holds what they share (sizes, limits, colours, the figure and its save).

@@ -62,6 +62,8 @@ class PlotData:
     training_curves: list = field(default_factory=list)
     method: str = ""
     warmup_epochs: int = 0
+    reliability: dict = field(default_factory=dict)  # summary's truth.reliability (scans with --truth)
+    calibration_errors: dict = field(default_factory=dict)  # {p_label_wrong, suggested_confidence: ECE}
 
     @classmethod
     def from_summary(
@@ -127,6 +129,11 @@ class PlotData:
             training_curves=list(summary.get("training_curves") or []),
             method=method,
             warmup_epochs=warmup,
+            reliability=dict((summary.get("truth") or {}).get("reliability") or {}),
+            calibration_errors={
+                "p_label_wrong": (summary.get("truth") or {}).get("ece_p_label_wrong"),
+                "suggested_confidence": (summary.get("truth") or {}).get("ece_suggested_confidence"),
+            },
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from ..directory import replace_folder
 from .data import PlotData
 from .label_quality import plot_label_quality
 from .noise_rates import plot_class_noise_rates
+from .reliability import plot_reliability
 from .training_curves import plot_training_curves
 from .transition_matrix import plot_transition_matrix
 
@@ -25,6 +26,8 @@ PLOT_FILES = {
     "label_quality": "label_quality.png",
     "training_curves": "training_curves.png",
 }
+#: The reliability diagram, drawn only for a scan with ``--truth``.
+RELIABILITY_FILE = "reliability.png"
 
 
 def write_plots(data: PlotData, folder: str | os.PathLike) -> dict[str, Path]:
@@ -57,6 +60,10 @@ def write_plots(data: PlotData, folder: str | os.PathLike) -> dict[str, Path]:
     plot_training_curves(
         data.training_curves, paths["training_curves"], method=data.method, warmup_epochs=data.warmup_epochs
     )
+    if data.reliability:
+        paths["reliability"] = plot_reliability(
+            data.reliability, folder / RELIABILITY_FILE, data.calibration_errors
+        )
     return paths
 
 
