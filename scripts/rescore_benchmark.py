@@ -41,7 +41,7 @@ def rescore_run(run_dir: Path, data_dir: Path, method: str) -> dict:
     true = load_truth(data_dir / "truth.csv", table)
     metrics = audit_truth_metrics(audit, given, true)
     ranking = ranking_metrics(
-        -audit.report["label_quality"].to_numpy(),
+        audit.report["p_label_wrong"].to_numpy(),
         truth_is_noisy(data_dir / "truth.csv", report["sample_id"]),
     )
     timing = json.loads(run_dir.with_name(f"{run_dir.name}.timing.json").read_text())

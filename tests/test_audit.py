@@ -62,7 +62,7 @@ def test_audit_report_flags_ranks_and_suggestions():
     # label_quality = p_given / (p_given + p_best_other)
     assert report["label_quality"].tolist() == pytest.approx([0.9 / 0.95, 0.3 / 0.9, 0.6 / 0.8, 0.45 / 1.0])
     assert report["rank"].tolist() == [4, 1, 3, 2]  # highest p_label_wrong first
-    assert audit.cleaned_labels.tolist() == [0, 0, 2, 1]  # the ambiguous one: its most likely class
+    assert audit.cleaned_labels.tolist() == [0, 0, 2, 0]  # the ambiguous label is kept
     assert audit.noise_rate == pytest.approx((0.1 + 0.7 + 0.4 + 0.55) / 4)  # expected share wrong
     np.testing.assert_allclose(audit.transition_matrix.sum(axis=1), 1.0)
     # T expected under the posteriors: true a carries 0.9 + 0.45 given a, 0.6 given b, 0.2 given c

@@ -19,7 +19,12 @@ from labelaudit.audit.calibration import (
 )
 from labelaudit.audit.flags import AMBIGUITY_FLOOR, audit_from_soft_labels
 from labelaudit.data.sources import SampleTable
-from labelaudit.train.methods.cross_fit import CrossFitConfig, cross_fitted_probs
+from labelaudit.train.methods.cross_fit import (
+    CrossFitConfig,
+    cross_fitted_probs,
+    fold_plan,
+    forward_corrected_probs,
+)
 
 
 def _noisy_probs(kind: str, n: int = 3000, k: int = 4, rate: float = 0.3, seed: int = 0):
@@ -130,8 +135,8 @@ def test_audit_columns_ranking_ambiguity_and_expected_estimates():
     # rank: p_label_wrong, highest first
     assert r["rank"].tolist() == [4, 1, 2, 3, 5]
     assert r["suggested_label"].tolist()[:4] == ["a", "b", "a", "b"]
-    # the suspect ones take the suggestion; the ambiguous one its most likely class (b at 0.50)
-    assert audit.cleaned_labels.tolist() == [0, 1, 0, 1, 1]
+    # the suspect ones take the suggestion; the ambiguous one keeps its label
+    assert audit.cleaned_labels.tolist() == [0, 1, 0, 2, 1]
     # estimates sum probabilities: flags and ambiguity do not move them
     assert audit.noise_rate == pytest.approx(np.mean([0.10, 0.95, 0.70, 0.60, 0.03]))
     assert audit.per_class_noise_rates.tolist() == pytest.approx([(0.10 + 0.95) / 2, (0.70 + 0.03) / 2, 0.60])
@@ -173,3 +178,25 @@ def test_cross_fitted_heads_score_each_sample_without_its_label(loss):
     assert (p_given[~wrong] > 0.5).mean() > 0.9
     again = cross_fitted_probs(x, given, 3, config, loss, seed=0)
     np.testing.assert_array_equal(fit.probs, again.probs)  # same seed, same result
+
+
+def test_small_classes_get_fewer_folds_and_a_class_of_one_is_not_called_wrong():
+    x, given, true = _clusters(n=300)
+    folds, count = fold_plan(given.numpy(), 5, seed=0)
+    assert count == 5 and set(folds) == set(range(5))
+    # one sample of a fourth class, far from the others: no fold could learn it out of sample
+    lone = torch.cat([x, torch.full((1, x.shape[1]), 6.0)])
+    labels = torch.cat([given, torch.tensor([3])])
+    folds, count = fold_plan(labels.numpy(), 5, seed=0)
+    assert count == 2  # the smallest class has 1 sample: the fewest folds
+    fit = cross_fitted_probs(lone, labels, 4, CrossFitConfig(weight_decays=(0.01,)), "ce", seed=0)
+    assert fit.probs[-1, 3] > 0.5  # scored by the head that saw it, not flagged as a sure error
+
+
+def test_forward_corrected_heads_recover_the_clean_class_under_class_conditional_noise():
+    x, given, true = _clusters(n=900, flip=0.3)
+    t = np.full((3, 3), 0.15)
+    np.fill_diagonal(t, 0.7)
+    fit = forward_corrected_probs(x, given, 3, t, CrossFitConfig(weight_decays=(0.01, 0.1)), seed=0)
+    assert fit.loss == "forward" and fit.weight_decay in (0.01, 0.1)
+    assert (fit.probs.argmax(axis=1) == true).mean() > 0.95  # the clean class, not the given one

@@ -226,12 +226,24 @@ def fit_temperature(log_p: np.ndarray, given: np.ndarray, t: np.ndarray) -> floa
     return float(np.exp((low + high) / 2))
 
 
+#: A true class whose posteriors sum to less than this many samples has no row of T to estimate.
+MIN_CLASS_MASS = 0.5
+
+
+def estimated_rows(posterior: np.ndarray) -> np.ndarray:
+    """``(K,)`` bool: the true classes with at least :data:`MIN_CLASS_MASS` samples' worth of
+    posterior mass, whose row of the expected T is estimated (the others are identity rows)."""
+    return np.asarray(posterior).sum(axis=0) >= MIN_CLASS_MASS
+
+
 def expected_transition_matrix(posterior: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """``(K, K)`` ``T[i, j] ∝ sum_n q_n(i) [given_n = j]``, rows normalised; a true class with no
-    mass is the identity row (nothing observed, nothing assumed flipped)."""
+    """``(K, K)`` ``T[i, j] ∝ sum_n q_n(i) [given_n = j]``, rows normalised; a true class with less
+    than :data:`MIN_CLASS_MASS` of mass (:func:`estimated_rows`) is the identity row (nothing
+    observed, nothing assumed flipped)."""
     sums = _given_sums(posterior, given)
     rows = sums.sum(axis=1, keepdims=True)
-    return np.where(rows > 0, sums / np.maximum(rows, EPS), np.eye(len(sums)))
+    keep = estimated_rows(posterior)[:, None]
+    return np.where(keep, sums / np.maximum(rows, EPS), np.eye(len(sums)))
 
 
 def expected_calibration_error(confidence: np.ndarray, outcome: np.ndarray, bins: int = 10) -> float:

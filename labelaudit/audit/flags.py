@@ -199,10 +199,6 @@ def worst_first_rank(p_label_wrong: np.ndarray, label_quality: np.ndarray | None
 AMBIGUITY_FLOOR = 0.35
 #: The default flag rule on calibrated probabilities: more likely wrong than right.
 P_WRONG_THRESHOLD = 0.5
-#: Methods whose soft labels are out-of-sample (each sample scored by models that never trained on
-#: it): their calibrated probabilities decide the flags. In-sample soft labels keep the mixture
-#: boundary, which measured better on them (docs/calibration.md).
-OUT_OF_SAMPLE_RULE = "calibrated"
 
 
 def audit_from_soft_labels(
@@ -237,8 +233,9 @@ def audit_from_soft_labels(
 
     A flagged sample whose given class and strongest other class both keep calibrated probability
     :data:`AMBIGUITY_FLOOR` or more is ``is_ambiguous`` (``ambiguous_with`` names the other class)
-    instead of ``suspected_noisy``: the evidence cannot place it. Its cleaned label is its most
-    likely class; the estimates, which sum probabilities, do not depend on the split.
+    instead of ``suspected_noisy``: the evidence cannot place it. Its cleaned label is its given
+    label (retrain and ``apply --accept-unreviewed suggested`` keep it too); the estimates, which
+    sum probabilities, do not depend on the split.
 
     Parameters
     ----------
@@ -277,7 +274,8 @@ def audit_from_soft_labels(
         calibrated = calibrate(soft, given, kind=calibration)
     q, p_wrong = calibrated.posterior, calibrated.p_label_wrong
     confidence = q[rows, given]
-    label_quality = 1.0 / (1.0 + np.exp(-label_margin(q, given)))
+    # The raw soft labels' margin, the axis the mixture boundary is fitted on (and the plot's).
+    label_quality = 1.0 / (1.0 + np.exp(-label_margin(soft, given)))
     if flags is not None:
         listed, rule_info = np.asarray(flags, dtype=bool), flag_rule or {"rule": "given"}
     elif threshold is not None:
@@ -293,9 +291,7 @@ def audit_from_soft_labels(
     suspect = listed & ~ambiguous
     rule_info = {**rule_info, "ambiguity_floor": AMBIGUITY_FLOOR}
     suggested = suggestions(q, given, listed)
-    # The best single guess: the suggestion for a suspect label, the most likely class for an
-    # ambiguous one (its given class or its rival, whichever keeps more probability).
-    cleaned = np.where(suspect, suggested, np.where(ambiguous, q.argmax(axis=1), given))
+    cleaned = np.where(suspect, suggested, given)  # an ambiguous label is not a confident error: kept
     names = np.array(table.class_names, dtype=object)
     report = pd.DataFrame(
         {

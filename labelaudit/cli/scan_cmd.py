@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..audit.calibration import estimated_rows
 from ..data.sources import FEW_SAMPLES_THRESHOLD, SampleTable, load_source
 from ..reports import json_text
 from ..train.config import TrainConfig
@@ -366,7 +367,7 @@ def _class_estimates_table(result: ScanResult) -> Table:
     rates.add_column("T\\[i,i] (kept as itself)", justify="right")
     # A class with no probability mass has no row of T to estimate: expected_transition_matrix
     # fills it with the identity, shown here as "-", not 1.00.
-    cleaned_counts = audit.posterior.sum(axis=0) > 0
+    cleaned_counts = estimated_rows(audit.posterior)
     for i, name in enumerate(names):
         share = audit.per_class_noise_rates[i]
         kept = f"{audit.transition_matrix[i, i]:.2f}" if cleaned_counts[i] else "-"

@@ -36,9 +36,10 @@ MethodOpt = Annotated[
         help="Audit method: nlnl (negative learning), pmnar (positive + multi-negative, two networks; "
         "240 epochs, about ten times NLNL's time: 870 s against 91 s on the 5,000-image sample on 2 "
         "CPU cores, for F1 0.886 against 0.856; --budget 0.1 is the former 24-epoch schedule, "
-        "docs/methods.md), or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated "
-        "CE + confident learning); auto: nlnl when training on the images, truncated-gce for a head "
-        "on embeddings (it measured best there).",
+        "docs/methods.md), cv-gce (5-fold cross-fitted linear heads on embeddings, docs/calibration.md), "
+        "or the baselines ce, gce, truncated-gce, cv-ce (5-fold cross-validated CE + confident "
+        "learning); auto: nlnl when training on the images, cv-gce on embeddings (it measured best "
+        "there).",
     ),
 ]
 BudgetOpt = Annotated[
@@ -84,8 +85,9 @@ ThresholdOpt = Annotated[
         "--threshold",
         min=0.0,
         max=1.0,
-        help="Flag samples whose confidence in their label is below this fixed value (the NLNL paper "
-        "uses 0.5) [default: a boundary learned from the data, see docs/methods.md].",
+        help="Flag samples whose calibrated confidence in their label (1 - p_label_wrong) is below this "
+        "fixed value [default: p_label_wrong > 0.5 for nlnl, pmnar and cv-gce, whose probabilities are "
+        "out-of-fold; a boundary learned from the data for the baselines; see docs/calibration.md].",
     ),
 ]
 

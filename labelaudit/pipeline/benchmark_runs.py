@@ -77,11 +77,13 @@ def measure_scan(
         write_json(timing_file, {"seconds": seconds, "peak_memory_mb": peak, "command": command})
     timing = read_json(timing_file)
     summary = read_json(run_dir / "summary.json")
-    report = pd.read_parquet(run_dir / "report.parquet", columns=["sample_id", "label_quality"])
+    report = pd.read_parquet(run_dir / "report.parquet")
     is_noisy = truth_is_noisy(data_dir / "truth.csv", report["sample_id"])
+    # The ranking the report gives: p_label_wrong (older runs: label_quality, lowest first).
+    score = report["p_label_wrong"] if "p_label_wrong" in report else -report["label_quality"]
     return results_row(
         summary["truth"],
-        ranking_metrics(-report["label_quality"].to_numpy(), is_noisy),
+        ranking_metrics(score.to_numpy(dtype=float), is_noisy),
         timing["seconds"],
         timing["peak_memory_mb"],
     )
@@ -198,6 +200,8 @@ def results_row(truth: dict, ranking: dict, seconds: float, peak_memory_mb: floa
         "model_estimated_noise_rate": truth.get("model_estimated_noise_rate"),
         "model_noise_rate_error": truth.get("model_noise_rate_error"),
         "relabel_accuracy": truth["relabel_accuracy_on_noisy_flagged"],
+        "ece_p_label_wrong": truth.get("ece_p_label_wrong"),
+        "ece_suggested_confidence": truth.get("ece_suggested_confidence"),
         "seconds": seconds,
         "peak_memory_mb": peak_memory_mb,
         "error": "",

@@ -19,6 +19,8 @@ METRICS = (
     "model_noise_rate_error",
     "transition_matrix_mae",
     "relabel_accuracy",
+    "ece_p_label_wrong",
+    "ece_suggested_confidence",
     "seconds",
     "peak_memory_mb",
 )
@@ -48,10 +50,12 @@ def markdown_table(summary: pd.DataFrame) -> str:
         ("auroc", "AUROC", 3),
         ("auprc", "AUPRC", 3),
         ("true_noise_rate", "true noise", 3),
-        ("estimated_noise_rate", "flagged share", 3),
+        ("estimated_noise_rate", "estimated noise", 3),
         ("model_estimated_noise_rate", "model estimate", 3),
         ("transition_matrix_mae", "T MAE", 4),
         ("relabel_accuracy", "relabel acc.", 3),
+        ("ece_p_label_wrong", "ECE P(wrong)", 3),
+        ("ece_suggested_confidence", "ECE P(sugg.)", 3),
         ("seconds", "seconds", 0),
         ("peak_memory_mb", "peak MB", 0),
     ]

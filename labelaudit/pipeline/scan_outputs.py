@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..audit.calibration import estimated_rows
 from ..audit.estimators import per_class_bootstrap_intervals
 from ..audit.flags import Audit, review_mask
 from ..audit.issue_types import issue_summary
@@ -119,7 +120,7 @@ def _transition_summary(result: ScanResult) -> dict:
     K x K matrices live in their own CSV files: a 1,000-class summary stays small."""
     audit, names = result.audit, list(result.table.class_names)
     # A class with no probability mass has no row of T to estimate (the identity fills it): null.
-    estimated_row = audit.posterior.sum(axis=0) > 0
+    estimated_row = estimated_rows(audit.posterior)
     convention = "T[i][j] = P(given = j | true = i); rows are true classes and sum to 1"
     return {
         "transition_matrix": {

@@ -136,11 +136,12 @@ def apply_decisions(
     given = report["given_label"].astype(str).to_numpy(dtype=object)
     suggested = report["suggested_label"].astype(str).to_numpy(dtype=object)
     flagged = report["suspected_noisy"].to_numpy(dtype=bool)
-    if "is_ambiguous" in report:  # listed for review like a suspect label
-        flagged = flagged | report["is_ambiguous"].to_numpy(dtype=bool)
+    # Ambiguous labels are listed for review like suspect ones; unreviewed, they are dropped under
+    # "drop" but keep their given label under "suggested" (no confident suggestion exists).
+    ambiguous = report["is_ambiguous"].to_numpy(dtype=bool) if "is_ambiguous" in report else None
     decision, new_label, note = _decisions_by_sample(ids, decisions.frame)
     label, source, removed, reason = _outcomes(
-        given, suggested, flagged, decision, new_label, accept_unreviewed
+        given, suggested, flagged, decision, new_label, accept_unreviewed, ambiguous
     )
     paths = report["path"].astype(str).to_numpy(dtype=object)
     keep = ~removed
@@ -195,6 +196,7 @@ def _outcomes(
     decision: np.ndarray,
     new_label: np.ndarray,
     accept_unreviewed: str,
+    ambiguous: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What becomes of each sample: ``(label, label_source, removed, reason)``, ``(N,)`` each;
     ``reason`` is ``remove`` or ``unreviewed`` for a removed sample, "" otherwise."""
@@ -211,6 +213,8 @@ def _outcomes(
         label[unreviewed] = suggested[unreviewed]
         source[unreviewed] = "suggested"
     elif accept_unreviewed == "drop":
+        if ambiguous is not None:
+            unreviewed = unreviewed | (ambiguous & np.isin(decision, ["", "unsure"]))
         removed |= unreviewed
         reason[unreviewed] = "unreviewed"
     return label, source, removed, reason

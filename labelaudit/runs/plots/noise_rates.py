@@ -1,5 +1,5 @@
-"""``class_noise_rates.png``: per class, the flagged share of the samples given that label, with its
-95% percentile bootstrap interval; above :data:`~.canvas.MAX_BARS` classes, the highest shares."""
+"""``class_noise_rates.png``: per class, the estimated share of wrong labels among the samples given
+that label, with its 95% interval; above :data:`~.canvas.MAX_BARS` classes, the highest shares."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ def plot_class_noise_rates(
     counts: np.ndarray | None = None,
     overall: float | None = None,
 ) -> Path:
-    """Draw each class's flagged share with its 95% interval as horizontal bars into ``path``.
+    """Draw each class's estimated noise rate with its 95% interval as horizontal bars into ``path``.
 
     Parameters
     ----------
     rates : array of shape ``(K,)``
-        Share of the samples given each label that are flagged; NaN: no samples (no bar).
+        Estimated share of wrong labels among the samples given each label (the mean
+        ``p_label_wrong``); NaN: no samples (no bar).
     intervals : array of shape ``(K, 2)``
         ``[low, high]`` per class (percentile bootstrap); NaN: no error bar.
     class_names : sequence of str
@@ -69,7 +70,7 @@ def plot_class_noise_rates(
     ax.set_yticks(y, [axis_label(class_names[i]) for i in shown], fontsize=fontsize)
     ax.set_ylim(len(shown) - 0.5, -0.5)  # first class (or the worst) at the top
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel("flagged share (estimated noise rate of the class)")
+    ax.set_xlabel("estimated noise rate of the class (mean P(label wrong))")
     _write_shares(ax, y, shown, rates, counts, fontsize)
     if ax.get_legend_handles_labels()[0]:
         fig.legend(
@@ -84,8 +85,10 @@ def _shown_classes(rates: np.ndarray) -> tuple[np.ndarray, str]:
     k = len(rates)
     if k > MAX_BARS:  # the noisiest classes, worst first; NaN (no samples) last
         shown = np.argsort(np.where(np.isnan(rates), -1.0, -rates), kind="stable")[:MAX_BARS]
-        return shown, f"Flagged share per class: the {MAX_BARS} highest of {k} classes (all in summary.json)"
-    return np.arange(k), "Flagged share per class (share of the images given the label that are flagged)"
+        return shown, f"Estimated noise rate per class: the {MAX_BARS} highest of {k} (all in summary.json)"
+    return np.arange(
+        k
+    ), "Estimated noise rate per class (expected share of wrong labels among the images given it)"
 
 
 def _draw_bars(ax, y: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:

@@ -121,36 +121,24 @@ def cross_fitted_probs(
 
     The weight decay is the one of ``config.weight_decays`` whose cross-entropy heads give the
     given ``labels`` the lowest out-of-fold negative log-likelihood; the heads that score the
-    samples are then trained with ``loss`` (``ce`` or ``gce``) at that weight decay.
+    samples are then trained with ``loss`` (``ce`` or ``gce``) at that weight decay. Folds:
+    :func:`fold_plan`.
     """
     x, y = x.float(), labels.long()
-    folds = stratified_folds(y.numpy(), config.folds, seed)
+    folds, count = fold_plan(y.numpy(), config.folds, seed)
     grid = tuple(config.weight_decays)
-    fits = (len(grid) + (loss != "ce")) * config.folds
-    done = [0]
-
-    def out_of_fold(fold_loss: str, weight_decay: float) -> np.ndarray:
-        logits = torch.zeros(len(y), num_classes, dtype=torch.float64)
-        for f in range(config.folds):
-            held = torch.from_numpy(np.flatnonzero(folds == f))
-            rows = torch.from_numpy(np.flatnonzero(folds != f))
-            w, b = _fit_linear(
-                x[rows], y[rows], num_classes, fold_loss, config.q, weight_decay, config.max_iter
-            )
-            logits[held] = (x[held] @ w + b).double()
-            done[0] += 1
-            if progress is not None:
-                progress("cross-fit", done[0], fits, f"weight decay {weight_decay:g}")
-        return torch.softmax(logits, dim=1).numpy()
-
+    report = _progress_counter(progress, "cross-fit", (len(grid) + (loss != "ce")) * count)
     rows = np.arange(len(y))
     probs, nll = {}, {}
     for weight_decay in grid:
-        probs[weight_decay] = out_of_fold("ce", weight_decay)
+        logits = _out_of_fold(x, y, num_classes, folds, "ce", weight_decay, config, None, report)
+        probs[weight_decay] = torch.softmax(logits, dim=1).numpy()
         nll[weight_decay] = float(-np.log(np.clip(probs[weight_decay][rows, y.numpy()], EPS, 1)).mean())
     chosen = min(nll, key=nll.get)
-    chosen_probs = probs[chosen] if loss == "ce" else out_of_fold(loss, chosen)
-    return CrossFit(chosen_probs, chosen, {str(k): v for k, v in nll.items()}, loss, x)
+    if loss != "ce":
+        logits = _out_of_fold(x, y, num_classes, folds, loss, chosen, config, None, report)
+        probs[chosen] = torch.softmax(logits, dim=1).numpy()
+    return CrossFit(probs[chosen], chosen, {str(k): v for k, v in nll.items()}, loss, x)
 
 
 def forward_corrected_probs(
@@ -169,27 +157,63 @@ def forward_corrected_probs(
     noisy labels spends its capacity on fitting the flips (docs/calibration.md)."""
     x, y = x.float(), labels.long()
     t = torch.as_tensor(transition, dtype=torch.float32)
-    folds = stratified_folds(y.numpy(), config.folds, seed)
+    folds, count = fold_plan(y.numpy(), config.folds, seed)
+    report = _progress_counter(progress, "forward-corrected", len(config.weight_decays) * count)
     rows = np.arange(len(y))
-    probs, nll, done = {}, {}, 0
+    probs, nll = {}, {}
     for weight_decay in config.weight_decays:
-        logits = torch.zeros(len(y), num_classes, dtype=torch.float64)
-        for f in range(config.folds):
-            held = torch.from_numpy(np.flatnonzero(folds == f))
-            train = torch.from_numpy(np.flatnonzero(folds != f))
-            w, b = _fit_linear(
-                x[train], y[train], num_classes, "forward", config.q, weight_decay, config.max_iter, t
-            )
-            logits[held] = (x[held] @ w + b).double()
-            done += 1
-            if progress is not None:
-                progress("forward-corrected", done, len(config.weight_decays) * config.folds, "")
+        logits = _out_of_fold(x, y, num_classes, folds, "forward", weight_decay, config, t, report)
         clean = torch.softmax(logits, dim=1).numpy()
         noisy = clean @ np.asarray(transition, dtype=np.float64)
         probs[weight_decay] = clean
         nll[weight_decay] = float(-np.log(np.clip(noisy[rows, y.numpy()], EPS, 1)).mean())
     chosen = min(nll, key=nll.get)
     return CrossFit(probs[chosen], chosen, {str(k): v for k, v in nll.items()}, "forward")
+
+
+def fold_plan(labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, int]:
+    """``(fold of each sample, number of folds)``: stratified folds
+    (:func:`~labelaudit.train.methods.baselines.stratified_folds`), fewer than ``folds`` when the
+    smallest class has fewer samples (at least 2), so that every class is in every fold's
+    training part wherever it can be."""
+    sizes = np.bincount(labels)
+    smallest = int(sizes[sizes > 0].min()) if len(labels) else 2
+    count = max(2, min(folds, smallest))
+    return stratified_folds(labels, count, seed), count
+
+
+def _out_of_fold(x, y, num_classes, folds, loss, weight_decay, config, transition, report) -> torch.Tensor:
+    """``(N, K)`` float64 logits, each sample's from the head trained on the other folds. A sample
+    whose class is absent from its fold's training part (a class of one sample) has no such head
+    to learn its class from; it is scored by the head trained on every sample instead."""
+    logits = torch.zeros(len(y), num_classes, dtype=torch.float64)
+    unseen = np.zeros(len(y), dtype=bool)
+    labels = y.numpy()
+    for f in range(int(folds.max()) + 1):
+        held = np.flatnonzero(folds == f)
+        train = np.flatnonzero(folds != f)
+        w, b = _fit_linear(
+            x[train], y[train], num_classes, loss, config.q, weight_decay, config.max_iter, transition
+        )
+        logits[held] = (x[held] @ w + b).double()
+        unseen[held] = ~np.isin(labels[held], labels[train])
+        report(f"weight decay {weight_decay:g}")
+    if unseen.any():
+        w, b = _fit_linear(x, y, num_classes, loss, config.q, weight_decay, config.max_iter, transition)
+        logits[unseen] = (x[unseen] @ w + b).double()
+    return logits
+
+
+def _progress_counter(progress, phase: str, total: int):
+    """``report(extra)``: one more fit of ``total`` done, told to ``progress`` (if any)."""
+    done = [0]
+
+    def report(extra: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(phase, done[0], total, extra)
+
+    return report
 
 
 def _fit_linear(x, y, num_classes, loss, q, weight_decay, max_iter, transition=None):
