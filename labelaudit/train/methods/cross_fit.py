@@ -42,7 +42,7 @@ class CrossFitConfig:
     # searched by out-of-fold likelihood; pretrained embeddings chose 0.03-0.3, a scan's own
     # penultimate features 0.001-0.01 (docs/calibration.md)
     weight_decays: tuple[float, ...] = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0)
-    max_iter: int = 200  # L-BFGS iterations per head
+    max_iter: int = 50  # L-BFGS iterations per head: 50 gave the same flags as 200 in half the time
 
     def validate(self) -> "CrossFitConfig":
         if self.folds < 2:
@@ -129,9 +129,11 @@ def cross_fitted_probs(
     grid = tuple(config.weight_decays)
     report = _progress_counter(progress, "cross-fit", (len(grid) + (loss != "ce")) * count)
     rows = np.arange(len(y))
-    probs, nll = {}, {}
-    for weight_decay in grid:
-        logits = _out_of_fold(x, y, num_classes, folds, "ce", weight_decay, config, None, report)
+    probs, nll, starts = {}, {}, {}
+    # Strongest decay first, each fold's head starting from the previous one's: the cross-entropy
+    # problems are convex, so the optimum is the same, reached in fewer iterations.
+    for weight_decay in sorted(grid, reverse=True):
+        logits = _out_of_fold(x, y, num_classes, folds, "ce", weight_decay, config, None, report, starts)
         probs[weight_decay] = torch.softmax(logits, dim=1).numpy()
         nll[weight_decay] = float(-np.log(np.clip(probs[weight_decay][rows, y.numpy()], EPS, 1)).mean())
     chosen = min(nll, key=nll.get)
@@ -182,19 +184,27 @@ def fold_plan(labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, in
     return stratified_folds(labels, count, seed), count
 
 
-def _out_of_fold(x, y, num_classes, folds, loss, weight_decay, config, transition, report) -> torch.Tensor:
+def _out_of_fold(
+    x, y, num_classes, folds, loss, weight_decay, config, transition, report, starts=None
+) -> torch.Tensor:
     """``(N, K)`` float64 logits, each sample's from the head trained on the other folds. A sample
     whose class is absent from its fold's training part (a class of one sample) has no such head
-    to learn its class from; it is scored by the head trained on every sample instead."""
+    to learn its class from; it is scored by the head trained on every sample instead.
+
+    ``starts``: a dict ``{fold: (W, b)}`` each fold's head starts from (absent: zero), updated with
+    the heads found, so that the next weight decay of a grid starts where this one ended."""
     logits = torch.zeros(len(y), num_classes, dtype=torch.float64)
     unseen = np.zeros(len(y), dtype=bool)
     labels = y.numpy()
     for f in range(int(folds.max()) + 1):
         held = np.flatnonzero(folds == f)
         train = np.flatnonzero(folds != f)
+        start = None if starts is None else starts.get(f)
         w, b = _fit_linear(
-            x[train], y[train], num_classes, loss, config.q, weight_decay, config.max_iter, transition
+            x[train], y[train], num_classes, loss, config.q, weight_decay, config.max_iter, transition, start
         )
+        if starts is not None:
+            starts[f] = (w, b)
         logits[held] = (x[held] @ w + b).double()
         unseen[held] = ~np.isin(labels[held], labels[train])
         report(f"weight decay {weight_decay:g}")
@@ -216,12 +226,15 @@ def _progress_counter(progress, phase: str, total: int):
     return report
 
 
-def _fit_linear(x, y, num_classes, loss, q, weight_decay, max_iter, transition=None):
-    """``(W (D, K), b (K,))`` of multinomial logistic regression by full-batch L-BFGS from zero:
-    mean ``ce``, ``gce`` or ``forward`` (cross-entropy of ``softmax(z) @ transition``) loss plus
-    ``weight_decay / 2 * ||W||^2``."""
-    w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
-    b = torch.zeros(num_classes, requires_grad=True)
+def _fit_linear(x, y, num_classes, loss, q, weight_decay, max_iter, transition=None, start=None):
+    """``(W (D, K), b (K,))`` of multinomial logistic regression by full-batch L-BFGS from zero (or
+    from ``start``, a ``(W, b)``): mean ``ce``, ``gce`` or ``forward`` (cross-entropy of
+    ``softmax(z) @ transition``) loss plus ``weight_decay / 2 * ||W||^2``."""
+    if start is None:
+        w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+        b = torch.zeros(num_classes, requires_grad=True)
+    else:
+        w, b = (t.clone().requires_grad_(True) for t in start)
     optimizer = torch.optim.LBFGS(
         [w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
     )
