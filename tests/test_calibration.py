@@ -200,3 +200,21 @@ def test_forward_corrected_heads_recover_the_clean_class_under_class_conditional
     fit = forward_corrected_probs(x, given, 3, t, CrossFitConfig(weight_decays=(0.01, 0.1)), seed=0)
     assert fit.loss == "forward" and fit.weight_decay in (0.01, 0.1)
     assert (fit.probs.argmax(axis=1) == true).mean() > 0.95  # the clean class, not the given one
+
+
+def test_summary_lists_the_class_pairs_ambiguous_samples_sit_between():
+    from labelaudit.pipeline.scan_outputs import ambiguous_pairs
+
+    report = pd.DataFrame(
+        {
+            "given_label": ["Shirt", "T-shirt", "Shirt", "Coat", "Bag"],
+            "is_ambiguous": [True, True, True, True, False],
+            "ambiguous_with": ["T-shirt", "Shirt", "Coat", "Shirt", ""],
+        }
+    )
+    assert ambiguous_pairs(report) == [
+        {"classes": ["Coat", "Shirt"], "count": 2},
+        {"classes": ["Shirt", "T-shirt"], "count": 2},
+    ]
+    assert ambiguous_pairs(report, top=1) == [{"classes": ["Coat", "Shirt"], "count": 2}]
+    assert ambiguous_pairs(report.drop(columns=["is_ambiguous", "ambiguous_with"])) == []

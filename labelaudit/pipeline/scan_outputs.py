@@ -52,6 +52,7 @@ def summary(result: ScanResult) -> dict:
         **issue_summary(issues),
         "similarity": similarity_summary(issues, result.similarity_skipped),
         "class_overlap": class_overlap(audit, table, issues),
+        "ambiguous_pairs": ambiguous_pairs(audit.report),
         **_per_class_summary(result),
         **_transition_summary(result),
         "settings": result.config.to_dict(),
@@ -186,6 +187,21 @@ def similarity_summary(issues: Optional[SimilarityIssues], skipped: Optional[str
         "n_exact_duplicates": int(issues.exact_duplicate.sum()),
         "outlier_threshold": issues.outlier_threshold,
     }
+
+
+def ambiguous_pairs(report, top: int = 10) -> list[dict]:
+    """The pairs of classes the ambiguous samples sit between (given class and ``ambiguous_with``,
+    either way), most first: ``classes`` (sorted) and ``count``, at most ``top`` pairs; empty for a
+    report without ambiguity columns."""
+    if "is_ambiguous" not in report:
+        return []
+    rows = report[report["is_ambiguous"].to_numpy(dtype=bool)]
+    counts: dict[tuple[str, str], int] = {}
+    for given, other in zip(rows["given_label"].astype(str), rows["ambiguous_with"].astype(str)):
+        pair = tuple(sorted((given, other)))
+        counts[pair] = counts.get(pair, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return [{"classes": list(pair), "count": count} for pair, count in ordered]
 
 
 def class_overlap(
