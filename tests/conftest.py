@@ -120,3 +120,24 @@ def make_noisy_pattern_dataset(root: Path, per_class: int = 60, noise_rate: floa
     truth = pd.DataFrame(rows)
     truth.to_csv(root.parent / f"{root.name}_truth.csv", index=False)
     return truth
+
+
+def table_of(given, names=("a", "b", "c")):
+    """A SampleTable of ``len(given)`` hand-made samples (no files) given the label indexes
+    ``given`` over ``names``: for tests of the audit on hand-made soft labels."""
+    import pandas as pd
+
+    from labelaudit.data.sources import SampleTable
+
+    n = len(given)
+    samples = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "path": [f"/data/s{i}.png" for i in range(n)],
+            "label": [names[g] for g in given],
+            "given_label": np.array(given, dtype=np.int64),
+            "file_size": 1,
+            "mtime_ns": 1,
+        }
+    )
+    return SampleTable(samples, tuple(names), Path("/data"), "folder")

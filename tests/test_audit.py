@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import table_of
 
 from labelaudit.audit.estimators import per_class_noise_rates, transition_matrix
 from labelaudit.audit.flags import audit_from_soft_labels
 from labelaudit.audit.metrics import detection_metrics, load_truth, truth_metrics
-from labelaudit.data.sources import SampleTable
 from labelaudit.errors import ManifestError
 
 REPORT_COLUMNS = [
@@ -31,23 +29,8 @@ REPORT_COLUMNS = [
 ]
 
 
-def _table(given, names=("a", "b", "c")) -> SampleTable:
-    n = len(given)
-    samples = pd.DataFrame(
-        {
-            "sample_id": [f"s{i}" for i in range(n)],
-            "path": [f"/data/s{i}.png" for i in range(n)],
-            "label": [names[g] for g in given],
-            "given_label": np.array(given, dtype=np.int64),
-            "file_size": 1,
-            "mtime_ns": 1,
-        }
-    )
-    return SampleTable(samples, tuple(names), Path("/data"), "folder")
-
-
 def test_audit_report_flags_ranks_and_suggestions():
-    table = _table([0, 1, 2, 0])
+    table = table_of([0, 1, 2, 0])
     soft = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.45, 0.55, 0.0]])
     audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     report = audit.report
@@ -92,7 +75,7 @@ def test_learned_boundary_flags_wrong_labels_not_hard_ones():
     rng = np.random.default_rng(0)
     kind = np.array(["clean"] * 700 + ["hard"] * 100 + ["wrong"] * 200)
     given = rng.integers(0, 4, len(kind))
-    table = _table(list(given), names=("a", "b", "c", "d"))
+    table = table_of(list(given), names=("a", "b", "c", "d"))
     audit = audit_from_soft_labels(table, _soft_labels(rng, given, kind), calibration="plain")
     flags = audit.report["suspected_noisy"].to_numpy()
     assert (flags == (kind == "wrong")).all()  # the p=0.5 rule would also flag the 100 hard ones
@@ -110,14 +93,14 @@ def test_learned_boundary_never_flags_the_most_likely_label():
     kind = np.array(["clean"] * 300 + ["hard"] * 0)
     given = rng.integers(0, 4, len(kind))
     audit = audit_from_soft_labels(
-        _table(list(given), names=("a", "b", "c", "d")), _soft_labels(rng, given, kind)
+        table_of(list(given), names=("a", "b", "c", "d")), _soft_labels(rng, given, kind)
     )
     assert not audit.report["suspected_noisy"].any()
 
 
 def test_audit_rejects_wrong_shapes():
     with pytest.raises(ValueError, match=r"soft_labels must have shape \(N, K\) = \(2, 3\); got \(2, 2\)"):
-        audit_from_soft_labels(_table([0, 1]), np.ones((2, 2)) / 2)
+        audit_from_soft_labels(table_of([0, 1]), np.ones((2, 2)) / 2)
 
 
 def test_transition_matrix_orientation_rows_are_true_classes():
@@ -161,7 +144,7 @@ def test_truth_metrics_noise_rate_and_relabel_accuracy():
 
 
 def test_load_truth_by_sample_id_and_by_path(tmp_path):
-    table = _table([0, 1, 2])
+    table = table_of([0, 1, 2])
     by_id = tmp_path / "t.csv"
     pd.DataFrame({"sample_id": ["s2", "s0", "s1"], "true_label": ["a", "a", "b"]}).to_csv(by_id, index=False)
     assert load_truth(by_id, table).tolist() == [0, 1, 0]
@@ -173,7 +156,7 @@ def test_load_truth_by_sample_id_and_by_path(tmp_path):
 
 
 def test_load_truth_errors(tmp_path):
-    table = _table([0, 1, 2])
+    table = table_of([0, 1, 2])
     partial = tmp_path / "t.csv"
     pd.DataFrame({"sample_id": ["s0", "s1"], "true_label": ["a", "b"]}).to_csv(partial, index=False)
     with pytest.raises(ManifestError, match=r"has no row for 1 samples \(first: 's2'\)"):
@@ -189,7 +172,7 @@ def test_load_truth_errors(tmp_path):
 
 
 def test_fixed_threshold_never_suggests_the_given_label():
-    table = _table([0, 1])
+    table = table_of([0, 1])
     soft = np.array([[0.4, 0.33, 0.27], [0.1, 0.8, 0.1]])
     audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     report = audit.report
@@ -200,7 +183,7 @@ def test_fixed_threshold_never_suggests_the_given_label():
 
 
 def test_load_truth_relative_path_and_na_like_class_names(tmp_path, monkeypatch):
-    table = _table([0, 1, 2], names=("NA", "None", "null"))
+    table = table_of([0, 1, 2], names=("NA", "None", "null"))
     (tmp_path / "t.csv").write_text("sample_id,true_label\ns0,NA\ns1,None\ns2,NA\n")
     monkeypatch.chdir(tmp_path)
     assert load_truth("t.csv", table).tolist() == [0, 1, 0]
@@ -247,7 +230,7 @@ def test_learned_boundary_flags_learned_wrong_labels_just_above_zero():
     p_given = 1 / (1 + np.exp(-margin))
     soft[np.arange(len(given)), given] = p_given
     soft[np.arange(len(given)), other] = 1 - p_given
-    audit = audit_from_soft_labels(_table(list(given)), soft, calibration="plain")
+    audit = audit_from_soft_labels(table_of(list(given)), soft, calibration="plain")
     # suspect or ambiguous: both are what the boundary flagged
     flags = (audit.report["suspected_noisy"] | audit.report["is_ambiguous"]).to_numpy()
     assert audit.flag_rule["margin_boundary"] > 0
@@ -265,7 +248,7 @@ def test_model_noise_rate_is_the_expected_share_of_wrong_labels():
 
     soft = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     assert model_noise_rate(soft, np.array([0, 0, 1])) == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
-    table = _table([0, 0, 1], names=("a", "b"))
+    table = table_of([0, 0, 1], names=("a", "b"))
     audit = audit_from_soft_labels(table, soft, threshold=0.5, calibration="plain")
     assert audit.model_noise_rate == pytest.approx(1 - (0.9 + 0.2 + 0.5) / 3)
     assert audit.noise_rate == pytest.approx(audit.report["p_label_wrong"].mean())

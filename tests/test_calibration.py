@@ -3,12 +3,11 @@ estimates, and the cross-fitted heads that feed them (train.methods.cross_fit)."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import table_of
 
 from labelaudit.audit.calibration import (
     calibrate,
@@ -18,7 +17,6 @@ from labelaudit.audit.calibration import (
     reliability_bins,
 )
 from labelaudit.audit.flags import AMBIGUITY_FLOOR, audit_from_soft_labels
-from labelaudit.data.sources import SampleTable
 from labelaudit.train.methods.cross_fit import (
     CrossFitConfig,
     cross_fitted_probs,
@@ -97,21 +95,6 @@ def test_expected_transition_matrix_sums_posteriors_and_keeps_an_empty_row_ident
     np.testing.assert_allclose(t, [[2 / 3, 1 / 3, 0], [0, 1, 0], [0, 0, 1]])
 
 
-def _table(given, names=("a", "b", "c")) -> SampleTable:
-    n = len(given)
-    samples = pd.DataFrame(
-        {
-            "sample_id": [f"s{i}" for i in range(n)],
-            "path": [f"/data/s{i}.png" for i in range(n)],
-            "label": [names[g] for g in given],
-            "given_label": np.array(given, dtype=np.int64),
-            "file_size": 1,
-            "mtime_ns": 1,
-        }
-    )
-    return SampleTable(samples, tuple(names), Path("/data"), "folder")
-
-
 def test_audit_columns_ranking_ambiguity_and_expected_estimates():
     given = [0, 0, 1, 2, 1]
     soft = np.array(
@@ -123,7 +106,7 @@ def test_audit_columns_ranking_ambiguity_and_expected_estimates():
             [0.02, 0.97, 0.01],  # right, surest
         ]
     )
-    audit = audit_from_soft_labels(_table(given), soft, rule="calibrated", calibration="plain")
+    audit = audit_from_soft_labels(table_of(given), soft, rule="calibrated", calibration="plain")
     r = audit.report
     assert r["p_label_wrong"].tolist() == pytest.approx([0.10, 0.95, 0.70, 0.60, 0.03])
     assert r["confidence"].tolist() == pytest.approx(1 - r["p_label_wrong"])
@@ -145,10 +128,10 @@ def test_audit_columns_ranking_ambiguity_and_expected_estimates():
 
 def test_a_fixed_threshold_and_given_flags_still_decide_the_flags():
     soft = np.array([[0.9, 0.05, 0.05], [0.3, 0.6, 0.1], [0.2, 0.2, 0.6]])
-    fixed = audit_from_soft_labels(_table([0, 0, 2]), soft, threshold=0.35, calibration="plain")
+    fixed = audit_from_soft_labels(table_of([0, 0, 2]), soft, threshold=0.35, calibration="plain")
     assert fixed.report["suspected_noisy"].tolist() == [False, True, False]
     given_flags = audit_from_soft_labels(
-        _table([0, 0, 2]), soft, flags=np.array([True, False, False]), flag_rule={"rule": "mine"}
+        table_of([0, 0, 2]), soft, flags=np.array([True, False, False]), flag_rule={"rule": "mine"}
     )
     assert given_flags.report["suspected_noisy"].tolist() == [True, False, False]
     assert given_flags.flag_rule["rule"] == "mine"

@@ -102,8 +102,7 @@ def calibrate(
     """
     if kind not in CALIBRATIONS:
         raise ValueError(f"kind must be one of {list(CALIBRATIONS)}; got {kind!r}")
-    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, None)
-    p /= p.sum(axis=1, keepdims=True)
+    p = _probabilities(probs)
     given = np.asarray(given, dtype=np.int64)
     ratio = easy_disagreement_ratio(p, given)
     if kind == "auto":
@@ -113,32 +112,33 @@ def calibrate(
         q = p
     else:
         q, tau = posterior_through_transition(p, given, em_rounds=em_rounds)
-    rows = np.arange(len(given))
-    return Calibration(
-        posterior=q,
-        p_label_wrong=1.0 - q[rows, given],
-        transition_matrix=expected_transition_matrix(q, given),
-        kind=kind,
-        temperature=tau,
-        easy_disagreement_ratio=ratio,
-    )
+    return _calibration(q, given, kind, tau, ratio)
 
 
 def calibrate_clean(clean_probs: np.ndarray, given: np.ndarray, t: np.ndarray, ratio: float) -> Calibration:
     """``through-T`` from a model of the *clean* class: ``q ∝ softmax(log p_clean / tau)_i · T[i, given]``
     with ``tau`` fitted by the likelihood of the given labels through ``t`` (no EM: T is the one the
     clean model was trained through). ``ratio`` is the switch's statistic, kept for the summary."""
-    p = np.clip(np.asarray(clean_probs, dtype=np.float64), EPS, None)
-    p /= p.sum(axis=1, keepdims=True)
     given = np.asarray(given, dtype=np.int64)
-    log_p = np.log(p)
+    log_p = np.log(_probabilities(clean_probs))
     tau = fit_temperature(log_p, given, t)
     q = _bayes(_softmax(log_p / tau), given, t)
+    return _calibration(q, given, "through-T, forward-corrected", tau, ratio)
+
+
+def _probabilities(probs: np.ndarray) -> np.ndarray:
+    """``probs`` as float64 rows summing to 1, none below :data:`EPS` (logs stay finite)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, None)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _calibration(q: np.ndarray, given: np.ndarray, kind: str, tau: float, ratio: float) -> Calibration:
+    """The :class:`Calibration` of posteriors ``q``: ``p_label_wrong`` and the expected T from them."""
     return Calibration(
         posterior=q,
         p_label_wrong=1.0 - q[np.arange(len(given)), given],
         transition_matrix=expected_transition_matrix(q, given),
-        kind="through-T, forward-corrected",
+        kind=kind,
         temperature=tau,
         easy_disagreement_ratio=ratio,
     )

@@ -172,11 +172,8 @@ def suggestions(soft: np.ndarray, given: np.ndarray, flags: np.ndarray) -> np.nd
     """``(N,)`` the most likely class of each sample, except that a flagged label is never
     "corrected" to itself: a fixed threshold, or a mixture boundary above 0, can flag a sample
     whose given label is the most likely one; it is suggested the strongest other class."""
-    rows = np.arange(len(given))
     suggested = soft.argmax(axis=1)
-    others = soft.copy()
-    others[rows, given] = -np.inf
-    return np.where(flags & (suggested == given), others.argmax(axis=1), suggested)
+    return np.where(flags & (suggested == given), _strongest_other(soft, given), suggested)
 
 
 def worst_first_rank(p_label_wrong: np.ndarray, label_quality: np.ndarray | None = None) -> np.ndarray:

@@ -91,8 +91,8 @@ def truth_metrics(
     estimated_t: np.ndarray,
     model_noise_rate: float | None = None,
 ) -> dict:
-    """Compare an audit with the truth: detection P/R/F1, noise rate (the flagged share and,
-    when given, the model's own estimate), T error, relabel accuracy."""
+    """Compare an audit with the truth: detection P/R/F1, noise rate (the audit's estimate and,
+    when given, the model's own), T error (mean and largest cell), relabel accuracy."""
     num_classes = estimated_t.shape[0]
     is_noisy = np.asarray(true) != np.asarray(given)
     true_t = transition_matrix(true, given, num_classes)
@@ -108,6 +108,7 @@ def truth_metrics(
             if model_noise_rate is None
             else float(abs(model_noise_rate - is_noisy.mean())),
             "transition_matrix_mae": float(np.abs(estimated_t - true_t).mean()),
+            "max_transition_matrix_error": float(np.abs(estimated_t - true_t).max()),
             "true_transition_matrix": true_t.tolist(),
             "relabel_accuracy_on_noisy_flagged": (
                 float((suggested[noisy_flagged] == true[noisy_flagged]).mean())
@@ -146,8 +147,7 @@ def probability_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> di
     - ``ece_suggested_confidence``: of ``suggested_confidence`` against "the suggestion is the true
       class", over the samples listed as suspect or ambiguous;
     - ``f1_with_ambiguous``: flag F1 counting ambiguous samples as flagged;
-    - ``max_class_noise_rate_error`` and ``max_transition_matrix_error``: the largest error of a
-      class's estimated noise rate and of a cell of T;
+    - ``max_class_noise_rate_error``: the largest error of a class's estimated noise rate;
     - ``reliability``: the reliability diagram's bins of each of the two probabilities.
     """
     report = audit.report
@@ -167,9 +167,6 @@ def probability_metrics(audit: Audit, given: np.ndarray, true: np.ndarray) -> di
         ),
         "f1_with_ambiguous": detection_metrics(listed, is_noisy)["f1"],
         "max_class_noise_rate_error": _none_if_nan(float(np.nanmax(rate_error))) if k else None,
-        "max_transition_matrix_error": float(
-            np.abs(audit.transition_matrix - transition_matrix(true, given, k)).max()
-        ),
         "reliability": {
             "p_label_wrong": reliability_bins(p_wrong, is_noisy),
             "suggested_confidence": reliability_bins(confidence[listed], right_suggestion[listed]),

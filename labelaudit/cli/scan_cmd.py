@@ -367,17 +367,17 @@ def _class_estimates_table(result: ScanResult) -> Table:
     rates.add_column("T\\[i,i] (kept as itself)", justify="right")
     # A class with no probability mass has no row of T to estimate: expected_transition_matrix
     # fills it with the identity, shown here as "-", not 1.00.
-    cleaned_counts = estimated_rows(audit.posterior)
+    estimated = estimated_rows(audit.posterior)
     for i, name in enumerate(names):
         share = audit.per_class_noise_rates[i]
-        kept = f"{audit.transition_matrix[i, i]:.2f}" if cleaned_counts[i] else "-"
+        kept = f"{audit.transition_matrix[i, i]:.2f}" if estimated[i] else "-"
         rates.add_row(
             escape(name),
             str(int((report["given_label"] == name).sum())),
             "-" if np.isnan(share) else f"{share:.1%}",
             kept,
         )
-    if not cleaned_counts.all():
+    if not estimated.all():
         rates.caption = "T\\[i,i] -: no image is likely to belong to this class"
         rates.caption_justify = "left"
     return rates

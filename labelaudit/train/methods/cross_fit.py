@@ -128,14 +128,13 @@ def cross_fitted_probs(
     folds, count = fold_plan(y.numpy(), config.folds, seed)
     grid = tuple(config.weight_decays)
     report = _progress_counter(progress, "cross-fit", (len(grid) + (loss != "ce")) * count)
-    rows = np.arange(len(y))
     probs, nll, starts = {}, {}, {}
     # Strongest decay first, each fold's head starting from the previous one's: the cross-entropy
     # problems are convex, so the optimum is the same, reached in fewer iterations.
     for weight_decay in sorted(grid, reverse=True):
         logits = _out_of_fold(x, y, num_classes, folds, "ce", weight_decay, config, None, report, starts)
         probs[weight_decay] = torch.softmax(logits, dim=1).numpy()
-        nll[weight_decay] = float(-np.log(np.clip(probs[weight_decay][rows, y.numpy()], EPS, 1)).mean())
+        nll[weight_decay] = _nll(probs[weight_decay], y)
     chosen = min(nll, key=nll.get)
     if loss != "ce":
         logits = _out_of_fold(x, y, num_classes, folds, loss, chosen, config, None, report)
@@ -161,16 +160,19 @@ def forward_corrected_probs(
     t = torch.as_tensor(transition, dtype=torch.float32)
     folds, count = fold_plan(y.numpy(), config.folds, seed)
     report = _progress_counter(progress, "forward-corrected", len(config.weight_decays) * count)
-    rows = np.arange(len(y))
     probs, nll = {}, {}
     for weight_decay in config.weight_decays:
         logits = _out_of_fold(x, y, num_classes, folds, "forward", weight_decay, config, t, report)
         clean = torch.softmax(logits, dim=1).numpy()
-        noisy = clean @ np.asarray(transition, dtype=np.float64)
         probs[weight_decay] = clean
-        nll[weight_decay] = float(-np.log(np.clip(noisy[rows, y.numpy()], EPS, 1)).mean())
+        nll[weight_decay] = _nll(clean @ np.asarray(transition, dtype=np.float64), y)
     chosen = min(nll, key=nll.get)
     return CrossFit(probs[chosen], chosen, {str(k): v for k, v in nll.items()}, "forward")
+
+
+def _nll(probs: np.ndarray, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``probs`` ``(N, K)`` (floored at EPS)."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels.numpy()], EPS, 1)).mean())
 
 
 def fold_plan(labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, int]:
