@@ -230,3 +230,24 @@ def test_importing_labelaudit_and_its_cli_does_not_load_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_scan_with_the_truth_adds_the_reliability_diagram_and_leaves_its_inputs_alone(
+    patterns, cache, tmp_path
+):
+    from labelaudit.runs.plots.folder import RELIABILITY_FILE
+    from labelaudit.runs.plots.reliability import RELIABILITY_SIZE
+
+    truth = patterns.parent / f"{patterns.name}_truth.csv"
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in [truth, *patterns.rglob("*")]}
+    result = scan(patterns, SMALL, cache_dir=cache, truth=truth)
+    run = write_run(result, tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    bins = summary["truth"]["reliability"]["p_label_wrong"]
+    assert sum(b["count"] for b in bins) == summary["num_samples"]
+    plots = run / PLOTS_DIR
+    assert {p.name for p in plots.iterdir()} == {*PLOT_FILES.values(), RELIABILITY_FILE}
+    with Image.open(plots / RELIABILITY_FILE) as image:
+        assert image.size == RELIABILITY_SIZE
+    assert pixels(plots / RELIABILITY_FILE).mean(axis=2).std() > 10  # not a blank canvas
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in before} == before  # inputs untouched
