@@ -405,6 +405,34 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     assert pd.read_parquet(tmp_path / "again" / "cleaned.parquet").equals(cleaned)
 
 
+def test_relabel_to_the_suggested_or_given_class_is_applied_as_chosen(loop, tmp_path, capsys):
+    """Issue 28 A: the review page records a class chosen from its list as relabel, even when it is the
+    suggested or the given class; apply gives the sample that class and counts it as a relabel."""
+    flagged = loop["flagged"]
+    first, second = flagged.iloc[0], flagged.iloc[1]
+    decisions = tmp_path / "decisions.csv"
+    pd.DataFrame(
+        {
+            "sample_id": [first["sample_id"], second["sample_id"]],
+            "decision": ["relabel", "relabel"],
+            "new_label": [first["suggested_label"], second["given_label"]],
+        }
+    ).to_csv(decisions, index=False)
+    ok(["apply", loop["run"], decisions, "--out", tmp_path / "out"], capsys)
+    rows = pd.read_parquet(tmp_path / "out" / "cleaned.parquet").set_index("sample_id")
+    assert rows.loc[first["sample_id"], ["label", "label_source"]].tolist() == [
+        first["suggested_label"],
+        "reviewed",
+    ]
+    assert rows.loc[second["sample_id"], ["label", "label_source"]].tolist() == [
+        second["given_label"],
+        "reviewed",
+    ]
+    info = json.loads((tmp_path / "out" / "apply.json").read_text())
+    assert info["decisions"]["relabel"] == 2 and info["decisions"]["accept"] == info["decisions"]["keep"] == 0
+    assert info["num_changed"] == int(first["suggested_label"] != first["given_label"])
+
+
 def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
     ids = loop["flagged"]["sample_id"].tolist()
     suggested = loop["flagged"]["suggested_label"].tolist()

@@ -5,7 +5,8 @@
  * innerHTML, so a class or file name such as <img src=x onerror=...> shows as text.
  * Decisions live in localStorage under "labelaudit-review:<review_key>" and are exported as
  * decisions.csv (sample_id, decision, new_label, note), cells escaped against spreadsheet
- * formulas as labelaudit's own CSVs are.
+ * formulas as labelaudit's own CSVs are. Every change of decisions is one step of an undo stack
+ * (Backspace, Ctrl+Z), saved in the same localStorage entry as the decisions it undoes.
  */
 (function () {
   "use strict";
@@ -32,7 +33,8 @@
   var DONE = { accept: "accepted", keep: "kept", relabel: "relabelled", remove: "remove from dataset", unsure: "unsure" };
   var KEY_DECISION = { a: "accept", g: "keep", r: "remove", u: "unsure" };
   var STORE_KEY = "labelaudit-review:" + D.review_key;
-  var EAGER_OPTIONS = K <= 100; // class lists of bigger taxonomies are filled when opened
+  var PICKER_MAX = 60; // the class picker lists at most this many matching classes at once
+  var HISTORY_MAX = 500; // undo steps kept
   var MATRIX_MAX_CLASSES = 60; // above this, a list of the most frequent pairs replaces the table
 
   var idIndex = Object.create(null);
@@ -93,6 +95,7 @@
       var note = typeof entry[2] === "string" ? entry[2] : "";
       if (decision || note) decisions[index] = { decision: decision, label: label, note: note };
     });
+    if (Array.isArray(saved.history)) history = saved.history.map(stepFromStore).filter(function (s) { return s; });
   }
 
   function saveDecisions() {
@@ -104,7 +107,9 @@
       if (d && (d.decision || d.note)) out[S.id[k]] = [d.decision, d.label >= 0 ? CLASSES[d.label] : null, d.note];
     }
     try {
-      storage.setItem(STORE_KEY, JSON.stringify({ version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out }));
+      storage.setItem(STORE_KEY, JSON.stringify({
+        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: history.map(stepToStore)
+      }));
     } catch (err) {
       warn("The browser refused to store the last decision (" + err.name + "): export decisions.csv now so nothing is lost.");
     }
@@ -117,18 +122,112 @@
     return "";
   }
 
-  function decide(index, decision, label) {
-    var d = decisions[index] || { decision: "", label: -1, note: "" };
-    if (decision === "relabel") { // another class that is the given or suggested one is keep or accept
-      if (label === S.given[index]) decision = "keep";
-      else if (label === S.suggested[index]) decision = "accept";
+  // ---- undo --------------------------------------------------------------------------------
+  // history: the undo stack, oldest first. A step is the list of the cards one action changed,
+  // each [index, before, after] with before/after = [decision, label index]. A step is undone only
+  // while its cards still hold its "after" (the stack and the stored decisions never disagree).
+  var history = [];
+
+  function stateOf(index) {
+    var d = decisions[index];
+    return d && d.decision ? [d.decision, d.label] : ["", -1];
+  }
+  function sameState(a, b) { return a[0] === b[0] && a[1] === b[1]; }
+  function stateToStore(st) { return [st[0], st[1] >= 0 ? CLASSES[st[1]] : null]; }
+  function stateFromStore(st) {
+    if (!Array.isArray(st) || (st[0] !== "" && DECISIONS.indexOf(st[0]) < 0)) return null;
+    var label = st[0] === "relabel" ? classIndex[st[1]] : -1;
+    if (label === undefined) return null;
+    return [st[0], label];
+  }
+  function stepToStore(step) {
+    return step.map(function (c) { return [S.id[c[0]], stateToStore(c[1]), stateToStore(c[2])]; });
+  }
+  function stepFromStore(stored) {
+    if (!Array.isArray(stored) || !stored.length) return null;
+    var step = [];
+    for (var s = 0; s < stored.length; s++) {
+      var c = stored[s];
+      var index = Array.isArray(c) ? idIndex[c[0]] : undefined;
+      var before = index === undefined ? null : stateFromStore(c[1]);
+      var after = index === undefined ? null : stateFromStore(c[2]);
+      if (!before || !after) return null; // a sample this page does not list, or a class it lacks
+      step.push([index, before, after]);
     }
-    d.decision = decision;
-    d.label = decision === "relabel" ? label : -1;
+    return step;
+  }
+
+  function setState(index, st) {
+    var d = decisions[index] || { decision: "", label: -1, note: "" };
+    d.decision = st[0];
+    d.label = st[0] === "relabel" ? st[1] : -1;
     decisions[index] = d;
+  }
+
+  // Apply changes [[index, decision, label], ...] as one undo step.
+  function change(list) {
+    var step = [];
+    list.forEach(function (c) {
+      var before = stateOf(c[0]);
+      var after = [c[1], c[1] === "relabel" ? c[2] : -1];
+      if (sameState(before, after)) return;
+      setState(c[0], after);
+      step.push([c[0], before, after]);
+    });
+    if (!step.length) return 0;
+    history.push(step);
+    if (history.length > HISTORY_MAX) history.splice(0, history.length - HISTORY_MAX);
     saveDecisions();
-    refreshCard(index);
+    step.forEach(function (c) { refreshCard(c[0]); });
     updateCounts();
+    return step.length;
+  }
+
+  // A class chosen for a card is recorded as chosen: relabel to it, even when it is the given or
+  // the suggested class (apply gives the sample that class either way).
+  function decide(index, decision, label) { change([[index, decision, label]]); }
+
+  function describe(index) {
+    var d = decisions[index];
+    if (!d || !d.decision) return "undecided";
+    return d.decision === "remove" || d.decision === "unsure" ? DONE[d.decision] : DONE[d.decision] + " \u2192 " + newLabel(index, d);
+  }
+
+  function undo() {
+    var step = history.pop();
+    if (!step) { status("Nothing to undo."); return; }
+    var stale = step.some(function (c) { return !sameState(stateOf(c[0]), c[2]); });
+    if (stale) { // changed since in a way the stack does not know (e.g. another tab): drop the stack
+      history = [];
+      saveDecisions();
+      status("Not undone: that card changed since; the undo history was cleared.");
+      return;
+    }
+    step.forEach(function (c) { setState(c[0], c[1]); });
+    saveDecisions();
+    step.forEach(function (c) { refreshCard(c[0]); });
+    updateCounts();
+    var index = step[0][0];
+    showCard(index);
+    status("Undone: " + S.id[index] + (step.length > 1 ? " and " + (step.length - 1) + " more" : "") + " back to " + describe(index) +
+      " (" + history.length + " more step" + (history.length === 1 ? "" : "s") + " to undo).");
+  }
+
+  // Bring a sample's card into view and highlight it, when the filters list it.
+  function showCard(index) {
+    var position = matches.indexOf(index);
+    if (position < 0) return;
+    var wanted = Math.floor(position / PAGE);
+    if (wanted !== page) { page = wanted; current = -1; render(); }
+    for (var p = 0; p < cards.length; p++) {
+      if (+cards[p].getAttribute("data-index") === index) { setCurrent(p, true); return; }
+    }
+  }
+
+  function status(text) {
+    var box = $("status");
+    box.textContent = text;
+    box.hidden = false;
   }
 
   function setNote(index, text) {
@@ -142,10 +241,10 @@
   function isDecided(index) { return !!(decisions[index] && decisions[index].decision); }
 
   // A near-duplicate group's decision: keep one member (given label) and remove the others, or remove all.
-  function decideGroup(index, action) {
-    (GROUPS[S.group[index]] || [index]).forEach(function (k) {
-      decide(k, action === "keep-one" && k === index ? "keep" : "remove");
-    });
+  function decideGroup(index, action) { // one undo step for the whole group
+    change((GROUPS[S.group[index]] || [index]).map(function (k) {
+      return [k, action === "keep-one" && k === index ? "keep" : "remove", -1];
+    }));
   }
 
   // ---- decisions.csv -----------------------------------------------------------------------
@@ -268,14 +367,79 @@
     return true;
   }
 
-  function fillClassOptions(select) {
-    if (select.options.length > 1) return;
-    for (var c = 0; c < K; c++) {
+  // ---- the class picker --------------------------------------------------------------------
+  // A list inside the card, under its image (never over it): type to narrow it, arrows to move,
+  // Enter or a click to choose, Esc to close. Choosing records relabel to that class; Enter with
+  // no class highlighted does nothing.
+  function openPicker(card) {
+    var picker = card.querySelector(".picker");
+    picker.hidden = false;
+    var input = picker.querySelector("input.picker-filter");
+    input.value = "";
+    fillPicker(card);
+    input.focus({ preventScroll: true });
+    card.scrollIntoView({ block: "nearest" });
+  }
+
+  function closePicker(card) {
+    var picker = card.querySelector(".picker");
+    if (picker.hidden) return;
+    picker.hidden = true;
+    picker.querySelector(".picker-list").textContent = "";
+    card.focus({ preventScroll: true });
+  }
+
+  function fillPicker(card) {
+    var index = +card.getAttribute("data-index");
+    var picker = card.querySelector(".picker");
+    var text = picker.querySelector("input.picker-filter").value.trim().toLowerCase();
+    var list = picker.querySelector(".picker-list");
+    list.textContent = "";
+    var found = [];
+    for (var c = 0; c < K; c++) if (!text || CLASSES[c].toLowerCase().indexOf(text) >= 0) found.push(c);
+    found.slice(0, PICKER_MAX).forEach(function (c) {
       var prefix = c < 10 ? String((c + 1) % 10) + "  " : "";
-      var option = el("option", null, prefix + CLASSES[c]);
-      option.value = String(c);
-      select.appendChild(option);
-    }
+      var tags = (c === S.given[index] ? " (given)" : "") + (c === S.suggested[index] ? " (suggested)" : "");
+      var button = el("button", "pick-class", prefix + CLASSES[c] + tags);
+      button.type = "button";
+      button.tabIndex = -1;
+      button.setAttribute("data-class", String(c));
+      list.appendChild(button);
+    });
+    if (!found.length) list.appendChild(el("div", "key", "no class contains \u201c" + text + "\u201d"));
+    else if (found.length > PICKER_MAX) list.appendChild(el("div", "key", int(found.length - PICKER_MAX) + " more: type to narrow"));
+    highlight(card, found.length === 1 ? 0 : -1); // one match: Enter takes it
+  }
+
+  function highlight(card, position) {
+    var buttons = card.querySelectorAll(".picker-list button.pick-class");
+    position = Math.max(-1, Math.min(position, buttons.length - 1));
+    Array.prototype.forEach.call(buttons, function (b, p) { b.classList.toggle("highlighted", p === position); });
+    if (position >= 0) buttons[position].scrollIntoView({ block: "nearest" });
+    card.querySelector(".picker").setAttribute("data-highlight", String(position));
+  }
+
+  function choosePicked(card, c, moveOn) {
+    var index = +card.getAttribute("data-index");
+    closePicker(card);
+    decide(index, "relabel", c);
+    if (moveOn) move(1);
+  }
+
+  function onPickerKey(event) {
+    var card = event.target.closest(".card");
+    var picker = card.querySelector(".picker");
+    var at = +picker.getAttribute("data-highlight");
+    var key = event.key;
+    if (key === "ArrowDown") highlight(card, at + 1);
+    else if (key === "ArrowUp") highlight(card, at - 1);
+    else if (key === "Escape") closePicker(card);
+    else if (key === "Enter") {
+      var chosen = picker.querySelectorAll(".picker-list button.pick-class")[at];
+      if (chosen) choosePicked(card, +chosen.getAttribute("data-class"), true);
+    } else return; // typing: the input event narrows the list
+    event.preventDefault();
+    event.stopPropagation();
   }
 
   function buildCard(index) {
@@ -361,17 +525,27 @@
       button.setAttribute("data-decision", b[0]);
       actions.appendChild(button);
     });
-    var select = el("select", "relabel");
-    select.title = "Relabel to another class (c, or keys 1-9 and 0)";
-    select.appendChild(el("option", null, "Other class\u2026 (c)")).value = "";
-    if (EAGER_OPTIONS) fillClassOptions(select);
-    actions.appendChild(select);
+    var pick = el("button", "pick", "Class\u2026");
+    pick.appendChild(el("span", "kbd", "c"));
+    pick.type = "button";
+    pick.title = "Relabel to a class chosen from a list (c, or keys 1-9 and 0)";
+    pick.setAttribute("data-open-picker", "1");
+    actions.appendChild(pick);
     var clear = el("button", "clear", "\u2715");
     clear.type = "button";
     clear.title = "Clear the decision (Backspace)";
     clear.setAttribute("data-decision", "");
     actions.appendChild(clear);
     card.appendChild(actions);
+    var picker = el("div", "picker");
+    picker.hidden = true;
+    var filter = el("input", "picker-filter");
+    filter.type = "text";
+    filter.placeholder = "type to narrow, \u2191\u2193 then Enter, Esc closes";
+    filter.setAttribute("aria-label", "Class to relabel to");
+    picker.appendChild(filter);
+    picker.appendChild(el("div", "picker-list"));
+    card.appendChild(picker);
 
     var note = el("input", "note");
     note.type = "text";
@@ -389,17 +563,14 @@
     Array.prototype.forEach.call(card.querySelectorAll("button[data-decision]"), function (b) {
       b.classList.toggle("on", !!d.decision && b.getAttribute("data-decision") === d.decision);
     });
-    var select = card.querySelector("select.relabel");
-    if (d.decision === "relabel") fillClassOptions(select);
-    select.value = d.decision === "relabel" ? String(d.label) : "";
-    select.classList.toggle("on", d.decision === "relabel");
+    var pick = card.querySelector("button.pick");
+    pick.classList.toggle("on", d.decision === "relabel");
+    pick.firstChild.textContent = d.decision === "relabel" ? CLASSES[d.label] : "Class\u2026";
     var note = card.querySelector("input.note");
     if (document.activeElement !== note) note.value = d.note || "";
     var state = card.querySelector(".state");
     state.classList.toggle("decided", !!d.decision);
-    if (!d.decision) state.textContent = "undecided";
-    else if (d.decision === "remove" || d.decision === "unsure") state.textContent = DONE[d.decision];
-    else state.textContent = DONE[d.decision] + " \u2192 " + newLabel(index, d);
+    state.textContent = describe(index);
   }
 
   function refreshCard(index) {
@@ -442,9 +613,15 @@
 
   // ---- keys --------------------------------------------------------------------------------
   function onKey(event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
     var target = event.target;
     var tag = target && target.tagName;
+    var typing = tag === "INPUT" && target.type !== "range" && target.type !== "button" && target.type !== "file" || tag === "TEXTAREA";
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && event.key.toLowerCase() === "z" && !typing) {
+      event.preventDefault(); // outside a text field Ctrl+Z undoes the last decision
+      undo();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
     var card = target && target.closest ? target.closest(".card") : null;
     if (tag === "INPUT" && target.type !== "range" && target.type !== "button" || tag === "TEXTAREA") {
       if (card && (event.key === "Enter" || event.key === "Escape")) { event.preventDefault(); target.blur(); card.focus({ preventScroll: true }); }
@@ -461,6 +638,7 @@
     else if (key === "k" || key === "ArrowLeft" || key === "ArrowUp") move(-1);
     else if (key === "]") goToPage(page + 1, "first");
     else if (key === "[") goToPage(page - 1, "first");
+    else if (key === "Backspace") undo();
     else if (index < 0) {
       handled = key in KEY_DECISION || /^[0-9]$/.test(key) || key === "c" || key === "n";
       if (handled) move(1); // nothing chosen yet: choose the first card
@@ -468,13 +646,9 @@
     else if (/^[0-9]$/.test(key)) {
       var c = key === "0" ? 9 : +key - 1;
       if (c < K) { decide(index, "relabel", c); move(1); }
-    } else if (key === "Backspace" || key === "Delete") decide(index, "");
-    else if (key === "c") {
-      var select = cards[current].querySelector("select.relabel");
-      fillClassOptions(select);
-      select.focus();
-      try { select.showPicker(); } catch (err) { /* older browsers: the focused list takes arrow keys */ }
-    } else if (key === "n") cards[current].querySelector("input.note").focus();
+    } else if (key === "Delete") decide(index, "");
+    else if (key === "c") openPicker(cards[current]);
+    else if (key === "n") cards[current].querySelector("input.note").focus();
     else handled = false;
     if (handled) event.preventDefault();
   }
@@ -642,26 +816,25 @@
       var position = cards.indexOf(card);
       var button = event.target.closest("button[data-decision]");
       var groupButton = event.target.closest("button[data-group-action]");
-      var field = event.target.closest("select, input");
-      setCurrent(position, !button && !field && !groupButton);
+      var opener = event.target.closest("button[data-open-picker]");
+      var picked = event.target.closest("button[data-class]");
+      var field = event.target.closest("select, input, .picker");
+      setCurrent(position, !button && !field && !groupButton && !opener);
       if (button) decide(+card.getAttribute("data-index"), button.getAttribute("data-decision"));
       if (groupButton) decideGroup(+card.getAttribute("data-index"), groupButton.getAttribute("data-group-action"));
+      if (opener) { if (card.querySelector(".picker").hidden) openPicker(card); else closePicker(card); }
+      if (picked) choosePicked(card, +picked.getAttribute("data-class"), false);
     });
     grid.addEventListener("focusin", function (event) {
       var card = event.target.closest(".card");
       if (card) { current = cards.indexOf(card); markCurrent(current, false); }
     });
-    grid.addEventListener("mousedown", function (event) {
-      if (event.target.matches("select.relabel")) fillClassOptions(event.target);
-    });
-    grid.addEventListener("change", function (event) {
-      if (!event.target.matches("select.relabel") || event.target.value === "") return;
-      var card = event.target.closest(".card");
-      decide(+card.getAttribute("data-index"), "relabel", +event.target.value);
-      card.focus({ preventScroll: true }); // the review keys act on the grid again
+    grid.addEventListener("keydown", function (event) {
+      if (event.target.matches("input.picker-filter")) onPickerKey(event);
     });
     grid.addEventListener("input", function (event) {
       if (event.target.matches("input.note")) setNote(+event.target.closest(".card").getAttribute("data-index"), event.target.value);
+      if (event.target.matches("input.picker-filter")) fillPicker(event.target.closest(".card"));
     });
     document.addEventListener("keydown", onKey);
 
