@@ -581,6 +581,60 @@ def test_undo_restores_the_previous_decision_several_steps_deep(scanned, run_cop
     assert severe_logs(browser) == []
 
 
+def test_importing_a_decisions_csv_resumes_a_review(scanned, run_copy, browser, capsys, tmp_path):
+    """Issue 28 D: the page imports a decisions.csv (escaped cells, quoted notes) into its state, as one
+    undo step; a file with an unknown sample id imports nothing and says why."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    fresh_review(browser, run_copy, capsys)
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    first, second, third = flagged["sample_id"].iloc[:3]
+    suggested = flagged["suggested_label"].iloc[0]
+    note = 'a, "quoted"\nsecond line'
+    good = tmp_path / "alice.csv"
+    rows = [[first, "accept", suggested, ""], [second, "relabel", FORMULA, note], [third, "remove", "", ""]]
+    good.write_text(expected_csv(rows), encoding="utf-8")  # as the page and labelaudit write it
+    assert "'=SUM" in good.read_text()
+    ActionChains(browser).send_keys("j", "g").perform()  # a decision the import replaces
+    browser.find_element("id", "import").send_keys(str(good))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element("id", "status").text.startswith("Imported"))
+    assert browser.find_element("id", "status").text == (
+        "Imported 3 decisions from alice.csv (3 changed on this page; Backspace undoes the import)."
+    )
+    assert state_of(browser, first) == f"accepted \u2192 {suggested}"
+    assert state_of(browser, second) == f"relabelled \u2192 {FORMULA}"
+    assert state_of(browser, third) == "remove from dataset"
+    assert stored(browser)["decisions"][second] == ["relabel", FORMULA, note]  # the line break kept
+    shown = card_for(browser, second).find_element("css selector", "input.note").get_attribute("value")
+    assert shown == note.replace("\n", "")  # a one-line field shows it without the break
+    total = len(flagged)
+    assert browser.find_element("id", "decided-count").text == f"3 decided \u00b7 {total - 3} undecided"
+    # One undo step takes the whole import back (the earlier keep of the first card returns).
+    ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
+    assert state_of(browser, first) == f"kept \u2192 {flagged['given_label'].iloc[0]}"
+    assert state_of(browser, second) == state_of(browser, third) == "undecided"
+    # A file with a problem imports nothing, and the message names it and its line.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        expected_csv([[second, "remove", "", ""], ["nope/1.png", "keep", "", ""]]), encoding="utf-8"
+    )
+    browser.find_element("id", "import").send_keys(str(bad))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element("id", "status").text.startswith("Nothing"))
+    assert browser.find_element("id", "status").text == (
+        "Nothing imported from bad.csv: the sample_id \u201cnope/1.png\u201d on line 3 "
+        "is not listed on this page."
+    )
+    assert state_of(browser, second) == "undecided"
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text(expected_csv([[second, "relabel", "zebra", ""]]), encoding="utf-8")
+    browser.find_element("id", "import").send_keys(str(unknown))
+    WebDriverWait(browser, 10).until(lambda d: "zebra" in d.find_element("id", "status").text)
+    assert "is not a class of the scan" in browser.find_element("id", "status").text
+    assert severe_logs(browser) == []
+
+
 def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_path):
     """A synthetic 50,000-sample page (no thumbnails): renders 100 cards a page, pages, filters.
 

@@ -224,9 +224,10 @@
     }
   }
 
-  function status(text) {
+  function status(text, isError) {
     var box = $("status");
     box.textContent = text;
+    box.classList.toggle("error", !!isError);
     box.hidden = false;
   }
 
@@ -273,6 +274,96 @@
     document.body.appendChild(link);
     link.click();
     setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+  }
+
+  // ---- importing a decisions.csv -----------------------------------------------------------
+  // To resume a review (or take over another's): the file's decisions replace those of the
+  // samples it lists, as one undo step. Checked as labelaudit apply checks it; a file with any
+  // problem imports nothing and the message names the first problem and its line.
+  function parseCsv(text) {
+    var rows = [], row = [], cell = "", quoted = false, line = 1, rowLine = 1, wasQuoted = false;
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    for (var p = 0; p < text.length; p++) {
+      var ch = text[p];
+      if (quoted) {
+        if (ch === '"' && text[p + 1] === '"') { cell += '"'; p++; }
+        else if (ch === '"') quoted = false;
+        else { if (ch === "\n") line++; cell += ch; }
+      } else if (ch === '"' && cell === "" && !wasQuoted) { quoted = true; wasQuoted = true; }
+      else if (ch === ",") { row.push(cell); cell = ""; wasQuoted = false; }
+      else if (ch === "\n" || ch === "\r") {
+        if (ch === "\r" && text[p + 1] === "\n") p++;
+        row.push(cell); rows.push({ line: rowLine, cells: row });
+        row = []; cell = ""; wasQuoted = false; line++; rowLine = line;
+      } else cell += ch;
+    }
+    if (quoted) throw new Error("a quoted cell that starts on line " + rowLine + " never ends");
+    if (cell !== "" || row.length) { row.push(cell); rows.push({ line: rowLine, cells: row }); }
+    return rows;
+  }
+
+  function unescapeCell(text) { return /^'+[=+\-@\t\r]/.test(text) ? text.slice(1) : text; }
+
+  // The changes a decisions.csv asks for, [[index, decision, label, note], ...]; throws an Error
+  // whose message names the first problem.
+  function readDecisionsCsv(text) {
+    var rows = parseCsv(text).filter(function (r) { return r.cells.some(function (c) { return c.trim() !== ""; }); });
+    if (!rows.length) throw new Error("the file is empty");
+    var header = rows[0].cells.map(function (c) { return c.trim(); });
+    var col = {};
+    ["sample_id", "decision", "new_label", "note"].forEach(function (name) { col[name] = header.indexOf(name); });
+    if (col.sample_id < 0 || col.decision < 0) {
+      throw new Error("it lacks the column " + (col.sample_id < 0 ? "sample_id" : "decision") + " (a decisions.csv has sample_id, decision, new_label, note)");
+    }
+    var seen = Object.create(null);
+    var out = [];
+    rows.slice(1).forEach(function (r) {
+      function cell(name) { return col[name] >= 0 && col[name] < r.cells.length ? unescapeCell(r.cells[col[name]]) : ""; }
+      var where = " on line " + r.line;
+      var id = cell("sample_id");
+      var decision = cell("decision").trim().toLowerCase();
+      var label = cell("new_label");
+      if (!decision && label.trim()) decision = "relabel";
+      if (!id.trim()) throw new Error("an empty sample_id" + where);
+      var index = idIndex[id];
+      if (index === undefined) throw new Error("the sample_id \u201c" + id + "\u201d" + where + " is not listed on this page");
+      if (seen[id]) throw new Error("the sample_id \u201c" + id + "\u201d" + where + " repeats line " + seen[id]);
+      seen[id] = r.line;
+      if (decision && DECISIONS.indexOf(decision) < 0) throw new Error("the decision \u201c" + decision + "\u201d" + where + " is not one of " + DECISIONS.join(", "));
+      var c = -1;
+      if (decision === "relabel") {
+        c = label in classIndex ? classIndex[label] : label.trim() in classIndex ? classIndex[label.trim()] : -1;
+        if (!label.trim()) throw new Error("relabel with an empty new_label" + where);
+        if (c < 0) throw new Error("new_label \u201c" + label + "\u201d" + where + " is not a class of the scan");
+      } else if (label.trim()) {
+        var implied = decision === "accept" ? CLASSES[S.suggested[index]] : decision === "keep" ? CLASSES[S.given[index]] : null;
+        if (label.trim() !== implied) throw new Error("new_label \u201c" + label + "\u201d beside " + (decision || "no decision") + where + " contradicts it");
+      }
+      if (decision || cell("note")) out.push([index, decision, c, cell("note")]);
+    });
+    return out;
+  }
+
+  function importCsv(file) {
+    var reader = new FileReader();
+    reader.onload = function () {
+      var list;
+      try {
+        list = readDecisionsCsv(String(reader.result));
+      } catch (err) {
+        status("Nothing imported from " + file.name + ": " + err.message + ".", true);
+        return;
+      }
+      list.forEach(function (c) { if (c[3]) { var d = decisions[c[0]] || { decision: "", label: -1, note: "" }; d.note = c[3]; decisions[c[0]] = d; } });
+      var decided = list.filter(function (c) { return c[1]; });
+      var changed = change(decided.map(function (c) { return [c[0], c[1], c[2]]; }));
+      saveDecisions();
+      list.forEach(function (c) { refreshCard(c[0]); });
+      status("Imported " + int(decided.length) + " decision" + (decided.length === 1 ? "" : "s") + " from " + file.name + " (" +
+        int(changed) + " changed on this page; Backspace undoes the import).");
+    };
+    reader.onerror = function () { status("Nothing imported: the browser could not read " + file.name + ".", true); };
+    reader.readAsText(file, "utf-8");
   }
 
   // ---- filters -----------------------------------------------------------------------------
@@ -808,6 +899,11 @@
     Array.prototype.forEach.call(document.querySelectorAll(".prev-page"), function (b) { b.addEventListener("click", function () { goToPage(page - 1); }); });
     Array.prototype.forEach.call(document.querySelectorAll(".next-page"), function (b) { b.addEventListener("click", function () { goToPage(page + 1); }); });
     $("export").addEventListener("click", exportCsv);
+    $("import").addEventListener("change", function (e) {
+      if (e.target.files && e.target.files[0]) importCsv(e.target.files[0]);
+      e.target.value = ""; // the same file can be imported again
+      e.target.blur();
+    });
 
     var grid = $("grid");
     grid.addEventListener("click", function (event) {
