@@ -635,6 +635,48 @@ def test_importing_a_decisions_csv_resumes_a_review(scanned, run_copy, browser, 
     assert severe_logs(browser) == []
 
 
+def test_neutral_labels_clear_empty_views_and_an_export_confirmation(scanned, run_copy, browser, capsys):
+    """Issue 28 B: given and suggested labels in one neutral colour; an empty grid says whether nothing
+    was found or filters hide it; exporting says how many decisions it wrote."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    fresh_review(browser, run_copy, capsys)
+    total = len(scanned["report"][scanned["report"]["reason"] != ""])
+    colours = browser.execute_script(
+        "return ['.label.given', '.label.suggested']"
+        ".map(s => getComputedStyle(document.querySelector('#grid ' + s)).color)"
+    )
+    for colour in colours:
+        rgb = [int(v) for v in re.findall(r"\d+", colour)[:3]]
+        assert max(rgb) - min(rgb) <= 24, colours  # grey, not red or green
+    assert colours[0] == colours[1]
+    empty = browser.find_element("id", "empty")
+    assert not empty.is_displayed()
+    Select(browser.find_element("id", "filter-state")).select_by_value("decided")
+    assert cards(browser) == [] and empty.text == (
+        f"No sample matches these filters: the {total} samples listed are hidden by show decided. "
+        "\u201cClear filters\u201d shows them again."
+    )
+    browser.find_element("id", "clear-filters").click()
+    views = Select(browser.find_element("id", "filter-view"))
+    none = next(o for o in views.options if o.text.endswith("(0)"))  # the fixture has no near-duplicates
+    views.select_by_value(none.get_attribute("value"))
+    assert empty.text == f"None found: the scan found no {none.text[: -len(' (0)')]}."
+    browser.find_element("id", "clear-filters").click()
+    browser.find_element("id", "export").click()
+    assert browser.find_element("id", "status").text == (
+        "Exported decisions.csv without decisions: nothing is decided yet."
+    )
+    ActionChains(browser).send_keys("j", "a", "r").perform()
+    browser.find_element("id", "export").click()
+    assert re.fullmatch(
+        r"Exported 2 decisions to decisions\.csv \(in the browser's downloads\), at \d\d:\d\d:\d\d\.",
+        browser.find_element("id", "status").text,
+    )
+    assert severe_logs(browser) == []
+
+
 def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_path):
     """A synthetic 50,000-sample page (no thumbnails): renders 100 cards a page, pages, filters.
 

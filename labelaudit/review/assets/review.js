@@ -267,13 +267,19 @@
   }
 
   function exportCsv() {
-    var blob = new Blob([decisionsCsv()], { type: "text/csv;charset=utf-8" });
+    var text = decisionsCsv();
+    var count = text.split("\n").length - 2; // the header and the final line end
+    var blob = new Blob([text], { type: "text/csv;charset=utf-8" });
     var link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
     link.download = "decisions.csv";
     document.body.appendChild(link);
     link.click();
     setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+    status(count
+      ? "Exported " + int(count) + " decision" + (count === 1 ? "" : "s") + " to decisions.csv (in the browser's downloads), at " +
+        new Date().toLocaleTimeString("en-GB") + "."
+      : "Exported decisions.csv without decisions: nothing is decided yet.");
   }
 
   // ---- importing a decisions.csv -----------------------------------------------------------
@@ -435,6 +441,7 @@
     grid.textContent = "";
     grid.appendChild(fragment);
     $("empty").hidden = matches.length > 0;
+    if (!matches.length) $("empty").textContent = emptyText();
     var info = matches.length
       ? "Samples " + int(start + 1) + "\u2013" + int(end) + " of " + int(matches.length) + " \u00b7 page " + int(page + 1) + " of " + int(pages)
       : "No samples \u00b7 page 1 of 1";
@@ -444,6 +451,23 @@
     if (current >= cards.length) current = cards.length - 1;
     if (current >= 0) markCurrent(current, false);
     window.LABELAUDIT_TIMING.lastRenderMs = performance.now() - t0;
+  }
+
+  // Why the grid is empty: nothing was found (for the whole run or for this view), or filters
+  // hide what was found (naming them).
+  function emptyText() {
+    if (!N) return "None found: the scan listed no sample for review (no suspect or ambiguous label, near-duplicate or outlier).";
+    var view = ISSUE_TYPES.filter(function (t) { return t.reason === filters.view; })[0];
+    var inView = 0;
+    for (var k = 0; k < N; k++) if (!filters.view || reasonsOf(k).indexOf(filters.view) >= 0) inView++;
+    if (view && !inView) return "None found: the scan found no " + view.view + ".";
+    var hiding = [];
+    if (filters.given >= 0) hiding.push("given label " + CLASSES[filters.given]);
+    if (filters.suggested >= 0) hiding.push("suggested label " + CLASSES[filters.suggested]);
+    if (filters.state) hiding.push("show " + filters.state);
+    if (filters.threshold < D.threshold) hiding.push("the flag threshold lowered to " + thresholdText());
+    return "No sample matches these filters: the " + int(inView) + " samples " + (view ? "of the view " + view.view : "listed") +
+      " are hidden by " + (hiding.length ? hiding.join(", ") : "the filters") + ". \u201cClear filters\u201d shows them again.";
   }
 
   function goToPage(next, focus) {
@@ -823,6 +847,8 @@
   }
 
   // ---- threshold slider --------------------------------------------------------------------
+  function thresholdText() { return (filters.threshold / BINS).toFixed(3); }
+
   function updateThreshold() {
     var value = filters.threshold;
     var count = D.histogram[value];
