@@ -32,6 +32,7 @@ from labelaudit.cli import main
 from labelaudit.data.sources import read_table
 from labelaudit.reports import escape_cell
 from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
+from labelaudit.review.page_data import slider_edges
 from labelaudit.runs.directory import FolderLock
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -105,12 +106,19 @@ def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
     assert len(thumbs) == len(flagged) and all(data["samples"]["thumb"])
     with Image.open(thumbs[0]) as img:
         assert img.format == "JPEG" and max(img.size) <= 64
-    # The slider's histogram counts every sample (flagged or not) below each step.
+    # The slider's histogram counts every sample (flagged or not) below each step of its log scale.
     quality = scanned["report"]["label_quality"].to_numpy()
-    assert data["histogram"][HISTOGRAM_BINS // 2] == int((quality < 0.5).sum())
+    edges = np.array(data["slider_edges"])
+    assert len(edges) == len(data["histogram"]) == HISTOGRAM_BINS + 1
+    assert edges[0] == 0 and edges[-1] == 1 and (np.diff(edges) > 0).all()
+    for step in (1, 250, HISTOGRAM_BINS // 2, 900, HISTOGRAM_BINS):
+        assert data["histogram"][step] == int((quality < edges[step]).sum())
+    ratios = edges[2:] / edges[1:-1]
+    assert np.allclose(ratios, ratios[0])  # evenly spaced in log(label quality)
+    assert edges[1] <= quality[quality > 0].min() < 10 * edges[1]
     assert (
         data["histogram"][data["threshold"]] >= 1
-        and max(data["samples"]["label_quality"]) < data["threshold"] / HISTOGRAM_BINS
+        and max(data["samples"]["label_quality"]) < edges[data["threshold"]]
     )
     # No network: nothing refers to another host, and the page forbids it.
     for name in ("index.html", "review.js", "review.css"):
@@ -673,6 +681,114 @@ def test_neutral_labels_clear_empty_views_and_an_export_confirmation(scanned, ru
     assert re.fullmatch(
         r"Exported 2 decisions to decisions\.csv \(in the browser's downloads\), at \d\d:\d\d:\d\d\.",
         browser.find_element("id", "status").text,
+    )
+    assert severe_logs(browser) == []
+
+
+def test_slider_edges_give_small_label_qualities_most_steps():
+    """Issue 28 C: with most flagged samples below 0.003 (as on a real scan), the log-scale slider
+    gives that range hundreds of its steps where the linear one gave 3."""
+    rng = np.random.default_rng(0)
+    quality = np.concatenate([10 ** rng.uniform(-5, np.log10(0.003), 1000), rng.uniform(0.5, 1, 4000)])
+    edges = slider_edges(quality)
+    assert edges[1] == 1e-5 and edges[-1] == 1.0
+    assert int((edges < 0.003).sum()) >= 400
+    assert slider_edges(np.zeros(3))[1] == 1e-3 and slider_edges(np.array([1e-30]))[1] == 1e-8
+
+
+def set_slider(driver, position: int) -> None:
+    driver.execute_script(
+        "const s = document.getElementById('threshold'); s.value = String(arguments[0]);"
+        "s.dispatchEvent(new Event('input', {bubbles: true}));",
+        position,
+    )
+    time.sleep(0.05)  # the grid follows on the next animation frame
+
+
+def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanned, run_copy, browser, capsys):
+    """Issue 28 C: the log-scale slider shows its value, how many it flags and how many listed samples
+    it keeps, over a histogram; T's counts and the mixed-up pairs follow the filters and decisions,
+    and a pair filters the grid."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    fresh_review(browser, run_copy, capsys)
+    data = load_page_data(run_copy / "review")
+    edges, histogram = data["slider_edges"], data["histogram"]
+    report = scanned["report"]
+    flagged = report[report["reason"] != ""].sort_values("rank", kind="stable")
+    classes = data["classes"]
+    suspect = flagged[flagged["reason"] == "label"]
+    # The histogram: 50 bars holding every sample, and the listed ones.
+    bars = browser.find_elements("css selector", "#threshold-hist .bar")
+    assert len(bars) == 50
+    assert sum(int(b.get_attribute("data-count")) for b in bars) == int((report["label_quality"] < 1).sum())
+    assert sum(int(b.get_attribute("data-listed")) for b in bars) == len(flagged)
+    # A position below the start: the value, the count flagged and the suspect labels the grid keeps.
+    position = data["threshold"] - 150
+    set_slider(browser, position)
+    limit = edges[position]
+    kept = suspect[suspect["label_quality"] < limit]
+    shown = browser.find_element("id", "threshold-value").text
+    assert (
+        float(shown) == pytest.approx(limit, rel=0.05) and len(shown) <= 8
+    )  # 2 significant digits below 0.1
+    assert browser.find_element("id", "threshold-count").text.startswith(
+        f"label quality < {shown}: {histogram[position]:,} of {len(report):,} samples"
+    )
+    assert (
+        f"The grid keeps {len(kept)} of the {len(suspect)} listed suspect labels."
+        in browser.find_element("id", "threshold-count").text
+    )
+    ids = card_ids(browser)
+    assert set(kept["sample_id"]) <= set(ids) and not set(suspect["sample_id"]) - set(
+        kept["sample_id"]
+    ) & set(ids)
+    below = [b for b in bars if "below" in b.get_attribute("class")]
+    assert len(below) == -(-position // 20)
+    browser.find_element("id", "clear-filters").click()
+
+    # T's counts follow decisions and filters.
+    off = flagged[flagged["given_label"] != flagged["suggested_label"]]
+    pairs = off.groupby(["suggested_label", "given_label"]).size().sort_values(ascending=False, kind="stable")
+    (true_name, given_name), count = pairs.index[0], int(pairs.iloc[0])
+    selector = "table.matrix button[data-true='{}'][data-given='{}']".format(
+        classes.index(true_name), classes.index(given_name)
+    )
+
+    def cell_count() -> str:
+        return browser.find_element("css selector", selector + " .count").text
+
+    assert cell_count() == f"({count})"
+    browser.find_element("css selector", selector).click()
+    ActionChains(browser).send_keys("j", "a").perform()
+    assert cell_count() == f"({count - 1}/{count})"
+    Select(browser.find_element("id", "filter-state")).select_by_value("undecided")
+    assert cell_count() == f"({count - 1})"
+    set_slider(browser, 0)  # nothing below 0: only near-duplicates and outliers would stay
+    assert cell_count() == ""
+    browser.find_element("id", "clear-filters").click()
+
+    # The mixed-up pairs: counted under the filters, each a button that filters the grid to the pair.
+    between = {}
+    for g, t in zip(off["given_label"], off["suggested_label"]):
+        key = tuple(sorted((classes.index(g), classes.index(t))))
+        between[key] = between.get(key, 0) + 1
+    top = max(between.items(), key=lambda kv: (kv[1], [-x for x in kv[0]]))
+    first = browser.find_element("css selector", "#overlap li")
+    a, b = (classes[i] for i in top[0])
+    assert first.text.startswith(f"{a} \u2194 {b} {top[1]} samples between them")
+    first.find_element("css selector", "button.pair").click()
+    pair = off[off["given_label"].isin([a, b]) & off["suggested_label"].isin([a, b])]
+    assert card_ids(browser) == pair["sample_id"].tolist()
+    assert browser.find_element("id", "pair-filter").is_displayed()
+    assert "selected" in browser.find_element("css selector", "#overlap button.pair").get_attribute("class")
+    Select(browser.find_element("id", "filter-state")).select_by_value("decided")
+    decided = [i for i in pair["sample_id"] if stored(browser)["decisions"].get(i)]
+    assert card_ids(browser) == decided
+    browser.find_element("id", "clear-filters").click()
+    assert not browser.find_element("id", "pair-filter").is_displayed() and len(card_ids(browser)) == len(
+        flagged
     )
     assert severe_logs(browser) == []
 

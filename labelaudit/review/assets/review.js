@@ -25,6 +25,9 @@
   var K = CLASSES.length;
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
+  // The slider's label-quality value at each position (a log scale; linear for older pages).
+  var EDGES = D.slider_edges || D.histogram.map(function (_, p) { return p / BINS; });
+  var HIST_BARS = 50; // bars of the histogram under the slider
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
   // The issue types a sample can be listed for (labelaudit/audit/issue_types.py), in reason order.
   var ISSUE_TYPES = D.issue_types || [{ reason: "label", title: "suspect label", view: "suspect labels" }];
@@ -180,6 +183,7 @@
     saveDecisions();
     step.forEach(function (c) { refreshCard(c[0]); });
     updateCounts();
+    updateMatrixCounts();
     return step.length;
   }
 
@@ -207,6 +211,7 @@
     saveDecisions();
     step.forEach(function (c) { refreshCard(c[0]); });
     updateCounts();
+    updateMatrixCounts();
     var index = step[0][0];
     showCard(index);
     status("Undone: " + S.id[index] + (step.length > 1 ? " and " + (step.length - 1) + " more" : "") + " back to " + describe(index) +
@@ -373,7 +378,8 @@
   }
 
   // ---- filters -----------------------------------------------------------------------------
-  var filters = { given: -1, suggested: -1, state: "", view: "", threshold: D.threshold };
+  // pair: [a, b], two classes mixed up either way (given one, suggested the other), or null.
+  var filters = { given: -1, suggested: -1, pair: null, state: "", view: "", threshold: D.threshold };
   // Why each sample is listed: reasons of ISSUE_TYPES (older runs: label only).
   var REASONS = (S.reason || []).map(function (r) { return r ? r.split(";") : ["label"]; });
   function reasonsOf(k) { return REASONS[k] || ["label"]; }
@@ -385,21 +391,29 @@
   var cards = []; // the cards of this page, in order
   var current = -1; // position in cards of the focused card
 
+  // Whether sample k passes the view, decided/undecided and threshold filters (not the label ones).
+  function passesBase(k, limit) {
+    var reasons = reasonsOf(k);
+    if (filters.view && reasons.indexOf(filters.view) < 0) return false;
+    // The slider moves the label-quality boundary: it hides suspect labels above it, never a
+    // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
+    var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
+    if (labelOnly && !(S.label_quality[k] < limit)) return false;
+    if (filters.state === "decided" && !isDecided(k)) return false;
+    if (filters.state === "undecided" && isDecided(k)) return false;
+    return true;
+  }
+
   function applyFilters() {
     var t0 = performance.now();
-    var limit = filters.threshold / BINS;
+    var limit = EDGES[filters.threshold];
+    var pair = filters.pair;
     var list = [];
     for (var k = 0; k < N; k++) {
       if (filters.given >= 0 && S.given[k] !== filters.given) continue;
       if (filters.suggested >= 0 && S.suggested[k] !== filters.suggested) continue;
-      var reasons = reasonsOf(k);
-      if (filters.view && reasons.indexOf(filters.view) < 0) continue;
-      // The slider moves the label-quality boundary: it hides suspect labels above it, never a
-      // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
-      var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
-      if (labelOnly && !(S.label_quality[k] < limit)) continue;
-      if (filters.state === "decided" && !isDecided(k)) continue;
-      if (filters.state === "undecided" && isDecided(k)) continue;
+      if (pair && !(S.given[k] !== S.suggested[k] && pair.indexOf(S.given[k]) >= 0 && pair.indexOf(S.suggested[k]) >= 0)) continue;
+      if (!passesBase(k, limit)) continue;
       list.push(k);
     }
     if (filters.view === "duplicate_conflict") { // each group's members side by side, worst label first
@@ -412,12 +426,16 @@
     page = 0;
     current = -1;
     render();
-    markMatrixCell();
+    updateMatrixCounts();
+    updateThreshold();
   }
 
-  function setFilters(given, suggested) {
+  function setFilters(given, suggested, pair) {
     filters.given = given;
     filters.suggested = suggested;
+    filters.pair = pair || null;
+    $("pair-filter").hidden = !filters.pair;
+    $("pair-filter-text").textContent = filters.pair ? "mixed up: " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]] : "";
     $("filter-given").value = given >= 0 ? String(given) : "";
     $("filter-suggested").value = suggested >= 0 ? String(suggested) : "";
     applyFilters();
@@ -464,6 +482,7 @@
     var hiding = [];
     if (filters.given >= 0) hiding.push("given label " + CLASSES[filters.given]);
     if (filters.suggested >= 0) hiding.push("suggested label " + CLASSES[filters.suggested]);
+    if (filters.pair) hiding.push("the pair " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]]);
     if (filters.state) hiding.push("show " + filters.state);
     if (filters.threshold < D.threshold) hiding.push("the flag threshold lowered to " + thresholdText());
     return "No sample matches these filters: the " + int(inView) + " samples " + (view ? "of the view " + view.view : "listed") +
@@ -771,13 +790,77 @@
   // ---- transition matrix -------------------------------------------------------------------
   var matrixCells = [];
 
+  // counts[i][j] / left[i][j]: the samples (undecided ones) that the view, decided/undecided and
+  // threshold filters keep, with suggested label i and given label j. The label filters are left
+  // out: the matrix and the mixed-up list are where they are chosen.
+  function filteredCounts() {
+    var counts = [], left = [];
+    for (i = 0; i < K; i++) { counts.push(new Array(K).fill(0)); left.push(new Array(K).fill(0)); }
+    var limit = EDGES[filters.threshold];
+    for (var k = 0; k < N; k++) {
+      if (!passesBase(k, limit)) continue;
+      counts[S.suggested[k]][S.given[k]]++;
+      if (!isDecided(k)) left[S.suggested[k]][S.given[k]]++;
+    }
+    return { counts: counts, left: left };
+  }
+
+  function countText(total, left) {
+    if (!total) return "";
+    return left === total ? "(" + int(total) + ")" : "(" + int(left) + "/" + int(total) + ")";
+  }
+
+  function updateMatrixCounts() {
+    var c = filteredCounts();
+    var T = D.transition_matrix;
+    if (K > MATRIX_MAX_CLASSES) fillPairList(T, c);
+    else {
+      matrixCells.forEach(function (b) {
+        var t = +b.getAttribute("data-true"), g = +b.getAttribute("data-given");
+        b.querySelector(".count").textContent = countText(c.counts[t][g], c.left[t][g]);
+        b.title = "true " + CLASSES[t] + ", given " + CLASSES[g] + ": T = " + fmt(T[t][g], 4) + "; " + int(c.counts[t][g]) +
+          " samples under the current filters given " + CLASSES[g] + " with suggested label " + CLASSES[t] + ", " +
+          int(c.left[t][g]) + " undecided";
+      });
+    }
+    fillMixedUp(c);
+    markMatrixCell();
+  }
+
+  // "Classes most often mixed up": the pairs with the most samples given one and suggested the
+  // other under the current filters, as buttons that filter the grid to the pair.
+  function fillMixedUp(c) {
+    var box = $("overlap");
+    box.textContent = "";
+    var pairs = [];
+    for (i = 0; i < K; i++) for (j = i + 1; j < K; j++) {
+      var total = c.counts[i][j] + c.counts[j][i];
+      if (total) pairs.push([total, c.left[i][j] + c.left[j][i], i, j]);
+    }
+    pairs.sort(function (a, b) { return b[0] - a[0] || a[2] - b[2] || a[3] - b[3]; });
+    var groups = {};
+    (D.class_overlap || []).forEach(function (o) { groups[o.classes[0] + "\u0000" + o.classes[1]] = groups[o.classes[1] + "\u0000" + o.classes[0]] = o.duplicate_groups_across; });
+    pairs.slice(0, 10).forEach(function (p) {
+      var li = el("li");
+      var button = el("button", "pair", CLASSES[p[2]] + " \u2194 " + CLASSES[p[3]]);
+      button.type = "button";
+      button.setAttribute("data-pair", p[2] + "," + p[3]);
+      var selected = filters.pair && filters.pair[0] === p[2] && filters.pair[1] === p[3];
+      button.classList.toggle("selected", !!selected);
+      li.appendChild(button);
+      var dup = groups[CLASSES[p[2]] + "\u0000" + CLASSES[p[3]]];
+      li.appendChild(el("span", "key", " " + int(p[0]) + " samples between them" + (p[1] !== p[0] ? ", " + int(p[1]) + " undecided" : "") +
+        (dup ? "; " + int(dup) + " near-duplicate groups across them" : "")));
+      box.appendChild(li);
+    });
+    $("overlap-empty").hidden = pairs.length > 0;
+    $("overlap-empty").textContent = N ? "None found: no sample under these filters has a suggested label other than its given one." : "None found: the scan listed no sample.";
+  }
+
   function buildMatrix() {
     var T = D.transition_matrix;
-    var counts = [];
-    for (i = 0; i < K; i++) { counts.push(new Array(K)); for (j = 0; j < K; j++) counts[i][j] = 0; }
-    for (var k = 0; k < N; k++) counts[S.suggested[k]][S.given[k]]++;
     var box = $("matrix");
-    if (K > MATRIX_MAX_CLASSES) { buildPairList(box, T, counts); return; }
+    if (K > MATRIX_MAX_CLASSES) { buildPairList(box); return; }
     var table = el("table", "matrix");
     var head = el("thead");
     var row = el("tr");
@@ -798,12 +881,10 @@
         button.type = "button";
         button.setAttribute("data-true", String(i));
         button.setAttribute("data-given", String(j));
-        if (counts[i][j]) button.appendChild(el("span", "count", "(" + int(counts[i][j]) + ")"));
+        button.appendChild(el("span", "count"));
         var strength = Math.sqrt(Math.max(0, Math.min(1, value || 0)));
         button.style.background = "hsl(212, 70%, " + (98 - 62 * strength).toFixed(1) + "%)";
         button.style.color = strength > 0.55 ? "#fff" : "#1d232a";
-        button.title = "true " + CLASSES[i] + ", given " + CLASSES[j] + ": T = " + fmt(value, 4) + "; " + int(counts[i][j]) +
-          " flagged samples given " + CLASSES[j] + " with suggested label " + CLASSES[i];
         cell.appendChild(button);
         row.appendChild(cell);
         matrixCells.push(button);
@@ -818,25 +899,32 @@
     });
   }
 
-  function buildPairList(box, T, counts) {
-    var pairs = [];
-    for (i = 0; i < K; i++) for (j = 0; j < K; j++) if (counts[i][j]) pairs.push([counts[i][j], i, j]);
-    pairs.sort(function (a, b) { return b[0] - a[0]; });
-    box.appendChild(el("p", "key", K + " classes: the matrix is too large to draw; the " + Math.min(200, pairs.length) +
-      " most frequent confusions among the flagged samples (given \u2192 suggested) filter the grid."));
+  function buildPairList(box) {
+    box.appendChild(el("p", "key pairs-caption"));
     var list = el("div", "pairs");
+    box.appendChild(list);
+    list.addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-true]");
+      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
+    });
+  }
+
+  function fillPairList(T, c) {
+    var pairs = [];
+    for (i = 0; i < K; i++) for (j = 0; j < K; j++) if (c.counts[i][j]) pairs.push([c.counts[i][j], i, j, c.left[i][j]]);
+    pairs.sort(function (a, b) { return b[0] - a[0]; });
+    document.querySelector("#matrix .pairs-caption").textContent = K + " classes: the matrix is too large to draw; the " +
+      Math.min(200, pairs.length) + " most frequent confusions under the current filters (given \u2192 suggested) filter the grid.";
+    var list = document.querySelector("#matrix .pairs");
+    list.textContent = "";
+    matrixCells = [];
     pairs.slice(0, 200).forEach(function (p) {
-      var button = el("button", null, CLASSES[p[2]] + " \u2192 " + CLASSES[p[1]] + " (" + int(p[0]) + ", T = " + fmt(T[p[1]][p[2]], 3) + ")");
+      var button = el("button", null, CLASSES[p[2]] + " \u2192 " + CLASSES[p[1]] + " " + countText(p[0], p[3]) + " T = " + fmt(T[p[1]][p[2]], 3));
       button.type = "button";
       button.setAttribute("data-true", String(p[1]));
       button.setAttribute("data-given", String(p[2]));
       list.appendChild(button);
       matrixCells.push(button);
-    });
-    box.appendChild(list);
-    list.addEventListener("click", function (event) {
-      var b = event.target.closest("button[data-true]");
-      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
     });
   }
 
@@ -847,16 +935,74 @@
   }
 
   // ---- threshold slider --------------------------------------------------------------------
-  function thresholdText() { return (filters.threshold / BINS).toFixed(3); }
+  function quality(x) { // a label-quality value, readable from 0.000012 to 1
+    if (x === 0) return "0";
+    if (x >= 0.1) return x.toFixed(3);
+    return x.toPrecision(2).replace(/e-(\d)$/, "e-0$1");
+  }
+  function thresholdText() { return quality(EDGES[filters.threshold]); }
+
+  // The slider's position that keeps a label-quality value: the first whose edge lies above it.
+  function positionOf(x) {
+    var lo = 0, hi = BINS;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] > x) hi = mid; else lo = mid + 1; }
+    return lo;
+  }
 
   function updateThreshold() {
     var value = filters.threshold;
     var count = D.histogram[value];
-    $("threshold-value").textContent = (value / BINS).toFixed(3);
-    var text = "label quality < " + (value / BINS).toFixed(3) + ": " + int(count) + " of " + int(D.num_samples) +
-      " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) + ".";
+    var limit = EDGES[value];
+    var kept = 0, suspect = 0;
+    for (var k = 0; k < N; k++) {
+      var reasons = reasonsOf(k);
+      if (!(reasons.length === 1 && reasons[0] === "label")) continue;
+      suspect++;
+      if (S.label_quality[k] < limit) kept++;
+    }
+    $("threshold-value").textContent = thresholdText();
+    var text = "label quality < " + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
+      " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) +
+      ". The grid keeps " + int(kept) + " of the " + int(suspect) + " listed suspect labels.";
     if (value > D.threshold) text += " The grid lists the scan's flagged samples only.";
     $("threshold-count").textContent = text;
+    Array.prototype.forEach.call(document.querySelectorAll("#threshold-hist .bar"), function (bar) {
+      bar.classList.toggle("below", +bar.getAttribute("data-from") < value);
+    });
+  }
+
+  // A histogram of label quality under the slider, on the slider's scale: one bar per
+  // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside.
+  function buildHistogram() {
+    var box = $("threshold-hist");
+    var listed = new Array(HIST_BARS).fill(0);
+    var width = BINS / HIST_BARS;
+    for (var k = 0; k < N; k++) {
+      var q = S.label_quality[k];
+      if (!(q >= 0)) continue;
+      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor((positionOf(q) - 1) / width)))]++;
+    }
+    var all = [], most = 1;
+    for (var b = 0; b < HIST_BARS; b++) {
+      var from = Math.round(b * width), to = Math.round((b + 1) * width);
+      all.push([from, to, D.histogram[to] - D.histogram[from]]);
+      most = Math.max(most, all[b][2], listed[b]);
+    }
+    all.forEach(function (a, b) {
+      var bar = el("div", "bar");
+      bar.setAttribute("data-from", String(a[0]));
+      bar.setAttribute("data-count", String(a[2]));
+      bar.setAttribute("data-listed", String(listed[b]));
+      bar.title = "label quality " + quality(EDGES[a[0]]) + " to " + quality(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
+        int(listed[b]) + " of them listed";
+      var total = el("div", "all");
+      total.style.height = (100 * Math.sqrt(a[2] / most)).toFixed(1) + "%";
+      var part = el("div", "listed");
+      part.style.height = (100 * Math.sqrt(listed[b] / most)).toFixed(1) + "%";
+      bar.appendChild(total);
+      bar.appendChild(part);
+      box.appendChild(bar);
+    });
   }
 
   // ---- page set-up -------------------------------------------------------------------------
@@ -880,8 +1026,9 @@
     });
     // After a choice the list lets go of the focus, so that the review keys act on the grid again
     // (a focused list would take "j" or "a" as the first letter of an option).
-    $("filter-given").addEventListener("change", function (e) { filters.given = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
-    $("filter-suggested").addEventListener("change", function (e) { filters.suggested = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
+    // A label filter and a mixed-up pair exclude each other: choosing one clears the other.
+    $("filter-given").addEventListener("change", function (e) { e.target.blur(); setFilters(e.target.value === "" ? -1 : +e.target.value, filters.pair ? -1 : filters.suggested, null); });
+    $("filter-suggested").addEventListener("change", function (e) { e.target.blur(); setFilters(filters.pair ? -1 : filters.given, e.target.value === "" ? -1 : +e.target.value, null); });
     $("filter-state").addEventListener("change", function (e) { filters.state = e.target.value; e.target.blur(); applyFilters(); });
     $("filter-view").addEventListener("change", function (e) { filters.view = e.target.value; e.target.blur(); applyFilters(); });
     var counts = {};
@@ -891,14 +1038,13 @@
       option.value = t.reason;
       $("filter-view").appendChild(option);
     });
-    if (D.class_overlap && D.class_overlap.length) {
-      var overlap = $("overlap");
-      D.class_overlap.forEach(function (o) {
-        overlap.appendChild(el("li", null, o.classes[0] + " \u2194 " + o.classes[1] + ": " + int(o.flagged_between) +
-          " flagged between them, " + int(o.duplicate_groups_across) + " near-duplicate groups across them (" + pct(o.share) + ")"));
-      });
-      $("overlap-panel").hidden = false;
-    }
+    $("overlap").addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-pair]");
+      if (!b) return;
+      var pair = b.getAttribute("data-pair").split(",").map(Number);
+      setFilters(-1, -1, pair);
+    });
+    $("pair-filter-clear").addEventListener("click", function () { setFilters(filters.given, filters.suggested, null); });
     $("clear-filters").addEventListener("click", function () {
       filters.view = "";
       $("filter-view").value = "";
@@ -906,12 +1052,13 @@
       $("filter-state").value = "";
       filters.threshold = D.threshold;
       $("threshold").value = String(D.threshold);
-      updateThreshold();
-      setFilters(-1, -1);
+      setFilters(-1, -1, null);
     });
 
     var slider = $("threshold");
+    slider.max = String(BINS);
     slider.value = String(D.threshold);
+    buildHistogram();
     var pending = false;
     slider.addEventListener("input", function () {
       filters.threshold = +slider.value;
