@@ -888,6 +888,21 @@ def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_pa
         info.text.startswith(f"Samples 101\u2013{min(200, expected)} of {expected:,}")
         or expected <= PAGE_SIZE
     )
+    # An import of 2,500 decisions is one undo step, too big to store: undoable until a reload only.
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    big = tmp_path / "big.csv"
+    big.write_text(
+        expected_csv([[i, "remove", "", ""] for i in flagged["sample_id"][:2500]]), encoding="utf-8"
+    )
+    browser.find_element("id", "import").send_keys(str(big))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element("id", "status").text.startswith("Imported 2,500")
+    )
+    assert browser.find_element("id", "decided-count").text.startswith("2,500 decided")
+    assert stored(browser)["history"] == [] and len(stored(browser)["decisions"]) == 2500
+    ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
+    assert browser.find_element("id", "decided-count").text.startswith("0 decided")
     data_mb = (review / "data.js").stat().st_size / 1e6
     print(
         f"\n50,000 flagged samples: data.js {data_mb:.1f} MB; page ready {loaded:.2f} s after navigation "

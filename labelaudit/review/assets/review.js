@@ -38,6 +38,7 @@
   var STORE_KEY = "labelaudit-review:" + D.review_key;
   var PICKER_MAX = 60; // the class picker lists at most this many matching classes at once
   var HISTORY_MAX = 500; // undo steps kept
+  var STORED_STEP_MAX = 2000; // a bigger step (an import) is undoable until a reload, with the steps before it
   var MATRIX_MAX_CLASSES = 60; // above this, a list of the most frequent pairs replaces the table
 
   var idIndex = Object.create(null);
@@ -111,7 +112,7 @@
     }
     try {
       storage.setItem(STORE_KEY, JSON.stringify({
-        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: history.map(stepToStore)
+        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: storedHistory().map(stepToStore)
       }));
     } catch (err) {
       warn("The browser refused to store the last decision (" + err.name + "): export decisions.csv now so nothing is lost.");
@@ -142,6 +143,12 @@
     var label = st[0] === "relabel" ? classIndex[st[1]] : -1;
     if (label === undefined) return null;
     return [st[0], label];
+  }
+  // The steps after the last one too big to store (localStorage holds a few MB).
+  function storedHistory() {
+    var from = 0;
+    for (var h = 0; h < history.length; h++) if (history[h].length > STORED_STEP_MAX) from = h + 1;
+    return history.slice(from);
   }
   function stepToStore(step) {
     return step.map(function (c) { return [S.id[c[0]], stateToStore(c[1]), stateToStore(c[2])]; });
