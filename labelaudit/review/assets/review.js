@@ -513,6 +513,9 @@
   // Enter or a click to choose, Esc to close. Choosing records relabel to that class; Enter with
   // no class highlighted does nothing.
   function openPicker(card) {
+    Array.prototype.forEach.call(document.querySelectorAll("#grid .picker:not([hidden])"), function (other) {
+      if (other.closest(".card") !== card) { other.hidden = true; other.querySelector(".picker-list").textContent = ""; }
+    }); // one list open at a time
     var picker = card.querySelector(".picker");
     picker.hidden = false;
     var input = picker.querySelector("input.picker-filter");
