@@ -982,7 +982,8 @@
   }
 
   // A histogram of label quality under the slider, on the slider's scale: one bar per
-  // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside.
+  // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside; bar
+  // heights on a log scale of the counts.
   function buildHistogram() {
     var box = $("threshold-hist");
     var listed = new Array(HIST_BARS).fill(0);
@@ -1006,9 +1007,9 @@
       bar.title = "label quality " + quality(EDGES[a[0]]) + " to " + quality(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
         int(listed[b]) + " of them listed";
       var total = el("div", "all");
-      total.style.height = (100 * Math.sqrt(a[2] / most)).toFixed(1) + "%";
-      var part = el("div", "listed");
-      part.style.height = (100 * Math.sqrt(listed[b] / most)).toFixed(1) + "%";
+      total.style.height = (100 * Math.log1p(a[2]) / Math.log1p(most)).toFixed(1) + "%"; // log heights: the
+      var part = el("div", "listed"); // clean samples near 1 would flatten the flagged ones
+      part.style.height = (100 * Math.log1p(listed[b]) / Math.log1p(most)).toFixed(1) + "%";
       bar.appendChild(total);
       bar.appendChild(part);
       box.appendChild(bar);
