@@ -842,14 +842,18 @@
   function fillMixedUp(c) {
     var box = $("overlap");
     box.textContent = "";
+    var groups = {}; // near-duplicate groups across two classes (summary.json's class_overlap)
+    (D.class_overlap || []).forEach(function (o) {
+      var a = classIndex[o.classes[0]], b = classIndex[o.classes[1]];
+      if (a !== undefined && b !== undefined && o.duplicate_groups_across) groups[Math.min(a, b) + "," + Math.max(a, b)] = o.duplicate_groups_across;
+    });
     var pairs = [];
     for (i = 0; i < K; i++) for (j = i + 1; j < K; j++) {
       var total = c.counts[i][j] + c.counts[j][i];
-      if (total) pairs.push([total, c.left[i][j] + c.left[j][i], i, j]);
+      var dup = groups[i + "," + j] || 0;
+      if (total || dup) pairs.push([total, c.left[i][j] + c.left[j][i], i, j, dup]);
     }
-    pairs.sort(function (a, b) { return b[0] - a[0] || a[2] - b[2] || a[3] - b[3]; });
-    var groups = {};
-    (D.class_overlap || []).forEach(function (o) { groups[o.classes[0] + "\u0000" + o.classes[1]] = groups[o.classes[1] + "\u0000" + o.classes[0]] = o.duplicate_groups_across; });
+    pairs.sort(function (a, b) { return b[0] - a[0] || b[4] - a[4] || a[2] - b[2] || a[3] - b[3]; });
     pairs.slice(0, 10).forEach(function (p) {
       var li = el("li");
       var button = el("button", "pair", CLASSES[p[2]] + " \u2194 " + CLASSES[p[3]]);
@@ -858,9 +862,8 @@
       var selected = filters.pair && filters.pair[0] === p[2] && filters.pair[1] === p[3];
       button.classList.toggle("selected", !!selected);
       li.appendChild(button);
-      var dup = groups[CLASSES[p[2]] + "\u0000" + CLASSES[p[3]]];
       li.appendChild(el("span", "key", " " + int(p[0]) + " samples between them" + (p[1] !== p[0] ? ", " + int(p[1]) + " undecided" : "") +
-        (dup ? "; " + int(dup) + " near-duplicate groups across them" : "")));
+        (p[4] ? "; " + int(p[4]) + " near-duplicate group" + (p[4] === 1 ? "" : "s") + " across them (in the scan)" : "")));
       box.appendChild(li);
     });
     $("overlap-empty").hidden = pairs.length > 0;
