@@ -21,7 +21,7 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def main() -> None:
@@ -67,11 +67,9 @@ def main() -> None:
         ActionChains(driver).send_keys("j").send_keys("a").perform()
         cards = driver.find_elements("css selector", "#grid .card")
         cards[1].find_element("css selector", "button[data-decision='remove']").click()
-        select = Select(cards[2].find_element("css selector", "select.relabel"))
-        given = cards[2].find_element("css selector", ".label.given").text
-        suggested = cards[2].find_element("css selector", ".label.suggested").text
-        other = next(o for o in select.options[1:] if o.text.split("  ", 1)[-1] not in (given, suggested))
-        select.select_by_value(other.get_attribute("value"))
+        cards[2].find_element("css selector", "button.pick").click()  # the card's class list
+        options = cards[2].find_elements("css selector", ".picker button.pick-class")
+        next(o for o in options if "(given)" not in o.text and "(suggested)" not in o.text).click()
         cards[3].find_element("css selector", ".meta").click()
         driver.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.5)  # thumbnails load lazily

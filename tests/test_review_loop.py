@@ -405,6 +405,167 @@ def test_apply_round_trips_a_decisions_csv(loop, tmp_path, capsys, accept_unrevi
     assert pd.read_parquet(tmp_path / "again" / "cleaned.parquet").equals(cleaned)
 
 
+def test_relabel_to_the_suggested_or_given_class_is_applied_as_chosen(loop, tmp_path, capsys):
+    """Issue 28 A: the review page records a class chosen from its list as relabel, even when it is the
+    suggested or the given class; apply gives the sample that class and counts it as a relabel."""
+    flagged = loop["flagged"]
+    first, second = flagged.iloc[0], flagged.iloc[1]
+    decisions = tmp_path / "decisions.csv"
+    pd.DataFrame(
+        {
+            "sample_id": [first["sample_id"], second["sample_id"]],
+            "decision": ["relabel", "relabel"],
+            "new_label": [first["suggested_label"], second["given_label"]],
+        }
+    ).to_csv(decisions, index=False)
+    ok(["apply", loop["run"], decisions, "--out", tmp_path / "out"], capsys)
+    rows = pd.read_parquet(tmp_path / "out" / "cleaned.parquet").set_index("sample_id")
+    assert rows.loc[first["sample_id"], ["label", "label_source"]].tolist() == [
+        first["suggested_label"],
+        "reviewed",
+    ]
+    assert rows.loc[second["sample_id"], ["label", "label_source"]].tolist() == [
+        second["given_label"],
+        "reviewed",
+    ]
+    info = json.loads((tmp_path / "out" / "apply.json").read_text())
+    assert info["decisions"]["relabel"] == 2 and info["decisions"]["accept"] == info["decisions"]["keep"] == 0
+    assert info["num_changed"] == int(first["suggested_label"] != first["given_label"])
+
+
+def reviewer_files(loop, folder: Path) -> tuple[list[Path], dict]:
+    """Three reviewers' decisions files on six flagged samples whose suggestion differs from the given
+    label: alice.csv (named by its stem), b.csv (a reviewer column naming "Bob") and carol.csv."""
+    flagged = loop["flagged"][loop["flagged"]["given_label"] != loop["flagged"]["suggested_label"]]
+    assert len(flagged) >= 6, "the fixture scan should flag six samples with another suggestion"
+    ids = flagged["sample_id"].tolist()[:6]
+    given = dict(zip(flagged["sample_id"], flagged["given_label"]))
+    suggested = dict(zip(flagged["sample_id"], flagged["suggested_label"]))
+    other = {i: next(c for c in loop["classes"] if c not in (given[i], suggested[i])) for i in ids}
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {
+        "alice.csv": [
+            (ids[0], "accept", ""),
+            (ids[1], "keep", ""),
+            (ids[2], "relabel", other[ids[2]]),
+            (ids[3], "remove", ""),
+            (ids[4], "unsure", ""),
+            (ids[5], "accept", ""),
+        ],
+        "b.csv": [
+            (ids[0], "relabel", suggested[ids[0]]),  # means the same as alice's accept
+            (ids[1], "remove", ""),
+            (ids[2], "relabel", other[ids[2]]),
+            (ids[4], "keep", ""),  # alice unsure: no vote, so Bob's keep stands
+            (ids[5], "keep", ""),
+        ],
+        "carol.csv": [(ids[1], "remove", ""), (ids[5], "relabel", other[ids[5]])],
+    }
+    files = []
+    for name, content in rows.items():
+        frame = pd.DataFrame(content, columns=["sample_id", "decision", "new_label"])
+        if name == "b.csv":
+            frame["reviewer"] = "Bob"
+        write_csv(folder / name, frame)
+        files.append(folder / name)
+    return files, {"ids": ids, "given": given, "suggested": suggested, "other": other}
+
+
+def test_apply_merges_several_reviewers_and_lists_their_conflicts(loop, tmp_path, capsys):
+    """Issue 28 D: apply RUN a.csv b.csv c.csv: agreement applies, conflicts follow --conflicts and are
+    listed in conflicts.csv, apply.json holds each reviewer's pairwise agreement."""
+    files, case = reviewer_files(loop, tmp_path / "reviews")
+    ids, given, suggested, other = case["ids"], case["given"], case["suggested"], case["other"]
+    before = snapshot(loop["root"], loop["run"], *files)
+    outcomes = {}
+    for rule in ("skip", "majority", "latest"):
+        out = tmp_path / rule
+        text = ok(
+            ["apply", loop["run"], *files, "--out", out, "--conflicts", rule, "--accept-unreviewed", "drop"],
+            capsys,
+        )
+        assert "3 reviewers" in text and "2 conflicts" in text and "conflicts.csv" in text
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            [
+                MARKER,
+                "apply.json",
+                "cleaned.csv",
+                "cleaned.parquet",
+                "conflicts.csv",
+                "decisions.csv",
+                "removed.csv",
+            ]
+        )
+        cleaned = pd.read_parquet(out / "cleaned.parquet").set_index("sample_id")
+        removed = read_table(out / "removed.csv", "removed").fillna("").set_index("sample_id")
+        outcomes[rule] = {
+            i: ("removed", removed.loc[i, "reason"])
+            if i in removed.index
+            else (cleaned.loc[i, "label"], cleaned.loc[i, "label_source"])
+            for i in ids
+        }
+        conflicts = read_table(out / "conflicts.csv", "conflicts").fillna("")
+        assert conflicts["sample_id"].tolist() == [ids[1], ids[5]]  # run order
+        assert conflicts["reviewers"].tolist() == ["alice;Bob;carol"] * 2
+        assert conflicts["decisions"].tolist() == ["keep;remove;remove", "accept;keep;relabel"]
+        assert conflicts.loc[1, "new_labels"] == f";;{other[ids[5]]}"
+        info = json.loads((out / "apply.json").read_text())
+        assert info["conflicts"] == rule and info["num_conflicts"] == 2
+        assert info["decisions_file"] is None
+        assert [r["name"] for r in info["reviewers"]] == ["alice", "Bob", "carol"]
+        assert [r["num_decisions"] for r in info["reviewers"]] == [6, 5, 2]
+        agreement = info["agreement"]
+        assert agreement["alice"]["with"]["Bob"] == {"both_voted": 4, "agreed": 2, "rate": 0.5}
+        assert agreement["alice"]["with"]["carol"] == {"both_voted": 2, "agreed": 0, "rate": 0.0}
+        assert agreement["Bob"]["with"]["carol"] == {"both_voted": 2, "agreed": 1, "rate": 0.5}
+        assert agreement["carol"]["rate"] == 0.25 and agreement["alice"]["num_voted"] == 5
+        resolutions = conflicts["resolution"].tolist()
+        assert (
+            resolutions
+            == {"skip": ["skip", "skip"], "majority": ["majority", "skip"], "latest": ["latest"] * 2}[rule]
+        )
+        assert info["num_conflicts_skipped"] == resolutions.count("skip")
+    agreed = {
+        ids[0]: (suggested[ids[0]], "reviewed"),
+        ids[2]: (other[ids[2]], "reviewed"),
+        ids[3]: ("removed", "remove"),
+        ids[4]: (given[ids[4]], "reviewed"),
+    }
+    # skip: a conflict keeps its given label, even under --accept-unreviewed drop.
+    assert outcomes["skip"] == {**agreed, ids[1]: (given[ids[1]], "given"), ids[5]: (given[ids[5]], "given")}
+    assert outcomes["majority"] == {**agreed, ids[1]: ("removed", "remove"), ids[5]: (given[ids[5]], "given")}
+    assert outcomes["latest"] == {
+        **agreed,
+        ids[1]: ("removed", "remove"),
+        ids[5]: (other[ids[5]], "reviewed"),
+    }
+    assert snapshot(loop["root"], loop["run"], *files) == before  # the inputs were only read
+
+
+def test_several_reviewers_errors_are_one_line(loop, tmp_path, capsys):
+    files, case = reviewer_files(loop, tmp_path / "reviews")
+    ids = case["ids"]
+    twice = tmp_path / "again" / "alice.csv"  # another alice
+    twice.parent.mkdir()
+    shutil.copy(files[0], twice)
+    two_names = tmp_path / "team.csv"
+    write_csv(
+        two_names, pd.DataFrame({"sample_id": ids[:2], "decision": ["keep"] * 2, "reviewer": ["x", "y"]})
+    )
+    unknown = tmp_path / "dave.csv"
+    write_csv(unknown, pd.DataFrame({"sample_id": [ids[0], "nope.png"], "decision": ["keep", "keep"]}))
+    for extra, fragments in (
+        [[files[0], twice], ["'alice.csv' and 'alice.csv' are both reviewer 'alice'"]],
+        [[files[0], two_names], ["'team.csv' names 2 reviewers", "one file per reviewer"]],
+        [[files[0], unknown], ["'dave.csv'", "'nope.png'", "not in the scan"]],
+        [[*files, "--conflicts", "vote"], ["--conflicts must be one of skip, majority, latest; got 'vote'"]],
+    ):
+        code, _, err = run(["apply", loop["run"], *extra, "--out", tmp_path / "out"], capsys)
+        assert code == 2, extra
+        one_line_error(err, *fragments)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
 def test_apply_errors_are_one_line_and_write_nothing(loop, tmp_path, capsys):
     ids = loop["flagged"]["sample_id"].tolist()
     suggested = loop["flagged"]["suggested_label"].tolist()

@@ -279,6 +279,20 @@ def test_review_page_duplicates_and_outliers_views_in_a_real_browser(planted, tm
     ).click()
     assert card_for(browser, planted["bag"]).find_element("css selector", ".state").text == "kept \u2192 Bag"
     assert copy.find_element("css selector", ".state").text == "remove from dataset"
+    # The group's decision is one undo step (issue 28): Backspace takes back both cards, then redo it.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
+    assert card_for(browser, planted["bag"]).find_element("css selector", ".state").text == "undecided"
+    assert copy.find_element("css selector", ".state").text == "undecided"
+    assert browser.find_element("id", "status").text.endswith(
+        "and 1 more back to undecided (0 more steps to undo)."
+    )
+    card_for(browser, planted["bag"]).find_element(
+        "css selector", "button[data-group-action='keep-one']"
+    ).click()
+    assert copy.find_element("css selector", ".state").text == "remove from dataset"
 
     view.select_by_value("outlier")
     outliers = (

@@ -85,10 +85,11 @@ def export_command(
 def apply_command(
     run_dir: RunDirArg,
     decisions: Annotated[
-        Path,
+        list[Path],
         path_argument(
             "decisions.csv (sample_id, decision, new_label, note; decision: accept, keep, relabel, "
-            "remove, unsure) or a Label Studio JSON export of the tasks labelaudit export wrote."
+            "remove, unsure) or a Label Studio JSON export of the tasks labelaudit export wrote; several "
+            "files: one per reviewer (named by a reviewer column, else the file name)."
         ),
     ],
     out: Annotated[
@@ -106,6 +107,15 @@ def apply_command(
             "suggested (take the scan's suggestion) or drop (remove them).",
         ),
     ] = "given",
+    conflicts: Annotated[
+        str,
+        typer.Option(
+            "--conflicts",
+            help="Several files: what a sample the reviewers disagree on becomes: skip (no decision, it "
+            "keeps its given label), majority (the most common decision; a tie skips) or latest (the last "
+            "file's). Conflicts are listed in conflicts.csv either way.",
+        ),
+    ] = "skip",
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -116,7 +126,13 @@ def apply_command(
     Label Studio: a skipped task is unreviewed; with several annotations the most recently updated
     one wins.
 
+    Several decisions files, one per reviewer: where they agree that is the decision; where they
+    disagree --conflicts decides, and conflicts.csv lists them; apply.json holds each reviewer's
+    agreement with the others.
+
     Example: labelaudit apply runs/audit1 decisions.csv --accept-unreviewed given --out runs/audit1-cleaned
+
+    Example: labelaudit apply runs/audit1 alice.csv bob.csv --conflicts majority --out runs/audit1-cleaned
     """
     from ..review.apply import apply_decisions, apply_inputs, apply_summary, default_apply_dir, write_apply
     from ..runs.directory import RunDirectory
@@ -130,7 +146,12 @@ def apply_command(
         inputs=apply_inputs(run, decisions),
         overwrite=overwrite,
     ) as output:
-        result = apply_decisions(run, decisions, accept_unreviewed=accept_unreviewed)
+        result = apply_decisions(
+            run,
+            decisions if len(decisions) > 1 else decisions[0],
+            accept_unreviewed=accept_unreviewed,
+            conflicts=conflicts,
+        )
         written = write_apply(result, output)
     if json_output:
         typer.echo(json_text({"out": str(written), **apply_summary(result)}))
@@ -146,6 +167,17 @@ def apply_command(
         f"Cleaned manifest: {c['num_kept']} samples, {c['num_changed']} with a new label; {c['num_removed']} "
         f"removed (removed.csv)."
     )
+    if result.reviews is not None:
+        reviews = result.reviews
+        rates = ", ".join(
+            f"{escape(name)} " + ("-" if a["rate"] is None else f"{100 * a['rate']:.0f}%")
+            for name, a in reviews.agreement.items()
+        )
+        stdout.print(
+            f"{len(reviews.reviewers)} reviewers (agreement with the others: {rates}); "
+            f"{len(reviews.conflicts)} conflicts ({reviews.rule}: {len(reviews.skipped)} left undecided, "
+            "keeping their given label), listed in conflicts.csv."
+        )
     if c["num_conflicting_reviews"]:
         stdout.print(
             f"{c['num_conflicting_reviews']} tasks had annotations that disagree: the latest one was used."

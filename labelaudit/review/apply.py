@@ -12,6 +12,10 @@ holds the kept samples with ``label_source``: ``reviewed`` (accept, keep, relabe
 ``suggested`` (flagged and unreviewed under ``accept_unreviewed="suggested"``).
 ``removed.csv`` holds the samples a reviewer removed and, under ``accept_unreviewed="drop"``,
 the flagged samples nobody reviewed.
+
+Several decisions files (one per reviewer) are merged first (:mod:`labelaudit.review.reviewers`:
+agreement, conflicts and the ``conflicts`` rule); ``conflicts.csv`` lists the samples they
+disagree on, and a conflict left undecided keeps its given label.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from ..runs.fingerprints import data_fingerprint
 from ..runs.scan_run import ScanRun, load_run
 from .decisions import DECISION_COLUMNS, DECISIONS, Decisions, read_decisions_table
 from .label_studio_decisions import MULTIPLE_ANNOTATIONS_RULE, read_label_studio_export
+from .reviewers import CONFLICT_COLUMNS, CONFLICT_RULES, Reviews, merge_reviews
 
 #: The names importable from here, including those of the decisions readers, which have their own
 #: modules.
 __all__ = [
     "ACCEPT_UNREVIEWED",
     "CLEANED_COLUMNS",
+    "CONFLICT_COLUMNS",
+    "CONFLICT_RULES",
     "DECISIONS",
     "DECISION_COLUMNS",
     "LABEL_SOURCES",
@@ -44,6 +51,7 @@ __all__ = [
     "REMOVED_COLUMNS",
     "ApplyResult",
     "Decisions",
+    "Reviews",
     "apply_decisions",
     "apply_inputs",
     "apply_summary",
@@ -94,7 +102,8 @@ class ApplyResult:
     """What :func:`apply_decisions` made.
 
     ``cleaned`` (:data:`CLEANED_COLUMNS`) and ``removed`` (:data:`REMOVED_COLUMNS`) partition the
-    run's samples; ``decisions`` are the decisions applied (as read); ``counts`` go to ``apply.json``.
+    run's samples; ``decisions`` are the decisions applied (as read; merged from several reviewers
+    when ``reviews`` is set); ``counts`` go to ``apply.json``.
     """
 
     run: object  # labelaudit.runs.scan_run.ScanRun
@@ -103,10 +112,20 @@ class ApplyResult:
     cleaned: pd.DataFrame
     removed: pd.DataFrame
     counts: dict = field(default_factory=dict)
+    reviews: Reviews | None = None
+
+    @property
+    def sources(self) -> list[Decisions]:
+        """The decisions files read: one, or one per reviewer."""
+        return self.reviews.sources if self.reviews is not None else [self.decisions]
 
 
 def apply_decisions(
-    run_dir, decisions: str | os.PathLike | Decisions, *, accept_unreviewed: str = "given"
+    run_dir,
+    decisions,
+    *,
+    accept_unreviewed: str = "given",
+    conflicts: str = "skip",
 ) -> ApplyResult:
     """Apply reviewers' decisions to a scan's samples.
 
@@ -114,11 +133,15 @@ def apply_decisions(
     ----------
     run_dir : path-like or labelaudit.runs.scan_run.ScanRun
         The scan's run directory.
-    decisions : path-like or Decisions
-        A decisions file or Label Studio export (see :func:`read_decisions`).
+    decisions : path-like or Decisions, or a list of them
+        A decisions file or Label Studio export (see :func:`read_decisions`), or several, one per
+        reviewer (merged by :func:`labelaudit.review.reviewers.merge_reviews`).
     accept_unreviewed : {"given", "suggested", "drop"}, default="given"
         What a flagged sample without a decision (or with ``unsure``) becomes: its given label,
         the scan's suggested label, or removed.
+    conflicts : {"skip", "majority", "latest"}, default="skip"
+        Several reviewers: what a sample they disagree on becomes (skip: no decision, it keeps
+        its given label; majority: the most common decision, a tie skips; latest: the last file's).
 
     Returns
     -------
@@ -128,9 +151,15 @@ def apply_decisions(
         raise ConfigError(
             f"--accept-unreviewed must be one of {', '.join(ACCEPT_UNREVIEWED)}; got {accept_unreviewed!r}"
         )
+    if conflicts not in CONFLICT_RULES:
+        raise ConfigError(f"--conflicts must be one of {', '.join(CONFLICT_RULES)}; got {conflicts!r}")
     run = run_dir if isinstance(run_dir, ScanRun) else load_run(run_dir)
-    if not isinstance(decisions, Decisions):
-        decisions = read_decisions(decisions, run)
+    given_list = list(decisions) if isinstance(decisions, (list, tuple)) else [decisions]
+    if not given_list:
+        raise ConfigError("apply needs at least one decisions file")
+    read = [d if isinstance(d, Decisions) else read_decisions(d, run) for d in given_list]
+    reviews = merge_reviews(read, run, conflicts=conflicts) if len(read) > 1 else None
+    decisions = reviews.decisions if reviews is not None else read[0]
     report = run.report
     ids = report["sample_id"].astype(str).to_numpy(dtype=object)
     given = report["given_label"].astype(str).to_numpy(dtype=object)
@@ -140,8 +169,9 @@ def apply_decisions(
     # "drop" but keep their given label under "suggested" (no confident suggestion exists).
     ambiguous = report["is_ambiguous"].to_numpy(dtype=bool) if "is_ambiguous" in report else None
     decision, new_label, note = _decisions_by_sample(ids, decisions.frame)
+    skipped = np.isin(ids, reviews.skipped) if reviews is not None else None
     label, source, removed, reason = _outcomes(
-        given, suggested, flagged, decision, new_label, accept_unreviewed, ambiguous
+        given, suggested, flagged, decision, new_label, accept_unreviewed, ambiguous, skipped
     )
     paths = report["path"].astype(str).to_numpy(dtype=object)
     keep = ~removed
@@ -170,7 +200,8 @@ def apply_decisions(
         accept_unreviewed=accept_unreviewed,
         cleaned=cleaned,
         removed=removed_frame,
-        counts=_counts(decisions, decision, flagged, label, given, source, keep),
+        counts=_counts(decisions, decision, flagged, label, given, source, keep, skipped),
+        reviews=reviews,
     )
 
 
@@ -197,9 +228,12 @@ def _outcomes(
     new_label: np.ndarray,
     accept_unreviewed: str,
     ambiguous: np.ndarray | None = None,
+    skipped: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What becomes of each sample: ``(label, label_source, removed, reason)``, ``(N,)`` each;
-    ``reason`` is ``remove`` or ``unreviewed`` for a removed sample, "" otherwise."""
+    ``reason`` is ``remove`` or ``unreviewed`` for a removed sample, "" otherwise. ``skipped``
+    (``(N,)`` bool): reviewers' conflicts left undecided, which keep their given label whatever
+    ``accept_unreviewed`` says."""
     label = given.copy()
     source = np.full(len(given), "given", dtype=object)
     removed = decision == "remove"
@@ -209,6 +243,10 @@ def _outcomes(
         label[mask] = take[mask]
         source[mask] = "reviewed"
     unreviewed = flagged & np.isin(decision, ["", "unsure"])
+    if skipped is not None:
+        unreviewed &= ~skipped
+        if ambiguous is not None:
+            ambiguous = ambiguous & ~skipped
     if accept_unreviewed == "suggested":
         label[unreviewed] = suggested[unreviewed]
         source[unreviewed] = "suggested"
@@ -228,16 +266,20 @@ def _counts(
     given: np.ndarray,
     source: np.ndarray,
     keep: np.ndarray,
+    skipped: np.ndarray | None = None,
 ) -> dict:
     """The counts of ``apply.json``: samples, decisions, what was kept, removed and changed."""
     reviewed = np.isin(decision, _REVIEWED)
+    unreviewed = flagged & np.isin(decision, ["", "unsure"])
+    if skipped is not None:
+        unreviewed &= ~skipped
     return {
         "num_samples": int(len(decision)),
         "num_flagged": int(flagged.sum()),
         "num_decisions": int(len(decisions.frame)),
         "decisions": {name: int((decision == name).sum()) for name in DECISIONS},
         "num_reviewed": int(reviewed.sum()),
-        "num_unreviewed_flagged": int((flagged & np.isin(decision, ["", "unsure"])).sum()),
+        "num_unreviewed_flagged": int(unreviewed.sum()),
         "num_reviewed_unflagged": int((~flagged & reviewed).sum()),
         "num_kept": int(keep.sum()),
         "num_removed": int((~keep).sum()),
@@ -248,19 +290,43 @@ def _counts(
 
 
 def apply_summary(result: ApplyResult) -> dict:
-    """``apply.json``: where the decisions came from, the rule for unreviewed samples, and counts."""
+    """``apply.json``: where the decisions came from, the rule for unreviewed samples, and counts.
+
+    With several reviewers also ``reviewers`` (name, file, format, number of decisions each),
+    ``conflicts`` (the rule), ``num_conflicts``, ``num_conflicts_skipped`` and ``agreement``
+    (:attr:`labelaudit.review.reviewers.Reviews.agreement`); ``decisions_file`` is then None.
+    """
     run = result.run
+    reviews = result.reviews
+    several = {}
+    if reviews is not None:
+        several = {
+            "reviewers": [
+                {
+                    "name": name,
+                    "decisions_file": str(d.path.resolve()),
+                    "decisions_format": d.format,
+                    "num_decisions": int(len(d.frame)),
+                }
+                for name, d in zip(reviews.reviewers, reviews.sources)
+            ],
+            "conflicts": reviews.rule,
+            "num_conflicts": int(len(reviews.conflicts)),
+            "num_conflicts_skipped": len(reviews.skipped),
+            "agreement": reviews.agreement,
+        }
     return {
         "kind": "apply",
         "format_version": 1,
         "scan_run_dir": str(run.path),
         "source": str(run.table.source),
-        "decisions_file": str(result.decisions.path.resolve()),
+        "decisions_file": None if reviews is not None else str(result.decisions.path.resolve()),
         "decisions_format": result.decisions.format,
         "accept_unreviewed": result.accept_unreviewed,
         "multiple_annotations_rule": MULTIPLE_ANNOTATIONS_RULE
-        if result.decisions.format == "label-studio"
+        if any(d.format == "label-studio" for d in result.sources)
         else None,
+        **several,
         **result.counts,
         "class_names": list(run.class_names),
         "scan_data_fingerprint": run.summary.get("data_fingerprint"),
@@ -268,7 +334,9 @@ def apply_summary(result: ApplyResult) -> dict:
         "data_fingerprint": data_fingerprint(
             result.cleaned["sample_id"].tolist(), result.cleaned["label"].tolist()
         ),
-        "files": ["cleaned.parquet", "cleaned.csv", "removed.csv", "decisions.csv", "apply.json"],
+        "files": ["cleaned.parquet", "cleaned.csv", "removed.csv", "decisions.csv"]
+        + (["conflicts.csv"] if reviews is not None else [])
+        + ["apply.json"],
         "labelaudit_version": __version__,
     }
 
@@ -279,30 +347,38 @@ def default_apply_dir(run_dir: str | os.PathLike) -> Path:
     return path.parent / f"{path.name}-cleaned"
 
 
-def apply_inputs(run, decisions_path: str | os.PathLike | None) -> list[Path]:
-    """Everything ``apply`` reads: the scan's run directory, its images (folders), the decisions file."""
-    return input_paths(run.table, [run.path, decisions_path])
+def apply_inputs(run, decisions_path) -> list[Path]:
+    """Everything ``apply`` reads: the scan's run directory, its images (folders), the decisions
+    file(s) (``decisions_path``: a path, a list of paths, or None)."""
+    files = list(decisions_path) if isinstance(decisions_path, (list, tuple)) else [decisions_path]
+    return input_paths(run.table, [run.path, *files])
 
 
 def write_apply(
     result: ApplyResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False
 ) -> Path:
     """Write ``cleaned.parquet``, ``cleaned.csv``, ``removed.csv``, ``decisions.csv`` (the decisions
-    applied, in the decisions-file format) and ``apply.json``, all or nothing.
+    applied, in the decisions-file format; merged with several reviewers), ``conflicts.csv``
+    (several reviewers: :data:`CONFLICT_COLUMNS`) and ``apply.json``, all or nothing.
 
     ``out_dir`` is a path or an opened :class:`~labelaudit.runs.directory.RunDirectory`; ``overwrite``
     replaces an earlier apply's folder (nothing else that is not empty is ever replaced).
     """
     output = as_run_directory(
-        out_dir, "apply", inputs=lambda: apply_inputs(result.run, result.decisions.path), overwrite=overwrite
+        out_dir,
+        "apply",
+        inputs=lambda: apply_inputs(result.run, [d.path for d in result.sources]),
+        overwrite=overwrite,
     )
     with output.writing() as tmp:
         write_parquet(tmp / "cleaned.parquet", result.cleaned)
         write_csv(tmp / "cleaned.csv", result.cleaned)
         write_csv(tmp / "removed.csv", result.removed)
         frame = result.decisions.frame.copy()
-        if result.decisions.format == "label-studio":  # the chosen class matters only for relabel
+        if result.decisions.format in ("label-studio", "merged"):  # the class matters only for relabel
             frame["new_label"] = frame["new_label"].where(frame["decision"] == "relabel", "")
         write_csv(tmp / "decisions.csv", frame[DECISION_COLUMNS])
+        if result.reviews is not None:
+            write_csv(tmp / "conflicts.csv", result.reviews.conflicts[CONFLICT_COLUMNS])
         write_json(tmp / "apply.json", apply_summary(result))
     return output.path

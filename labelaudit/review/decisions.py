@@ -43,12 +43,20 @@ class Decisions:
     format : {"decisions-csv", "label-studio"}
     num_conflicting : int
         Label Studio: tasks whose counted annotations chose different classes (the latest won).
+    reviewer : str or None
+        Who decided: the file's ``reviewer`` column (one name per file), None without one.
     """
 
     frame: pd.DataFrame
     path: Path
     format: str
     num_conflicting: int = 0
+    reviewer: str | None = None
+
+    @property
+    def reviewer_name(self) -> str:
+        """The ``reviewer`` column's name, else the file's stem (``alice.csv`` -> ``alice``)."""
+        return self.reviewer or self.path.stem
 
 
 def read_decisions_table(path: Path, run) -> Decisions:
@@ -57,9 +65,12 @@ def read_decisions_table(path: Path, run) -> Decisions:
     page writes it; another label is an error); ``note`` optional, other columns ignored. Cells
     escaped against spreadsheet formulas (``'=x``) read back unescaped. A row with an empty
     ``decision`` is unreviewed, unless it has a ``new_label``, which then means ``relabel``. One
-    row per sample.
+    row per sample. An optional ``reviewer`` column names who decided: one name in the whole file
+    (empty cells allowed), since a file is one reviewer's (``apply`` takes one file per reviewer).
     """
-    text, line = _filled_rows(path, read_table(path, "decisions file"))
+    table = read_table(path, "decisions file")
+    reviewer = _reviewer(path, table)
+    text, line = _filled_rows(path, table)
     ids, decision, new_label, note = (
         text["sample_id"],
         text["decision"].str.strip().str.lower(),
@@ -83,7 +94,22 @@ def read_decisions_table(path: Path, run) -> Decisions:
     out = pd.DataFrame(
         {"sample_id": ids, "decision": decision, "new_label": labels.where(relabel, ""), "note": note}
     )
-    return Decisions(out[out["decision"] != ""].reset_index(drop=True), path, "decisions-csv")
+    return Decisions(
+        out[out["decision"] != ""].reset_index(drop=True), path, "decisions-csv", reviewer=reviewer
+    )
+
+
+def _reviewer(path: Path, frame: pd.DataFrame) -> str | None:
+    """The one name in ``frame``'s ``reviewer`` column, None without the column or a name in it."""
+    if "reviewer" not in [str(c) for c in frame.columns]:
+        return None
+    names = sorted({v.strip() for v in text_column(frame, "reviewer") if v.strip()})
+    if len(names) > 1:
+        raise ManifestError(
+            f"decisions file {path.name!r} names {len(names)} reviewers in its reviewer column "
+            f"({some(names)}); give apply one file per reviewer"
+        )
+    return names[0] if names else None
 
 
 def _filled_rows(path: Path, frame: pd.DataFrame) -> tuple[dict[str, pd.Series], Callable[[int], str]]:

@@ -21,8 +21,11 @@ from ..runs.directory import check_matrix_fingerprint, data_fingerprint
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..runs.scan_run import read_run_json
 
-#: The threshold slider's resolution: ``histogram[i]`` counts samples with label_quality < i / BINS.
+#: The threshold slider's resolution: ``histogram[i]`` counts samples with label_quality < edges[i]
+#: (:func:`slider_edges`: a log scale).
 HISTOGRAM_BINS = 1000
+#: The smallest and largest decade the log-scale slider may start at (10**-8 ... 10**-1).
+_LOWEST_DECADE, _HIGHEST_DECADE = -8, -1
 #: Cards per page of the grid.
 PAGE_SIZE = 100
 #: decisions.csv columns and decision values (the contract with ``labelaudit apply``).
@@ -52,7 +55,8 @@ class ReviewData:
     non-empty ``reason``); ``num_flagged`` counts all of them.
     ``transition_matrix`` is ``(K, K)`` with ``T[i, j] = P(given = j | true = i)`` (rows = true
     class). ``histogram`` has ``HISTOGRAM_BINS + 1`` entries: ``histogram[i]`` = number of samples
-    (all of them, flagged or not) with ``label_quality < i / HISTOGRAM_BINS``.
+    (all of them, flagged or not) with ``label_quality < edges[i]``; ``edges`` (``(BINS + 1,)``,
+    :func:`slider_edges`) are the slider's values, ``i / HISTOGRAM_BINS`` (a linear scale) when None.
     """
 
     run_dir: Path
@@ -64,6 +68,34 @@ class ReviewData:
     transition_matrix: np.ndarray
     histogram: np.ndarray
     review_key: str
+    edges: np.ndarray | None = None
+
+    @property
+    def slider_edges(self) -> np.ndarray:
+        """``edges``, or the linear ``i / HISTOGRAM_BINS`` when None; shape ``(HISTOGRAM_BINS + 1,)``."""
+        if self.edges is not None:
+            return np.asarray(self.edges, dtype=np.float64)
+        return np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
+
+
+def slider_edges(quality: np.ndarray) -> np.ndarray:
+    """The threshold slider's label-quality values, on a log scale, shape ``(HISTOGRAM_BINS + 1,)``.
+
+    ``edges[0] = 0`` (nothing below it); ``edges[1:]`` rise log-evenly from ``10**lo`` to
+    ``edges[HISTOGRAM_BINS] = 1``, ``lo`` the decade at or below the smallest positive value of
+    ``quality`` (``(N,)``, any order; within ``[-8, -1]``; ``-3`` when none is positive). Flagged
+    samples sit at small values (most below 0.003 on a real scan): a linear scale gave them 3 of
+    its 1,000 steps, this one hundreds.
+    """
+    quality = np.asarray(quality, dtype=np.float64)
+    positive = quality[np.isfinite(quality) & (quality > 0)]
+    lo = int(np.floor(np.log10(positive.min()))) if positive.size else -3
+    lo = min(max(lo, _LOWEST_DECADE), _HIGHEST_DECADE)
+    edges = np.empty(HISTOGRAM_BINS + 1, dtype=np.float64)
+    edges[0] = 0.0
+    edges[1:] = 10.0 ** (lo * (1.0 - np.arange(HISTOGRAM_BINS) / (HISTOGRAM_BINS - 1)))
+    edges[1], edges[-1] = 10.0**lo, 1.0  # exactly
+    return edges
 
 
 def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None) -> ReviewData:
@@ -92,7 +124,7 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
     transition = _read_transition_matrix(path / MATRIX_FILES["cleaned"], names)
 
     quality = report["label_quality"].to_numpy(dtype=np.float64)
-    edges = np.arange(HISTOGRAM_BINS + 1) / HISTOGRAM_BINS
+    edges = slider_edges(quality)
     histogram = np.searchsorted(np.sort(quality[np.isfinite(quality)]), edges, side="left")
     # Listed: suspect labels and, where the scan searched them, near-duplicates of another label and outliers.
     from .export import flagged_report
@@ -114,6 +146,7 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         transition_matrix=transition,
         histogram=histogram,
         review_key=digest.hexdigest()[:32],
+        edges=edges,
     )
 
 
@@ -209,14 +242,16 @@ def page_data(
     """The object ``data.js`` assigns to ``window.LABELAUDIT_REVIEW`` (columns as arrays).
 
     ``samples.given``/``samples.suggested`` are indices into ``classes``; ``samples.thumb[i]``
-    is 1 when ``thumbs/<i>.jpg`` exists; ``threshold`` is the slider's starting position (in
-    ``1 / HISTOGRAM_BINS`` steps): the scan's learned label-quality boundary, raised where
-    needed so that every listed sample lies below it.
+    is 1 when ``thumbs/<i>.jpg`` exists; ``slider_edges[i]`` is the label-quality value of the
+    slider's position ``i`` and ``histogram[i]`` the number of all samples below it;
+    ``threshold`` is the slider's starting position: the scan's learned label-quality boundary,
+    raised where needed so that every listed sample lies below it.
     """
     flagged, summary = data.flagged, data.summary
     index = {name: i for i, name in enumerate(data.class_names)}
     quality = flagged["label_quality"].to_numpy(dtype=np.float64)
-    threshold = _slider_start(flagged, summary.get("flag_rule") or {})
+    edges = data.slider_edges
+    threshold = _slider_start(flagged, summary.get("flag_rule") or {}, edges)
 
     def numbers(column: str) -> list:
         return [round(float(v), 4) for v in flagged[column].to_numpy(dtype=np.float64)]
@@ -241,6 +276,7 @@ def page_data(
         "num_flagged": data.num_flagged,
         "histogram_bins": HISTOGRAM_BINS,
         "histogram": data.histogram.tolist(),
+        "slider_edges": [float(v) for v in edges],
         "threshold": threshold,
         "page_size": PAGE_SIZE,
         "thumb_size": thumb_size,
@@ -254,7 +290,7 @@ def page_data(
             "suggested": flagged["suggested_label"].astype(str).map(index).astype(int).tolist(),
             "confidence": numbers("confidence"),
             "suggested_confidence": numbers("suggested_confidence"),
-            "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with i / BINS
+            "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with edges
             "rank": flagged["rank"].astype(int).tolist(),
             # The calibrated probability that the given label is wrong (null: a scan from before it).
             "p_label_wrong": numbers("p_label_wrong") if "p_label_wrong" in flagged else None,
@@ -267,9 +303,10 @@ def page_data(
     }
 
 
-def _slider_start(flagged: pd.DataFrame, rule: dict) -> int:
-    """The label-quality slider's starting position, in ``1 / HISTOGRAM_BINS`` steps: the scan's
-    learned boundary, raised where needed so that every listed suspect label lies below it."""
+def _slider_start(flagged: pd.DataFrame, rule: dict, edges: np.ndarray) -> int:
+    """The label-quality slider's starting position (an index into ``edges``, ``(BINS + 1,)``
+    increasing): the scan's learned boundary, raised where needed so that every listed suspect
+    label lies below it."""
     quality = flagged["label_quality"].to_numpy(dtype=np.float64)
     # The slider filters suspect labels; near-duplicates and outliers stay listed.
     suspect = (
@@ -282,14 +319,14 @@ def _slider_start(flagged: pd.DataFrame, rule: dict) -> int:
     # The learned rule is label_quality < learned: start there (rounded down to a slider step, so
     # the count shown never exceeds the scan's), but never below a flagged sample's value.
     threshold = (
-        int(np.floor(learned * HISTOGRAM_BINS))
+        max(0, int(np.searchsorted(edges, learned, side="right")) - 1)
         if isinstance(learned, (int, float)) and np.isfinite(learned)
         else 0
     )
     if len(finite):
-        threshold = max(threshold, int(np.floor(finite.max() * HISTOGRAM_BINS)) + 1)
+        threshold = max(threshold, int(np.searchsorted(edges, finite.max(), side="right")))
     elif not threshold:
-        threshold = HISTOGRAM_BINS // 2
+        threshold = int(np.searchsorted(edges, 0.5))
     threshold = min(threshold, HISTOGRAM_BINS)
 
     return threshold

@@ -5,7 +5,8 @@
  * innerHTML, so a class or file name such as <img src=x onerror=...> shows as text.
  * Decisions live in localStorage under "labelaudit-review:<review_key>" and are exported as
  * decisions.csv (sample_id, decision, new_label, note), cells escaped against spreadsheet
- * formulas as labelaudit's own CSVs are.
+ * formulas as labelaudit's own CSVs are. Every change of decisions is one step of an undo stack
+ * (Backspace, Ctrl+Z), saved in the same localStorage entry as the decisions it undoes.
  */
 (function () {
   "use strict";
@@ -24,6 +25,9 @@
   var K = CLASSES.length;
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
+  // The slider's label-quality value at each position (a log scale; linear for older pages).
+  var EDGES = D.slider_edges || D.histogram.map(function (_, p) { return p / BINS; });
+  var HIST_BARS = 50; // bars of the histogram under the slider
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
   // The issue types a sample can be listed for (labelaudit/audit/issue_types.py), in reason order.
   var ISSUE_TYPES = D.issue_types || [{ reason: "label", title: "suspect label", view: "suspect labels" }];
@@ -32,7 +36,9 @@
   var DONE = { accept: "accepted", keep: "kept", relabel: "relabelled", remove: "remove from dataset", unsure: "unsure" };
   var KEY_DECISION = { a: "accept", g: "keep", r: "remove", u: "unsure" };
   var STORE_KEY = "labelaudit-review:" + D.review_key;
-  var EAGER_OPTIONS = K <= 100; // class lists of bigger taxonomies are filled when opened
+  var PICKER_MAX = 60; // the class picker lists at most this many matching classes at once
+  var HISTORY_MAX = 500; // undo steps kept
+  var STORED_STEP_MAX = 2000; // a bigger step (an import) is undoable until a reload, with the steps before it
   var MATRIX_MAX_CLASSES = 60; // above this, a list of the most frequent pairs replaces the table
 
   var idIndex = Object.create(null);
@@ -93,6 +99,7 @@
       var note = typeof entry[2] === "string" ? entry[2] : "";
       if (decision || note) decisions[index] = { decision: decision, label: label, note: note };
     });
+    if (Array.isArray(saved.history)) history = saved.history.map(stepFromStore).filter(function (s) { return s; });
   }
 
   function saveDecisions() {
@@ -104,7 +111,9 @@
       if (d && (d.decision || d.note)) out[S.id[k]] = [d.decision, d.label >= 0 ? CLASSES[d.label] : null, d.note];
     }
     try {
-      storage.setItem(STORE_KEY, JSON.stringify({ version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out }));
+      storage.setItem(STORE_KEY, JSON.stringify({
+        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: storedHistory().map(stepToStore)
+      }));
     } catch (err) {
       warn("The browser refused to store the last decision (" + err.name + "): export decisions.csv now so nothing is lost.");
     }
@@ -117,18 +126,121 @@
     return "";
   }
 
-  function decide(index, decision, label) {
-    var d = decisions[index] || { decision: "", label: -1, note: "" };
-    if (decision === "relabel") { // another class that is the given or suggested one is keep or accept
-      if (label === S.given[index]) decision = "keep";
-      else if (label === S.suggested[index]) decision = "accept";
+  // ---- undo --------------------------------------------------------------------------------
+  // history: the undo stack, oldest first. A step is the list of the cards one action changed,
+  // each [index, before, after] with before/after = [decision, label index]. A step is undone only
+  // while its cards still hold its "after" (the stack and the stored decisions never disagree).
+  var history = [];
+
+  function stateOf(index) {
+    var d = decisions[index];
+    return d && d.decision ? [d.decision, d.label] : ["", -1];
+  }
+  function sameState(a, b) { return a[0] === b[0] && a[1] === b[1]; }
+  function stateToStore(st) { return [st[0], st[1] >= 0 ? CLASSES[st[1]] : null]; }
+  function stateFromStore(st) {
+    if (!Array.isArray(st) || (st[0] !== "" && DECISIONS.indexOf(st[0]) < 0)) return null;
+    var label = st[0] === "relabel" ? classIndex[st[1]] : -1;
+    if (label === undefined) return null;
+    return [st[0], label];
+  }
+  // The steps after the last one too big to store (localStorage holds a few MB).
+  function storedHistory() {
+    var from = 0;
+    for (var h = 0; h < history.length; h++) if (history[h].length > STORED_STEP_MAX) from = h + 1;
+    return history.slice(from);
+  }
+  function stepToStore(step) {
+    return step.map(function (c) { return [S.id[c[0]], stateToStore(c[1]), stateToStore(c[2])]; });
+  }
+  function stepFromStore(stored) {
+    if (!Array.isArray(stored) || !stored.length) return null;
+    var step = [];
+    for (var s = 0; s < stored.length; s++) {
+      var c = stored[s];
+      var index = Array.isArray(c) ? idIndex[c[0]] : undefined;
+      var before = index === undefined ? null : stateFromStore(c[1]);
+      var after = index === undefined ? null : stateFromStore(c[2]);
+      if (!before || !after) return null; // a sample this page does not list, or a class it lacks
+      step.push([index, before, after]);
     }
-    d.decision = decision;
-    d.label = decision === "relabel" ? label : -1;
+    return step;
+  }
+
+  function setState(index, st) {
+    var d = decisions[index] || { decision: "", label: -1, note: "" };
+    d.decision = st[0];
+    d.label = st[0] === "relabel" ? st[1] : -1;
     decisions[index] = d;
+  }
+
+  // Apply changes [[index, decision, label], ...] as one undo step.
+  function change(list) {
+    var step = [];
+    list.forEach(function (c) {
+      var before = stateOf(c[0]);
+      var after = [c[1], c[1] === "relabel" ? c[2] : -1];
+      if (sameState(before, after)) return;
+      setState(c[0], after);
+      step.push([c[0], before, after]);
+    });
+    if (!step.length) return 0;
+    history.push(step);
+    if (history.length > HISTORY_MAX) history.splice(0, history.length - HISTORY_MAX);
     saveDecisions();
-    refreshCard(index);
+    step.forEach(function (c) { refreshCard(c[0]); });
     updateCounts();
+    updateMatrixCounts();
+    return step.length;
+  }
+
+  // A class chosen for a card is recorded as chosen: relabel to it, even when it is the given or
+  // the suggested class (apply gives the sample that class either way).
+  function decide(index, decision, label) { change([[index, decision, label]]); }
+
+  function describe(index) {
+    var d = decisions[index];
+    if (!d || !d.decision) return "undecided";
+    return d.decision === "remove" || d.decision === "unsure" ? DONE[d.decision] : DONE[d.decision] + " \u2192 " + newLabel(index, d);
+  }
+
+  function undo() {
+    var step = history.pop();
+    if (!step) { status("Nothing to undo."); return; }
+    var stale = step.some(function (c) { return !sameState(stateOf(c[0]), c[2]); });
+    if (stale) { // changed since in a way the stack does not know (e.g. another tab): drop the stack
+      history = [];
+      saveDecisions();
+      status("Not undone: that card changed since; the undo history was cleared.");
+      return;
+    }
+    step.forEach(function (c) { setState(c[0], c[1]); });
+    saveDecisions();
+    step.forEach(function (c) { refreshCard(c[0]); });
+    updateCounts();
+    updateMatrixCounts();
+    var index = step[0][0];
+    showCard(index);
+    status("Undone: " + S.id[index] + (step.length > 1 ? " and " + (step.length - 1) + " more" : "") + " back to " + describe(index) +
+      " (" + history.length + " more step" + (history.length === 1 ? "" : "s") + " to undo).");
+  }
+
+  // Bring a sample's card into view and highlight it, when the filters list it.
+  function showCard(index) {
+    var position = matches.indexOf(index);
+    if (position < 0) return;
+    var wanted = Math.floor(position / PAGE);
+    if (wanted !== page) { page = wanted; current = -1; render(); }
+    for (var p = 0; p < cards.length; p++) {
+      if (+cards[p].getAttribute("data-index") === index) { setCurrent(p, true); return; }
+    }
+  }
+
+  function status(text, isError) {
+    var box = $("status");
+    box.textContent = text;
+    box.classList.toggle("error", !!isError);
+    box.hidden = false;
   }
 
   function setNote(index, text) {
@@ -142,10 +254,10 @@
   function isDecided(index) { return !!(decisions[index] && decisions[index].decision); }
 
   // A near-duplicate group's decision: keep one member (given label) and remove the others, or remove all.
-  function decideGroup(index, action) {
-    (GROUPS[S.group[index]] || [index]).forEach(function (k) {
-      decide(k, action === "keep-one" && k === index ? "keep" : "remove");
-    });
+  function decideGroup(index, action) { // one undo step for the whole group
+    change((GROUPS[S.group[index]] || [index]).map(function (k) {
+      return [k, action === "keep-one" && k === index ? "keep" : "remove", -1];
+    }));
   }
 
   // ---- decisions.csv -----------------------------------------------------------------------
@@ -167,17 +279,114 @@
   }
 
   function exportCsv() {
-    var blob = new Blob([decisionsCsv()], { type: "text/csv;charset=utf-8" });
+    var text = decisionsCsv();
+    var count = text.split("\n").length - 2; // the header and the final line end
+    var blob = new Blob([text], { type: "text/csv;charset=utf-8" });
     var link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
     link.download = "decisions.csv";
     document.body.appendChild(link);
     link.click();
     setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+    status(count
+      ? "Exported " + int(count) + " decision" + (count === 1 ? "" : "s") + " to decisions.csv (in the browser's downloads), at " +
+        new Date().toLocaleTimeString("en-GB") + "."
+      : "Exported decisions.csv without decisions: nothing is decided yet.");
+  }
+
+  // ---- importing a decisions.csv -----------------------------------------------------------
+  // To resume a review (or take over another's): the file's decisions replace those of the
+  // samples it lists, as one undo step. Checked as labelaudit apply checks it; a file with any
+  // problem imports nothing and the message names the first problem and its line.
+  function parseCsv(text) {
+    var rows = [], row = [], cell = "", quoted = false, line = 1, rowLine = 1, wasQuoted = false;
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    for (var p = 0; p < text.length; p++) {
+      var ch = text[p];
+      if (quoted) {
+        if (ch === '"' && text[p + 1] === '"') { cell += '"'; p++; }
+        else if (ch === '"') quoted = false;
+        else { if (ch === "\n") line++; cell += ch; }
+      } else if (ch === '"' && cell === "" && !wasQuoted) { quoted = true; wasQuoted = true; }
+      else if (ch === ",") { row.push(cell); cell = ""; wasQuoted = false; }
+      else if (ch === "\n" || ch === "\r") {
+        if (ch === "\r" && text[p + 1] === "\n") p++;
+        row.push(cell); rows.push({ line: rowLine, cells: row });
+        row = []; cell = ""; wasQuoted = false; line++; rowLine = line;
+      } else cell += ch;
+    }
+    if (quoted) throw new Error("a quoted cell that starts on line " + rowLine + " never ends");
+    if (cell !== "" || row.length) { row.push(cell); rows.push({ line: rowLine, cells: row }); }
+    return rows;
+  }
+
+  function unescapeCell(text) { return /^'+[=+\-@\t\r]/.test(text) ? text.slice(1) : text; }
+
+  // The changes a decisions.csv asks for, [[index, decision, label, note], ...]; throws an Error
+  // whose message names the first problem.
+  function readDecisionsCsv(text) {
+    var rows = parseCsv(text).filter(function (r) { return r.cells.some(function (c) { return c.trim() !== ""; }); });
+    if (!rows.length) throw new Error("the file is empty");
+    var header = rows[0].cells.map(function (c) { return c.trim(); });
+    var col = {};
+    ["sample_id", "decision", "new_label", "note"].forEach(function (name) { col[name] = header.indexOf(name); });
+    if (col.sample_id < 0 || col.decision < 0) {
+      throw new Error("it lacks the column " + (col.sample_id < 0 ? "sample_id" : "decision") + " (a decisions.csv has sample_id, decision, new_label, note)");
+    }
+    var seen = Object.create(null);
+    var out = [];
+    rows.slice(1).forEach(function (r) {
+      function cell(name) { return col[name] >= 0 && col[name] < r.cells.length ? unescapeCell(r.cells[col[name]]) : ""; }
+      var where = " on line " + r.line;
+      var id = cell("sample_id");
+      var decision = cell("decision").trim().toLowerCase();
+      var label = cell("new_label");
+      if (!decision && label.trim()) decision = "relabel";
+      if (!id.trim()) throw new Error("an empty sample_id" + where);
+      var index = idIndex[id];
+      if (index === undefined) throw new Error("the sample_id \u201c" + id + "\u201d" + where + " is not listed on this page");
+      if (seen[id]) throw new Error("the sample_id \u201c" + id + "\u201d" + where + " repeats line " + seen[id]);
+      seen[id] = r.line;
+      if (decision && DECISIONS.indexOf(decision) < 0) throw new Error("the decision \u201c" + decision + "\u201d" + where + " is not one of " + DECISIONS.join(", "));
+      var c = -1;
+      if (decision === "relabel") {
+        c = label in classIndex ? classIndex[label] : label.trim() in classIndex ? classIndex[label.trim()] : -1;
+        if (!label.trim()) throw new Error("relabel with an empty new_label" + where);
+        if (c < 0) throw new Error("new_label \u201c" + label + "\u201d" + where + " is not a class of the scan");
+      } else if (label.trim()) {
+        var implied = decision === "accept" ? CLASSES[S.suggested[index]] : decision === "keep" ? CLASSES[S.given[index]] : null;
+        if (label.trim() !== implied) throw new Error("new_label \u201c" + label + "\u201d beside " + (decision || "no decision") + where + " contradicts it");
+      }
+      if (decision || cell("note")) out.push([index, decision, c, cell("note")]);
+    });
+    return out;
+  }
+
+  function importCsv(file) {
+    var reader = new FileReader();
+    reader.onload = function () {
+      var list;
+      try {
+        list = readDecisionsCsv(String(reader.result));
+      } catch (err) {
+        status("Nothing imported from " + file.name + ": " + err.message + ".", true);
+        return;
+      }
+      list.forEach(function (c) { if (c[3]) { var d = decisions[c[0]] || { decision: "", label: -1, note: "" }; d.note = c[3]; decisions[c[0]] = d; } });
+      var decided = list.filter(function (c) { return c[1]; });
+      var changed = change(decided.map(function (c) { return [c[0], c[1], c[2]]; }));
+      saveDecisions();
+      list.forEach(function (c) { refreshCard(c[0]); });
+      status("Imported " + int(decided.length) + " decision" + (decided.length === 1 ? "" : "s") + " from " + file.name + " (" +
+        int(changed) + " changed on this page; Backspace undoes the import).");
+    };
+    reader.onerror = function () { status("Nothing imported: the browser could not read " + file.name + ".", true); };
+    reader.readAsText(file, "utf-8");
   }
 
   // ---- filters -----------------------------------------------------------------------------
-  var filters = { given: -1, suggested: -1, state: "", view: "", threshold: D.threshold };
+  // pair: [a, b], two classes mixed up either way (given one, suggested the other), or null.
+  var filters = { given: -1, suggested: -1, pair: null, state: "", view: "", threshold: D.threshold };
   // Why each sample is listed: reasons of ISSUE_TYPES (older runs: label only).
   var REASONS = (S.reason || []).map(function (r) { return r ? r.split(";") : ["label"]; });
   function reasonsOf(k) { return REASONS[k] || ["label"]; }
@@ -189,21 +398,29 @@
   var cards = []; // the cards of this page, in order
   var current = -1; // position in cards of the focused card
 
+  // Whether sample k passes the view, decided/undecided and threshold filters (not the label ones).
+  function passesBase(k, limit) {
+    var reasons = reasonsOf(k);
+    if (filters.view && reasons.indexOf(filters.view) < 0) return false;
+    // The slider moves the label-quality boundary: it hides suspect labels above it, never a
+    // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
+    var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
+    if (labelOnly && !(S.label_quality[k] < limit)) return false;
+    if (filters.state === "decided" && !isDecided(k)) return false;
+    if (filters.state === "undecided" && isDecided(k)) return false;
+    return true;
+  }
+
   function applyFilters() {
     var t0 = performance.now();
-    var limit = filters.threshold / BINS;
+    var limit = EDGES[filters.threshold];
+    var pair = filters.pair;
     var list = [];
     for (var k = 0; k < N; k++) {
       if (filters.given >= 0 && S.given[k] !== filters.given) continue;
       if (filters.suggested >= 0 && S.suggested[k] !== filters.suggested) continue;
-      var reasons = reasonsOf(k);
-      if (filters.view && reasons.indexOf(filters.view) < 0) continue;
-      // The slider moves the label-quality boundary: it hides suspect labels above it, never a
-      // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
-      var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
-      if (labelOnly && !(S.label_quality[k] < limit)) continue;
-      if (filters.state === "decided" && !isDecided(k)) continue;
-      if (filters.state === "undecided" && isDecided(k)) continue;
+      if (pair && !(S.given[k] !== S.suggested[k] && pair.indexOf(S.given[k]) >= 0 && pair.indexOf(S.suggested[k]) >= 0)) continue;
+      if (!passesBase(k, limit)) continue;
       list.push(k);
     }
     if (filters.view === "duplicate_conflict") { // each group's members side by side, worst label first
@@ -216,12 +433,16 @@
     page = 0;
     current = -1;
     render();
-    markMatrixCell();
+    updateMatrixCounts();
+    updateThreshold();
   }
 
-  function setFilters(given, suggested) {
+  function setFilters(given, suggested, pair) {
     filters.given = given;
     filters.suggested = suggested;
+    filters.pair = pair || null;
+    $("pair-filter").hidden = !filters.pair;
+    $("pair-filter-text").textContent = filters.pair ? "mixed up: " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]] : "";
     $("filter-given").value = given >= 0 ? String(given) : "";
     $("filter-suggested").value = suggested >= 0 ? String(suggested) : "";
     applyFilters();
@@ -245,6 +466,7 @@
     grid.textContent = "";
     grid.appendChild(fragment);
     $("empty").hidden = matches.length > 0;
+    if (!matches.length) $("empty").textContent = emptyText();
     var info = matches.length
       ? "Samples " + int(start + 1) + "\u2013" + int(end) + " of " + int(matches.length) + " \u00b7 page " + int(page + 1) + " of " + int(pages)
       : "No samples \u00b7 page 1 of 1";
@@ -254,6 +476,24 @@
     if (current >= cards.length) current = cards.length - 1;
     if (current >= 0) markCurrent(current, false);
     window.LABELAUDIT_TIMING.lastRenderMs = performance.now() - t0;
+  }
+
+  // Why the grid is empty: nothing was found (for the whole run or for this view), or filters
+  // hide what was found (naming them).
+  function emptyText() {
+    if (!N) return "None found: the scan listed no sample for review (no suspect or ambiguous label, near-duplicate or outlier).";
+    var view = ISSUE_TYPES.filter(function (t) { return t.reason === filters.view; })[0];
+    var inView = 0;
+    for (var k = 0; k < N; k++) if (!filters.view || reasonsOf(k).indexOf(filters.view) >= 0) inView++;
+    if (view && !inView) return "None found: the scan found no " + view.view + ".";
+    var hiding = [];
+    if (filters.given >= 0) hiding.push("given label " + CLASSES[filters.given]);
+    if (filters.suggested >= 0) hiding.push("suggested label " + CLASSES[filters.suggested]);
+    if (filters.pair) hiding.push("the pair " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]]);
+    if (filters.state) hiding.push("show " + filters.state);
+    if (filters.threshold < D.threshold) hiding.push("the flag threshold lowered to " + thresholdText());
+    return "No sample matches these filters: the " + int(inView) + " samples " + (view ? "of the view " + view.view : "listed") +
+      " are hidden by " + (hiding.length ? hiding.join(", ") : "the filters") + ". \u201cClear filters\u201d shows them again.";
   }
 
   function goToPage(next, focus) {
@@ -268,14 +508,82 @@
     return true;
   }
 
-  function fillClassOptions(select) {
-    if (select.options.length > 1) return;
-    for (var c = 0; c < K; c++) {
+  // ---- the class picker --------------------------------------------------------------------
+  // A list inside the card, under its image (never over it): type to narrow it, arrows to move,
+  // Enter or a click to choose, Esc to close. Choosing records relabel to that class; Enter with
+  // no class highlighted does nothing.
+  function openPicker(card) {
+    Array.prototype.forEach.call(document.querySelectorAll("#grid .picker:not([hidden])"), function (other) {
+      if (other.closest(".card") !== card) { other.hidden = true; other.querySelector(".picker-list").textContent = ""; }
+    }); // one list open at a time
+    var picker = card.querySelector(".picker");
+    picker.hidden = false;
+    var input = picker.querySelector("input.picker-filter");
+    input.value = "";
+    fillPicker(card);
+    input.focus({ preventScroll: true });
+    card.scrollIntoView({ block: "nearest" });
+  }
+
+  function closePicker(card) {
+    var picker = card.querySelector(".picker");
+    if (picker.hidden) return;
+    picker.hidden = true;
+    picker.querySelector(".picker-list").textContent = "";
+    card.focus({ preventScroll: true });
+  }
+
+  function fillPicker(card) {
+    var index = +card.getAttribute("data-index");
+    var picker = card.querySelector(".picker");
+    var text = picker.querySelector("input.picker-filter").value.trim().toLowerCase();
+    var list = picker.querySelector(".picker-list");
+    list.textContent = "";
+    var found = [];
+    for (var c = 0; c < K; c++) if (!text || CLASSES[c].toLowerCase().indexOf(text) >= 0) found.push(c);
+    found.slice(0, PICKER_MAX).forEach(function (c) {
       var prefix = c < 10 ? String((c + 1) % 10) + "  " : "";
-      var option = el("option", null, prefix + CLASSES[c]);
-      option.value = String(c);
-      select.appendChild(option);
-    }
+      var tags = (c === S.given[index] ? " (given)" : "") + (c === S.suggested[index] ? " (suggested)" : "");
+      var button = el("button", "pick-class", prefix + CLASSES[c] + tags);
+      button.type = "button";
+      button.tabIndex = -1;
+      button.setAttribute("data-class", String(c));
+      list.appendChild(button);
+    });
+    if (!found.length) list.appendChild(el("div", "key", "no class contains \u201c" + text + "\u201d"));
+    else if (found.length > PICKER_MAX) list.appendChild(el("div", "key", int(found.length - PICKER_MAX) + " more: type to narrow"));
+    highlight(card, found.length === 1 ? 0 : -1); // one match: Enter takes it
+  }
+
+  function highlight(card, position) {
+    var buttons = card.querySelectorAll(".picker-list button.pick-class");
+    position = Math.max(-1, Math.min(position, buttons.length - 1));
+    Array.prototype.forEach.call(buttons, function (b, p) { b.classList.toggle("highlighted", p === position); });
+    if (position >= 0) buttons[position].scrollIntoView({ block: "nearest" });
+    card.querySelector(".picker").setAttribute("data-highlight", String(position));
+  }
+
+  function choosePicked(card, c, moveOn) {
+    var index = +card.getAttribute("data-index");
+    closePicker(card);
+    decide(index, "relabel", c);
+    if (moveOn) move(1);
+  }
+
+  function onPickerKey(event) {
+    var card = event.target.closest(".card");
+    var picker = card.querySelector(".picker");
+    var at = +picker.getAttribute("data-highlight");
+    var key = event.key;
+    if (key === "ArrowDown") highlight(card, at + 1);
+    else if (key === "ArrowUp") highlight(card, at - 1);
+    else if (key === "Escape") closePicker(card);
+    else if (key === "Enter") {
+      var chosen = picker.querySelectorAll(".picker-list button.pick-class")[at];
+      if (chosen) choosePicked(card, +chosen.getAttribute("data-class"), true);
+    } else return; // typing: the input event narrows the list
+    event.preventDefault();
+    event.stopPropagation();
   }
 
   function buildCard(index) {
@@ -361,17 +669,27 @@
       button.setAttribute("data-decision", b[0]);
       actions.appendChild(button);
     });
-    var select = el("select", "relabel");
-    select.title = "Relabel to another class (c, or keys 1-9 and 0)";
-    select.appendChild(el("option", null, "Other class\u2026 (c)")).value = "";
-    if (EAGER_OPTIONS) fillClassOptions(select);
-    actions.appendChild(select);
+    var pick = el("button", "pick", "Class\u2026");
+    pick.appendChild(el("span", "kbd", "c"));
+    pick.type = "button";
+    pick.title = "Relabel to a class chosen from a list (c, or keys 1-9 and 0)";
+    pick.setAttribute("data-open-picker", "1");
+    actions.appendChild(pick);
     var clear = el("button", "clear", "\u2715");
     clear.type = "button";
     clear.title = "Clear the decision (Backspace)";
     clear.setAttribute("data-decision", "");
     actions.appendChild(clear);
     card.appendChild(actions);
+    var picker = el("div", "picker");
+    picker.hidden = true;
+    var filter = el("input", "picker-filter");
+    filter.type = "text";
+    filter.placeholder = "type to narrow, \u2191\u2193 then Enter, Esc closes";
+    filter.setAttribute("aria-label", "Class to relabel to");
+    picker.appendChild(filter);
+    picker.appendChild(el("div", "picker-list"));
+    card.appendChild(picker);
 
     var note = el("input", "note");
     note.type = "text";
@@ -389,17 +707,14 @@
     Array.prototype.forEach.call(card.querySelectorAll("button[data-decision]"), function (b) {
       b.classList.toggle("on", !!d.decision && b.getAttribute("data-decision") === d.decision);
     });
-    var select = card.querySelector("select.relabel");
-    if (d.decision === "relabel") fillClassOptions(select);
-    select.value = d.decision === "relabel" ? String(d.label) : "";
-    select.classList.toggle("on", d.decision === "relabel");
+    var pick = card.querySelector("button.pick");
+    pick.classList.toggle("on", d.decision === "relabel");
+    pick.firstChild.textContent = d.decision === "relabel" ? CLASSES[d.label] : "Class\u2026";
     var note = card.querySelector("input.note");
     if (document.activeElement !== note) note.value = d.note || "";
     var state = card.querySelector(".state");
     state.classList.toggle("decided", !!d.decision);
-    if (!d.decision) state.textContent = "undecided";
-    else if (d.decision === "remove" || d.decision === "unsure") state.textContent = DONE[d.decision];
-    else state.textContent = DONE[d.decision] + " \u2192 " + newLabel(index, d);
+    state.textContent = describe(index);
   }
 
   function refreshCard(index) {
@@ -442,9 +757,15 @@
 
   // ---- keys --------------------------------------------------------------------------------
   function onKey(event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
     var target = event.target;
     var tag = target && target.tagName;
+    var typing = tag === "INPUT" && target.type !== "range" && target.type !== "button" && target.type !== "file" || tag === "TEXTAREA";
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && event.key.toLowerCase() === "z" && !typing) {
+      event.preventDefault(); // outside a text field Ctrl+Z undoes the last decision
+      undo();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
     var card = target && target.closest ? target.closest(".card") : null;
     if (tag === "INPUT" && target.type !== "range" && target.type !== "button" || tag === "TEXTAREA") {
       if (card && (event.key === "Enter" || event.key === "Escape")) { event.preventDefault(); target.blur(); card.focus({ preventScroll: true }); }
@@ -461,6 +782,7 @@
     else if (key === "k" || key === "ArrowLeft" || key === "ArrowUp") move(-1);
     else if (key === "]") goToPage(page + 1, "first");
     else if (key === "[") goToPage(page - 1, "first");
+    else if (key === "Backspace") undo();
     else if (index < 0) {
       handled = key in KEY_DECISION || /^[0-9]$/.test(key) || key === "c" || key === "n";
       if (handled) move(1); // nothing chosen yet: choose the first card
@@ -468,13 +790,9 @@
     else if (/^[0-9]$/.test(key)) {
       var c = key === "0" ? 9 : +key - 1;
       if (c < K) { decide(index, "relabel", c); move(1); }
-    } else if (key === "Backspace" || key === "Delete") decide(index, "");
-    else if (key === "c") {
-      var select = cards[current].querySelector("select.relabel");
-      fillClassOptions(select);
-      select.focus();
-      try { select.showPicker(); } catch (err) { /* older browsers: the focused list takes arrow keys */ }
-    } else if (key === "n") cards[current].querySelector("input.note").focus();
+    } else if (key === "Delete") decide(index, "");
+    else if (key === "c") openPicker(cards[current]);
+    else if (key === "n") cards[current].querySelector("input.note").focus();
     else handled = false;
     if (handled) event.preventDefault();
   }
@@ -482,13 +800,80 @@
   // ---- transition matrix -------------------------------------------------------------------
   var matrixCells = [];
 
+  // counts[i][j] / left[i][j]: the samples (undecided ones) that the view, decided/undecided and
+  // threshold filters keep, with suggested label i and given label j. The label filters are left
+  // out: the matrix and the mixed-up list are where they are chosen.
+  function filteredCounts() {
+    var counts = [], left = [];
+    for (i = 0; i < K; i++) { counts.push(new Array(K).fill(0)); left.push(new Array(K).fill(0)); }
+    var limit = EDGES[filters.threshold];
+    for (var k = 0; k < N; k++) {
+      if (!passesBase(k, limit)) continue;
+      counts[S.suggested[k]][S.given[k]]++;
+      if (!isDecided(k)) left[S.suggested[k]][S.given[k]]++;
+    }
+    return { counts: counts, left: left };
+  }
+
+  function countText(total, left) {
+    if (!total) return "";
+    return left === total ? "(" + int(total) + ")" : "(" + int(left) + "/" + int(total) + ")";
+  }
+
+  function updateMatrixCounts() {
+    var c = filteredCounts();
+    var T = D.transition_matrix;
+    if (K > MATRIX_MAX_CLASSES) fillPairList(T, c);
+    else {
+      matrixCells.forEach(function (b) {
+        var t = +b.getAttribute("data-true"), g = +b.getAttribute("data-given");
+        b.querySelector(".count").textContent = countText(c.counts[t][g], c.left[t][g]);
+        b.title = "true " + CLASSES[t] + ", given " + CLASSES[g] + ": T = " + fmt(T[t][g], 4) + "; " + int(c.counts[t][g]) +
+          " samples under the current filters given " + CLASSES[g] + " with suggested label " + CLASSES[t] + ", " +
+          int(c.left[t][g]) + " undecided";
+      });
+    }
+    fillMixedUp(c);
+    markMatrixCell();
+  }
+
+  // "Classes most often mixed up": the pairs with the most samples given one and suggested the
+  // other under the current filters, as buttons that filter the grid to the pair.
+  function fillMixedUp(c) {
+    var box = $("overlap");
+    box.textContent = "";
+    var groups = {}; // near-duplicate groups across two classes (summary.json's class_overlap)
+    (D.class_overlap || []).forEach(function (o) {
+      var a = classIndex[o.classes[0]], b = classIndex[o.classes[1]];
+      if (a !== undefined && b !== undefined && o.duplicate_groups_across) groups[Math.min(a, b) + "," + Math.max(a, b)] = o.duplicate_groups_across;
+    });
+    var pairs = [];
+    for (i = 0; i < K; i++) for (j = i + 1; j < K; j++) {
+      var total = c.counts[i][j] + c.counts[j][i];
+      var dup = groups[i + "," + j] || 0;
+      if (total || dup) pairs.push([total, c.left[i][j] + c.left[j][i], i, j, dup]);
+    }
+    pairs.sort(function (a, b) { return b[0] - a[0] || b[4] - a[4] || a[2] - b[2] || a[3] - b[3]; });
+    pairs.slice(0, 10).forEach(function (p) {
+      var li = el("li");
+      var button = el("button", "pair", CLASSES[p[2]] + " \u2194 " + CLASSES[p[3]]);
+      button.type = "button";
+      button.setAttribute("data-pair", p[2] + "," + p[3]);
+      var selected = filters.pair && filters.pair[0] === p[2] && filters.pair[1] === p[3];
+      button.classList.toggle("selected", !!selected);
+      li.appendChild(button);
+      li.appendChild(el("span", "key", " " + int(p[0]) + " samples between them" + (p[1] !== p[0] ? ", " + int(p[1]) + " undecided" : "") +
+        (p[4] ? "; " + int(p[4]) + " near-duplicate group" + (p[4] === 1 ? "" : "s") + " across them (in the scan)" : "")));
+      box.appendChild(li);
+    });
+    $("overlap-empty").hidden = pairs.length > 0;
+    $("overlap-empty").textContent = N ? "None found: no sample under these filters has a suggested label other than its given one." : "None found: the scan listed no sample.";
+  }
+
   function buildMatrix() {
     var T = D.transition_matrix;
-    var counts = [];
-    for (i = 0; i < K; i++) { counts.push(new Array(K)); for (j = 0; j < K; j++) counts[i][j] = 0; }
-    for (var k = 0; k < N; k++) counts[S.suggested[k]][S.given[k]]++;
     var box = $("matrix");
-    if (K > MATRIX_MAX_CLASSES) { buildPairList(box, T, counts); return; }
+    if (K > MATRIX_MAX_CLASSES) { buildPairList(box); return; }
     var table = el("table", "matrix");
     var head = el("thead");
     var row = el("tr");
@@ -509,12 +894,10 @@
         button.type = "button";
         button.setAttribute("data-true", String(i));
         button.setAttribute("data-given", String(j));
-        if (counts[i][j]) button.appendChild(el("span", "count", "(" + int(counts[i][j]) + ")"));
+        button.appendChild(el("span", "count"));
         var strength = Math.sqrt(Math.max(0, Math.min(1, value || 0)));
         button.style.background = "hsl(212, 70%, " + (98 - 62 * strength).toFixed(1) + "%)";
         button.style.color = strength > 0.55 ? "#fff" : "#1d232a";
-        button.title = "true " + CLASSES[i] + ", given " + CLASSES[j] + ": T = " + fmt(value, 4) + "; " + int(counts[i][j]) +
-          " flagged samples given " + CLASSES[j] + " with suggested label " + CLASSES[i];
         cell.appendChild(button);
         row.appendChild(cell);
         matrixCells.push(button);
@@ -529,25 +912,32 @@
     });
   }
 
-  function buildPairList(box, T, counts) {
-    var pairs = [];
-    for (i = 0; i < K; i++) for (j = 0; j < K; j++) if (counts[i][j]) pairs.push([counts[i][j], i, j]);
-    pairs.sort(function (a, b) { return b[0] - a[0]; });
-    box.appendChild(el("p", "key", K + " classes: the matrix is too large to draw; the " + Math.min(200, pairs.length) +
-      " most frequent confusions among the flagged samples (given \u2192 suggested) filter the grid."));
+  function buildPairList(box) {
+    box.appendChild(el("p", "key pairs-caption"));
     var list = el("div", "pairs");
+    box.appendChild(list);
+    list.addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-true]");
+      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
+    });
+  }
+
+  function fillPairList(T, c) {
+    var pairs = [];
+    for (i = 0; i < K; i++) for (j = 0; j < K; j++) if (c.counts[i][j]) pairs.push([c.counts[i][j], i, j, c.left[i][j]]);
+    pairs.sort(function (a, b) { return b[0] - a[0]; });
+    document.querySelector("#matrix .pairs-caption").textContent = K + " classes: the matrix is too large to draw; the " +
+      Math.min(200, pairs.length) + " most frequent confusions under the current filters (given \u2192 suggested) filter the grid.";
+    var list = document.querySelector("#matrix .pairs");
+    list.textContent = "";
+    matrixCells = [];
     pairs.slice(0, 200).forEach(function (p) {
-      var button = el("button", null, CLASSES[p[2]] + " \u2192 " + CLASSES[p[1]] + " (" + int(p[0]) + ", T = " + fmt(T[p[1]][p[2]], 3) + ")");
+      var button = el("button", null, CLASSES[p[2]] + " \u2192 " + CLASSES[p[1]] + " " + countText(p[0], p[3]) + " T = " + fmt(T[p[1]][p[2]], 3));
       button.type = "button";
       button.setAttribute("data-true", String(p[1]));
       button.setAttribute("data-given", String(p[2]));
       list.appendChild(button);
       matrixCells.push(button);
-    });
-    box.appendChild(list);
-    list.addEventListener("click", function (event) {
-      var b = event.target.closest("button[data-true]");
-      if (b) setFilters(+b.getAttribute("data-given"), +b.getAttribute("data-true"));
     });
   }
 
@@ -558,14 +948,75 @@
   }
 
   // ---- threshold slider --------------------------------------------------------------------
+  function quality(x) { // a label-quality value, readable from 0.000012 to 1
+    if (x === 0) return "0";
+    if (x >= 0.1) return x.toFixed(3);
+    return x.toPrecision(2).replace(/e-(\d)$/, "e-0$1");
+  }
+  function thresholdText() { return quality(EDGES[filters.threshold]); }
+
+  // The slider's position that keeps a label-quality value: the first whose edge lies above it.
+  function positionOf(x) {
+    var lo = 0, hi = BINS;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] > x) hi = mid; else lo = mid + 1; }
+    return lo;
+  }
+
   function updateThreshold() {
     var value = filters.threshold;
     var count = D.histogram[value];
-    $("threshold-value").textContent = (value / BINS).toFixed(3);
-    var text = "label quality < " + (value / BINS).toFixed(3) + ": " + int(count) + " of " + int(D.num_samples) +
-      " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) + ".";
+    var limit = EDGES[value];
+    var kept = 0, suspect = 0;
+    for (var k = 0; k < N; k++) {
+      var reasons = reasonsOf(k);
+      if (!(reasons.length === 1 && reasons[0] === "label")) continue;
+      suspect++;
+      if (S.label_quality[k] < limit) kept++;
+    }
+    $("threshold-value").textContent = thresholdText();
+    var text = "label quality < " + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
+      " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) +
+      ". The grid keeps " + int(kept) + " of the " + int(suspect) + " listed suspect labels.";
     if (value > D.threshold) text += " The grid lists the scan's flagged samples only.";
     $("threshold-count").textContent = text;
+    Array.prototype.forEach.call(document.querySelectorAll("#threshold-hist .bar"), function (bar) {
+      bar.classList.toggle("below", +bar.getAttribute("data-from") < value);
+    });
+  }
+
+  // A histogram of label quality under the slider, on the slider's scale: one bar per
+  // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside; bar
+  // heights on a log scale of the counts.
+  function buildHistogram() {
+    var box = $("threshold-hist");
+    var listed = new Array(HIST_BARS).fill(0);
+    var width = BINS / HIST_BARS;
+    for (var k = 0; k < N; k++) {
+      var q = S.label_quality[k];
+      if (!(q >= 0)) continue;
+      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor((positionOf(q) - 1) / width)))]++;
+    }
+    var all = [], most = 1;
+    for (var b = 0; b < HIST_BARS; b++) {
+      var from = Math.round(b * width), to = Math.round((b + 1) * width);
+      all.push([from, to, D.histogram[to] - D.histogram[from]]);
+      most = Math.max(most, all[b][2], listed[b]);
+    }
+    all.forEach(function (a, b) {
+      var bar = el("div", "bar");
+      bar.setAttribute("data-from", String(a[0]));
+      bar.setAttribute("data-count", String(a[2]));
+      bar.setAttribute("data-listed", String(listed[b]));
+      bar.title = "label quality " + quality(EDGES[a[0]]) + " to " + quality(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
+        int(listed[b]) + " of them listed";
+      var total = el("div", "all");
+      total.style.height = (100 * Math.log1p(a[2]) / Math.log1p(most)).toFixed(1) + "%"; // log heights: the
+      var part = el("div", "listed"); // clean samples near 1 would flatten the flagged ones
+      part.style.height = (100 * Math.log1p(listed[b]) / Math.log1p(most)).toFixed(1) + "%";
+      bar.appendChild(total);
+      bar.appendChild(part);
+      box.appendChild(bar);
+    });
   }
 
   // ---- page set-up -------------------------------------------------------------------------
@@ -589,8 +1040,9 @@
     });
     // After a choice the list lets go of the focus, so that the review keys act on the grid again
     // (a focused list would take "j" or "a" as the first letter of an option).
-    $("filter-given").addEventListener("change", function (e) { filters.given = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
-    $("filter-suggested").addEventListener("change", function (e) { filters.suggested = e.target.value === "" ? -1 : +e.target.value; e.target.blur(); applyFilters(); });
+    // A label filter and a mixed-up pair exclude each other: choosing one clears the other.
+    $("filter-given").addEventListener("change", function (e) { e.target.blur(); setFilters(e.target.value === "" ? -1 : +e.target.value, filters.pair ? -1 : filters.suggested, null); });
+    $("filter-suggested").addEventListener("change", function (e) { e.target.blur(); setFilters(filters.pair ? -1 : filters.given, e.target.value === "" ? -1 : +e.target.value, null); });
     $("filter-state").addEventListener("change", function (e) { filters.state = e.target.value; e.target.blur(); applyFilters(); });
     $("filter-view").addEventListener("change", function (e) { filters.view = e.target.value; e.target.blur(); applyFilters(); });
     var counts = {};
@@ -600,14 +1052,13 @@
       option.value = t.reason;
       $("filter-view").appendChild(option);
     });
-    if (D.class_overlap && D.class_overlap.length) {
-      var overlap = $("overlap");
-      D.class_overlap.forEach(function (o) {
-        overlap.appendChild(el("li", null, o.classes[0] + " \u2194 " + o.classes[1] + ": " + int(o.flagged_between) +
-          " flagged between them, " + int(o.duplicate_groups_across) + " near-duplicate groups across them (" + pct(o.share) + ")"));
-      });
-      $("overlap-panel").hidden = false;
-    }
+    $("overlap").addEventListener("click", function (event) {
+      var b = event.target.closest("button[data-pair]");
+      if (!b) return;
+      var pair = b.getAttribute("data-pair").split(",").map(Number);
+      setFilters(-1, -1, pair);
+    });
+    $("pair-filter-clear").addEventListener("click", function () { setFilters(filters.given, filters.suggested, null); });
     $("clear-filters").addEventListener("click", function () {
       filters.view = "";
       $("filter-view").value = "";
@@ -615,12 +1066,13 @@
       $("filter-state").value = "";
       filters.threshold = D.threshold;
       $("threshold").value = String(D.threshold);
-      updateThreshold();
-      setFilters(-1, -1);
+      setFilters(-1, -1, null);
     });
 
     var slider = $("threshold");
+    slider.max = String(BINS);
     slider.value = String(D.threshold);
+    buildHistogram();
     var pending = false;
     slider.addEventListener("input", function () {
       filters.threshold = +slider.value;
@@ -634,6 +1086,11 @@
     Array.prototype.forEach.call(document.querySelectorAll(".prev-page"), function (b) { b.addEventListener("click", function () { goToPage(page - 1); }); });
     Array.prototype.forEach.call(document.querySelectorAll(".next-page"), function (b) { b.addEventListener("click", function () { goToPage(page + 1); }); });
     $("export").addEventListener("click", exportCsv);
+    $("import").addEventListener("change", function (e) {
+      if (e.target.files && e.target.files[0]) importCsv(e.target.files[0]);
+      e.target.value = ""; // the same file can be imported again
+      e.target.blur();
+    });
 
     var grid = $("grid");
     grid.addEventListener("click", function (event) {
@@ -642,26 +1099,25 @@
       var position = cards.indexOf(card);
       var button = event.target.closest("button[data-decision]");
       var groupButton = event.target.closest("button[data-group-action]");
-      var field = event.target.closest("select, input");
-      setCurrent(position, !button && !field && !groupButton);
+      var opener = event.target.closest("button[data-open-picker]");
+      var picked = event.target.closest("button[data-class]");
+      var field = event.target.closest("select, input, .picker");
+      setCurrent(position, !button && !field && !groupButton && !opener);
       if (button) decide(+card.getAttribute("data-index"), button.getAttribute("data-decision"));
       if (groupButton) decideGroup(+card.getAttribute("data-index"), groupButton.getAttribute("data-group-action"));
+      if (opener) { if (card.querySelector(".picker").hidden) openPicker(card); else closePicker(card); }
+      if (picked) choosePicked(card, +picked.getAttribute("data-class"), false);
     });
     grid.addEventListener("focusin", function (event) {
       var card = event.target.closest(".card");
       if (card) { current = cards.indexOf(card); markCurrent(current, false); }
     });
-    grid.addEventListener("mousedown", function (event) {
-      if (event.target.matches("select.relabel")) fillClassOptions(event.target);
-    });
-    grid.addEventListener("change", function (event) {
-      if (!event.target.matches("select.relabel") || event.target.value === "") return;
-      var card = event.target.closest(".card");
-      decide(+card.getAttribute("data-index"), "relabel", +event.target.value);
-      card.focus({ preventScroll: true }); // the review keys act on the grid again
+    grid.addEventListener("keydown", function (event) {
+      if (event.target.matches("input.picker-filter")) onPickerKey(event);
     });
     grid.addEventListener("input", function (event) {
       if (event.target.matches("input.note")) setNote(+event.target.closest(".card").getAttribute("data-index"), event.target.value);
+      if (event.target.matches("input.picker-filter")) fillPicker(event.target.closest(".card"));
     });
     document.addEventListener("keydown", onKey);
 
