@@ -5,7 +5,8 @@ Two kinds of wrong label that are not lone flips:
 - **Near-duplicates**: the same picture twice (re-encoded, resized, shifted or cropped by a
   pixel or two). Candidates are each sample's nearest neighbours by cosine similarity of its
   features (a pretrained backbone's embeddings, the user's own, or the scan network's penultimate
-  activations; exact and computed in blocks, so memory stays ``block_size x N`` floats). Features
+  activations; :mod:`~labelaudit.audit.neighbours`: exact up to 50,000 samples, an HNSW index of
+  measured recall above). Features
   of a network put every image of a class close together, so a candidate is only a near-duplicate
   when the two decoded images match pixel for pixel: the root-mean-square difference of their
   grey levels, at the best of the 3 x 3 one-pixel alignments and after removing any overall
@@ -29,6 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .neighbours import EXACT_MAX_SAMPLES, nearest_neighbours, normalise_rows, search_neighbours  # noqa: F401
+
 #: Neighbours per sample searched for near-duplicate candidates.
 DUPLICATE_NEIGHBOURS = 20
 #: Neighbours of the outlier distance: N / 200, within these bounds (a small dataset needs fewer,
@@ -42,42 +45,6 @@ THUMBNAIL_SIZE = 14
 #: Largest side at which two images are compared pixel by pixel (larger images are area-averaged
 #: down to it: a copy cropped or shifted by a few pixels at full size differs by under one here).
 COMPARE_SIZE = 32
-
-
-def normalise_rows(features) -> torch.Tensor:
-    """``(N, D)`` float32 rows scaled to unit length (a zero row stays zero)."""
-    x = torch.tensor(np.asarray(features, dtype=np.float32))  # a copy: the caller's array may be read-only
-    if x.ndim != 2:
-        raise ValueError(f"features must be a 2-D array (N, D); got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("features hold NaN or infinite values")
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def nearest_neighbours(features, k: int, *, block_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``k`` nearest neighbours of every sample by cosine similarity, itself excluded.
-
-    The similarity matrix is computed ``block_size`` rows at a time: memory is about
-    ``4 * block_size * N`` bytes besides the features. Returns ``indices`` ``(N, k)`` int64, most
-    similar first, and their ``similarities`` ``(N, k)`` float32.
-    """
-    x = normalise_rows(features)
-    n = len(x)
-    if n < 2:
-        raise ValueError("nearest neighbours need at least 2 samples")
-    k = int(min(k, n - 1))
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-    indices = np.empty((n, k), dtype=np.int64)
-    similarities = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
-        block = x[start:stop] @ x.T  # (b, N)
-        block[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")  # not its own neighbour
-        top = block.topk(k, dim=1)  # sorted, most similar first
-        indices[start:stop] = top.indices.numpy()
-        similarities[start:stop] = top.values.numpy()
-    return indices, similarities
 
 
 def distinct_rows(features, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +364,13 @@ def outlier_scores(
 
 
 def find_similarity_issues(
-    images, labels: np.ndarray, *, features=None, embeddings=None, duplicate_threshold: float | None = None
+    images,
+    labels: np.ndarray,
+    *,
+    features=None,
+    embeddings=None,
+    duplicate_threshold: float | None = None,
+    exact_max: int = EXACT_MAX_SAMPLES,
 ) -> SimilarityIssues:
     """Near-duplicates and outliers of one dataset.
 
@@ -412,6 +385,9 @@ def find_similarity_issues(
     embeddings : ``(N, D)`` a pretrained backbone's or the user's embeddings when the scan has
         them: the outlier features and, without ``features``, the candidates' too
     duplicate_threshold : pixel similarity in (0, 1]; None reads it from the data
+    exact_max : the neighbour searches are exact up to this many rows, approximate above
+        (:func:`~labelaudit.audit.neighbours.search_neighbours`); each search's method and
+        measured recall go to ``features["neighbour_searches"]``
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -434,24 +410,32 @@ def find_similarity_issues(
     # when they are also a candidate space, the duplicate candidates.
     first, inverse = distinct_rows(outlier_features)
     k_out = outlier_neighbours(len(first))
+    searches: list[dict] = []
+    used["neighbour_searches"] = searches
     if len(first) > 1:
-        near, similarities = nearest_neighbours(
-            np.asarray(outlier_features)[first], max(k_out, DUPLICATE_NEIGHBOURS)
+        found = search_neighbours(
+            np.asarray(outlier_features)[first], max(k_out, DUPLICATE_NEIGHBOURS), exact_max=exact_max
         )
+        searches.append({"space": used["outliers"], **found.search})
+        near, similarities = found.indices, found.similarities
         near = first[near][inverse]  # (N, k) sample indices: each sample's image's neighbours
     else:  # every sample the same image: its copies are linked by their pixel hashes
         near, similarities = np.zeros((n, 0), dtype=np.int64), None
     outliers = outlier_scores(outlier_features, labels, k=k_out, similarities=similarities, inverse=inverse)
 
-    def candidates(space) -> np.ndarray:
-        return (
-            near[:, :DUPLICATE_NEIGHBOURS]
-            if space is outlier_features
-            else nearest_neighbours(space, DUPLICATE_NEIGHBOURS)[0]
-        )
+    def candidates(space, name: str) -> np.ndarray:
+        if space is outlier_features:
+            return near[:, :DUPLICATE_NEIGHBOURS]
+        found = search_neighbours(space, DUPLICATE_NEIGHBOURS, exact_max=exact_max)
+        searches.append({"space": name, **found.search})
+        return found.indices
 
     if grey is not None:
-        lists = [candidates(space) for space in (learned, thumbs) if space is not None]
+        spaces = (
+            (learned, "penultimate" if features is not None else "embeddings"),
+            (thumbs, "thumbnails"),
+        )
+        lists = [candidates(space, name) for space, name in spaces if space is not None]
         used["duplicate_candidates"] = "+".join(filter(None, [used["duplicate_candidates"], "thumbnails"]))
         dup = find_duplicates(grey, pixel_hashes(images), lists, labels, threshold=duplicate_threshold)
     else:

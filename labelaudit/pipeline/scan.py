@@ -360,10 +360,6 @@ def _resolved_config(config: ScanConfig, inputs: PreparedInputs, trainer: Option
     return replace(config, image_size=inputs.store.image_size if kind == "images" else None, train=train)
 
 
-#: Above this many samples the exact neighbour search (quadratic in N) is skipped unless asked for.
-SIMILARITY_MAX_SAMPLES = 200_000
-
-
 def _similarity_skipped(config: ScanConfig, kind: str, n: int) -> Optional[str]:
     """Why near-duplicates and outliers are not searched in this scan, or None when they are."""
     if config.similarity is False:
@@ -372,13 +368,8 @@ def _similarity_skipped(config: ScanConfig, kind: str, n: int) -> Optional[str]:
         return "a --probs scan has no images or features to compare"
     if n < 2:
         return "fewer than 2 samples"
-    if not distributed.is_primary():
+    if not distributed.is_primary():  # a rank-0 step: its time is in the first process's summary
         return "searched by the first process only"
-    if n > SIMILARITY_MAX_SAMPLES and config.similarity is None:
-        return (
-            f"{n:,} samples is above {SIMILARITY_MAX_SAMPLES:,}: the exact search grows with N squared "
-            "(docs/benchmarks.md); run `labelaudit scan --similarity` to search anyway"
-        )
     return None
 
 

@@ -43,7 +43,7 @@ class ScanConfig:
     epochs_scale: float = 1.0  # multiplies every phase's epochs
     # None: the learned boundary (docs/methods.md); else flag p(given) < threshold
     threshold: Optional[float] = None
-    # near-duplicates and outliers: None = up to SIMILARITY_MAX_SAMPLES, True, False
+    # near-duplicates and outliers: None or True = searched, False = not
     similarity: Optional[bool] = None
     # pixel similarity for near-duplicates; None: read from the data
     duplicate_threshold: Optional[float] = None
