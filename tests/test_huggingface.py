@@ -20,6 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import PATTERN_CLASSES, pattern_image, run_cli
 from PIL import Image
+from test_review_page import (
+    browser,  # noqa: F401  (the headless Chromium fixture)
+    card_ids,
+    open_page,
+    severe_logs,
+)
 
 import labelaudit
 from labelaudit.data.images import load_images
@@ -403,7 +409,7 @@ def test_inject_noise_and_benchmark_take_a_hugging_face_dataset(hf, tmp_path, ca
     assert (results["error"] == "").all(), results["error"].tolist()
 
 
-def test_export_and_retrain_read_the_extracted_images(parquet_run, tmp_path, capsys):
+def test_export_and_retrain_read_the_extracted_images(hf, parquet_run, tmp_path, capsys):
     run, cache = parquet_run["run"], parquet_run["cache"]
     code, _, err = run_cli(["export", run, "--format", "label-studio", "--out", tmp_path / "ls"], capsys)
     assert code == 0, err
@@ -412,8 +418,68 @@ def test_export_and_retrain_read_the_extracted_images(parquet_run, tmp_path, cap
     assert len(tasks) == len(flagged) and "embedded-images" in json.dumps(tasks)
 
     code, out, err = run_cli(
-        ["retrain", run, "--epochs", "2", "--out", tmp_path / "re", "--cache-dir", cache, "--json", "-q"],
+        [
+            "retrain",
+            run,
+            "--epochs",
+            "2",
+            "--out",
+            tmp_path / "re",
+            "--cache-dir",
+            cache,
+            "--json",
+            "-q",
+            "--test",
+            hf["saved"],
+        ],
         capsys,
     )
     assert code == 0, err
-    assert json.loads(out)["run_dir"] == str(tmp_path / "re")
+    result = json.loads(out)
+    assert result["run_dir"] == str(tmp_path / "re") and 0 <= result["test"]["accuracy"] <= 1
+
+
+def test_shards_selections_and_repeated_images(hf, tmp_path):
+    ds = hf["dataset"]
+    ds.save_to_disk(str(tmp_path / "sharded"), num_shards=3)
+    assert len(list((tmp_path / "sharded").glob("*.arrow"))) == 3
+    sharded = load_source(tmp_path / "sharded")
+    assert sharded.samples["sample_id"].tolist() == load_source(hf["parquet"]).samples["sample_id"].tolist()
+
+    picked = ds.select([9, 8, 7, 6, 4, 3, 2, 1])  # an indices mapping over the same Arrow table
+    table = load_source(picked)
+    assert table.samples["sample_id"].tolist() == [f"img_{i:03d}.png" for i in (9, 8, 7, 6, 4, 3, 2, 1)]
+    assert table.samples["given_label"].tolist() == [i % 4 for i in (9, 8, 7, 6, 4, 3, 2, 1)]
+    assert load_source(datasets.load_from_disk(str(hf["saved"]))).source == hf["saved"].resolve()
+
+    images, labels = _rows(per_class=4)
+    images[7] = dict(images[0], path="copy_of_0.png")  # the same bytes in two rows, another label
+    store = load_images(load_source(_dataset(images, labels)))
+    rows = store.table.samples.set_index("sample_id")
+    assert rows.loc["img_000.png", "path"] == rows.loc["copy_of_0.png", "path"]  # one extracted file
+    assert rows.loc["img_000.png", "label"] != rows.loc["copy_of_0.png", "label"]  # two samples
+    assert np.array_equal(
+        store.images([0]), store.images([int(np.flatnonzero(rows.index == "copy_of_0.png")[0])])
+    )
+
+
+def test_the_review_page_shows_the_embedded_images_in_a_real_browser(
+    parquet_run,
+    browser,  # noqa: F811  (the fixture imported above)
+    tmp_path,
+    capsys,
+):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(parquet_run["run"], run, ignore=shutil.ignore_patterns("review"))  # another test's page
+    code, _, err = run_cli(["review", run, "--quiet"], capsys)
+    assert code == 0, err
+    open_page(browser, run / "review" / "index.html")
+    assert severe_logs(browser) == []
+    flagged = pd.read_csv(run / "flagged.csv")
+    assert card_ids(browser) == flagged["sample_id"].tolist()
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#grid .card img'), i => [i.complete, i.naturalWidth])"
+    )
+    assert len(shown) == len(flagged) and all(done and width > 0 for done, width in shown), shown
