@@ -22,6 +22,7 @@ from .options import (
     ImageSizeOpt,
     JsonOpt,
     LabelColumnOpt,
+    LabelNamesOpt,
     OverwriteOpt,
     PathColumnOpt,
     QuietOpt,
@@ -37,6 +38,7 @@ def inspect(
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
     id_column: IdColumnOpt = None,
+    label_names: LabelNamesOpt = None,
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
@@ -63,7 +65,13 @@ def inspect(
     bars = not (quiet or json_output)
     with progress_bars(bars) as progress:  # a million-row manifest's file check takes seconds
         table = load_source(
-            source, path_column=path_column, label_column=label_column, id_column=id_column, progress=progress
+            source,
+            path_column=path_column,
+            label_column=label_column,
+            id_column=id_column,
+            label_names=label_names,
+            cache_dir=cache_dir,
+            progress=progress,
         )
     output = None
     if out is not None:  # checked, locked and created before decoding

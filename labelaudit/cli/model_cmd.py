@@ -15,6 +15,7 @@ from .options import (
     IdColumnOpt,
     JsonOpt,
     LabelColumnOpt,
+    LabelNamesOpt,
     ModelArg,
     PathColumnOpt,
     QuietOpt,
@@ -32,8 +33,8 @@ def predict_command(
     source: Annotated[
         Path,
         path_argument(
-            "Image folder (searched recursively; subfolders need not be classes) or a .parquet/.csv "
-            "manifest with a path column."
+            "Image folder (searched recursively; subfolders need not be classes), a .parquet/.csv "
+            "manifest with a path column, or a Hugging Face dataset (.parquet/.arrow, save_to_disk folder)."
         ),
     ],
     out: Annotated[
@@ -95,13 +96,15 @@ def evaluate_command(
     source: Annotated[
         Path,
         path_argument(
-            "Labelled image folder (one subfolder per class) or .parquet/.csv manifest; labels must be "
+            "Labelled image folder (one subfolder per class), .parquet/.csv manifest or Hugging Face "
+            "dataset; labels must be "
             "classes of the model."
         ),
     ],
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
     id_column: IdColumnOpt = None,
+    label_names: LabelNamesOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     json_output: JsonOpt = False,
@@ -121,6 +124,7 @@ def evaluate_command(
             path_column=path_column,
             label_column=label_column,
             id_column=id_column,
+            label_names=label_names,
             cache_dir=cache_dir,
             workers=workers,
             progress=progress,

@@ -13,6 +13,7 @@ from .console import progress_bars, stdout
 from .options import (
     CacheDirOpt,
     LabelColumnOpt,
+    LabelNamesOpt,
     OverwriteOpt,
     PathColumnOpt,
     QuietOpt,
@@ -122,6 +123,7 @@ def inject_noise_command(
     seed: SeedOpt = 0,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
     cache_dir: CacheDirOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -139,7 +141,13 @@ def inject_noise_command(
     from ..runs.directory import RunDirectory, input_paths
 
     kind = _noise_kind(kind, rate, noise_map, flips)
-    table = load_source(source, path_column=path_column, label_column=label_column)
+    table = load_source(
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        label_names=label_names,
+        cache_dir=cache_dir,
+    )
     map_file = noise_map if noise_map is not None and Path(noise_map).exists() else None  # an input too
     inputs = [f for f in (map_file, flips) if f] + (
         [cache_root(cache_dir)] if kind == "confusable" and flips is None else []
@@ -224,6 +232,7 @@ def benchmark_command(
     scan_option: ScanOptionOpt = None,
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
     cache_dir: CacheDirOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -254,6 +263,7 @@ def benchmark_command(
             out,
             path_column=path_column,
             label_column=label_column,
+            label_names=label_names,
             cache_dir=cache_dir,
             progress=progress,
         )

@@ -43,7 +43,11 @@ def backbone_weights_option(read_from: str) -> OptionInfo:
 
 
 SourceArg = Annotated[
-    Path, path_argument("Image folder (one subfolder per class) or a .parquet/.csv manifest.")
+    Path,
+    path_argument(
+        "Image folder (one subfolder per class), a .parquet/.csv manifest, or a Hugging Face dataset "
+        "(.parquet/.arrow with embedded images, or a save_to_disk folder)."
+    ),
 ]
 RunDirArg = Annotated[Path, path_argument("The run directory a scan wrote (its --out).")]
 ModelArg = Annotated[Path, path_argument("A model.pt, or the run directory of a scan or retrain.")]
@@ -51,7 +55,9 @@ ModelArg = Annotated[Path, path_argument("A model.pt, or the run directory of a 
 PathColumnOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--path-column", help="Manifest column with image paths [default: path, image, file_name, ...]."
+        "--path-column",
+        help="Manifest column with image paths [default: path, image, file_name, ...]; for a Hugging Face "
+        "dataset, its image column [default: its Image feature].",
     ),
 ]
 LabelColumnOpt = Annotated[
@@ -62,7 +68,17 @@ IdColumnOpt = Annotated[
     Optional[str],
     typer.Option(
         "--id-column",
-        help="Manifest column with unique sample ids [default: sample_id or id if present, else the path].",
+        help="Manifest column with unique sample ids [default: sample_id or id if present, else the path; "
+        "Hugging Face datasets: the images' unique path texts, else row-000123].",
+    ),
+]
+LabelNamesOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--label-names",
+        metavar="FILE",
+        help="Hugging Face datasets: a text file naming the integer labels, one class per line (line 1 = "
+        "label 0); needed when the label column has no ClassLabel names.",
     ),
 ]
 ImageSizeOpt = Annotated[

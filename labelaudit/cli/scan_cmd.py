@@ -24,6 +24,7 @@ from .options import (
     ImageSizeOpt,
     JsonOpt,
     LabelColumnOpt,
+    LabelNamesOpt,
     OverwriteOpt,
     PathColumnOpt,
     QuietOpt,
@@ -105,6 +106,7 @@ def scan_command(
     path_column: PathColumnOpt = None,
     label_column: LabelColumnOpt = None,
     id_column: IdColumnOpt = None,
+    label_names: LabelNamesOpt = None,
     cache_dir: CacheDirOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
@@ -205,6 +207,8 @@ def _load_source(options: SimpleNamespace, progress) -> SampleTable:
         path_column=options.path_column,
         label_column=options.label_column,
         id_column=options.id_column,
+        label_names=options.label_names,
+        cache_dir=options.cache_dir,
         progress=progress,
     )
 

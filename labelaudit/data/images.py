@@ -38,7 +38,7 @@ from ..reports import write_parquet
 from ..resources import usable_cpus
 from . import _decode
 from .cache_dir import cache_root, default_cache_dir, entry_folders, is_cache_key, open_cache_entry
-from .sources import SKIPPED_COLUMNS, SampleTable, check_usable
+from .sources import HF_KIND, SKIPPED_COLUMNS, SampleTable, check_usable
 
 CACHE_FORMAT_VERSION = 1
 #: Pillow's own decompression-bomb error threshold (2 x its warning limit).
@@ -319,6 +319,9 @@ def _skips(table: SampleTable, headers: pd.DataFrame, mask) -> pd.DataFrame:
     frame = table.samples.loc[mask, ["sample_id", "path"]].copy()
     frame["reason"] = headers.loc[mask, "reason"].to_numpy()
     frame["detail"] = headers.loc[mask, "detail"].to_numpy()
+    if table.kind == HF_KIND and "manifest_row" in table.samples:  # from a dataset row: name it
+        rows = table.samples.loc[mask, "manifest_row"].to_numpy()
+        frame["detail"] = [f"row {r}: {d}" for r, d in zip(rows, frame["detail"])]
     return frame[SKIPPED_COLUMNS].astype(object)
 
 

@@ -6,7 +6,8 @@ Glossary used throughout the package:
 - ``class_names``: the ``K`` class names in a stable order (numeric order when every label is an
   integer, otherwise sorted as text); ``given_label`` is an index into it.
 - ``sample_id``: a string unique per sample: the path relative to the image folder, the manifest's
-  id column, or the path as written in the manifest.
+  id column, or the path as written in the manifest; for a Hugging Face dataset its id column,
+  the image's unique ``path`` text, or ``row-000123``.
 
 Files that cannot be used are never fatal on their own: they are set aside in ``skipped`` with a
 reason code (see :data:`SKIP_REASONS`).
@@ -39,7 +40,12 @@ SKIP_REASONS = {
     "too_large": "the image has more pixels than the decompression-bomb limit",
     "unreadable": "the file or folder cannot be read (permissions or I/O error)",
     "non_utf8_name": "the file or folder name is not valid UTF-8; rename it",
+    "no_image": "a Hugging Face dataset row whose image cell is null",
 }
+
+
+#: The folder under the image cache root that holds the images extracted from Hugging Face datasets.
+EXTRACTED_FOLDER = "embedded-images"
 
 
 #: Classes with fewer samples than this are reported as too small to audit reliably.
@@ -121,8 +127,9 @@ class SampleTable:
         The ``K`` classes in a stable order.
     source : pathlib.Path
         The image folder or manifest file, resolved.
-    kind : {"folder", "parquet", "csv"}
-        What the source is.
+    kind : {"folder", "parquet", "csv", "huggingface"}
+        What the source is ("huggingface": a Hugging Face dataset file, ``save_to_disk``
+        folder or ``datasets.Dataset``, whose ``path`` are its images extracted to the cache).
     skipped : pandas.DataFrame
         Files set aside, columns ``sample_id, path, reason, detail``.
     duplicate_rows : pandas.DataFrame
@@ -148,8 +155,11 @@ class SampleTable:
 
     @property
     def root(self) -> Path:
-        """The folder that relative paths refer to: the image folder or the manifest's folder."""
-        return self.source if self.kind == "folder" else self.source.parent
+        """The folder that relative paths refer to: the image folder (or a dataset's
+        ``save_to_disk`` folder) or the manifest's folder."""
+        if self.kind == "folder" or (self.kind == "huggingface" and self.source.is_dir()):
+            return self.source
+        return self.source.parent
 
     def input_folder_containing(self, path: str | os.PathLike) -> Path | None:
         """The input folder that ``path`` lies in (or is), or None when it is outside the input.
@@ -160,6 +170,11 @@ class SampleTable:
         target = Path(path).expanduser().resolve()
         if self.kind == "folder":
             folders = {self.source}
+        elif self.kind == "huggingface":
+            # The dataset, and the folders of images it refers to by path; not the cache, where
+            # its embedded images were extracted.
+            names = parent_folders(self.samples["path"]) | parent_folders(self.skipped["path"])
+            folders = {self.source} | {Path(n) for n in names if f"/{EXTRACTED_FOLDER}/" not in f"{n}/"}
         else:
             names = parent_folders(self.samples["path"]) | parent_folders(self.skipped["path"])
             folders = {Path(name) for name in names}

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import DatasetError, SourceNotFoundError
+from ..errors import ConfigError, DatasetError, SourceNotFoundError
 from .classes import (
     check_trainable,
     check_usable,
@@ -36,6 +36,7 @@ from .classes import (
 )
 from .file_checks import CHECK_FILES_PHASE, stat_rows
 from .folders import load_folder, unlabeled_folder_rows
+from .huggingface import HF_KIND, is_dataset_object, is_hf_file, is_hf_folder, load_huggingface
 from .manifests import (
     ID_COLUMN_CANDIDATES,
     LABEL_COLUMN_CANDIDATES,
@@ -65,6 +66,7 @@ from .table_files import read_table, table_columns, where_row
 __all__ = [
     "CHECK_FILES_PHASE",
     "FEW_SAMPLES_THRESHOLD",
+    "HF_KIND",
     "ID_COLUMN_CANDIDATES",
     "IMAGE_EXTENSIONS",
     "LABEL_COLUMN_CANDIDATES",
@@ -93,7 +95,7 @@ __all__ = [
 
 
 def load_source(
-    source: str | os.PathLike,
+    source,
     *,
     path_column: str | None = None,
     label_column: str | None = None,
@@ -101,18 +103,34 @@ def load_source(
     classes: Sequence[str] | None = None,
     require_all_classes: bool = True,
     progress: ProgressCallback | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> SampleTable:
-    """Read an image folder or a parquet/CSV manifest into a :class:`SampleTable`.
+    """Read an image folder, a parquet/CSV manifest or a Hugging Face dataset into a
+    :class:`SampleTable`.
 
     Parameters
     ----------
-    source : path-like
-        A folder with one subfolder per class (nested folders inside a class are allowed), or a
-        ``.parquet`` / ``.csv`` manifest with one row per image.
+    source : path-like or datasets.Dataset
+        A folder with one subfolder per class (nested folders inside a class are allowed), a
+        ``.parquet`` / ``.csv`` manifest with one row per image, or a Hugging Face dataset: a
+        parquet or ``.arrow`` file with images embedded as bytes (``Dataset.to_parquet``, the
+        Hub's parquet), a ``Dataset.save_to_disk`` folder, or a :class:`datasets.Dataset`
+        (see :mod:`labelaudit.data.huggingface`).
     path_column, label_column, id_column : str, optional
         Manifest column names. By default the first present of
         :data:`PATH_COLUMN_CANDIDATES`, :data:`LABEL_COLUMN_CANDIDATES` and
-        :data:`ID_COLUMN_CANDIDATES` (the id column is optional). Ignored for folders.
+        :data:`ID_COLUMN_CANDIDATES` (the id column is optional). Ignored for folders. For a
+        Hugging Face dataset ``path_column`` is the image column (default: its ``Image``
+        feature), ``label_column`` defaults to its ``ClassLabel`` feature, and without
+        ``id_column`` the ids are the images' unique ``path`` texts, else ``row-000123``.
+    label_names : sequence of str or path-like, optional
+        Hugging Face datasets only: the class name of each integer label (label ``i`` is
+        ``label_names[i]``), or a text file with one name per line; needed when the label
+        column has no ``ClassLabel`` names, and used instead of them when given.
+    cache_dir : path-like, optional
+        Hugging Face datasets only: the image cache root (as for :func:`labelaudit.load_images`)
+        that their embedded images are written to, once per distinct image.
     classes : sequence of str, optional
         The allowed class names, in the order to use. A label names the class of the same text,
         or the one class it differs from only by surrounding whitespace (:func:`match_classes`);
@@ -134,36 +152,83 @@ def load_source(
     SourceNotFoundError
         The source does not exist or cannot be accessed.
     ManifestError
-        The manifest is unreadable or lacks a needed column.
+        The manifest is unreadable or lacks a needed column; a Hugging Face dataset's image or
+        label column is missing or of the wrong type, or its integer labels have no names.
     DatasetError
         No images, a single class, an empty or unreadable class folder, an unknown label, or a
         source path that is not valid UTF-8.
     """
-    path = _resolve_source(
-        source, "pass an image folder (one subfolder per class) or a .parquet/.csv manifest"
+    hf_options = dict(
+        image_column=path_column,
+        label_column=label_column,
+        id_column=id_column,
+        label_names=label_names,
+        classes=classes,
+        cache_dir=cache_dir,
+        progress=progress,
     )
+    if is_dataset_object(source):
+        table = load_huggingface(source, None, **hf_options)
+        check_usable(table, require_all_classes)
+        return table
+    path = _resolve_source(
+        source,
+        "pass an image folder (one subfolder per class), a .parquet/.csv manifest or a Hugging Face "
+        "dataset (.parquet, .arrow or a save_to_disk folder)",
+    )
+    if (path.is_dir() and is_hf_folder(path)) or is_hf_file(path):
+        table = load_huggingface(None, path, **hf_options)
+        check_usable(table, require_all_classes)
+        return table
+    if label_names is not None:
+        raise ConfigError(
+            f"--label-names names the integer labels of a Hugging Face dataset, and {str(source)!r} is "
+            "not one; drop --label-names"
+        )
     if path.is_dir():
         table = load_folder(path, classes, progress)
     elif path.suffix.lower() in MANIFEST_SUFFIXES:
         table = load_manifest(path, path_column, label_column, id_column, classes, progress)
     else:
         raise SourceNotFoundError(
-            f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; "
-            "pass an image folder or a manifest file"
+            f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; pass an image "
+            "folder, a manifest file or a Hugging Face dataset (.parquet, .arrow, a save_to_disk folder)"
         )
     check_usable(table, require_all_classes)
     return table
 
 
 def load_unlabeled(
-    source: str | os.PathLike, *, path_column: str | None = None, id_column: str | None = None
+    source,
+    *,
+    path_column: str | None = None,
+    id_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> SampleTable:
-    """Read images to predict: every image under a folder (class subfolders or not), or the path
-    column of a parquet/CSV manifest (a label column, if any, is ignored).
+    """Read images to predict: every image under a folder (class subfolders or not), the path
+    column of a parquet/CSV manifest, or the images of a Hugging Face dataset (as in
+    :func:`load_source`; a label column, if any, is ignored).
 
     The table has no classes (``class_names == ()``, ``label`` empty, ``given_label`` -1).
     """
-    path = _resolve_source(source, "pass an image folder or a .parquet/.csv manifest")
+    hf_options = dict(
+        image_column=path_column,
+        label_column=None,
+        id_column=id_column,
+        label_names=None,
+        classes=None,
+        cache_dir=cache_dir,
+        labelled=False,
+    )
+    if is_dataset_object(source):
+        table = load_huggingface(source, None, **hf_options)
+        check_usable(table, require_all_classes=False)
+        return table
+    path = _resolve_source(source, "pass an image folder, a .parquet/.csv manifest or a Hugging Face dataset")
+    if (path.is_dir() and is_hf_folder(path)) or is_hf_file(path):
+        table = load_huggingface(None, path, **hf_options)
+        check_usable(table, require_all_classes=False)
+        return table
     skipped: list[tuple[str, str, str, str]] = []
     if path.is_dir():
         rows, skipped = unlabeled_folder_rows(path)

@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -162,6 +163,7 @@ def run_benchmark(
     path_column: str | None = None,
     label_column: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Run every (seed, noise setting, method) and write ``results.csv`` and the summary tables.
@@ -169,7 +171,13 @@ def run_benchmark(
     Returns the per-run table (one row per run).
     """
     config.validate()
-    table = load_source(source, path_column=path_column, label_column=label_column)
+    table = load_source(
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        label_names=label_names,
+        cache_dir=cache_dir,
+    )
     inputs = input_paths(
         table, [cache_root(cache_dir), None if config.noise_map in NAMED_MAPS else config.noise_map]
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,7 @@ def predict(
         :meth:`LoadedModel.use_backbone_weights`).
     """
     model = _as_model(model).use_backbone_weights(weights).check_takes_images()  # before decoding anything
-    table = load_unlabeled(source, path_column=path_column, id_column=id_column)
+    table = load_unlabeled(source, path_column=path_column, id_column=id_column, cache_dir=cache_dir)
     if out_file is not None:
         check_predictions_file(out_file, table, model, overwrite=overwrite, cache_dir=cache_dir)
     store, probs = _decode_and_predict(model, table, cache_dir, workers, progress)
@@ -162,6 +163,7 @@ def evaluate(
     path_column: str | None = None,
     label_column: str | None = None,
     id_column: str | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
@@ -170,7 +172,7 @@ def evaluate(
     """Accuracy, per-class accuracy and confusion matrix of ``model`` on a labelled ``source``.
 
     The source's labels must be classes of the model; it may cover only some of them. ``weights``
-    as in :func:`predict`.
+    as in :func:`predict`; ``label_names`` as in :func:`labelaudit.load_source`.
     """
     model = _as_model(model).use_backbone_weights(weights).check_takes_images()  # before decoding anything
     table = load_source(
@@ -180,6 +182,8 @@ def evaluate(
         id_column=id_column,
         classes=model.class_names,
         require_all_classes=False,
+        label_names=label_names,
+        cache_dir=cache_dir,
     )
     store, probs = _decode_and_predict(model, table, cache_dir, workers, progress)
     truth = store.table.samples["given_label"].to_numpy()

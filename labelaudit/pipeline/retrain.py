@@ -112,7 +112,9 @@ def retrain(
         check_retrain_out(run, out_dir, labels=config.labels)
     # Read before decoding: a bad labels file or test set fails at once.
     reviewed = _reviewed_labels(run, config.labels) if config.mode == "labels" else None
-    test_table = None if test is None else _test_table(run, test, test_path_column, test_label_column)
+    test_table = (
+        None if test is None else _test_table(run, test, test_path_column, test_label_column, cache_dir)
+    )
     train = _train_settings(run, config)
     inputs = _training_inputs(run, train, cache_dir, workers, progress)
     test_inputs = None
@@ -167,8 +169,11 @@ def _reviewed_labels(run: ScanRun, labels: str) -> np.ndarray:
     return reviewed
 
 
-def _test_table(run: ScanRun, test, path_column: str | None, label_column: str | None) -> SampleTable:
-    """The held-out ``test`` source's samples; its labels must be classes of the scan."""
+def _test_table(
+    run: ScanRun, test, path_column: str | None, label_column: str | None, cache_dir=None
+) -> SampleTable:
+    """The held-out ``test`` source's samples; its labels must be classes of the scan. A Hugging
+    Face test set's images are extracted to ``cache_dir``."""
     if run.input_kind == "embeddings-file":
         raise ConfigError(
             "this scan trained a head on embeddings you passed with --embeddings, which labelaudit cannot "
@@ -180,6 +185,7 @@ def _test_table(run: ScanRun, test, path_column: str | None, label_column: str |
         label_column=label_column,
         classes=run.class_names,
         require_all_classes=False,
+        cache_dir=cache_dir,
     )
 
 

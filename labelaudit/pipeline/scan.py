@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ def scan(
     path_column: str | None = None,
     label_column: str | None = None,
     id_column: str | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     truth: str | os.PathLike | None = None,
@@ -71,13 +72,15 @@ def scan(
 
     Parameters
     ----------
-    source : path-like or SampleTable
-        Image folder or parquet/CSV manifest (see :func:`labelaudit.load_source`), or its
-        already loaded sample table.
+    source : path-like, datasets.Dataset or SampleTable
+        Image folder, parquet/CSV manifest or Hugging Face dataset (see
+        :func:`labelaudit.load_source`), or its already loaded sample table.
     config : ScanConfig
         Method, schedule, network and flagging settings.
     path_column, label_column, id_column : str, optional
         Manifest columns (ignored for a SampleTable).
+    label_names : sequence of str or path-like, optional
+        A Hugging Face dataset's integer label names, as in :func:`labelaudit.load_source`.
     cache_dir, workers, progress :
         Passed to :func:`labelaudit.load_images`: ``progress(phase, done, total, extra="")``.
     truth : path-like, optional
@@ -107,7 +110,14 @@ def scan(
     if isinstance(source, SampleTable):
         table = source
     else:
-        table = load_source(source, path_column=path_column, label_column=label_column, id_column=id_column)
+        table = load_source(
+            source,
+            path_column=path_column,
+            label_column=label_column,
+            id_column=id_column,
+            label_names=label_names,
+            cache_dir=cache_dir,
+        )
     if out_dir is not None:  # before decoding and training, so a bad choice fails at once
         _check_out_dir(out_dir, table, config, truth, cache_dir, (embeddings, probs))
     inputs = _prepare_inputs(table, kind, config, embeddings, probs, cache_dir, workers, progress)

@@ -37,6 +37,7 @@ def summary(result: ScanResult) -> dict:
         "kind": "scan",
         "format_version": RUN_FORMAT_VERSION,
         "source": str(table.source),
+        "source_kind": table.kind,
         "method": result.config.method,
         "num_samples": len(table),
         "num_classes": len(names),

@@ -88,7 +88,7 @@ def load_run(run_dir: str | os.PathLike) -> ScanRun:
             f"cannot read {MATRIX_FILES['cleaned']} in {str(path)!r} ({exc}); scan the dataset again"
         ) from None
     source = Path(summary["source"])
-    kind = (
+    kind = summary.get("source_kind") or (  # scans before source_kind: from the name
         "folder"
         if source.suffix.lower() not in (".parquet", ".pq", ".csv")
         else source.suffix.lower().lstrip(".")
