@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from labelaudit.cli import main
 from labelaudit.data.sources import read_table
 from labelaudit.reports import escape_cell
 from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
-from labelaudit.review.page_data import slider_edges
+from labelaudit.review.page_data import p_wrong_edges, read_review_data, slider_edges
 from labelaudit.runs.directory import FolderLock
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -106,20 +107,27 @@ def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
     assert len(thumbs) == len(flagged) and all(data["samples"]["thumb"])
     with Image.open(thumbs[0]) as img:
         assert img.format == "JPEG" and max(img.size) <= 64
-    # The slider's histogram counts every sample (flagged or not) below each step of its log scale.
-    quality = scanned["report"]["label_quality"].to_numpy()
+    # The slider acts on p_label_wrong: its histogram counts every sample (flagged or not) above
+    # each step of its logit scale, which has the scan's rule (p > 0.5) as its middle step.
+    p_wrong = report["p_label_wrong"].to_numpy()
+    assert data["slider_column"] == "p_label_wrong" and data["slider_flags"] == "above"
     edges = np.array(data["slider_edges"])
     assert len(edges) == len(data["histogram"]) == HISTOGRAM_BINS + 1
     assert edges[0] == 0 and edges[-1] == 1 and (np.diff(edges) > 0).all()
-    for step in (1, 250, HISTOGRAM_BINS // 2, 900, HISTOGRAM_BINS):
-        assert data["histogram"][step] == int((quality < edges[step]).sum())
-    ratios = edges[2:] / edges[1:-1]
-    assert np.allclose(ratios, ratios[0])  # evenly spaced in log(label quality)
-    assert edges[1] <= quality[quality > 0].min() < 10 * edges[1]
-    assert (
-        data["histogram"][data["threshold"]] >= 1
-        and max(data["samples"]["label_quality"]) < edges[data["threshold"]]
-    )
+    assert edges[HISTOGRAM_BINS // 2] == 0.5
+    for step in (0, 1, 250, HISTOGRAM_BINS // 2, 900, HISTOGRAM_BINS):
+        assert data["histogram"][step] == int((p_wrong > edges[step]).sum())
+    logit = np.log(edges[1:-1] / (1 - edges[1:-1]))
+    assert np.allclose(np.diff(logit), np.diff(logit)[0], rtol=1e-3)  # evenly spaced in logit(p)
+    odds = np.abs(np.log10(p_wrong / (1 - p_wrong)))
+    assert edges[1] <= p_wrong.min() and np.log10(edges[-2] / (1 - edges[-2])) - 1 < odds.max()
+    # It starts at the scan's rule, p_label_wrong > 0.5, keeping every listed suspect label.
+    # This scan flagged by the mixture rule on label quality: the slider starts at the step just
+    # below the least p_label_wrong of a listed suspect label (test_slider_start_... has the other rule).
+    suspect = [p for p, r in zip(data["samples"]["p_label_wrong"], data["samples"]["reason"]) if r == "label"]
+    assert edges[data["threshold"]] < min(suspect) <= edges[data["threshold"] + 1]
+    assert data["samples"]["p_label_wrong"] == flagged["p_label_wrong"].tolist()
+    assert data["samples"]["label_quality"] is None  # only a scan without p_label_wrong needs it
     # No network: nothing refers to another host, and the page forbids it.
     for name in ("index.html", "review.js", "review.css"):
         text = (review / name).read_text(encoding="utf-8")
@@ -701,6 +709,62 @@ def test_slider_edges_give_small_label_qualities_most_steps():
     assert slider_edges(np.zeros(3))[1] == 1e-3 and slider_edges(np.array([1e-30]))[1] == 1e-8
 
 
+def test_p_wrong_edges_spread_the_listed_samples_near_1():
+    """Issue 28: half the listed samples of a real scan have p_label_wrong above 0.99; the logit-scale
+    slider gives p > 0.99 hundreds of steps (a linear one gave it 10), with 0.5 an exact step."""
+    rng = np.random.default_rng(0)
+    listed = 1 - 10 ** rng.uniform(-9, np.log10(0.5), 1000)
+    p_wrong = np.concatenate([listed, 10 ** rng.uniform(-8, -1, 4000), [0.0, 1.0]])
+    edges = p_wrong_edges(p_wrong)
+    assert edges[0] == 0 and edges[-1] == 1 and edges[HISTOGRAM_BINS // 2] == 0.5
+    assert (np.diff(edges) > 0).all() and edges[1] == pytest.approx(1e-9, rel=1e-6)
+    assert int((edges > 0.99).sum()) >= 350 and int((edges > 0.5).sum()) == HISTOGRAM_BINS // 2
+    assert p_wrong_edges(np.full(3, 0.6))[1] == pytest.approx(0.01 / 1.01)  # at least 2 decades of odds
+    assert p_wrong_edges(np.array([1e-30, 0.5]))[1] == pytest.approx(1e-10)  # at most 10
+
+
+def test_slider_starts_at_the_scans_rule_p_label_wrong_above_one_half(run_copy):
+    """A scan that flagged by p_label_wrong > 0.5 (its flag_rule says so): the slider starts at 0.5."""
+    summary = json.loads((run_copy / "summary.json").read_text())
+    rule = {"rule": "calibrated", "p_label_wrong_threshold": 0.5, "ambiguity_floor": 0.35}
+    (run_copy / "summary.json").write_text(json.dumps({**summary, "flag_rule": rule}))
+    data = read_review_data(run_copy)
+    page = page_data(data, [True] * len(data.flagged), pd.DataFrame(), [], 96)
+    assert page["threshold"] == HISTOGRAM_BINS // 2 and page["slider_edges"][page["threshold"]] == 0.5
+    report = pd.read_parquet(run_copy / "report.parquet")
+    assert page["histogram"][page["threshold"]] == int((report["p_label_wrong"] > 0.5).sum())
+    # Were a listed suspect label at or below 0.5, the start would move below it.
+    low = data.flagged.copy()
+    low.loc[low.index[low["reason"] == "label"][0], "p_label_wrong"] = 0.3
+    moved = page_data(replace(data, flagged=low), [True] * len(low), pd.DataFrame(), [], 96)
+    assert page["slider_edges"][moved["threshold"]] < 0.3 <= page["slider_edges"][moved["threshold"] + 1]
+
+
+def test_a_scan_without_p_label_wrong_gets_the_label_quality_slider(run_copy, capsys):
+    """A scan from before calibrated probabilities: the slider falls back to label quality, flagging
+    below its threshold on the log scale."""
+    report = pd.read_parquet(run_copy / "report.parquet").drop(columns=["p_label_wrong"])
+    report.to_parquet(run_copy / "report.parquet", index=False)
+    summary = json.loads((run_copy / "summary.json").read_text())
+    rule = {"rule": "label_quality", "label_quality_threshold": 0.2}
+    (run_copy / "summary.json").write_text(json.dumps({**summary, "flag_rule": rule}))
+    data = read_review_data(run_copy)
+    assert data.slider_column == "label_quality"
+    code, _, err = run(["review", run_copy], capsys)
+    assert code == 0, err
+    page = load_page_data(run_copy / "review")
+    quality = report["label_quality"].to_numpy()
+    edges = np.array(page["slider_edges"])
+    assert page["slider_column"] == "label_quality" and page["slider_flags"] == "below"
+    assert page["samples"]["p_label_wrong"] is None and len(page["samples"]["label_quality"]) == len(
+        page["samples"]["id"]
+    )
+    assert edges[1] <= quality[quality > 0].min() < 10 * edges[1]
+    assert page["histogram"][700] == int((quality < edges[700]).sum())
+    suspect = [q for q, r in zip(page["samples"]["label_quality"], page["samples"]["reason"]) if r == "label"]
+    assert max(suspect) < edges[page["threshold"]] and edges[page["threshold"] - 1] <= max(0.2, max(suspect))
+
+
 def set_slider(driver, position: int) -> None:
     driver.execute_script(
         "const s = document.getElementById('threshold'); s.value = String(arguments[0]);"
@@ -711,9 +775,9 @@ def set_slider(driver, position: int) -> None:
 
 
 def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanned, run_copy, browser, capsys):
-    """Issue 28 C: the log-scale slider shows its value, how many it flags and how many listed samples
-    it keeps, over a histogram; T's counts and the mixed-up pairs follow the filters and decisions,
-    and a pair filters the grid."""
+    """Issue 28 C: the slider on p_label_wrong (logit scale) shows its value, how many it flags and how
+    many listed samples it keeps, over a histogram; T's counts and the mixed-up pairs follow the
+    filters and decisions, and a pair filters the grid."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
@@ -727,19 +791,22 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     # The histogram: 50 bars holding every sample, and the listed ones.
     bars = browser.find_elements("css selector", "#threshold-hist .bar")
     assert len(bars) == 50
-    assert sum(int(b.get_attribute("data-count")) for b in bars) == int((report["label_quality"] < 1).sum())
+    assert sum(int(b.get_attribute("data-count")) for b in bars) == int((report["p_label_wrong"] > 0).sum())
     assert sum(int(b.get_attribute("data-listed")) for b in bars) == len(flagged)
-    # A position below the start: the value, the count flagged and the suspect labels the grid keeps.
-    position = data["threshold"] - 150
+    assert browser.find_element("id", "threshold-name").text == (
+        "Flag threshold on P(label wrong) (logit scale), flagged above"
+    )
+    assert browser.find_element("id", "threshold-value").text == f"{edges[data['threshold']]:.3f}"
+    # A position above the start: the value, the count flagged and the suspect labels the grid keeps.
+    position = data["threshold"] + 300
     set_slider(browser, position)
     limit = edges[position]
-    kept = suspect[suspect["label_quality"] < limit]
+    kept = suspect[suspect["p_label_wrong"] > limit]
     shown = browser.find_element("id", "threshold-value").text
-    assert (
-        float(shown) == pytest.approx(limit, rel=0.05) and len(shown) <= 8
-    )  # 2 significant digits below 0.1
+    # Readable near 1: 2 significant digits of 1 - p (0.9988)
+    assert 1 - float(shown) == pytest.approx(1 - limit, rel=0.1) and len(shown) <= 8
     assert browser.find_element("id", "threshold-count").text.startswith(
-        f"label quality < {shown}: {histogram[position]:,} of {len(report):,} samples"
+        f"P(label wrong) > {shown}: {histogram[position]:,} of {len(report):,} samples"
     )
     assert (
         f"The grid keeps {len(kept)} of the {len(suspect)} listed suspect labels."
@@ -749,8 +816,16 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     assert set(kept["sample_id"]) <= set(ids) and not set(suspect["sample_id"]) - set(
         kept["sample_id"]
     ) & set(ids)
-    below = [b for b in bars if "below" in b.get_attribute("class")]
-    assert len(below) == -(-position // 20)
+    marked = [b for b in bars if "flagged" in b.get_attribute("class")]
+    assert len(marked) == 50 - position // 20  # the bars above the threshold
+    # Each card's P(label wrong) is readable near 1: as many digits as 1 - p needs (0.9988).
+    shown_p = re.search(r"P\(label wrong\) (\S+)", card_for(browser, ids[0]).text).group(1)
+    p_first = float(flagged.set_index("sample_id").loc[ids[0], "p_label_wrong"])
+    assert 1 - float(shown_p) == pytest.approx(1 - p_first, rel=0.1, abs=1e-3), shown_p
+    # Below the start: more would be flagged than the grid can show.
+    set_slider(browser, data["threshold"] - 100)
+    count_text = browser.find_element("id", "threshold-count").text
+    assert "The grid lists the scan's flagged samples only." in count_text
     browser.find_element("id", "clear-filters").click()
 
     # T's counts follow decisions and filters.
@@ -770,7 +845,7 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     assert cell_count() == f"({count - 1}/{count})"
     Select(browser.find_element("id", "filter-state")).select_by_value("undecided")
     assert cell_count() == f"({count - 1})"
-    set_slider(browser, 0)  # nothing below 0: only near-duplicates and outliers would stay
+    set_slider(browser, HISTOGRAM_BINS)  # nothing above 1: only near-duplicates and outliers would stay
     assert cell_count() == ""
     browser.find_element("id", "clear-filters").click()
 

@@ -25,8 +25,16 @@
   var K = CLASSES.length;
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
-  // The slider's label-quality value at each position (a log scale; linear for older pages).
+  // The threshold slider acts on P(label wrong) and flags above its threshold (a logit scale);
+  // for a scan from before calibrated probabilities, on label quality, flagging below it (a log
+  // scale). EDGES[p]: the value at position p, increasing.
+  var SLIDER = D.slider_column || "label_quality";
+  var ABOVE = D.slider_flags === "above";
+  var SCORE = S[SLIDER];
+  var SLIDER_NAME = ABOVE ? "P(label wrong)" : "label quality";
   var EDGES = D.slider_edges || D.histogram.map(function (_, p) { return p / BINS; });
+  // Whether the slider at the value limit keeps a sample of score x (flags it).
+  function keeps(x, limit) { return ABOVE ? x > limit : x < limit; }
   var HIST_BARS = 50; // bars of the histogram under the slider
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
   // The issue types a sample can be listed for (labelaudit/audit/issue_types.py), in reason order.
@@ -402,10 +410,10 @@
   function passesBase(k, limit) {
     var reasons = reasonsOf(k);
     if (filters.view && reasons.indexOf(filters.view) < 0) return false;
-    // The slider moves the label-quality boundary: it hides suspect labels above it, never a
+    // The slider moves the flag boundary: it hides suspect labels it does not flag, never a
     // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
     var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
-    if (labelOnly && !(S.label_quality[k] < limit)) return false;
+    if (labelOnly && !keeps(SCORE[k], limit)) return false;
     if (filters.state === "decided" && !isDecided(k)) return false;
     if (filters.state === "undecided" && isDecided(k)) return false;
     return true;
@@ -491,7 +499,7 @@
     if (filters.suggested >= 0) hiding.push("suggested label " + CLASSES[filters.suggested]);
     if (filters.pair) hiding.push("the pair " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]]);
     if (filters.state) hiding.push("show " + filters.state);
-    if (filters.threshold < D.threshold) hiding.push("the flag threshold lowered to " + thresholdText());
+    if (stricter(filters.threshold)) hiding.push("the flag threshold " + (ABOVE ? "raised" : "lowered") + " to " + thresholdText());
     return "No sample matches these filters: the " + int(inView) + " samples " + (view ? "of the view " + view.view : "listed") +
       " are hidden by " + (hiding.length ? hiding.join(", ") : "the filters") + ". \u201cClear filters\u201d shows them again.";
   }
@@ -625,7 +633,7 @@
     suggested.appendChild(el("span", "key", " (" + fmt(S.suggested_confidence[index], 2) + ")"));
     meta.appendChild(suggested);
     meta.appendChild(S.p_label_wrong
-      ? el("div", "key", "P(label wrong) " + fmt(S.p_label_wrong[index], 3))
+      ? el("div", "key", "P(label wrong) " + probability(S.p_label_wrong[index]))
       : el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
     var reasons = reasonsOf(index);
     meta.appendChild(el("div", "reasons", reasons.map(function (r) { return REASON_TEXT[r] || r; }).join(" \u00b7 ")));
@@ -953,14 +961,37 @@
     if (x >= 0.1) return x.toFixed(3);
     return x.toPrecision(2).replace(/e-(\d)$/, "e-0$1");
   }
-  function thresholdText() { return quality(EDGES[filters.threshold]); }
+  // A probability readable at both ends: 0.0012, 0.500, 0.9988, 0.999988, then 1 − 2.0e-7.
+  function probability(x) {
+    if (x === null || x === undefined) return "-";
+    if (x <= 0 || x >= 1) return String(Math.round(x));
+    if (x < 0.01) return x.toPrecision(2);
+    if (x <= 0.99) return x.toFixed(3);
+    var rest = 1 - x;
+    if (rest >= 1e-5) return x.toFixed(Math.ceil(-Math.log10(rest)) + 1);
+    return "1 \u2212 " + rest.toExponential(1);
+  }
+  function sliderText(x) { return ABOVE ? probability(x) : quality(x); }
+  function thresholdText() { return sliderText(EDGES[filters.threshold]); }
 
-  // The slider's position that keeps a label-quality value: the first whose edge lies above it.
+  // The first slider position whose edge lies above x.
   function positionOf(x) {
     var lo = 0, hi = BINS;
     while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] > x) hi = mid; else lo = mid + 1; }
     return lo;
   }
+  // The step of the slider, [EDGES[p], EDGES[p + 1]), that holds x (label quality), or
+  // (EDGES[p], EDGES[p + 1]] (P(label wrong)).
+  function stepOf(x) {
+    if (!ABOVE) return positionOf(x) - 1;
+    var lo = 0, hi = BINS;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] >= x) hi = mid; else lo = mid + 1; }
+    return lo - 1;
+  }
+  // Whether a slider value flags more samples than the start (then the grid cannot show the
+  // extra ones: it lists the scan's flagged samples only), or fewer.
+  function looser(value) { return ABOVE ? value < D.threshold : value > D.threshold; }
+  function stricter(value) { return ABOVE ? value > D.threshold : value < D.threshold; }
 
   function updateThreshold() {
     var value = filters.threshold;
@@ -971,20 +1002,21 @@
       var reasons = reasonsOf(k);
       if (!(reasons.length === 1 && reasons[0] === "label")) continue;
       suspect++;
-      if (S.label_quality[k] < limit) kept++;
+      if (keeps(SCORE[k], limit)) kept++;
     }
     $("threshold-value").textContent = thresholdText();
-    var text = "label quality < " + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
+    var text = SLIDER_NAME + (ABOVE ? " > " : " < ") + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
       " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) +
       ". The grid keeps " + int(kept) + " of the " + int(suspect) + " listed suspect labels.";
-    if (value > D.threshold) text += " The grid lists the scan's flagged samples only.";
+    if (looser(value)) text += " The grid lists the scan's flagged samples only.";
     $("threshold-count").textContent = text;
     Array.prototype.forEach.call(document.querySelectorAll("#threshold-hist .bar"), function (bar) {
-      bar.classList.toggle("below", +bar.getAttribute("data-from") < value);
+      var flagged = ABOVE ? +bar.getAttribute("data-to") > value : +bar.getAttribute("data-from") < value;
+      bar.classList.toggle("flagged", flagged); // holds samples the threshold flags
     });
   }
 
-  // A histogram of label quality under the slider, on the slider's scale: one bar per
+  // A histogram of the slider's column under the slider, on its scale: one bar per
   // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside; bar
   // heights on a log scale of the counts.
   function buildHistogram() {
@@ -992,22 +1024,23 @@
     var listed = new Array(HIST_BARS).fill(0);
     var width = BINS / HIST_BARS;
     for (var k = 0; k < N; k++) {
-      var q = S.label_quality[k];
+      var q = SCORE[k];
       if (!(q >= 0)) continue;
-      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor((positionOf(q) - 1) / width)))]++;
+      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor(stepOf(q) / width)))]++;
     }
     var all = [], most = 1;
     for (var b = 0; b < HIST_BARS; b++) {
       var from = Math.round(b * width), to = Math.round((b + 1) * width);
-      all.push([from, to, D.histogram[to] - D.histogram[from]]);
+      all.push([from, to, Math.abs(D.histogram[to] - D.histogram[from])]);
       most = Math.max(most, all[b][2], listed[b]);
     }
     all.forEach(function (a, b) {
       var bar = el("div", "bar");
       bar.setAttribute("data-from", String(a[0]));
+      bar.setAttribute("data-to", String(a[1]));
       bar.setAttribute("data-count", String(a[2]));
       bar.setAttribute("data-listed", String(listed[b]));
-      bar.title = "label quality " + quality(EDGES[a[0]]) + " to " + quality(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
+      bar.title = SLIDER_NAME + " " + sliderText(EDGES[a[0]]) + " to " + sliderText(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
         int(listed[b]) + " of them listed";
       var total = el("div", "all");
       total.style.height = (100 * Math.log1p(a[2]) / Math.log1p(most)).toFixed(1) + "%"; // log heights: the
@@ -1070,6 +1103,7 @@
     });
 
     var slider = $("threshold");
+    $("threshold-name").textContent = "Flag threshold on " + SLIDER_NAME + (ABOVE ? " (logit scale), flagged above" : " (log scale), flagged below");
     slider.max = String(BINS);
     slider.value = String(D.threshold);
     buildHistogram();
