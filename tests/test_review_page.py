@@ -32,6 +32,7 @@ from PIL import Image
 from labelaudit.cli import main
 from labelaudit.data.sources import read_table
 from labelaudit.reports import escape_cell
+from labelaudit.review.decisions import SOURCE_COLUMNS
 from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
 from labelaudit.review.page_data import p_wrong_edges, read_review_data, slider_edges
 from labelaudit.runs.directory import FolderLock
@@ -989,3 +990,69 @@ def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_pa
         f"(script set-up {timing['setUpMs']:.0f} ms, first grid {timing['lastRenderMs']:.0f} ms); next page "
         f"{page_seconds * 1000:.0f} ms round trip ({page_render:.0f} ms render); a filter {filter_ms:.0f} ms"
     )
+
+
+def test_apply_keeps_and_counts_how_decisions_were_made(scanned, run_copy, tmp_path, capsys):
+    """Issue 28: a decisions.csv with the page's source columns (manual, check:<id>, bulk:<id>):
+    apply keeps them in its decisions.csv and counts the bulk-decided in apply.json; a bad source
+    is a one-line error naming its line."""
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    ids = flagged["sample_id"].tolist()
+    sources = ["manual", "check:ab12", "check:ab12", "bulk:ab12", "bulk:ab12", ""]
+
+    def write(path: Path, rows: list[list]) -> Path:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS])
+        writer.writerows([[escape_cell(str(v)) for v in row] for row in rows])
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+        return path
+
+    good = write(
+        tmp_path / "alice.csv",
+        [
+            [
+                i,
+                "remove" if not s else "keep" if s == "manual" else "accept",
+                "",
+                "",
+                s,
+                *(("2", "0.2") if ":" in s else ("", "")),
+            ]
+            for i, s in zip(ids, sources)
+        ],
+    )
+    out = tmp_path / "cleaned"
+    code, _, err = run(["apply", run_copy, good, "--out", out], capsys)
+    assert code == 0, err
+    info = json.loads((out / "apply.json").read_text())
+    assert info["num_bulk_decided"] == 2 and info["num_spot_checked"] == 2
+    assert info["spot_checks"] == {
+        "ab12": {"check_size": 2, "check_max_wrong": 0.2, "num_checked": 2, "num_bulk_decided": 2}
+    }
+    kept = read_table(out / "decisions.csv", "decisions").fillna("")
+    assert kept.columns.tolist() == ["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS]
+    assert kept["source"].tolist() == [s or "manual" for s in sources]
+    # Applying apply's own decisions.csv again keeps the sources and the counts.
+    again = tmp_path / "again"
+    assert run(["apply", run_copy, out / "decisions.csv", "--out", again], capsys)[0] == 0
+    assert json.loads((again / "apply.json").read_text())["spot_checks"] == info["spot_checks"]
+    # Without the columns: nothing bulk-decided, and apply's decisions.csv keeps its four columns.
+    plain = tmp_path / "plain.csv"
+    plain.write_text(expected_csv([[ids[0], "keep", "", ""]]))
+    assert run(["apply", run_copy, plain, "--out", tmp_path / "plain"], capsys)[0] == 0
+    assert json.loads((tmp_path / "plain" / "apply.json").read_text())["num_bulk_decided"] == 0
+    assert read_table(tmp_path / "plain" / "decisions.csv", "d").columns.tolist() == [
+        "sample_id",
+        "decision",
+        "new_label",
+        "note",
+    ]
+    for bad_row, fragment in (
+        ([ids[0], "keep", "", "", "robot", "", ""], "has the source 'robot' on line 2"),
+        ([ids[0], "keep", "", "", "bulk:ab12", "", "0.1"], "with check_size '' and check_max_wrong '0.1'"),
+    ):
+        bad = write(tmp_path / "bad.csv", [bad_row])
+        code, _, err = run(["apply", run_copy, bad, "--out", tmp_path / "bad"], capsys)
+        assert code != 0
+        one_line_error(err, fragment)
