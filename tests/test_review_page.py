@@ -34,7 +34,7 @@ from labelaudit.data.sources import read_table
 from labelaudit.reports import escape_cell
 from labelaudit.review.decisions import SOURCE_COLUMNS
 from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
-from labelaudit.review.page_data import p_wrong_edges, read_review_data, slider_edges
+from labelaudit.review.page_data import p_wrong_edges, read_review_data, slider_edges, slider_histogram
 from labelaudit.runs.directory import FolderLock
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -343,12 +343,15 @@ def card_for(driver, sample_id: str):
 
 
 def expected_csv(rows: list[list[str]]) -> str:
-    """decisions.csv as the contract says: escaped formula cells, minimal CSV quoting, "\\n" line ends."""
+    """decisions.csv as the contract says: escaped formula cells, minimal CSV quoting, "\\n" line ends;
+    a row of 4 cells is a manual decision (source manual, no spot-check)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample_id", "decision", "new_label", "note"])
+    writer.writerow(["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS])
     for row in rows:
-        writer.writerow([escape_cell(value) for value in row])
+        writer.writerow(
+            [escape_cell(str(value)) for value in (row + ["manual", "", ""] if len(row) == 4 else row)]
+        )
     return buffer.getvalue()
 
 
@@ -449,7 +452,7 @@ def test_review_page_in_a_real_browser(scanned, run_copy, browser, capsys):
     ordered = [rows[i] for i in flagged["sample_id"] if i in rows]  # the export follows the rank
     assert target.read_text(encoding="utf-8") == expected_csv(ordered)
     back = read_table(target, "decisions")
-    assert back.fillna("").values.tolist() == ordered
+    assert back.fillna("").values.tolist() == [row + ["manual", "", ""] for row in ordered]
     assert severe_logs(browser) == []
 
     # The loop closes: apply takes the page's file as it is.
@@ -524,7 +527,7 @@ def test_class_picker_keeps_the_image_in_view_and_records_the_chosen_class(
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     assert not picker.is_displayed()
     assert state_of(browser, first) == f"relabelled \u2192 {suggested}"
-    assert stored(browser)["decisions"][first] == ["relabel", suggested, ""]
+    assert stored(browser)["decisions"][first] == ["relabel", suggested, "", ""]
     assert "current" in card_for(browser, second).get_attribute("class")  # moved on, as other keys do
     # Typing narrows the list; one match is highlighted and Enter takes it; Esc closes without a decision.
     ActionChains(browser).send_keys("c").perform()
@@ -545,7 +548,7 @@ def test_class_picker_keeps_the_image_in_view_and_records_the_chosen_class(
     third = flagged["sample_id"].iloc[2]
     third_given = flagged["given_label"].iloc[2]
     ActionChains(browser).send_keys(str(classes.index(third_given) + 1)).perform()
-    assert stored(browser)["decisions"][third] == ["relabel", third_given, ""]
+    assert stored(browser)["decisions"][third] == ["relabel", third_given, "", ""]
     assert severe_logs(browser) == []
 
 
@@ -570,11 +573,11 @@ def test_undo_restores_the_previous_decision_several_steps_deep(scanned, run_cop
     open_page(browser, index)
     ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
     assert state_of(browser, second) == "remove from dataset"
-    assert stored(browser)["decisions"][second] == ["remove", None, ""]
+    assert stored(browser)["decisions"][second] == ["remove", None, "", ""]
     assert "current" in card_for(browser, second).get_attribute("class")
     ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
     assert state_of(browser, second) == f"kept \u2192 {given2}"
-    assert stored(browser)["decisions"][second] == ["keep", None, ""]
+    assert stored(browser)["decisions"][second] == ["keep", None, "", ""]
     ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
     assert state_of(browser, second) == "undecided" and second not in stored(browser)["decisions"]
     assert state_of(browser, first) == f"accepted \u2192 {suggested}"
@@ -628,7 +631,7 @@ def test_importing_a_decisions_csv_resumes_a_review(scanned, run_copy, browser, 
     assert state_of(browser, first) == f"accepted \u2192 {suggested}"
     assert state_of(browser, second) == f"relabelled \u2192 {FORMULA}"
     assert state_of(browser, third) == "remove from dataset"
-    assert stored(browser)["decisions"][second] == ["relabel", FORMULA, note]  # the line break kept
+    assert stored(browser)["decisions"][second] == ["relabel", FORMULA, note, ""]  # the line break kept
     shown = card_for(browser, second).find_element("css selector", "input.note").get_attribute("value")
     assert shown == note.replace("\n", "")  # a one-line field shows it without the break
     total = len(flagged)
@@ -1039,7 +1042,11 @@ def test_apply_keeps_and_counts_how_decisions_were_made(scanned, run_copy, tmp_p
     assert json.loads((again / "apply.json").read_text())["spot_checks"] == info["spot_checks"]
     # Without the columns: nothing bulk-decided, and apply's decisions.csv keeps its four columns.
     plain = tmp_path / "plain.csv"
-    plain.write_text(expected_csv([[ids[0], "keep", "", ""]]))
+    plain.write_text(
+        expected_csv([[ids[0], "keep", "", ""]])
+        .replace(",source,check_size,check_max_wrong", "")
+        .replace(",manual,,\n", "\n")
+    )
     assert run(["apply", run_copy, plain, "--out", tmp_path / "plain"], capsys)[0] == 0
     assert json.loads((tmp_path / "plain" / "apply.json").read_text())["num_bulk_decided"] == 0
     assert read_table(tmp_path / "plain" / "decisions.csv", "d").columns.tolist() == [
@@ -1056,3 +1063,192 @@ def test_apply_keeps_and_counts_how_decisions_were_made(scanned, run_copy, tmp_p
         code, _, err = run(["apply", run_copy, bad, "--out", tmp_path / "bad"], capsys)
         assert code != 0
         one_line_error(err, fragment)
+
+
+def click(driver, element_id: str) -> None:
+    """Click a button below the sticky header (scrolled to the middle of the window first)."""
+    element = driver.find_element("id", element_id)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def start_check(driver, decision: str, rate: str) -> list[str]:
+    """Open "Decide all ... with a spot-check", choose the decision and rate, start: the cards drawn."""
+    from selenium.webdriver.support.ui import Select
+
+    click(driver, "bulk-open")
+    Select(driver.find_element("id", "bulk-decision")).select_by_value(decision)
+    Select(driver.find_element("id", "bulk-rate")).select_by_value(rate)
+    click(driver, "bulk-start")
+    return card_ids(driver)
+
+
+def downloaded(driver) -> Path:
+    target = driver.downloads / "decisions.csv"
+    deadline = time.time() + 30
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)
+    return target
+
+
+def test_a_spot_check_that_agrees_decides_the_rest_in_one_undo_step(scanned, run_copy, browser, capsys):
+    """Issue 28: "Decide all N with a spot-check": n = ceil(ln 0.05 / ln(1 - rate)) random undecided
+    cards (seeded: the same selection draws the same cards), decided one by one; all agree, so the
+    decision goes to the rest, exported with source bulk:<id> (the cards check:<id>) and the check's
+    size, read by apply; one Backspace takes the whole bulk decision back."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    fresh_review(browser, run_copy, capsys)
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    total = len(flagged)
+    assert total > 14, "the fixture should list more samples than a 20% spot-check draws"
+    assert browser.find_element("id", "bulk-open").text == f"Decide all {total} with a spot-check\u2026"
+    click(browser, "bulk-open")
+    statement = browser.find_element("id", "bulk-statement")
+    for rate, n in (("0.05", 59), ("0.1", 29), ("0.2", 14)):
+        Select(browser.find_element("id", "bulk-rate")).select_by_value(rate)
+        assert f" {n} " in statement.text
+    assert statement.text.startswith(f"The page draws 14 of the {total} undecided at random")
+    assert (
+        "If all 14 agree with \u201caccept the suggested label\u201d, it is applied to the other "
+        f"{total - 14}: then, with 95% confidence, at most 20% of them are wrong" in statement.text
+    )
+    click(browser, "bulk-cancel")
+    drawn = start_check(browser, "accept", "0.2")
+    assert len(drawn) == 14 and set(drawn) <= set(flagged["sample_id"])
+    assert drawn == [i for i in flagged["sample_id"] if i in drawn]  # in rank order
+    assert not browser.find_element("id", "filter-given").is_enabled()  # the grid is the check's
+    click(browser, "bulk-stop")
+    assert len(card_ids(browser)) == total
+    assert start_check(browser, "accept", "0.2") == drawn  # seeded: the same selection, the same draw
+    check_id = stored(browser)["check_order"][-1]
+    ActionChains(browser).send_keys("j").perform()
+    for _ in drawn:
+        ActionChains(browser).send_keys("a").perform()
+    assert browser.find_element("id", "bulk-progress").text.startswith(
+        f"Spot-check {check_id} of everything listed"
+    )
+    assert "14 of 14 decided, 14 agree." in browser.find_element("id", "bulk-progress").text
+    click(browser, "bulk-finish")
+    assert browser.find_element("id", "status").text == (
+        f"Spot-check {check_id}: 14/14 agreed: \u201caccept the suggested label\u201d applied to the other "
+        f"{total - 14} (source bulk:{check_id} in decisions.csv; Backspace undoes the whole bulk decision)."
+    )
+    assert browser.find_element("id", "decided-count").text == f"{total} decided \u00b7 0 undecided"
+    rest = [i for i in flagged["sample_id"] if i not in drawn]
+    assert state_of(browser, rest[0]).endswith(f"(bulk, spot-check {check_id})")
+    assert "14/14 agreed: applied to" in browser.find_element("id", "checks").text
+
+    # The export says how each decision was made; apply keeps and counts it.
+    (browser.downloads / "decisions.csv").unlink(missing_ok=True)
+    click(browser, "export")
+    target = downloaded(browser)
+    exported = read_table(target, "decisions").fillna("").set_index("sample_id")
+    assert exported["decision"].eq("accept").all() and len(exported) == total
+    assert set(exported.loc[drawn, "source"]) == {f"check:{check_id}"}
+    assert set(exported.loc[rest, "source"]) == {f"bulk:{check_id}"}
+    assert (
+        exported["check_size"].astype(int).eq(14).all()
+        and exported["check_max_wrong"].astype(float).eq(0.2).all()
+    )
+    out = run_copy.parent / "cleaned"
+    code, _, err = run(["apply", run_copy, target, "--out", out], capsys)
+    assert code == 0, err
+    info = json.loads((out / "apply.json").read_text())
+    assert info["num_bulk_decided"] == total - 14 and info["num_spot_checked"] == 14
+    assert info["spot_checks"][check_id]["num_bulk_decided"] == total - 14
+    target.unlink()
+
+    # One undo step takes the whole bulk decision back; the checked cards keep theirs.
+    browser.find_element("css selector", "#grid .card .meta").click()
+    ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
+    assert browser.find_element("id", "decided-count").text == f"14 decided \u00b7 {total - 14} undecided"
+    assert state_of(browser, rest[0]) == "undecided" and state_of(browser, drawn[0]).startswith("accepted")
+    assert "(undone)" in browser.find_element("id", "checks").text
+    assert severe_logs(browser) == []
+
+
+def test_a_spot_check_with_one_disagreement_applies_nothing(browser, tmp_path):
+    """Issue 28: on a T cell, one checked card that disagrees stops the bulk decision: nothing is
+    applied to the rest, the checked cards keep their own decisions, and the cell shows 13/14 agreed."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    review = synthetic_page(tmp_path, n=300, k=3)
+    open_page(browser, review / "index.html")
+    browser.execute_script("localStorage.clear()")
+    open_page(browser, review / "index.html")
+    cell = "table.matrix button[data-true='1'][data-given='0']"
+    browser.find_element("css selector", cell).click()
+    in_cell = len(card_ids(browser))
+    assert in_cell > 14
+    drawn = start_check(browser, "keep", "0.2")
+    assert len(drawn) == 14
+    ActionChains(browser).send_keys("j").perform()
+    for key in ["g"] * 13 + ["r"]:  # the last card: removed, not kept
+        ActionChains(browser).send_keys(key).perform()
+    progress = browser.find_element("id", "bulk-progress").text
+    assert "14 of 14 decided, 13 agree, 1 do not (the check fails)." in progress
+    click(browser, "bulk-finish")
+    check_id = stored(browser)["check_order"][-1]
+    assert browser.find_element("id", "status").text == (
+        f"Spot-check {check_id}: 13/14 agreed, 1 did not: nothing was applied to the other {in_cell - 14}; "
+        "the 14 checked cards keep their own decisions."
+    )
+    assert browser.find_element("id", "decided-count").text.startswith("14 decided")
+    assert browser.find_element("css selector", cell + " .check").text == "13/14 agreed"
+    assert "13/14 agreed: nothing applied" in browser.find_element("id", "checks").text
+    assert len(card_ids(browser)) == in_cell  # the cell's grid again
+    assert severe_logs(browser) == []
+
+
+def synthetic_page(tmp_path: Path, *, n: int, k: int) -> Path:
+    """A review folder of ``n`` synthetic listed samples in ``k`` classes (no thumbnails)."""
+    from importlib import resources
+
+    from labelaudit.reports import json_text
+
+    rng = np.random.default_rng(1)
+    names = tuple(f"class {i}" for i in range(k))
+    given = rng.integers(0, k, n)
+    suggested = (given + 1 + rng.integers(0, k - 1, n)) % k
+    p_wrong = np.sort(rng.uniform(0.5, 1, n))[::-1]
+    flagged = pd.DataFrame(
+        {
+            "sample_id": [f"{names[g]}/img_{i:04d}.png" for i, g in enumerate(given)],
+            "path": [f"/data/{names[g]}/img_{i:04d}.png" for i, g in enumerate(given)],
+            "given_label": [names[g] for g in given],
+            "suggested_label": [names[s] for s in suggested],
+            "confidence": 1 - p_wrong,
+            "suggested_confidence": p_wrong,
+            "label_quality": 1 - p_wrong,
+            "p_label_wrong": p_wrong,
+            "rank": np.arange(1, n + 1),
+        }
+    )
+    all_p = np.concatenate([p_wrong, rng.uniform(0, 0.5, 4 * n)])
+    edges = p_wrong_edges(all_p)
+    data = ReviewData(
+        run_dir=tmp_path / "synthetic",
+        summary={"data_fingerprint": "sha256:synthetic", "method": "nlnl", "source": "/data"},
+        class_names=names,
+        flagged=flagged,
+        num_samples=5 * n,
+        num_flagged=n,
+        transition_matrix=np.full((k, k), 1 / k),
+        histogram=slider_histogram(all_p, edges, "p_label_wrong"),
+        review_key=f"synthetic-{n}",
+        edges=edges,
+        slider_column="p_label_wrong",
+    )
+    review = tmp_path / "review"
+    review.mkdir()
+    for name in ("index.html", "review.css", "review.js"):
+        (review / name).write_bytes(resources.files("labelaudit.review.assets").joinpath(name).read_bytes())
+    payload = page_data(data, np.zeros(n, dtype=bool), pd.DataFrame(), [], 96)
+    (review / "data.js").write_text(
+        f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8"
+    )
+    return review
