@@ -1099,7 +1099,7 @@ def test_a_spot_check_that_agrees_decides_the_rest_in_one_undo_step(scanned, run
     size, read by apply; one Backspace takes the whole bulk decision back."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     fresh_review(browser, run_copy, capsys)
     flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
@@ -1160,7 +1160,8 @@ def test_a_spot_check_that_agrees_decides_the_rest_in_one_undo_step(scanned, run
     info = json.loads((out / "apply.json").read_text())
     assert info["num_bulk_decided"] == total - 14 and info["num_spot_checked"] == 14
     assert info["spot_checks"][check_id]["num_bulk_decided"] == total - 14
-    target.unlink()
+    saved = run_copy.parent / "exported.csv"
+    shutil.move(target, saved)
 
     # One undo step takes the whole bulk decision back; the checked cards keep theirs.
     browser.find_element("css selector", "#grid .card .meta").click()
@@ -1168,6 +1169,14 @@ def test_a_spot_check_that_agrees_decides_the_rest_in_one_undo_step(scanned, run
     assert browser.find_element("id", "decided-count").text == f"14 decided \u00b7 {total - 14} undecided"
     assert state_of(browser, rest[0]) == "undecided" and state_of(browser, drawn[0]).startswith("accepted")
     assert "(undone)" in browser.find_element("id", "checks").text
+    # The exported file imports back with its sources (a review resumed in another browser).
+    browser.execute_script("localStorage.clear()")
+    open_page(browser, run_copy / "review" / "index.html")
+    browser.find_element("id", "import").send_keys(str(saved))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element("id", "status").text.startswith("Imported"))
+    assert state_of(browser, rest[0]).endswith(f"(bulk, spot-check {check_id})")
+    assert state_of(browser, drawn[0]).endswith(f"(card of spot-check {check_id})")
+    assert stored(browser)["decisions"][rest[0]][3] == f"bulk:{check_id}"
     assert severe_logs(browser) == []
 
 
@@ -1186,6 +1195,8 @@ def test_a_spot_check_with_one_disagreement_applies_nothing(browser, tmp_path):
     assert in_cell > 14
     drawn = start_check(browser, "keep", "0.2")
     assert len(drawn) == 14
+    open_page(browser, review / "index.html")  # a reload resumes the running check
+    assert card_ids(browser) == drawn and not browser.find_element("id", "filter-view").is_enabled()
     ActionChains(browser).send_keys("j").perform()
     for key in ["g"] * 13 + ["r"]:  # the last card: removed, not kept
         ActionChains(browser).send_keys(key).perform()
@@ -1252,3 +1263,22 @@ def synthetic_page(tmp_path: Path, *, n: int, k: int) -> Path:
         f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8"
     )
     return review
+
+
+def test_several_reviewers_keep_the_source_of_the_decision_applied(scanned, run_copy, tmp_path, capsys):
+    """Issue 28: merging one reviewer's bulk decisions with another's plain file keeps, per sample,
+    the source of the reviewer whose decision was applied."""
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    first, second = flagged["sample_id"].iloc[:2]
+    alice = tmp_path / "alice.csv"
+    alice.write_text(
+        expected_csv([[first, "accept", "", "", "bulk:ab12", "29", "0.1"], [second, "keep", "", ""]])
+    )
+    bob = tmp_path / "bob.csv"
+    bob.write_text(expected_csv([[second, "keep", "", ""]]))
+    out = tmp_path / "merged"
+    code, _, err = run(["apply", run_copy, alice, bob, "--out", out], capsys)
+    assert code == 0, err
+    merged = read_table(out / "decisions.csv", "decisions").fillna("").set_index("sample_id")
+    assert merged.loc[first, "source"] == "bulk:ab12" and merged.loc[second, "source"] == "manual"
+    assert json.loads((out / "apply.json").read_text())["num_bulk_decided"] == 1

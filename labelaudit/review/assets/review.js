@@ -530,7 +530,8 @@
     checks[id] = {
       id: id, decision: decision, rate: rate, size: n, state: "running", agreed: 0,
       cards: cardsOf.map(function (k) { return S.id[k]; }), rest: rest.map(function (k) { return S.id[k]; }),
-      selection: selectionText(), given: cell ? filters.given : -1, suggested: cell ? filters.suggested : -1
+      selection: selectionText(), given: cell ? filters.given : -1, suggested: cell ? filters.suggested : -1,
+      filters: JSON.parse(JSON.stringify(filters)) // the grid returns to the selection afterwards
     };
     checkOrder.push(id);
     enterCheck(id);
@@ -551,11 +552,19 @@
   }
 
   function leaveCheck() {
+    var f = checks[active].filters; // the check's selection (also after a reload during the check)
     active = null;
     checkCards = {};
     $("bulk").hidden = true;
     Array.prototype.forEach.call(document.querySelectorAll(".controls select, .controls input, #clear-filters"), function (c) { c.disabled = false; });
-    applyFilters();
+    if (!f) { applyFilters(); return; }
+    filters.view = f.view || "";
+    filters.state = f.state || "";
+    filters.threshold = typeof f.threshold === "number" ? f.threshold : D.threshold;
+    $("filter-view").value = filters.view;
+    $("filter-state").value = filters.state;
+    $("threshold").value = String(filters.threshold);
+    setFilters(f.given, f.suggested, f.pair);
   }
 
   function checkProgress(check) {
