@@ -267,6 +267,7 @@
     box.textContent = text;
     box.classList.toggle("error", !!isError);
     box.hidden = false;
+    if (active) $("bulk").style.top = $("top").offsetHeight + "px"; // the header grew by this line
   }
 
   function setNote(index, text) {
@@ -545,6 +546,9 @@
     checkCards = {};
     checkIndices(checks[id], "cards").forEach(function (k) { checkCards[k] = true; });
     $("bulk").hidden = false;
+    $("bulk").classList.add("running"); // stays in view under the header while the cards are decided
+    $("bulk").style.top = $("top").offsetHeight + "px";
+    document.body.classList.add("checking");
     $("bulk-setup").hidden = true;
     $("bulk-running").hidden = false;
     Array.prototype.forEach.call(document.querySelectorAll(".controls select, .controls input, #clear-filters"), function (c) { c.disabled = true; });
@@ -556,6 +560,8 @@
     active = null;
     checkCards = {};
     $("bulk").hidden = true;
+    $("bulk").classList.remove("running");
+    document.body.classList.remove("checking");
     Array.prototype.forEach.call(document.querySelectorAll(".controls select, .controls input, #clear-filters"), function (c) { c.disabled = false; });
     if (!f) { applyFilters(); return; }
     filters.view = f.view || "";
