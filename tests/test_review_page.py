@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from PIL import Image
 from labelaudit.cli import main
 from labelaudit.data.sources import read_table
 from labelaudit.reports import escape_cell
+from labelaudit.review.decisions import SOURCE_COLUMNS
 from labelaudit.review.page import HISTOGRAM_BINS, PAGE_SIZE, ReviewData, page_data
-from labelaudit.review.page_data import slider_edges
+from labelaudit.review.page_data import p_wrong_edges, read_review_data, slider_edges, slider_histogram
 from labelaudit.runs.directory import FolderLock
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -106,20 +108,27 @@ def test_review_writes_a_self_contained_folder(scanned, run_copy, capsys):
     assert len(thumbs) == len(flagged) and all(data["samples"]["thumb"])
     with Image.open(thumbs[0]) as img:
         assert img.format == "JPEG" and max(img.size) <= 64
-    # The slider's histogram counts every sample (flagged or not) below each step of its log scale.
-    quality = scanned["report"]["label_quality"].to_numpy()
+    # The slider acts on p_label_wrong: its histogram counts every sample (flagged or not) above
+    # each step of its logit scale, which has the scan's rule (p > 0.5) as its middle step.
+    p_wrong = report["p_label_wrong"].to_numpy()
+    assert data["slider_column"] == "p_label_wrong" and data["slider_flags"] == "above"
     edges = np.array(data["slider_edges"])
     assert len(edges) == len(data["histogram"]) == HISTOGRAM_BINS + 1
     assert edges[0] == 0 and edges[-1] == 1 and (np.diff(edges) > 0).all()
-    for step in (1, 250, HISTOGRAM_BINS // 2, 900, HISTOGRAM_BINS):
-        assert data["histogram"][step] == int((quality < edges[step]).sum())
-    ratios = edges[2:] / edges[1:-1]
-    assert np.allclose(ratios, ratios[0])  # evenly spaced in log(label quality)
-    assert edges[1] <= quality[quality > 0].min() < 10 * edges[1]
-    assert (
-        data["histogram"][data["threshold"]] >= 1
-        and max(data["samples"]["label_quality"]) < edges[data["threshold"]]
-    )
+    assert edges[HISTOGRAM_BINS // 2] == 0.5
+    for step in (0, 1, 250, HISTOGRAM_BINS // 2, 900, HISTOGRAM_BINS):
+        assert data["histogram"][step] == int((p_wrong > edges[step]).sum())
+    logit = np.log(edges[1:-1] / (1 - edges[1:-1]))
+    assert np.allclose(np.diff(logit), np.diff(logit)[0], rtol=1e-3)  # evenly spaced in logit(p)
+    odds = np.abs(np.log10(p_wrong / (1 - p_wrong)))
+    assert edges[1] <= p_wrong.min() and np.log10(edges[-2] / (1 - edges[-2])) - 1 < odds.max()
+    # It starts at the scan's rule, p_label_wrong > 0.5, keeping every listed suspect label.
+    # This scan flagged by the mixture rule on label quality: the slider starts at the step just
+    # below the least p_label_wrong of a listed suspect label (test_slider_start_... has the other rule).
+    suspect = [p for p, r in zip(data["samples"]["p_label_wrong"], data["samples"]["reason"]) if r == "label"]
+    assert edges[data["threshold"]] < min(suspect) <= edges[data["threshold"] + 1]
+    assert data["samples"]["p_label_wrong"] == flagged["p_label_wrong"].tolist()
+    assert data["samples"]["label_quality"] is None  # only a scan without p_label_wrong needs it
     # No network: nothing refers to another host, and the page forbids it.
     for name in ("index.html", "review.js", "review.css"):
         text = (review / name).read_text(encoding="utf-8")
@@ -334,12 +343,15 @@ def card_for(driver, sample_id: str):
 
 
 def expected_csv(rows: list[list[str]]) -> str:
-    """decisions.csv as the contract says: escaped formula cells, minimal CSV quoting, "\\n" line ends."""
+    """decisions.csv as the contract says: escaped formula cells, minimal CSV quoting, "\\n" line ends;
+    a row of 4 cells is a manual decision (source manual, no spot-check)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample_id", "decision", "new_label", "note"])
+    writer.writerow(["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS])
     for row in rows:
-        writer.writerow([escape_cell(value) for value in row])
+        writer.writerow(
+            [escape_cell(str(value)) for value in (row + ["manual", "", ""] if len(row) == 4 else row)]
+        )
     return buffer.getvalue()
 
 
@@ -440,7 +452,7 @@ def test_review_page_in_a_real_browser(scanned, run_copy, browser, capsys):
     ordered = [rows[i] for i in flagged["sample_id"] if i in rows]  # the export follows the rank
     assert target.read_text(encoding="utf-8") == expected_csv(ordered)
     back = read_table(target, "decisions")
-    assert back.fillna("").values.tolist() == ordered
+    assert back.fillna("").values.tolist() == [row + ["manual", "", ""] for row in ordered]
     assert severe_logs(browser) == []
 
     # The loop closes: apply takes the page's file as it is.
@@ -515,7 +527,7 @@ def test_class_picker_keeps_the_image_in_view_and_records_the_chosen_class(
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     assert not picker.is_displayed()
     assert state_of(browser, first) == f"relabelled \u2192 {suggested}"
-    assert stored(browser)["decisions"][first] == ["relabel", suggested, ""]
+    assert stored(browser)["decisions"][first] == ["relabel", suggested, "", ""]
     assert "current" in card_for(browser, second).get_attribute("class")  # moved on, as other keys do
     # Typing narrows the list; one match is highlighted and Enter takes it; Esc closes without a decision.
     ActionChains(browser).send_keys("c").perform()
@@ -536,7 +548,7 @@ def test_class_picker_keeps_the_image_in_view_and_records_the_chosen_class(
     third = flagged["sample_id"].iloc[2]
     third_given = flagged["given_label"].iloc[2]
     ActionChains(browser).send_keys(str(classes.index(third_given) + 1)).perform()
-    assert stored(browser)["decisions"][third] == ["relabel", third_given, ""]
+    assert stored(browser)["decisions"][third] == ["relabel", third_given, "", ""]
     assert severe_logs(browser) == []
 
 
@@ -561,11 +573,11 @@ def test_undo_restores_the_previous_decision_several_steps_deep(scanned, run_cop
     open_page(browser, index)
     ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
     assert state_of(browser, second) == "remove from dataset"
-    assert stored(browser)["decisions"][second] == ["remove", None, ""]
+    assert stored(browser)["decisions"][second] == ["remove", None, "", ""]
     assert "current" in card_for(browser, second).get_attribute("class")
     ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
     assert state_of(browser, second) == f"kept \u2192 {given2}"
-    assert stored(browser)["decisions"][second] == ["keep", None, ""]
+    assert stored(browser)["decisions"][second] == ["keep", None, "", ""]
     ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
     assert state_of(browser, second) == "undecided" and second not in stored(browser)["decisions"]
     assert state_of(browser, first) == f"accepted \u2192 {suggested}"
@@ -619,7 +631,7 @@ def test_importing_a_decisions_csv_resumes_a_review(scanned, run_copy, browser, 
     assert state_of(browser, first) == f"accepted \u2192 {suggested}"
     assert state_of(browser, second) == f"relabelled \u2192 {FORMULA}"
     assert state_of(browser, third) == "remove from dataset"
-    assert stored(browser)["decisions"][second] == ["relabel", FORMULA, note]  # the line break kept
+    assert stored(browser)["decisions"][second] == ["relabel", FORMULA, note, ""]  # the line break kept
     shown = card_for(browser, second).find_element("css selector", "input.note").get_attribute("value")
     assert shown == note.replace("\n", "")  # a one-line field shows it without the break
     total = len(flagged)
@@ -701,6 +713,62 @@ def test_slider_edges_give_small_label_qualities_most_steps():
     assert slider_edges(np.zeros(3))[1] == 1e-3 and slider_edges(np.array([1e-30]))[1] == 1e-8
 
 
+def test_p_wrong_edges_spread_the_listed_samples_near_1():
+    """Issue 28: half the listed samples of a real scan have p_label_wrong above 0.99; the logit-scale
+    slider gives p > 0.99 hundreds of steps (a linear one gave it 10), with 0.5 an exact step."""
+    rng = np.random.default_rng(0)
+    listed = 1 - 10 ** rng.uniform(-9, np.log10(0.5), 1000)
+    p_wrong = np.concatenate([listed, 10 ** rng.uniform(-8, -1, 4000), [0.0, 1.0]])
+    edges = p_wrong_edges(p_wrong)
+    assert edges[0] == 0 and edges[-1] == 1 and edges[HISTOGRAM_BINS // 2] == 0.5
+    assert (np.diff(edges) > 0).all() and edges[1] == pytest.approx(1e-9, rel=1e-6)
+    assert int((edges > 0.99).sum()) >= 350 and int((edges > 0.5).sum()) == HISTOGRAM_BINS // 2
+    assert p_wrong_edges(np.full(3, 0.6))[1] == pytest.approx(0.01 / 1.01)  # at least 2 decades of odds
+    assert p_wrong_edges(np.array([1e-30, 0.5]))[1] == pytest.approx(1e-10)  # at most 10
+
+
+def test_slider_starts_at_the_scans_rule_p_label_wrong_above_one_half(run_copy):
+    """A scan that flagged by p_label_wrong > 0.5 (its flag_rule says so): the slider starts at 0.5."""
+    summary = json.loads((run_copy / "summary.json").read_text())
+    rule = {"rule": "calibrated", "p_label_wrong_threshold": 0.5, "ambiguity_floor": 0.35}
+    (run_copy / "summary.json").write_text(json.dumps({**summary, "flag_rule": rule}))
+    data = read_review_data(run_copy)
+    page = page_data(data, [True] * len(data.flagged), pd.DataFrame(), [], 96)
+    assert page["threshold"] == HISTOGRAM_BINS // 2 and page["slider_edges"][page["threshold"]] == 0.5
+    report = pd.read_parquet(run_copy / "report.parquet")
+    assert page["histogram"][page["threshold"]] == int((report["p_label_wrong"] > 0.5).sum())
+    # Were a listed suspect label at or below 0.5, the start would move below it.
+    low = data.flagged.copy()
+    low.loc[low.index[low["reason"] == "label"][0], "p_label_wrong"] = 0.3
+    moved = page_data(replace(data, flagged=low), [True] * len(low), pd.DataFrame(), [], 96)
+    assert page["slider_edges"][moved["threshold"]] < 0.3 <= page["slider_edges"][moved["threshold"] + 1]
+
+
+def test_a_scan_without_p_label_wrong_gets_the_label_quality_slider(run_copy, capsys):
+    """A scan from before calibrated probabilities: the slider falls back to label quality, flagging
+    below its threshold on the log scale."""
+    report = pd.read_parquet(run_copy / "report.parquet").drop(columns=["p_label_wrong"])
+    report.to_parquet(run_copy / "report.parquet", index=False)
+    summary = json.loads((run_copy / "summary.json").read_text())
+    rule = {"rule": "label_quality", "label_quality_threshold": 0.2}
+    (run_copy / "summary.json").write_text(json.dumps({**summary, "flag_rule": rule}))
+    data = read_review_data(run_copy)
+    assert data.slider_column == "label_quality"
+    code, _, err = run(["review", run_copy], capsys)
+    assert code == 0, err
+    page = load_page_data(run_copy / "review")
+    quality = report["label_quality"].to_numpy()
+    edges = np.array(page["slider_edges"])
+    assert page["slider_column"] == "label_quality" and page["slider_flags"] == "below"
+    assert page["samples"]["p_label_wrong"] is None and len(page["samples"]["label_quality"]) == len(
+        page["samples"]["id"]
+    )
+    assert edges[1] <= quality[quality > 0].min() < 10 * edges[1]
+    assert page["histogram"][700] == int((quality < edges[700]).sum())
+    suspect = [q for q, r in zip(page["samples"]["label_quality"], page["samples"]["reason"]) if r == "label"]
+    assert max(suspect) < edges[page["threshold"]] and edges[page["threshold"] - 1] <= max(0.2, max(suspect))
+
+
 def set_slider(driver, position: int) -> None:
     driver.execute_script(
         "const s = document.getElementById('threshold'); s.value = String(arguments[0]);"
@@ -711,9 +779,9 @@ def set_slider(driver, position: int) -> None:
 
 
 def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanned, run_copy, browser, capsys):
-    """Issue 28 C: the log-scale slider shows its value, how many it flags and how many listed samples
-    it keeps, over a histogram; T's counts and the mixed-up pairs follow the filters and decisions,
-    and a pair filters the grid."""
+    """Issue 28 C: the slider on p_label_wrong (logit scale) shows its value, how many it flags and how
+    many listed samples it keeps, over a histogram; T's counts and the mixed-up pairs follow the
+    filters and decisions, and a pair filters the grid."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
@@ -727,19 +795,22 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     # The histogram: 50 bars holding every sample, and the listed ones.
     bars = browser.find_elements("css selector", "#threshold-hist .bar")
     assert len(bars) == 50
-    assert sum(int(b.get_attribute("data-count")) for b in bars) == int((report["label_quality"] < 1).sum())
+    assert sum(int(b.get_attribute("data-count")) for b in bars) == int((report["p_label_wrong"] > 0).sum())
     assert sum(int(b.get_attribute("data-listed")) for b in bars) == len(flagged)
-    # A position below the start: the value, the count flagged and the suspect labels the grid keeps.
-    position = data["threshold"] - 150
+    assert browser.find_element("id", "threshold-name").text == (
+        "Flag threshold on P(label wrong) (logit scale), flagged above"
+    )
+    assert browser.find_element("id", "threshold-value").text == f"{edges[data['threshold']]:.3f}"
+    # A position above the start: the value, the count flagged and the suspect labels the grid keeps.
+    position = data["threshold"] + 300
     set_slider(browser, position)
     limit = edges[position]
-    kept = suspect[suspect["label_quality"] < limit]
+    kept = suspect[suspect["p_label_wrong"] > limit]
     shown = browser.find_element("id", "threshold-value").text
-    assert (
-        float(shown) == pytest.approx(limit, rel=0.05) and len(shown) <= 8
-    )  # 2 significant digits below 0.1
+    # Readable near 1: 2 significant digits of 1 - p (0.9988)
+    assert 1 - float(shown) == pytest.approx(1 - limit, rel=0.1) and len(shown) <= 8
     assert browser.find_element("id", "threshold-count").text.startswith(
-        f"label quality < {shown}: {histogram[position]:,} of {len(report):,} samples"
+        f"P(label wrong) > {shown}: {histogram[position]:,} of {len(report):,} samples"
     )
     assert (
         f"The grid keeps {len(kept)} of the {len(suspect)} listed suspect labels."
@@ -749,8 +820,16 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     assert set(kept["sample_id"]) <= set(ids) and not set(suspect["sample_id"]) - set(
         kept["sample_id"]
     ) & set(ids)
-    below = [b for b in bars if "below" in b.get_attribute("class")]
-    assert len(below) == -(-position // 20)
+    marked = [b for b in bars if "flagged" in b.get_attribute("class")]
+    assert len(marked) == 50 - position // 20  # the bars above the threshold
+    # Each card's P(label wrong) is readable near 1: as many digits as 1 - p needs (0.9988).
+    shown_p = re.search(r"P\(label wrong\) (\S+)", card_for(browser, ids[0]).text).group(1)
+    p_first = float(flagged.set_index("sample_id").loc[ids[0], "p_label_wrong"])
+    assert 1 - float(shown_p) == pytest.approx(1 - p_first, rel=0.1, abs=1e-3), shown_p
+    # Below the start: more would be flagged than the grid can show.
+    set_slider(browser, data["threshold"] - 100)
+    count_text = browser.find_element("id", "threshold-count").text
+    assert "The grid lists the scan's flagged samples only." in count_text
     browser.find_element("id", "clear-filters").click()
 
     # T's counts follow decisions and filters.
@@ -770,7 +849,7 @@ def test_threshold_histogram_and_counts_that_follow_filters_and_decisions(scanne
     assert cell_count() == f"({count - 1}/{count})"
     Select(browser.find_element("id", "filter-state")).select_by_value("undecided")
     assert cell_count() == f"({count - 1})"
-    set_slider(browser, 0)  # nothing below 0: only near-duplicates and outliers would stay
+    set_slider(browser, HISTOGRAM_BINS)  # nothing above 1: only near-duplicates and outliers would stay
     assert cell_count() == ""
     browser.find_element("id", "clear-filters").click()
 
@@ -914,3 +993,292 @@ def test_review_page_with_50000_flagged_samples_stays_responsive(browser, tmp_pa
         f"(script set-up {timing['setUpMs']:.0f} ms, first grid {timing['lastRenderMs']:.0f} ms); next page "
         f"{page_seconds * 1000:.0f} ms round trip ({page_render:.0f} ms render); a filter {filter_ms:.0f} ms"
     )
+
+
+def test_apply_keeps_and_counts_how_decisions_were_made(scanned, run_copy, tmp_path, capsys):
+    """Issue 28: a decisions.csv with the page's source columns (manual, check:<id>, bulk:<id>):
+    apply keeps them in its decisions.csv and counts the bulk-decided in apply.json; a bad source
+    is a one-line error naming its line."""
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    ids = flagged["sample_id"].tolist()
+    sources = ["manual", "check:ab12", "check:ab12", "bulk:ab12", "bulk:ab12", ""]
+
+    def write(path: Path, rows: list[list]) -> Path:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS])
+        writer.writerows([[escape_cell(str(v)) for v in row] for row in rows])
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+        return path
+
+    good = write(
+        tmp_path / "alice.csv",
+        [
+            [
+                i,
+                "remove" if not s else "keep" if s == "manual" else "accept",
+                "",
+                "",
+                s,
+                *(("2", "0.2") if ":" in s else ("", "")),
+            ]
+            for i, s in zip(ids, sources)
+        ],
+    )
+    out = tmp_path / "cleaned"
+    code, _, err = run(["apply", run_copy, good, "--out", out], capsys)
+    assert code == 0, err
+    info = json.loads((out / "apply.json").read_text())
+    assert info["num_bulk_decided"] == 2 and info["num_spot_checked"] == 2
+    assert info["spot_checks"] == {
+        "ab12": {"check_size": 2, "check_max_wrong": 0.2, "num_checked": 2, "num_bulk_decided": 2}
+    }
+    kept = read_table(out / "decisions.csv", "decisions").fillna("")
+    assert kept.columns.tolist() == ["sample_id", "decision", "new_label", "note", *SOURCE_COLUMNS]
+    assert kept["source"].tolist() == [s or "manual" for s in sources]
+    # Applying apply's own decisions.csv again keeps the sources and the counts.
+    again = tmp_path / "again"
+    assert run(["apply", run_copy, out / "decisions.csv", "--out", again], capsys)[0] == 0
+    assert json.loads((again / "apply.json").read_text())["spot_checks"] == info["spot_checks"]
+    # Without the columns: nothing bulk-decided, and apply's decisions.csv keeps its four columns.
+    plain = tmp_path / "plain.csv"
+    plain.write_text(
+        expected_csv([[ids[0], "keep", "", ""]])
+        .replace(",source,check_size,check_max_wrong", "")
+        .replace(",manual,,\n", "\n")
+    )
+    assert run(["apply", run_copy, plain, "--out", tmp_path / "plain"], capsys)[0] == 0
+    assert json.loads((tmp_path / "plain" / "apply.json").read_text())["num_bulk_decided"] == 0
+    assert read_table(tmp_path / "plain" / "decisions.csv", "d").columns.tolist() == [
+        "sample_id",
+        "decision",
+        "new_label",
+        "note",
+    ]
+    for bad_row, fragment in (
+        ([ids[0], "keep", "", "", "robot", "", ""], "has the source 'robot' on line 2"),
+        ([ids[0], "keep", "", "", "bulk:ab12", "", "0.1"], "with check_size '' and check_max_wrong '0.1'"),
+    ):
+        bad = write(tmp_path / "bad.csv", [bad_row])
+        code, _, err = run(["apply", run_copy, bad, "--out", tmp_path / "bad"], capsys)
+        assert code != 0
+        one_line_error(err, fragment)
+
+
+def click(driver, element_id: str) -> None:
+    """Click a button below the sticky header (scrolled to the middle of the window first)."""
+    element = driver.find_element("id", element_id)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def start_check(driver, decision: str, rate: str) -> list[str]:
+    """Open "Decide all ... with a spot-check", choose the decision and rate, start: the cards drawn."""
+    from selenium.webdriver.support.ui import Select
+
+    click(driver, "bulk-open")
+    Select(driver.find_element("id", "bulk-decision")).select_by_value(decision)
+    Select(driver.find_element("id", "bulk-rate")).select_by_value(rate)
+    click(driver, "bulk-start")
+    return card_ids(driver)
+
+
+def downloaded(driver) -> Path:
+    target = driver.downloads / "decisions.csv"
+    deadline = time.time() + 30
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)
+    return target
+
+
+def test_a_spot_check_that_agrees_decides_the_rest_in_one_undo_step(scanned, run_copy, browser, capsys):
+    """Issue 28: "Decide all N with a spot-check": n = ceil(ln 0.05 / ln(1 - rate)) random undecided
+    cards (seeded: the same selection draws the same cards), decided one by one; all agree, so the
+    decision goes to the rest, exported with source bulk:<id> (the cards check:<id>) and the check's
+    size, read by apply; one Backspace takes the whole bulk decision back."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    fresh_review(browser, run_copy, capsys)
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    total = len(flagged)
+    assert total > 14, "the fixture should list more samples than a 20% spot-check draws"
+    assert browser.find_element("id", "bulk-open").text == f"Decide all {total} with a spot-check\u2026"
+    click(browser, "bulk-open")
+    statement = browser.find_element("id", "bulk-statement")
+    for rate, n in (("0.05", 59), ("0.1", 29), ("0.2", 14)):
+        Select(browser.find_element("id", "bulk-rate")).select_by_value(rate)
+        assert f" {n} " in statement.text
+    assert statement.text.startswith(f"The page draws 14 of the {total} undecided at random")
+    assert (
+        "If all 14 agree with \u201caccept the suggested label\u201d, it is applied to the other "
+        f"{total - 14}: then, with 95% confidence, at most 20% of them are wrong" in statement.text
+    )
+    click(browser, "bulk-cancel")
+    drawn = start_check(browser, "accept", "0.2")
+    assert len(drawn) == 14 and set(drawn) <= set(flagged["sample_id"])
+    assert drawn == [i for i in flagged["sample_id"] if i in drawn]  # in rank order
+    assert not browser.find_element("id", "filter-given").is_enabled()  # the grid is the check's
+    click(browser, "bulk-stop")
+    assert len(card_ids(browser)) == total
+    assert start_check(browser, "accept", "0.2") == drawn  # seeded: the same selection, the same draw
+    check_id = stored(browser)["check_order"][-1]
+    ActionChains(browser).send_keys("j").perform()
+    for _ in drawn:
+        ActionChains(browser).send_keys("a").perform()
+    assert browser.find_element("id", "bulk-progress").text.startswith(
+        f"Spot-check {check_id} of everything listed"
+    )
+    assert "14 of 14 decided, 14 agree." in browser.find_element("id", "bulk-progress").text
+    click(browser, "bulk-finish")
+    assert browser.find_element("id", "status").text == (
+        f"Spot-check {check_id}: 14/14 agreed: \u201caccept the suggested label\u201d applied to the other "
+        f"{total - 14} (source bulk:{check_id} in decisions.csv; Backspace undoes the whole bulk decision)."
+    )
+    assert browser.find_element("id", "decided-count").text == f"{total} decided \u00b7 0 undecided"
+    rest = [i for i in flagged["sample_id"] if i not in drawn]
+    assert state_of(browser, rest[0]).endswith(f"(bulk, spot-check {check_id})")
+    assert "14/14 agreed: applied to" in browser.find_element("id", "checks").text
+
+    # The export says how each decision was made; apply keeps and counts it.
+    (browser.downloads / "decisions.csv").unlink(missing_ok=True)
+    click(browser, "export")
+    target = downloaded(browser)
+    exported = read_table(target, "decisions").fillna("").set_index("sample_id")
+    assert exported["decision"].eq("accept").all() and len(exported) == total
+    assert set(exported.loc[drawn, "source"]) == {f"check:{check_id}"}
+    assert set(exported.loc[rest, "source"]) == {f"bulk:{check_id}"}
+    assert (
+        exported["check_size"].astype(int).eq(14).all()
+        and exported["check_max_wrong"].astype(float).eq(0.2).all()
+    )
+    out = run_copy.parent / "cleaned"
+    code, _, err = run(["apply", run_copy, target, "--out", out], capsys)
+    assert code == 0, err
+    info = json.loads((out / "apply.json").read_text())
+    assert info["num_bulk_decided"] == total - 14 and info["num_spot_checked"] == 14
+    assert info["spot_checks"][check_id]["num_bulk_decided"] == total - 14
+    saved = run_copy.parent / "exported.csv"
+    shutil.move(target, saved)
+
+    # One undo step takes the whole bulk decision back; the checked cards keep theirs.
+    browser.find_element("css selector", "#grid .card .meta").click()
+    ActionChains(browser).send_keys(Keys.BACKSPACE).perform()
+    assert browser.find_element("id", "decided-count").text == f"14 decided \u00b7 {total - 14} undecided"
+    assert state_of(browser, rest[0]) == "undecided" and state_of(browser, drawn[0]).startswith("accepted")
+    assert "(undone)" in browser.find_element("id", "checks").text
+    # The exported file imports back with its sources (a review resumed in another browser).
+    browser.execute_script("localStorage.clear()")
+    open_page(browser, run_copy / "review" / "index.html")
+    browser.find_element("id", "import").send_keys(str(saved))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element("id", "status").text.startswith("Imported"))
+    assert state_of(browser, rest[0]).endswith(f"(bulk, spot-check {check_id})")
+    assert state_of(browser, drawn[0]).endswith(f"(card of spot-check {check_id})")
+    assert stored(browser)["decisions"][rest[0]][3] == f"bulk:{check_id}"
+    assert severe_logs(browser) == []
+
+
+def test_a_spot_check_with_one_disagreement_applies_nothing(browser, tmp_path):
+    """Issue 28: on a T cell, one checked card that disagrees stops the bulk decision: nothing is
+    applied to the rest, the checked cards keep their own decisions, and the cell shows 13/14 agreed."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    review = synthetic_page(tmp_path, n=300, k=3)
+    open_page(browser, review / "index.html")
+    browser.execute_script("localStorage.clear()")
+    open_page(browser, review / "index.html")
+    cell = "table.matrix button[data-true='1'][data-given='0']"
+    browser.find_element("css selector", cell).click()
+    in_cell = len(card_ids(browser))
+    assert in_cell > 14
+    drawn = start_check(browser, "keep", "0.2")
+    assert len(drawn) == 14
+    open_page(browser, review / "index.html")  # a reload resumes the running check
+    assert card_ids(browser) == drawn and not browser.find_element("id", "filter-view").is_enabled()
+    ActionChains(browser).send_keys("j").perform()
+    for key in ["g"] * 13 + ["r"]:  # the last card: removed, not kept
+        ActionChains(browser).send_keys(key).perform()
+    progress = browser.find_element("id", "bulk-progress").text
+    assert "14 of 14 decided, 13 agree, 1 do not (the check fails)." in progress
+    click(browser, "bulk-finish")
+    check_id = stored(browser)["check_order"][-1]
+    assert browser.find_element("id", "status").text == (
+        f"Spot-check {check_id}: 13/14 agreed, 1 did not: nothing was applied to the other {in_cell - 14}; "
+        "the 14 checked cards keep their own decisions."
+    )
+    assert browser.find_element("id", "decided-count").text.startswith("14 decided")
+    assert browser.find_element("css selector", cell + " .check").text == "13/14 agreed"
+    assert "13/14 agreed: nothing applied" in browser.find_element("id", "checks").text
+    assert len(card_ids(browser)) == in_cell  # the cell's grid again
+    assert severe_logs(browser) == []
+
+
+def synthetic_page(tmp_path: Path, *, n: int, k: int) -> Path:
+    """A review folder of ``n`` synthetic listed samples in ``k`` classes (no thumbnails)."""
+    from importlib import resources
+
+    from labelaudit.reports import json_text
+
+    rng = np.random.default_rng(1)
+    names = tuple(f"class {i}" for i in range(k))
+    given = rng.integers(0, k, n)
+    suggested = (given + 1 + rng.integers(0, k - 1, n)) % k
+    p_wrong = np.sort(rng.uniform(0.5, 1, n))[::-1]
+    flagged = pd.DataFrame(
+        {
+            "sample_id": [f"{names[g]}/img_{i:04d}.png" for i, g in enumerate(given)],
+            "path": [f"/data/{names[g]}/img_{i:04d}.png" for i, g in enumerate(given)],
+            "given_label": [names[g] for g in given],
+            "suggested_label": [names[s] for s in suggested],
+            "confidence": 1 - p_wrong,
+            "suggested_confidence": p_wrong,
+            "label_quality": 1 - p_wrong,
+            "p_label_wrong": p_wrong,
+            "rank": np.arange(1, n + 1),
+        }
+    )
+    all_p = np.concatenate([p_wrong, rng.uniform(0, 0.5, 4 * n)])
+    edges = p_wrong_edges(all_p)
+    data = ReviewData(
+        run_dir=tmp_path / "synthetic",
+        summary={"data_fingerprint": "sha256:synthetic", "method": "nlnl", "source": "/data"},
+        class_names=names,
+        flagged=flagged,
+        num_samples=5 * n,
+        num_flagged=n,
+        transition_matrix=np.full((k, k), 1 / k),
+        histogram=slider_histogram(all_p, edges, "p_label_wrong"),
+        review_key=f"synthetic-{n}",
+        edges=edges,
+        slider_column="p_label_wrong",
+    )
+    review = tmp_path / "review"
+    review.mkdir()
+    for name in ("index.html", "review.css", "review.js"):
+        (review / name).write_bytes(resources.files("labelaudit.review.assets").joinpath(name).read_bytes())
+    payload = page_data(data, np.zeros(n, dtype=bool), pd.DataFrame(), [], 96)
+    (review / "data.js").write_text(
+        f"window.LABELAUDIT_REVIEW = {json_text(payload, indent=None)};\n", encoding="utf-8"
+    )
+    return review
+
+
+def test_several_reviewers_keep_the_source_of_the_decision_applied(scanned, run_copy, tmp_path, capsys):
+    """Issue 28: merging one reviewer's bulk decisions with another's plain file keeps, per sample,
+    the source of the reviewer whose decision was applied."""
+    flagged = scanned["report"][scanned["report"]["reason"] != ""].sort_values("rank", kind="stable")
+    first, second = flagged["sample_id"].iloc[:2]
+    alice = tmp_path / "alice.csv"
+    alice.write_text(
+        expected_csv([[first, "accept", "", "", "bulk:ab12", "29", "0.1"], [second, "keep", "", ""]])
+    )
+    bob = tmp_path / "bob.csv"
+    bob.write_text(expected_csv([[second, "keep", "", ""]]))
+    out = tmp_path / "merged"
+    code, _, err = run(["apply", run_copy, alice, bob, "--out", out], capsys)
+    assert code == 0, err
+    merged = read_table(out / "decisions.csv", "decisions").fillna("").set_index("sample_id")
+    assert merged.loc[first, "source"] == "bulk:ab12" and merged.loc[second, "source"] == "manual"
+    assert json.loads((out / "apply.json").read_text())["num_bulk_decided"] == 1

@@ -33,7 +33,7 @@ from ..reports import write_csv, write_json, write_parquet
 from ..runs.directory import RunDirectory, as_run_directory, input_paths
 from ..runs.fingerprints import data_fingerprint
 from ..runs.scan_run import ScanRun, load_run
-from .decisions import DECISION_COLUMNS, DECISIONS, Decisions, read_decisions_table
+from .decisions import DECISION_COLUMNS, DECISIONS, SOURCE_COLUMNS, Decisions, read_decisions_table
 from .label_studio_decisions import MULTIPLE_ANNOTATIONS_RULE, read_label_studio_export
 from .reviewers import CONFLICT_COLUMNS, CONFLICT_RULES, Reviews, merge_reviews
 
@@ -49,6 +49,7 @@ __all__ = [
     "LABEL_SOURCES",
     "MULTIPLE_ANNOTATIONS_RULE",
     "REMOVED_COLUMNS",
+    "SOURCE_COLUMNS",
     "ApplyResult",
     "Decisions",
     "Reviews",
@@ -286,6 +287,32 @@ def _counts(
         "num_changed": int((label[keep] != given[keep]).sum()),
         "label_sources": {name: int((source[keep] == name).sum()) for name in LABEL_SOURCES},
         "num_conflicting_reviews": int(decisions.num_conflicting),
+        **_source_counts(decisions.frame),
+    }
+
+
+def _source_counts(frame: pd.DataFrame) -> dict:
+    """How the decisions applied were made (their ``source``, :data:`SOURCE_COLUMNS`; ``manual``
+    for a file without it): ``num_bulk_decided`` (``bulk:<id>``), ``num_spot_checked``
+    (``check:<id>``) and, per spot-check id, ``check_size``, ``check_max_wrong`` and how many of
+    its cards (``num_checked``) and bulk decisions (``num_bulk_decided``) the decisions hold."""
+    if "source" not in frame:
+        return {"num_bulk_decided": 0, "num_spot_checked": 0, "spot_checks": {}}
+    source = frame["source"].astype(str)
+    kind = source.str.split(":", n=1).str[0]
+    checks: dict[str, dict] = {}
+    for src, size, rate in zip(source, frame["check_size"], frame["check_max_wrong"]):
+        if ":" not in src:
+            continue
+        how, check = src.split(":", 1)
+        entry = checks.setdefault(check, {"check_size": int(size), "check_max_wrong": float(rate)})
+        entry.setdefault("num_checked", 0)
+        entry.setdefault("num_bulk_decided", 0)
+        entry["num_checked" if how == "check" else "num_bulk_decided"] += 1
+    return {
+        "num_bulk_decided": int((kind == "bulk").sum()),
+        "num_spot_checked": int((kind == "check").sum()),
+        "spot_checks": checks,
     }
 
 
@@ -358,7 +385,8 @@ def write_apply(
     result: ApplyResult, out_dir: str | os.PathLike | RunDirectory, *, overwrite: bool = False
 ) -> Path:
     """Write ``cleaned.parquet``, ``cleaned.csv``, ``removed.csv``, ``decisions.csv`` (the decisions
-    applied, in the decisions-file format; merged with several reviewers), ``conflicts.csv``
+    applied, in the decisions-file format, with :data:`SOURCE_COLUMNS` when a file had them; merged
+    with several reviewers), ``conflicts.csv``
     (several reviewers: :data:`CONFLICT_COLUMNS`) and ``apply.json``, all or nothing.
 
     ``out_dir`` is a path or an opened :class:`~labelaudit.runs.directory.RunDirectory`; ``overwrite``
@@ -377,7 +405,8 @@ def write_apply(
         frame = result.decisions.frame.copy()
         if result.decisions.format in ("label-studio", "merged"):  # the class matters only for relabel
             frame["new_label"] = frame["new_label"].where(frame["decision"] == "relabel", "")
-        write_csv(tmp / "decisions.csv", frame[DECISION_COLUMNS])
+        columns = DECISION_COLUMNS + (SOURCE_COLUMNS if "source" in frame else [])
+        write_csv(tmp / "decisions.csv", frame[columns])
         if result.reviews is not None:
             write_csv(tmp / "conflicts.csv", result.reviews.conflicts[CONFLICT_COLUMNS])
         write_json(tmp / "apply.json", apply_summary(result))

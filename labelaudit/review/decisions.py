@@ -7,11 +7,19 @@ Decisions (:data:`DECISIONS`), one per reviewed sample:
   ``relabel``: take ``new_label`` (a class of the run); ``remove``: drop the sample;
   ``unsure``: as if nobody had reviewed it.
 
+How a decision was made may travel with it (the review page writes it; :data:`SOURCE_COLUMNS`):
+``source`` is ``manual`` (a reviewer decided the sample), ``check:<id>`` (decided one by one as a
+card of the spot-check ``<id>``) or ``bulk:<id>`` (decided in bulk, after every card of the
+spot-check ``<id>`` agreed with the decision); ``check_size`` is that check's number of cards and
+``check_max_wrong`` the share of wrong decisions among the bulk-decided that it bounds at 95%
+confidence.
+
 A Label Studio export becomes :class:`Decisions` too (:mod:`labelaudit.review.label_studio_decisions`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +34,9 @@ from ..runs.scan_run import check_sample_ids, text_column
 DECISIONS = ("accept", "keep", "relabel", "remove", "unsure")
 #: Columns of a decisions file (``new_label`` and ``note`` may be absent; other columns are ignored).
 DECISION_COLUMNS = ["sample_id", "decision", "new_label", "note"]
+#: Optional columns of a decisions file saying how each decision was made (see the module docstring).
+SOURCE_COLUMNS = ["source", "check_size", "check_max_wrong"]
+_SOURCE = re.compile(r"(manual|(check|bulk):[A-Za-z0-9_-]{1,64})")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,9 @@ class Decisions:
         Label Studio: tasks whose counted annotations chose different classes (the latest won).
     reviewer : str or None
         Who decided: the file's ``reviewer`` column (one name per file), None without one.
+    with_source : bool
+        The file has a ``source`` column; ``frame`` then also holds :data:`SOURCE_COLUMNS`
+        (``source`` ``manual`` where the file left it empty).
     """
 
     frame: pd.DataFrame
@@ -52,6 +66,7 @@ class Decisions:
     format: str
     num_conflicting: int = 0
     reviewer: str | None = None
+    with_source: bool = False
 
     @property
     def reviewer_name(self) -> str:
@@ -67,8 +82,10 @@ def read_decisions_table(path: Path, run) -> Decisions:
     ``decision`` is unreviewed, unless it has a ``new_label``, which then means ``relabel``. One
     row per sample. An optional ``reviewer`` column names who decided: one name in the whole file
     (empty cells allowed), since a file is one reviewer's (``apply`` takes one file per reviewer).
+    Optional :data:`SOURCE_COLUMNS` say how each decision was made (checked, kept in the frame).
     """
     table = read_table(path, "decisions file")
+    with_source = "source" in [str(c) for c in table.columns]
     reviewer = _reviewer(path, table)
     text, line = _filled_rows(path, table)
     ids, decision, new_label, note = (
@@ -94,9 +111,42 @@ def read_decisions_table(path: Path, run) -> Decisions:
     out = pd.DataFrame(
         {"sample_id": ids, "decision": decision, "new_label": labels.where(relabel, ""), "note": note}
     )
+    if with_source:
+        out = out.assign(**_sources(path, text, line))
     return Decisions(
-        out[out["decision"] != ""].reset_index(drop=True), path, "decisions-csv", reviewer=reviewer
+        out[out["decision"] != ""].reset_index(drop=True),
+        path,
+        "decisions-csv",
+        reviewer=reviewer,
+        with_source=with_source,
     )
+
+
+def _sources(path: Path, text: dict[str, pd.Series], line: Callable[[int], str]) -> dict[str, pd.Series]:
+    """The :data:`SOURCE_COLUMNS` of the filled rows (``text``, from :func:`_filled_rows`), checked:
+    ``source`` empty (``manual``), ``manual``, ``check:<id>`` or ``bulk:<id>``; beside ``check:`` and
+    ``bulk:`` a whole ``check_size`` >= 1 and a ``check_max_wrong`` in (0, 1)."""
+    source, size, rate = (text[c].str.strip() for c in SOURCE_COLUMNS)
+    source = source.where(source != "", "manual")
+    for i, (s, n, r) in enumerate(zip(source, size, rate)):
+        if not _SOURCE.fullmatch(s):
+            raise ManifestError(
+                f"decisions file {path.name!r} has the source {s!r} {line(i)}; use manual, check:<id> "
+                "or bulk:<id> (the review page's spot-checks), or leave it empty"
+            )
+        if s == "manual":
+            continue
+        try:
+            good = int(n) >= 1 and float(n) == int(n) and 0 < float(r) < 1
+        except ValueError:
+            good = False
+        if not good:
+            raise ManifestError(
+                f"decisions file {path.name!r} has the source {s!r} {line(i)} with check_size {n!r} and "
+                f"check_max_wrong {r!r}; a spot-check needs a whole number of cards >= 1 and a rate "
+                "between 0 and 1 (as the review page writes them)"
+            )
+    return {"source": source, "check_size": size, "check_max_wrong": rate}
 
 
 def _reviewer(path: Path, frame: pd.DataFrame) -> str | None:
@@ -113,8 +163,8 @@ def _reviewer(path: Path, frame: pd.DataFrame) -> str | None:
 
 
 def _filled_rows(path: Path, frame: pd.DataFrame) -> tuple[dict[str, pd.Series], Callable[[int], str]]:
-    """The :data:`DECISION_COLUMNS` of ``frame`` as text, without a spreadsheet's empty rows, and
-    ``line(i)``: where the ``i``-th row kept is in the file."""
+    """The :data:`DECISION_COLUMNS` and :data:`SOURCE_COLUMNS` of ``frame`` as text (absent: ""),
+    without a spreadsheet's empty rows, and ``line(i)``: where the ``i``-th row kept is in the file."""
     columns = [str(c) for c in frame.columns]
     missing = [c for c in ("sample_id", "decision") if c not in columns]
     if missing:
@@ -122,7 +172,7 @@ def _filled_rows(path: Path, frame: pd.DataFrame) -> tuple[dict[str, pd.Series],
             f"decisions file {path.name!r} lacks the column(s) {missing} (found {columns}); it needs "
             "sample_id, decision and, for relabel, new_label"
         )
-    text = {c: text_column(frame, c) for c in DECISION_COLUMNS}
+    text = {c: text_column(frame, c) for c in DECISION_COLUMNS + SOURCE_COLUMNS}
     filled = (
         (text["sample_id"].str.strip() != "")
         | (text["decision"].str.strip() != "")

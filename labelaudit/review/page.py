@@ -17,7 +17,8 @@ The page builds every element with ``textContent`` and DOM properties, never ``i
 data, and its Content-Security-Policy forbids inline scripts and network requests: a class
 named ``<img src=x onerror=alert(1)>`` shows as text. Decisions persist in the browser's
 ``localStorage`` under :attr:`ReviewData.review_key` and are exported as ``decisions.csv``
-(``sample_id, decision, new_label, note``; see docs/review.md).
+(``sample_id, decision, new_label, note, source, check_size, check_max_wrong``; ``source`` says
+whether a decision was manual or bulk after a spot-check; see docs/review.md).
 
 The folder is written all or nothing: built in a hidden temporary sibling inside the run
 directory and renamed into place while the run directory's lock is held. An earlier

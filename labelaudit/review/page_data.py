@@ -21,11 +21,17 @@ from ..runs.directory import check_matrix_fingerprint, data_fingerprint
 from ..runs.format import MATRIX_FILES, RUN_FORMAT_VERSION
 from ..runs.scan_run import read_run_json
 
-#: The threshold slider's resolution: ``histogram[i]`` counts samples with label_quality < edges[i]
-#: (:func:`slider_edges`: a log scale).
+#: The threshold slider's resolution: ``HISTOGRAM_BINS + 1`` positions. On ``p_label_wrong``
+#: (:func:`p_wrong_edges`, a logit scale) ``histogram[i]`` counts samples with
+#: ``p_label_wrong > edges[i]``; on ``label_quality`` (scans before calibrated probabilities;
+#: :func:`slider_edges`, a log scale) samples with ``label_quality < edges[i]``.
 HISTOGRAM_BINS = 1000
 #: The smallest and largest decade the log-scale slider may start at (10**-8 ... 10**-1).
 _LOWEST_DECADE, _HIGHEST_DECADE = -8, -1
+#: The fewest and most decades of odds either side of 0.5 on the logit-scale slider.
+_FEWEST_ODDS_DECADES, _MOST_ODDS_DECADES = 2, 10
+#: What the slider acts on, and which side of its threshold is flagged.
+SLIDER_COLUMNS = {"p_label_wrong": "above", "label_quality": "below"}
 #: Cards per page of the grid.
 PAGE_SIZE = 100
 #: decisions.csv columns and decision values (the contract with ``labelaudit apply``).
@@ -54,9 +60,13 @@ class ReviewData:
     ``limit`` of them: suspect labels, and near-duplicates of another label and outliers (a
     non-empty ``reason``); ``num_flagged`` counts all of them.
     ``transition_matrix`` is ``(K, K)`` with ``T[i, j] = P(given = j | true = i)`` (rows = true
-    class). ``histogram`` has ``HISTOGRAM_BINS + 1`` entries: ``histogram[i]`` = number of samples
-    (all of them, flagged or not) with ``label_quality < edges[i]``; ``edges`` (``(BINS + 1,)``,
-    :func:`slider_edges`) are the slider's values, ``i / HISTOGRAM_BINS`` (a linear scale) when None.
+    class). The threshold slider acts on ``slider_column``: ``p_label_wrong`` (flagged above the
+    threshold) or, for a scan made before calibrated probabilities, ``label_quality`` (flagged
+    below it). ``histogram`` has ``HISTOGRAM_BINS + 1`` entries: ``histogram[i]`` = number of
+    samples (all of them, flagged or not) on the flagged side of ``edges[i]``: ``p_label_wrong >
+    edges[i]`` or ``label_quality < edges[i]``. ``edges`` (``(BINS + 1,)``, increasing,
+    :func:`p_wrong_edges` or :func:`slider_edges`) are the slider's values, ``i / HISTOGRAM_BINS``
+    (a linear scale) when None.
     """
 
     run_dir: Path
@@ -69,6 +79,7 @@ class ReviewData:
     histogram: np.ndarray
     review_key: str
     edges: np.ndarray | None = None
+    slider_column: str = "label_quality"
 
     @property
     def slider_edges(self) -> np.ndarray:
@@ -98,6 +109,40 @@ def slider_edges(quality: np.ndarray) -> np.ndarray:
     return edges
 
 
+def p_wrong_edges(p_wrong: np.ndarray) -> np.ndarray:
+    """The threshold slider's ``p_label_wrong`` values, on a logit scale, shape ``(HISTOGRAM_BINS + 1,)``.
+
+    ``edges[0] = 0`` and ``edges[HISTOGRAM_BINS] = 1``; ``edges[1:-1]`` rise evenly in
+    ``log10(p / (1 - p))`` from ``-d`` to ``d`` decades of odds, with ``edges[HISTOGRAM_BINS // 2]
+    = 0.5`` exactly (the scan's rule, ``p_label_wrong > 0.5``, is a position of the slider). ``d``
+    is the largest ``|log10 odds|`` of ``p_wrong`` (``(N,)``, any order; values of exactly 0 or 1
+    left out) rounded up, within ``[2, 10]``. Listed samples sit close to 1 (on a real scan half
+    of them above 0.99): a linear scale gave ``p > 0.99`` 10 of its 1,000 steps, this one
+    about 400; the logit is symmetric, so the clean samples near 0 are spread as well.
+    """
+    p_wrong = np.asarray(p_wrong, dtype=np.float64)
+    inside = p_wrong[np.isfinite(p_wrong) & (p_wrong > 0) & (p_wrong < 1)]
+    odds = np.abs(np.log10(inside) - np.log10(1 - inside)) if inside.size else np.zeros(0)
+    d = int(np.ceil(odds.max())) if odds.size else _FEWEST_ODDS_DECADES
+    d = min(max(d, _FEWEST_ODDS_DECADES), _MOST_ODDS_DECADES)
+    logit = np.linspace(-d, d, HISTOGRAM_BINS - 1)  # log10 odds at positions 1 .. BINS - 1
+    edges = np.empty(HISTOGRAM_BINS + 1, dtype=np.float64)
+    edges[0], edges[-1] = 0.0, 1.0
+    edges[1:-1] = 1.0 / (1.0 + 10.0 ** (-logit))
+    edges[HISTOGRAM_BINS // 2] = 0.5  # exactly
+    return edges
+
+
+def slider_histogram(values: np.ndarray, edges: np.ndarray, column: str) -> np.ndarray:
+    """``(HISTOGRAM_BINS + 1,)`` counts of ``values`` (``(N,)``, non-finite ones left out) on the
+    flagged side of each of ``edges``: ``values > edges[i]`` for ``p_label_wrong``,
+    ``values < edges[i]`` for ``label_quality``."""
+    values = np.sort(values[np.isfinite(values)])
+    if SLIDER_COLUMNS[column] == "above":
+        return len(values) - np.searchsorted(values, edges, side="right")
+    return np.searchsorted(values, edges, side="left")
+
+
 def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None) -> ReviewData:
     """Read and check what the review page needs from a scan's run directory.
 
@@ -123,9 +168,11 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
     check_matrix_fingerprint(path / MATRIX_FILES["cleaned"], summary["data_fingerprint"])
     transition = _read_transition_matrix(path / MATRIX_FILES["cleaned"], names)
 
-    quality = report["label_quality"].to_numpy(dtype=np.float64)
-    edges = slider_edges(quality)
-    histogram = np.searchsorted(np.sort(quality[np.isfinite(quality)]), edges, side="left")
+    # The slider acts on the calibrated P(label wrong); a scan from before it has label quality.
+    column = "p_label_wrong" if "p_label_wrong" in report else "label_quality"
+    values = report[column].to_numpy(dtype=np.float64)
+    edges = p_wrong_edges(values) if column == "p_label_wrong" else slider_edges(values)
+    histogram = slider_histogram(values, edges, column)
     # Listed: suspect labels and, where the scan searched them, near-duplicates of another label and outliers.
     from .export import flagged_report
 
@@ -147,6 +194,7 @@ def read_review_data(run_dir: str | os.PathLike, *, limit: Optional[int] = None)
         histogram=histogram,
         review_key=digest.hexdigest()[:32],
         edges=edges,
+        slider_column=column,
     )
 
 
@@ -242,19 +290,24 @@ def page_data(
     """The object ``data.js`` assigns to ``window.LABELAUDIT_REVIEW`` (columns as arrays).
 
     ``samples.given``/``samples.suggested`` are indices into ``classes``; ``samples.thumb[i]``
-    is 1 when ``thumbs/<i>.jpg`` exists; ``slider_edges[i]`` is the label-quality value of the
-    slider's position ``i`` and ``histogram[i]`` the number of all samples below it;
-    ``threshold`` is the slider's starting position: the scan's learned label-quality boundary,
-    raised where needed so that every listed sample lies below it.
+    is 1 when ``thumbs/<i>.jpg`` exists. The slider acts on ``slider_column`` (``p_label_wrong``,
+    flagging above its threshold, or ``label_quality`` of an older scan, flagging below it; that
+    column of ``samples`` is sent unrounded, since the page compares it with the edges):
+    ``slider_edges[i]`` is the value of the slider's position ``i`` and ``histogram[i]`` the
+    number of all samples on its flagged side; ``threshold`` is the slider's starting position:
+    the scan's learned boundary, moved where needed so that every listed suspect label is kept.
     """
     flagged, summary = data.flagged, data.summary
     index = {name: i for i, name in enumerate(data.class_names)}
-    quality = flagged["label_quality"].to_numpy(dtype=np.float64)
+    column = data.slider_column
     edges = data.slider_edges
-    threshold = _slider_start(flagged, summary.get("flag_rule") or {}, edges)
+    threshold = _slider_start(flagged, summary.get("flag_rule") or {}, edges, column)
 
-    def numbers(column: str) -> list:
-        return [round(float(v), 4) for v in flagged[column].to_numpy(dtype=np.float64)]
+    def numbers(name: str) -> list:
+        return [round(float(v), 4) for v in flagged[name].to_numpy(dtype=np.float64)]
+
+    def unrounded(name: str) -> list:
+        return [float(v) for v in flagged[name].to_numpy(dtype=np.float64)]
 
     return {
         "format": 1,
@@ -276,6 +329,8 @@ def page_data(
         "num_flagged": data.num_flagged,
         "histogram_bins": HISTOGRAM_BINS,
         "histogram": data.histogram.tolist(),
+        "slider_column": column,
+        "slider_flags": SLIDER_COLUMNS[column],  # "above" or "below" the threshold
         "slider_edges": [float(v) for v in edges],
         "threshold": threshold,
         "page_size": PAGE_SIZE,
@@ -290,10 +345,11 @@ def page_data(
             "suggested": flagged["suggested_label"].astype(str).map(index).astype(int).tolist(),
             "confidence": numbers("confidence"),
             "suggested_confidence": numbers("suggested_confidence"),
-            "label_quality": [float(v) for v in quality],  # unrounded: the slider compares it with edges
             "rank": flagged["rank"].astype(int).tolist(),
-            # The calibrated probability that the given label is wrong (null: a scan from before it).
-            "p_label_wrong": numbers("p_label_wrong") if "p_label_wrong" in flagged else None,
+            # The calibrated probability that the given label is wrong (null: a scan from before
+            # it, whose cards and slider show label_quality instead); the slider's column unrounded.
+            "p_label_wrong": unrounded("p_label_wrong") if "p_label_wrong" in flagged else None,
+            "label_quality": unrounded("label_quality") if column == "label_quality" else None,
             "thumb": [int(bool(t)) for t in has_thumb],
             **_similarity_arrays(flagged),
         },
@@ -303,33 +359,37 @@ def page_data(
     }
 
 
-def _slider_start(flagged: pd.DataFrame, rule: dict, edges: np.ndarray) -> int:
-    """The label-quality slider's starting position (an index into ``edges``, ``(BINS + 1,)``
-    increasing): the scan's learned boundary, raised where needed so that every listed suspect
-    label lies below it."""
-    quality = flagged["label_quality"].to_numpy(dtype=np.float64)
-    # The slider filters suspect labels; near-duplicates and outliers stay listed.
+def _slider_start(flagged: pd.DataFrame, rule: dict, edges: np.ndarray, column: str) -> int:
+    """The slider's starting position (an index into ``edges``, ``(BINS + 1,)`` increasing): the
+    scan's learned boundary (``p_label_wrong_threshold`` or ``label_quality_threshold`` of its
+    ``flag_rule``), moved where needed so that every listed suspect label is on the flagged side."""
+    values = flagged[column].to_numpy(dtype=np.float64)
+    # The slider filters suspect labels; near-duplicates, outliers and ambiguous labels stay listed.
     suspect = (
         flagged["suspected_noisy"].to_numpy(dtype=bool)
         if "suspected_noisy" in flagged
         else np.ones(len(flagged), bool)
     )
-    finite = quality[np.isfinite(quality) & suspect]
-    learned = rule.get("label_quality_threshold")
-    # The learned rule is label_quality < learned: start there (rounded down to a slider step, so
-    # the count shown never exceeds the scan's), but never below a flagged sample's value.
-    threshold = (
-        max(0, int(np.searchsorted(edges, learned, side="right")) - 1)
-        if isinstance(learned, (int, float)) and np.isfinite(learned)
-        else 0
-    )
+    finite = values[np.isfinite(values) & suspect]
+    learned = rule.get(f"{column}_threshold")
+    known = isinstance(learned, (int, float)) and np.isfinite(learned)
+    if SLIDER_COLUMNS[column] == "above":
+        # The rule is p_label_wrong > learned: start there (rounded up to a slider step, so the
+        # count shown never exceeds the scan's), but never at or above a listed sample's value.
+        threshold = int(np.searchsorted(edges, learned, side="left")) if known else HISTOGRAM_BINS
+        if len(finite):
+            threshold = min(threshold, int(np.searchsorted(edges, finite.min(), side="left")) - 1)
+        elif not known:
+            threshold = HISTOGRAM_BINS // 2  # p_label_wrong > 0.5
+        return max(threshold, 0)
+    # The rule is label_quality < learned: start there (rounded down to a slider step, so the
+    # count shown never exceeds the scan's), but never below a flagged sample's value.
+    threshold = max(0, int(np.searchsorted(edges, learned, side="right")) - 1) if known else 0
     if len(finite):
         threshold = max(threshold, int(np.searchsorted(edges, finite.max(), side="right")))
     elif not threshold:
         threshold = int(np.searchsorted(edges, 0.5))
-    threshold = min(threshold, HISTOGRAM_BINS)
-
-    return threshold
+    return min(threshold, HISTOGRAM_BINS)
 
 
 def _similarity_arrays(flagged: pd.DataFrame) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, ManifestError
-from .decisions import DECISION_COLUMNS, Decisions
+from .decisions import DECISION_COLUMNS, SOURCE_COLUMNS, Decisions
 
 CONFLICT_RULES = ("skip", "majority", "latest")
 #: Columns of ``conflicts.csv``: per reviewer (in the order of the files, ``;``-separated) the
@@ -145,6 +145,14 @@ def _merge(sources: list[Decisions], names: list[str], run, rule: str) -> Review
         return _REMOVE if decision == "remove" else None  # unsure: no vote
 
     merged, conflict_rows, skipped = [], [], []
+    # How each reviewer's decision was made (SOURCE_COLUMNS), for files that say it.
+    how: dict[tuple[int, str], tuple[str, str, str]] = {}
+    for r, d in enumerate(sources):
+        if d.with_source:
+            f = d.frame
+            for row in zip(f["sample_id"], *(f[c] for c in SOURCE_COLUMNS)):
+                how[(r, str(row[0]))] = tuple(str(v) for v in row[1:])
+    merged_how = []
     votes_of: dict[str, dict[int, str]] = {}
     for sample in [i for i in ids if i in rows]:  # run order
         entries = rows[sample]
@@ -153,6 +161,7 @@ def _merge(sources: list[Decisions], names: list[str], run, rule: str) -> Review
         note = _notes([(names[r], n) for r, _, _, n in entries])
         if not votes:  # unsure only
             merged.append((sample, "unsure", "", note))
+            merged_how.append(("manual", "", ""))
             continue
         kinds = Counter(votes.values())
         chosen: int | None  # the reviewer whose row is applied
@@ -171,6 +180,7 @@ def _merge(sources: list[Decisions], names: list[str], run, rule: str) -> Review
         pick = next(e for e in entries if e[0] == chosen) if chosen is not None else None
         if pick is not None:
             merged.append((sample, pick[1], pick[2], note))
+            merged_how.append(how.get((pick[0], sample), ("manual", "", "")))
         else:
             skipped.append(sample)
         if resolution is not None:
@@ -188,11 +198,16 @@ def _merge(sources: list[Decisions], names: list[str], run, rule: str) -> Review
                 }
             )
     frame = pd.DataFrame(merged, columns=DECISION_COLUMNS)
+    with_source = any(d.with_source for d in sources)
+    if with_source:  # the applied reviewer's source (a bulk decision stays one)
+        columns = list(zip(*merged_how)) if merged_how else [(), (), ()]
+        frame = frame.assign(**{c: list(v) for c, v in zip(SOURCE_COLUMNS, columns)})
     decisions = Decisions(
         frame,
         sources[0].path,
         "merged",
         num_conflicting=sum(d.num_conflicting for d in sources),
+        with_source=with_source,
     )
     return Reviews(
         decisions=decisions,

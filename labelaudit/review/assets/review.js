@@ -4,8 +4,8 @@
  * element with createElement/textContent and DOM properties: no data ever goes through
  * innerHTML, so a class or file name such as <img src=x onerror=...> shows as text.
  * Decisions live in localStorage under "labelaudit-review:<review_key>" and are exported as
- * decisions.csv (sample_id, decision, new_label, note), cells escaped against spreadsheet
- * formulas as labelaudit's own CSVs are. Every change of decisions is one step of an undo stack
+ * decisions.csv (sample_id, decision, new_label, note, source, check_size, check_max_wrong),
+ * cells escaped against spreadsheet formulas as labelaudit's own CSVs are. Every change of decisions is one step of an undo stack
  * (Backspace, Ctrl+Z), saved in the same localStorage entry as the decisions it undoes.
  */
 (function () {
@@ -25,8 +25,16 @@
   var K = CLASSES.length;
   var PAGE = D.page_size || 100;
   var BINS = D.histogram_bins;
-  // The slider's label-quality value at each position (a log scale; linear for older pages).
+  // The threshold slider acts on P(label wrong) and flags above its threshold (a logit scale);
+  // for a scan from before calibrated probabilities, on label quality, flagging below it (a log
+  // scale). EDGES[p]: the value at position p, increasing.
+  var SLIDER = D.slider_column || "label_quality";
+  var ABOVE = D.slider_flags === "above";
+  var SCORE = S[SLIDER];
+  var SLIDER_NAME = ABOVE ? "P(label wrong)" : "label quality";
   var EDGES = D.slider_edges || D.histogram.map(function (_, p) { return p / BINS; });
+  // Whether the slider at the value limit keeps a sample of score x (flags it).
+  function keeps(x, limit) { return ABOVE ? x > limit : x < limit; }
   var HIST_BARS = 50; // bars of the histogram under the slider
   var DECISIONS = ["accept", "keep", "relabel", "remove", "unsure"];
   // The issue types a sample can be listed for (labelaudit/audit/issue_types.py), in reason order.
@@ -39,6 +47,8 @@
   var PICKER_MAX = 60; // the class picker lists at most this many matching classes at once
   var HISTORY_MAX = 500; // undo steps kept
   var STORED_STEP_MAX = 2000; // a bigger step (an import) is undoable until a reload, with the steps before it
+  var SOURCE = /^(manual|(check|bulk):[A-Za-z0-9_-]{1,64})$/; // how a decision was made (decisions.csv source)
+  var checks = {}, checkOrder = [], active = null, imported = {}; // spot-checks (see "bulk decisions")
   var MATRIX_MAX_CLASSES = 60; // above this, a list of the most frequent pairs replaces the table
 
   var idIndex = Object.create(null);
@@ -97,9 +107,14 @@
       var label = decision === "relabel" && entry[1] in classIndex ? classIndex[entry[1]] : -1;
       if (decision === "relabel" && label < 0) decision = "";
       var note = typeof entry[2] === "string" ? entry[2] : "";
-      if (decision || note) decisions[index] = { decision: decision, label: label, note: note };
+      var source = decision && typeof entry[3] === "string" && SOURCE.test(entry[3]) && entry[3] !== "manual" ? entry[3] : "";
+      if (decision || note) decisions[index] = { decision: decision, label: label, note: note, source: source };
     });
     if (Array.isArray(saved.history)) history = saved.history.map(stepFromStore).filter(function (s) { return s; });
+    if (saved.checks && typeof saved.checks === "object" && Array.isArray(saved.check_order)) {
+      saved.check_order.forEach(function (id) { if (saved.checks[id]) { checks[id] = saved.checks[id]; checkOrder.push(id); } });
+      if (saved.active && checks[saved.active] && checks[saved.active].state === "running") active = saved.active;
+    }
   }
 
   function saveDecisions() {
@@ -108,11 +123,12 @@
     Object.keys(others).forEach(function (id) { out[id] = others[id]; });
     for (var k = 0; k < N; k++) {
       var d = decisions[k];
-      if (d && (d.decision || d.note)) out[S.id[k]] = [d.decision, d.label >= 0 ? CLASSES[d.label] : null, d.note];
+      if (d && (d.decision || d.note)) out[S.id[k]] = [d.decision, d.label >= 0 ? CLASSES[d.label] : null, d.note, d.source || ""];
     }
     try {
       storage.setItem(STORE_KEY, JSON.stringify({
-        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: storedHistory().map(stepToStore)
+        version: 1, run: D.run.path, saved: new Date().toISOString(), decisions: out, history: storedHistory().map(stepToStore),
+        checks: checks, check_order: checkOrder, active: active
       }));
     } catch (err) {
       warn("The browser refused to store the last decision (" + err.name + "): export decisions.csv now so nothing is lost.");
@@ -128,21 +144,22 @@
 
   // ---- undo --------------------------------------------------------------------------------
   // history: the undo stack, oldest first. A step is the list of the cards one action changed,
-  // each [index, before, after] with before/after = [decision, label index]. A step is undone only
-  // while its cards still hold its "after" (the stack and the stored decisions never disagree).
+  // each [index, before, after] with before/after = [decision, label index, source] (source ""
+  // for manual, "check:<id>" or "bulk:<id>"). A step is undone only while its cards still hold
+  // its "after" (the stack and the stored decisions never disagree).
   var history = [];
 
   function stateOf(index) {
     var d = decisions[index];
-    return d && d.decision ? [d.decision, d.label] : ["", -1];
+    return d && d.decision ? [d.decision, d.label, d.source || ""] : ["", -1, ""];
   }
-  function sameState(a, b) { return a[0] === b[0] && a[1] === b[1]; }
-  function stateToStore(st) { return [st[0], st[1] >= 0 ? CLASSES[st[1]] : null]; }
+  function sameState(a, b) { return a[0] === b[0] && a[1] === b[1] && (a[2] || "") === (b[2] || ""); }
+  function stateToStore(st) { return [st[0], st[1] >= 0 ? CLASSES[st[1]] : null, st[2] || ""]; }
   function stateFromStore(st) {
     if (!Array.isArray(st) || (st[0] !== "" && DECISIONS.indexOf(st[0]) < 0)) return null;
     var label = st[0] === "relabel" ? classIndex[st[1]] : -1;
     if (label === undefined) return null;
-    return [st[0], label];
+    return [st[0], label, st[0] && typeof st[2] === "string" && SOURCE.test(st[2]) && st[2] !== "manual" ? st[2] : ""];
   }
   // The steps after the last one too big to store (localStorage holds a few MB).
   function storedHistory() {
@@ -171,15 +188,18 @@
     var d = decisions[index] || { decision: "", label: -1, note: "" };
     d.decision = st[0];
     d.label = st[0] === "relabel" ? st[1] : -1;
+    d.source = st[0] ? st[2] || "" : "";
     decisions[index] = d;
   }
 
-  // Apply changes [[index, decision, label], ...] as one undo step.
+  // Apply changes [[index, decision, label, source], ...] as one undo step (source: see history;
+  // left out, a card of the running spot-check is "check:<id>", any other manual).
   function change(list) {
     var step = [];
     list.forEach(function (c) {
       var before = stateOf(c[0]);
-      var after = [c[1], c[1] === "relabel" ? c[2] : -1];
+      var source = c[1] ? (c.length > 3 ? c[3] || "" : checkSourceOf(c[0])) : "";
+      var after = [c[1], c[1] === "relabel" ? c[2] : -1, source];
       if (sameState(before, after)) return;
       setState(c[0], after);
       step.push([c[0], before, after]);
@@ -201,7 +221,10 @@
   function describe(index) {
     var d = decisions[index];
     if (!d || !d.decision) return "undecided";
-    return d.decision === "remove" || d.decision === "unsure" ? DONE[d.decision] : DONE[d.decision] + " \u2192 " + newLabel(index, d);
+    var text = d.decision === "remove" || d.decision === "unsure" ? DONE[d.decision] : DONE[d.decision] + " \u2192 " + newLabel(index, d);
+    if (/^bulk:/.test(d.source || "")) text += " (bulk, spot-check " + d.source.slice(5) + ")";
+    else if (/^check:/.test(d.source || "")) text += " (card of spot-check " + d.source.slice(6) + ")";
+    return text;
   }
 
   function undo() {
@@ -215,8 +238,11 @@
       return;
     }
     step.forEach(function (c) { setState(c[0], c[1]); });
+    var bulk = /^bulk:/.test(step[0][2][2]) ? checks[step[0][2][2].slice(5)] : null;
+    if (bulk) bulk.undone = true; // the spot-check stays on record, its bulk decision is gone
     saveDecisions();
     step.forEach(function (c) { refreshCard(c[0]); });
+    if (bulk) updateChecks();
     updateCounts();
     updateMatrixCounts();
     var index = step[0][0];
@@ -241,6 +267,7 @@
     box.textContent = text;
     box.classList.toggle("error", !!isError);
     box.hidden = false;
+    if (active) $("bulk").style.top = $("top").offsetHeight + "px"; // the header grew by this line
   }
 
   function setNote(index, text) {
@@ -269,11 +296,13 @@
   }
 
   function decisionsCsv() {
-    var lines = ["sample_id,decision,new_label,note"];
+    var lines = ["sample_id,decision,new_label,note,source,check_size,check_max_wrong"];
     for (var k = 0; k < N; k++) {
       var d = decisions[k];
       if (!d || !d.decision) continue;
-      lines.push([S.id[k], d.decision, newLabel(k, d), d.note].map(csvCell).join(","));
+      var check = d.source ? checks[d.source.split(":")[1]] : null;
+      lines.push([S.id[k], d.decision, newLabel(k, d), d.note, d.source || "manual", check ? check.size : "",
+        check ? check.rate : ""].map(csvCell).join(","));
     }
     return lines.join("\n") + "\n";
   }
@@ -329,12 +358,13 @@
     if (!rows.length) throw new Error("the file is empty");
     var header = rows[0].cells.map(function (c) { return c.trim(); });
     var col = {};
-    ["sample_id", "decision", "new_label", "note"].forEach(function (name) { col[name] = header.indexOf(name); });
+    ["sample_id", "decision", "new_label", "note", "source", "check_size", "check_max_wrong"].forEach(function (name) { col[name] = header.indexOf(name); });
     if (col.sample_id < 0 || col.decision < 0) {
       throw new Error("it lacks the column " + (col.sample_id < 0 ? "sample_id" : "decision") + " (a decisions.csv has sample_id, decision, new_label, note)");
     }
     var seen = Object.create(null);
     var out = [];
+    imported = {};
     rows.slice(1).forEach(function (r) {
       function cell(name) { return col[name] >= 0 && col[name] < r.cells.length ? unescapeCell(r.cells[col[name]]) : ""; }
       var where = " on line " + r.line;
@@ -357,7 +387,17 @@
         var implied = decision === "accept" ? CLASSES[S.suggested[index]] : decision === "keep" ? CLASSES[S.given[index]] : null;
         if (label.trim() !== implied) throw new Error("new_label \u201c" + label + "\u201d beside " + (decision || "no decision") + where + " contradicts it");
       }
-      if (decision || cell("note")) out.push([index, decision, c, cell("note")]);
+      var source = cell("source").trim() || "manual";
+      if (!SOURCE.test(source)) throw new Error("the source \u201c" + source + "\u201d" + where + " is not manual, check:<id> or bulk:<id>");
+      if (source !== "manual") {
+        var size = +cell("check_size"), rate = +cell("check_max_wrong");
+        if (!(size >= 1 && size === Math.floor(size) && rate > 0 && rate < 1)) {
+          throw new Error("the spot-check " + source + where + " lacks a check_size or check_max_wrong");
+        }
+        var id = source.split(":")[1];
+        if (!checks[id]) imported[id] = { id: id, size: size, rate: rate, state: "imported", decision: "", cards: [], rest: [] };
+      }
+      if (decision || cell("note")) out.push([index, decision, c, cell("note"), source === "manual" ? "" : source]);
     });
     return out;
   }
@@ -373,8 +413,9 @@
         return;
       }
       list.forEach(function (c) { if (c[3]) { var d = decisions[c[0]] || { decision: "", label: -1, note: "" }; d.note = c[3]; decisions[c[0]] = d; } });
+      Object.keys(imported).forEach(function (id) { checks[id] = imported[id]; checkOrder.push(id); });
       var decided = list.filter(function (c) { return c[1]; });
-      var changed = change(decided.map(function (c) { return [c[0], c[1], c[2]]; }));
+      var changed = change(decided.map(function (c) { return [c[0], c[1], c[2], c[4]]; }));
       saveDecisions();
       list.forEach(function (c) { refreshCard(c[0]); });
       status("Imported " + int(decided.length) + " decision" + (decided.length === 1 ? "" : "s") + " from " + file.name + " (" +
@@ -382,6 +423,239 @@
     };
     reader.onerror = function () { status("Nothing imported: the browser could not read " + file.name + ".", true); };
     reader.readAsText(file, "utf-8");
+  }
+
+  // ---- bulk decisions with a spot-check ----------------------------------------------------
+  // The undecided samples of the current selection (the filtered grid) get one decision, but
+  // only after a random sample of them, decided card by card, all agree with it. With n cards
+  // all agreeing, "at most a share r of the rest is wrong" holds with 95% confidence: were r or
+  // more wrong, n agreeing draws would happen with probability (1 - r)^n <= 5% (the zero-failure
+  // binomial bound; drawing without replacement only makes it safer). n = ceil(ln 0.05 / ln(1 - r)).
+  var BULK_TEXT = { accept: "accept the suggested label", keep: "keep the given label", remove: "remove the sample" };
+  // checks[id] = {id, decision, rate, size, cards: [sample ids], rest: [sample ids], selection:
+  // text, given, suggested (the T cell, -1 when none), state: running | agreed | disagreed |
+  // stopped | imported, agreed, applied, undone}
+  function checkSize(rate) { return Math.ceil(Math.log(0.05) / Math.log(1 - rate)); }
+  function hash32(text) { // FNV-1a
+    var h = 0x811c9dc5;
+    for (var p = 0; p < text.length; p++) { h ^= text.charCodeAt(p); h = Math.imul(h, 0x01000193) >>> 0; }
+    return h >>> 0;
+  }
+  function random32(seed) { // mulberry32: a small seeded generator, the same draws in every browser
+    return function () {
+      seed = (seed + 0x6d2b79f5) | 0;
+      var t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  // What a decision gives a sample: a class index, "remove", or null (unsure, undecided).
+  function meaning(index, decision, label) {
+    if (decision === "accept") return S.suggested[index];
+    if (decision === "keep") return S.given[index];
+    if (decision === "relabel") return label;
+    return decision === "remove" ? "remove" : null;
+  }
+  // A card's verdict in a check: null undecided, true when its decision means the proposed one.
+  function agrees(check, index) {
+    var d = decisions[index];
+    if (!d || !d.decision) return null;
+    var m = meaning(index, d.decision, d.label);
+    return m !== null && m === meaning(index, check.decision, -1);
+  }
+  function checkSourceOf(index) {
+    return active && checkCards[index] ? "check:" + active : "";
+  }
+  var checkCards = {}; // indices of the running check's cards
+  function checkIndices(check, key) {
+    return (check[key] || []).map(function (id) { return idIndex[id]; }).filter(function (k) { return k !== undefined; });
+  }
+
+  function selectionText() {
+    var parts = [];
+    if (filters.given >= 0 && filters.suggested >= 0) parts.push("the cell of T true " + CLASSES[filters.suggested] + ", given " + CLASSES[filters.given]);
+    else if (filters.given >= 0) parts.push("given label " + CLASSES[filters.given]);
+    else if (filters.suggested >= 0) parts.push("suggested label " + CLASSES[filters.suggested]);
+    if (filters.pair) parts.push("mixed up " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]]);
+    if (filters.view) parts.push("the view " + ISSUE_TYPES.filter(function (t) { return t.reason === filters.view; })[0].view);
+    if (filters.threshold !== D.threshold) parts.push(SLIDER_NAME + (ABOVE ? " > " : " < ") + thresholdText());
+    return parts.length ? parts.join(", ") : "everything listed";
+  }
+  function undecidedMatches() { return matches.filter(function (k) { return !isDecided(k); }); }
+
+  function updateBulkButton() {
+    var button = $("bulk-open");
+    var count = active ? 0 : undecidedMatches().length;
+    button.textContent = "Decide all " + int(count) + " with a spot-check\u2026";
+    button.disabled = !!active || !count;
+  }
+
+  function bulkStatement() {
+    var rate = +$("bulk-rate").value, n = checkSize(rate), pool = undecidedMatches().length;
+    var decision = BULK_TEXT[$("bulk-decision").value];
+    $("bulk-selection").textContent = "Selection: " + selectionText() + " \u2014 " + int(matches.length) + " samples, " + int(pool) +
+      " undecided (decided ones keep their decisions).";
+    var text = "The page draws " + n + " of the " + int(pool) + " undecided at random for you to decide one by one. If all " + n +
+      " agree with \u201c" + decision + "\u201d, it is applied to the other " + int(Math.max(0, pool - n)) + ": then, with 95% confidence, at most " +
+      Math.round(rate * 100) + "% of them are wrong (were more wrong, " + n + " agreeing cards would happen with probability " +
+      (1 - rate).toFixed(2) + "^" + n + " = " + pct(Math.pow(1 - rate, n)) + " < 5%). If any disagrees, nothing is applied to the rest.";
+    if (pool <= n) text = "A spot-check of " + n + " needs more than " + n + " undecided samples in the selection (it has " + int(pool) +
+      "): decide them card by card, or choose a higher rate.";
+    $("bulk-statement").textContent = text;
+    $("bulk-start").disabled = pool <= n;
+  }
+
+  function openBulk() {
+    $("bulk").hidden = false;
+    $("bulk-setup").hidden = false;
+    $("bulk-running").hidden = true;
+    bulkStatement();
+  }
+
+  function startCheck() {
+    var decision = $("bulk-decision").value, rate = +$("bulk-rate").value, n = checkSize(rate);
+    var pool = undecidedMatches().sort(function (a, b) { return a - b; });
+    if (pool.length <= n) return;
+    var ids = pool.map(function (k) { return S.id[k]; });
+    var seed = hash32(D.review_key + "\n" + decision + "\n" + rate + "\n" + ids.join("\n"));
+    var id = ("0000000" + seed.toString(16)).slice(-8);
+    var draw = random32(seed), order = pool.slice();
+    for (var p = 0; p < n; p++) { // a partial Fisher-Yates shuffle: the first n are the draw
+      var q = p + Math.floor(draw() * (order.length - p));
+      var t = order[p]; order[p] = order[q]; order[q] = t;
+    }
+    var cardsOf = order.slice(0, n).sort(function (a, b) { return a - b; });
+    var rest = order.slice(n).sort(function (a, b) { return a - b; });
+    var cell = filters.given >= 0 && filters.suggested >= 0;
+    if (checks[id]) id += "-" + (checkOrder.length + 1); // the same draw again: a new record
+    checks[id] = {
+      id: id, decision: decision, rate: rate, size: n, state: "running", agreed: 0,
+      cards: cardsOf.map(function (k) { return S.id[k]; }), rest: rest.map(function (k) { return S.id[k]; }),
+      selection: selectionText(), given: cell ? filters.given : -1, suggested: cell ? filters.suggested : -1,
+      filters: JSON.parse(JSON.stringify(filters)) // the grid returns to the selection afterwards
+    };
+    checkOrder.push(id);
+    enterCheck(id);
+    saveDecisions();
+    status("Spot-check " + id + ": decide each of the " + n + " cards shown; \u201cFinish\u201d then applies \u201c" + BULK_TEXT[decision] +
+      "\u201d to the other " + int(rest.length) + " only if all agree.");
+  }
+
+  function enterCheck(id) {
+    active = id;
+    checkCards = {};
+    checkIndices(checks[id], "cards").forEach(function (k) { checkCards[k] = true; });
+    $("bulk").hidden = false;
+    $("bulk").classList.add("running"); // stays in view under the header while the cards are decided
+    $("bulk").style.top = $("top").offsetHeight + "px";
+    document.body.classList.add("checking");
+    $("bulk-setup").hidden = true;
+    $("bulk-running").hidden = false;
+    Array.prototype.forEach.call(document.querySelectorAll(".controls select, .controls input, #clear-filters"), function (c) { c.disabled = true; });
+    applyFilters();
+  }
+
+  function leaveCheck() {
+    var f = checks[active].filters; // the check's selection (also after a reload during the check)
+    active = null;
+    checkCards = {};
+    $("bulk").hidden = true;
+    $("bulk").classList.remove("running");
+    document.body.classList.remove("checking");
+    Array.prototype.forEach.call(document.querySelectorAll(".controls select, .controls input, #clear-filters"), function (c) { c.disabled = false; });
+    if (!f) { applyFilters(); return; }
+    filters.view = f.view || "";
+    filters.state = f.state || "";
+    filters.threshold = typeof f.threshold === "number" ? f.threshold : D.threshold;
+    $("filter-view").value = filters.view;
+    $("filter-state").value = filters.state;
+    $("threshold").value = String(filters.threshold);
+    setFilters(f.given, f.suggested, f.pair);
+  }
+
+  function checkProgress(check) {
+    var decided = 0, agreed = 0;
+    checkIndices(check, "cards").forEach(function (k) {
+      var v = agrees(check, k);
+      if (v !== null) decided++;
+      if (v) agreed++;
+    });
+    return { decided: decided, agreed: agreed };
+  }
+
+  function updateCheck() {
+    if (!active) return;
+    var check = checks[active], p = checkProgress(check);
+    $("bulk-progress").textContent = "Spot-check " + check.id + " of " + check.selection + ": \u201c" + BULK_TEXT[check.decision] + "\u201d, " +
+      check.size + " cards drawn from " + int(check.size + check.rest.length) + " undecided. " + p.decided + " of " + check.size +
+      " decided, " + p.agreed + " agree" + (p.decided > p.agreed ? ", " + (p.decided - p.agreed) + " do not (the check fails)" : "") +
+      ". If all " + check.size + " agree, at most " + Math.round(check.rate * 100) + "% of the other " + int(check.rest.length) +
+      " are wrong with 95% confidence.";
+    $("bulk-finish").disabled = p.decided < check.size;
+  }
+
+  function finishCheck() {
+    var check = checks[active], p = checkProgress(check);
+    if (p.decided < check.size) return;
+    check.agreed = p.agreed;
+    var rest = checkIndices(check, "rest").filter(function (k) { return !isDecided(k); });
+    if (p.agreed < check.size) {
+      check.state = "disagreed";
+      check.applied = 0;
+      leaveCheck();
+      saveDecisions();
+      status("Spot-check " + check.id + ": " + p.agreed + "/" + check.size + " agreed, " + (check.size - p.agreed) + " did not: nothing was applied to the other " +
+        int(rest.length) + "; the " + check.size + " checked cards keep their own decisions.");
+    } else {
+      check.state = "agreed";
+      leaveCheck();
+      check.applied = change(rest.map(function (k) { return [k, check.decision, -1, "bulk:" + check.id]; }));
+      saveDecisions();
+      status("Spot-check " + check.id + ": " + check.size + "/" + check.size + " agreed: \u201c" + BULK_TEXT[check.decision] + "\u201d applied to the other " +
+        int(check.applied) + " (source bulk:" + check.id + " in decisions.csv; Backspace undoes the whole bulk decision).");
+    }
+    updateChecks();
+  }
+
+  function stopCheck() {
+    var check = checks[active];
+    check.state = "stopped";
+    check.agreed = checkProgress(check).agreed;
+    leaveCheck();
+    saveDecisions();
+    updateChecks();
+    status("Spot-check " + check.id + " stopped: nothing was applied; the checked cards keep their decisions.");
+  }
+
+  function checkResult(check) {
+    if (check.state === "imported") return "imported with decisions (" + check.size + " cards, at most " + Math.round(check.rate * 100) + "% wrong)";
+    if (check.state === "running") return "running";
+    var text = check.agreed + "/" + check.size + " agreed";
+    if (check.state === "stopped") return "stopped, " + text + " so far; nothing applied";
+    if (check.state === "disagreed") return text + ": nothing applied";
+    return text + ": applied to " + int(check.applied || 0) + (check.undone ? " (undone)" : "");
+  }
+
+  // The list of spot-checks, and each T cell's latest finished check.
+  function updateChecks() {
+    var list = $("checks");
+    list.textContent = "";
+    checkOrder.forEach(function (id) {
+      var c = checks[id];
+      list.appendChild(el("li", null, id + " \u00b7 " + (c.selection || "imported") + (c.decision ? " \u00b7 " + BULK_TEXT[c.decision] + ", at most " +
+        Math.round(c.rate * 100) + "% wrong" : "") + " \u00b7 " + checkResult(c)));
+    });
+    $("checks-panel").hidden = !checkOrder.length;
+    updateMatrixCounts();
+  }
+
+  function cellChecks() {
+    var out = {};
+    checkOrder.forEach(function (id) {
+      var c = checks[id];
+      if (c.given >= 0 && (c.state === "agreed" || c.state === "disagreed")) out[c.suggested + "," + c.given] = c;
+    });
+    return out;
   }
 
   // ---- filters -----------------------------------------------------------------------------
@@ -402,10 +676,10 @@
   function passesBase(k, limit) {
     var reasons = reasonsOf(k);
     if (filters.view && reasons.indexOf(filters.view) < 0) return false;
-    // The slider moves the label-quality boundary: it hides suspect labels above it, never a
+    // The slider moves the flag boundary: it hides suspect labels it does not flag, never a
     // sample listed as a near-duplicate or an outlier (unless only suspect labels are viewed).
     var labelOnly = filters.view === "label" || (reasons.length === 1 && reasons[0] === "label");
-    if (labelOnly && !(S.label_quality[k] < limit)) return false;
+    if (labelOnly && !keeps(SCORE[k], limit)) return false;
     if (filters.state === "decided" && !isDecided(k)) return false;
     if (filters.state === "undecided" && isDecided(k)) return false;
     return true;
@@ -416,14 +690,15 @@
     var limit = EDGES[filters.threshold];
     var pair = filters.pair;
     var list = [];
-    for (var k = 0; k < N; k++) {
+    for (var k = 0; k < N && !active; k++) {
       if (filters.given >= 0 && S.given[k] !== filters.given) continue;
       if (filters.suggested >= 0 && S.suggested[k] !== filters.suggested) continue;
       if (pair && !(S.given[k] !== S.suggested[k] && pair.indexOf(S.given[k]) >= 0 && pair.indexOf(S.suggested[k]) >= 0)) continue;
       if (!passesBase(k, limit)) continue;
       list.push(k);
     }
-    if (filters.view === "duplicate_conflict") { // each group's members side by side, worst label first
+    if (active) list = checkIndices(checks[active], "cards"); // a spot-check shows its cards only
+    else if (filters.view === "duplicate_conflict") { // each group's members side by side, worst label first
       list.sort(function (a, b) { return (S.group[a] - S.group[b]) || (S.rank[a] - S.rank[b]); });
     } else if (filters.view === "outlier") { // the least like any class first
       list.sort(function (a, b) { return (S.outlier_score[b] - S.outlier_score[a]) || (S.rank[a] - S.rank[b]); });
@@ -435,6 +710,8 @@
     render();
     updateMatrixCounts();
     updateThreshold();
+    updateBulkButton();
+    if (!$("bulk").hidden && !active) bulkStatement();
   }
 
   function setFilters(given, suggested, pair) {
@@ -491,7 +768,7 @@
     if (filters.suggested >= 0) hiding.push("suggested label " + CLASSES[filters.suggested]);
     if (filters.pair) hiding.push("the pair " + CLASSES[filters.pair[0]] + " \u2194 " + CLASSES[filters.pair[1]]);
     if (filters.state) hiding.push("show " + filters.state);
-    if (filters.threshold < D.threshold) hiding.push("the flag threshold lowered to " + thresholdText());
+    if (stricter(filters.threshold)) hiding.push("the flag threshold " + (ABOVE ? "raised" : "lowered") + " to " + thresholdText());
     return "No sample matches these filters: the " + int(inView) + " samples " + (view ? "of the view " + view.view : "listed") +
       " are hidden by " + (hiding.length ? hiding.join(", ") : "the filters") + ". \u201cClear filters\u201d shows them again.";
   }
@@ -625,7 +902,7 @@
     suggested.appendChild(el("span", "key", " (" + fmt(S.suggested_confidence[index], 2) + ")"));
     meta.appendChild(suggested);
     meta.appendChild(S.p_label_wrong
-      ? el("div", "key", "P(label wrong) " + fmt(S.p_label_wrong[index], 3))
+      ? el("div", "key", "P(label wrong) " + probability(S.p_label_wrong[index]))
       : el("div", "key", "label quality " + fmt(S.label_quality[index], 3)));
     var reasons = reasonsOf(index);
     meta.appendChild(el("div", "reasons", reasons.map(function (r) { return REASON_TEXT[r] || r; }).join(" \u00b7 ")));
@@ -753,6 +1030,8 @@
     var decided = 0;
     for (var k = 0; k < N; k++) if (isDecided(k)) decided++;
     $("decided-count").textContent = int(decided) + " decided \u00b7 " + int(N - decided) + " undecided";
+    updateCheck();
+    if (matches) updateBulkButton();
   }
 
   // ---- keys --------------------------------------------------------------------------------
@@ -823,14 +1102,18 @@
   function updateMatrixCounts() {
     var c = filteredCounts();
     var T = D.transition_matrix;
+    var checked = cellChecks();
     if (K > MATRIX_MAX_CLASSES) fillPairList(T, c);
     else {
       matrixCells.forEach(function (b) {
         var t = +b.getAttribute("data-true"), g = +b.getAttribute("data-given");
+        var check = checked[t + "," + g];
         b.querySelector(".count").textContent = countText(c.counts[t][g], c.left[t][g]);
+        b.querySelector(".check").textContent = check ? check.agreed + "/" + check.size + " agreed" : "";
+        b.classList.toggle("checked", !!check);
         b.title = "true " + CLASSES[t] + ", given " + CLASSES[g] + ": T = " + fmt(T[t][g], 4) + "; " + int(c.counts[t][g]) +
           " samples under the current filters given " + CLASSES[g] + " with suggested label " + CLASSES[t] + ", " +
-          int(c.left[t][g]) + " undecided";
+          int(c.left[t][g]) + " undecided" + (check ? "; spot-check " + check.id + ": " + checkResult(check) : "");
       });
     }
     fillMixedUp(c);
@@ -895,6 +1178,7 @@
         button.setAttribute("data-true", String(i));
         button.setAttribute("data-given", String(j));
         button.appendChild(el("span", "count"));
+        button.appendChild(el("span", "check"));
         var strength = Math.sqrt(Math.max(0, Math.min(1, value || 0)));
         button.style.background = "hsl(212, 70%, " + (98 - 62 * strength).toFixed(1) + "%)";
         button.style.color = strength > 0.55 ? "#fff" : "#1d232a";
@@ -953,14 +1237,37 @@
     if (x >= 0.1) return x.toFixed(3);
     return x.toPrecision(2).replace(/e-(\d)$/, "e-0$1");
   }
-  function thresholdText() { return quality(EDGES[filters.threshold]); }
+  // A probability readable at both ends: 0.0012, 0.500, 0.9988, 0.999988, then 1 − 2.0e-7.
+  function probability(x) {
+    if (x === null || x === undefined) return "-";
+    if (x <= 0 || x >= 1) return String(Math.round(x));
+    if (x < 0.01) return x.toPrecision(2);
+    if (x <= 0.99) return x.toFixed(3);
+    var rest = 1 - x;
+    if (rest >= 1e-5) return x.toFixed(Math.ceil(-Math.log10(rest)) + 1);
+    return "1 \u2212 " + rest.toExponential(1);
+  }
+  function sliderText(x) { return ABOVE ? probability(x) : quality(x); }
+  function thresholdText() { return sliderText(EDGES[filters.threshold]); }
 
-  // The slider's position that keeps a label-quality value: the first whose edge lies above it.
+  // The first slider position whose edge lies above x.
   function positionOf(x) {
     var lo = 0, hi = BINS;
     while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] > x) hi = mid; else lo = mid + 1; }
     return lo;
   }
+  // The step of the slider, [EDGES[p], EDGES[p + 1]), that holds x (label quality), or
+  // (EDGES[p], EDGES[p + 1]] (P(label wrong)).
+  function stepOf(x) {
+    if (!ABOVE) return positionOf(x) - 1;
+    var lo = 0, hi = BINS;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (EDGES[mid] >= x) hi = mid; else lo = mid + 1; }
+    return lo - 1;
+  }
+  // Whether a slider value flags more samples than the start (then the grid cannot show the
+  // extra ones: it lists the scan's flagged samples only), or fewer.
+  function looser(value) { return ABOVE ? value < D.threshold : value > D.threshold; }
+  function stricter(value) { return ABOVE ? value > D.threshold : value < D.threshold; }
 
   function updateThreshold() {
     var value = filters.threshold;
@@ -971,20 +1278,21 @@
       var reasons = reasonsOf(k);
       if (!(reasons.length === 1 && reasons[0] === "label")) continue;
       suspect++;
-      if (S.label_quality[k] < limit) kept++;
+      if (keeps(SCORE[k], limit)) kept++;
     }
     $("threshold-value").textContent = thresholdText();
-    var text = "label quality < " + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
+    var text = SLIDER_NAME + (ABOVE ? " > " : " < ") + thresholdText() + ": " + int(count) + " of " + int(D.num_samples) +
       " samples (" + pct(count / Math.max(1, D.num_samples)) + ") would be flagged; the scan flagged " + int(D.num_flagged) +
       ". The grid keeps " + int(kept) + " of the " + int(suspect) + " listed suspect labels.";
-    if (value > D.threshold) text += " The grid lists the scan's flagged samples only.";
+    if (looser(value)) text += " The grid lists the scan's flagged samples only.";
     $("threshold-count").textContent = text;
     Array.prototype.forEach.call(document.querySelectorAll("#threshold-hist .bar"), function (bar) {
-      bar.classList.toggle("below", +bar.getAttribute("data-from") < value);
+      var flagged = ABOVE ? +bar.getAttribute("data-to") > value : +bar.getAttribute("data-from") < value;
+      bar.classList.toggle("flagged", flagged); // holds samples the threshold flags
     });
   }
 
-  // A histogram of label quality under the slider, on the slider's scale: one bar per
+  // A histogram of the slider's column under the slider, on its scale: one bar per
   // BINS / HIST_BARS positions, all samples (light) with the listed ones (dark) inside; bar
   // heights on a log scale of the counts.
   function buildHistogram() {
@@ -992,22 +1300,23 @@
     var listed = new Array(HIST_BARS).fill(0);
     var width = BINS / HIST_BARS;
     for (var k = 0; k < N; k++) {
-      var q = S.label_quality[k];
+      var q = SCORE[k];
       if (!(q >= 0)) continue;
-      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor((positionOf(q) - 1) / width)))]++;
+      listed[Math.min(HIST_BARS - 1, Math.max(0, Math.floor(stepOf(q) / width)))]++;
     }
     var all = [], most = 1;
     for (var b = 0; b < HIST_BARS; b++) {
       var from = Math.round(b * width), to = Math.round((b + 1) * width);
-      all.push([from, to, D.histogram[to] - D.histogram[from]]);
+      all.push([from, to, Math.abs(D.histogram[to] - D.histogram[from])]);
       most = Math.max(most, all[b][2], listed[b]);
     }
     all.forEach(function (a, b) {
       var bar = el("div", "bar");
       bar.setAttribute("data-from", String(a[0]));
+      bar.setAttribute("data-to", String(a[1]));
       bar.setAttribute("data-count", String(a[2]));
       bar.setAttribute("data-listed", String(listed[b]));
-      bar.title = "label quality " + quality(EDGES[a[0]]) + " to " + quality(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
+      bar.title = SLIDER_NAME + " " + sliderText(EDGES[a[0]]) + " to " + sliderText(EDGES[a[1]]) + ": " + int(a[2]) + " samples, " +
         int(listed[b]) + " of them listed";
       var total = el("div", "all");
       total.style.height = (100 * Math.log1p(a[2]) / Math.log1p(most)).toFixed(1) + "%"; // log heights: the
@@ -1070,6 +1379,7 @@
     });
 
     var slider = $("threshold");
+    $("threshold-name").textContent = "Flag threshold on " + SLIDER_NAME + (ABOVE ? " (logit scale), flagged above" : " (log scale), flagged below");
     slider.max = String(BINS);
     slider.value = String(D.threshold);
     buildHistogram();
@@ -1086,6 +1396,13 @@
     Array.prototype.forEach.call(document.querySelectorAll(".prev-page"), function (b) { b.addEventListener("click", function () { goToPage(page - 1); }); });
     Array.prototype.forEach.call(document.querySelectorAll(".next-page"), function (b) { b.addEventListener("click", function () { goToPage(page + 1); }); });
     $("export").addEventListener("click", exportCsv);
+    $("bulk-open").addEventListener("click", openBulk);
+    $("bulk-decision").addEventListener("change", bulkStatement);
+    $("bulk-rate").addEventListener("change", bulkStatement);
+    $("bulk-start").addEventListener("click", startCheck);
+    $("bulk-cancel").addEventListener("click", function () { $("bulk").hidden = true; });
+    $("bulk-finish").addEventListener("click", finishCheck);
+    $("bulk-stop").addEventListener("click", stopCheck);
     $("import").addEventListener("change", function (e) {
       if (e.target.files && e.target.files[0]) importCsv(e.target.files[0]);
       e.target.value = ""; // the same file can be imported again
@@ -1147,7 +1464,9 @@
     loadDecisions();
     buildMatrix();
     updateCounts();
-    applyFilters();
+    if (active) enterCheck(active); // a spot-check running when the page was closed
+    else applyFilters();
+    updateChecks();
     window.LABELAUDIT_TIMING.readyMs = performance.now();
     window.LABELAUDIT_TIMING.setUpMs = performance.now() - started;
     document.body.setAttribute("data-ready", "1");
