@@ -79,7 +79,7 @@ def main(source: str, truth: str) -> None:
     row("mean(knn-10, cv-gce)", calibrate(0.5 * (knn + first.probs), given).posterior, given, true, started)
 
     started = time.perf_counter()
-    mlp = out_of_fold(x, torch.eye(k)[y], folds, lambda: mlp_fit, first.weight_decay)
+    mlp = out_of_fold(x, torch.eye(k)[y], folds, mlp_fit, first.weight_decay)
     row("mlp (2 layers, GCE)", calibrate(mlp, given).posterior, given, true, started)
 
     onehot = torch.eye(k)[y]
@@ -92,12 +92,12 @@ def main(source: str, truth: str) -> None:
     }
     for how, (targets, weights) in rounds.items():
         started = time.perf_counter()
-        second = out_of_fold(x, targets, folds, lambda: linear_fit, first.weight_decay, weights)
+        second = out_of_fold(x, targets, folds, linear_fit, first.weight_decay, weights)
         row(f"round 2, {how}", calibrate(second, given).posterior, given, true, started)
 
     started = time.perf_counter()
     ceiling = out_of_fold(
-        x, torch.eye(k)[torch.from_numpy(true).long()], folds, lambda: linear_fit, first.weight_decay
+        x, torch.eye(k)[torch.from_numpy(true).long()], folds, linear_fit, first.weight_decay
     )
     flags = ceiling.argmax(1) != given
     f1 = f1_score(flags, true != given)
@@ -158,7 +158,7 @@ def out_of_fold(x, targets, folds, fitter, weight_decay, weights=None) -> np.nda
     probs = np.zeros(tuple(targets.shape))
     for f in range(int(folds.max()) + 1):
         train, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        predict = fitter()(
+        predict = fitter(
             x[train], targets[train], weight_decay, None if weights is None else weights[train], f
         )
         probs[held] = torch.softmax(predict(x[held]), 1).double().numpy()

@@ -133,11 +133,13 @@ def _approximate(faiss, x: torch.Tensor, k: int, seed: int, block_size: int):
     data = np.ascontiguousarray(x.numpy())
     n, d = data.shape
     threads = torch.get_num_threads()
-    faiss.omp_set_num_threads(1)  # one thread: the same graph every run
     index = faiss.IndexHNSWFlat(d, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
-    index.add(data)
-    faiss.omp_set_num_threads(threads)  # a search is the same whatever the threads
+    faiss.omp_set_num_threads(1)  # one thread: the same graph every run
+    try:
+        index.add(data)
+    finally:
+        faiss.omp_set_num_threads(threads)  # a search is the same whatever the threads
     queries = np.sort(np.random.default_rng(seed).choice(n, min(RECALL_QUERIES, n), replace=False))
     truth, _ = _exact(x, queries, k, block_size)
     recall = 0.0

@@ -168,18 +168,14 @@ def load_source(
         progress=progress,
     )
     if is_dataset_object(source):
-        table = load_huggingface(source, None, **hf_options)
-        check_usable(table, require_all_classes)
-        return table
+        return _checked(load_huggingface(source, None, **hf_options), require_all_classes)
     path = _resolve_source(
         source,
         "pass an image folder (one subfolder per class), a .parquet/.csv manifest or a Hugging Face "
         "dataset (.parquet, .arrow or a save_to_disk folder)",
     )
-    if (path.is_dir() and is_hf_folder(path)) or is_hf_file(path):
-        table = load_huggingface(None, path, **hf_options)
-        check_usable(table, require_all_classes)
-        return table
+    if _is_huggingface_path(path):
+        return _checked(load_huggingface(None, path, **hf_options), require_all_classes)
     if label_names is not None:
         raise ConfigError(
             f"--label-names names the integer labels of a Hugging Face dataset, and {str(source)!r} is "
@@ -194,6 +190,17 @@ def load_source(
             f"source {str(source)!r} is neither a folder nor a .parquet/.csv manifest; pass an image "
             "folder, a manifest file or a Hugging Face dataset (.parquet, .arrow, a save_to_disk folder)"
         )
+    check_usable(table, require_all_classes)
+    return table
+
+
+def _is_huggingface_path(path: Path) -> bool:
+    """A Hugging Face dataset on disk: a parquet/arrow file of image structs or a save_to_disk folder."""
+    return (path.is_dir() and is_hf_folder(path)) or is_hf_file(path)
+
+
+def _checked(table: SampleTable, require_all_classes: bool) -> SampleTable:
+    """``table`` after :func:`~labelaudit.data.classes.check_usable`."""
     check_usable(table, require_all_classes)
     return table
 
@@ -221,14 +228,10 @@ def load_unlabeled(
         labelled=False,
     )
     if is_dataset_object(source):
-        table = load_huggingface(source, None, **hf_options)
-        check_usable(table, require_all_classes=False)
-        return table
+        return _checked(load_huggingface(source, None, **hf_options), require_all_classes=False)
     path = _resolve_source(source, "pass an image folder, a .parquet/.csv manifest or a Hugging Face dataset")
-    if (path.is_dir() and is_hf_folder(path)) or is_hf_file(path):
-        table = load_huggingface(None, path, **hf_options)
-        check_usable(table, require_all_classes=False)
-        return table
+    if _is_huggingface_path(path):
+        return _checked(load_huggingface(None, path, **hf_options), require_all_classes=False)
     skipped: list[tuple[str, str, str, str]] = []
     if path.is_dir():
         rows, skipped = unlabeled_folder_rows(path)
